@@ -1,0 +1,341 @@
+//! Configuration: a TOML file (or the sidecar command-line flags) turned into
+//! typed, validated values, once, at start-up.
+//!
+//! Reading happens in two steps. The `parse` module walks the TOML document
+//! by hand instead of through `#[derive(Deserialize)]`, because the errors
+//! `toml` produces that way name only the innermost field and quote the
+//! source line (which may hold a password); walking by hand lets every
+//! message carry the full dotted key (`databases.app.port: ...`) and
+//! nothing else from the file. [`Config::validate`] then
+//! checks the rules that involve more than one key. Everything after loading
+//! works with the typed [`Config`] and never sees TOML.
+
+mod error;
+mod parse;
+mod render;
+pub mod sidecar;
+pub mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use sidecar::{PgUrl, SidecarArgs};
+
+/// Shown in place of a password or SCRAM secret in `Debug` output and in
+/// [`Config::render_effective`], so that logs and `check-config` output can
+/// be shared without leaking credentials.
+pub const REDACTED: &str = "<redacted>";
+
+/// The whole configuration: global settings plus the databases and users
+/// that clients may connect as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub pooler: PoolerSettings,
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+/// The `[pooler]` table. Every key is optional; [`Default`] holds the values
+/// used when a key is absent, so a file and the sidecar flags share them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolerSettings {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// Client connections beyond this are refused with SQLSTATE 53300.
+    pub max_client_conn: usize,
+    pub pool_mode: PoolMode,
+    /// Server connections per (database, user) pool.
+    pub pool_size: usize,
+    /// Server connections per pool kept open even when idle.
+    pub min_pool_size: usize,
+    /// Longest a client waits for a server connection; zero waits forever.
+    pub query_wait_timeout: Duration,
+    pub server_connect_timeout: Duration,
+    /// Idle server connections are closed after this; zero never closes them.
+    pub server_idle_timeout: Duration,
+    /// Server connections are replaced after this age; zero means unlimited.
+    pub server_lifetime: Duration,
+    /// Idle clients are disconnected after this; zero turns it off.
+    pub client_idle_timeout: Duration,
+    /// Time a client has to finish authenticating.
+    pub client_login_timeout: Duration,
+    /// Clients idle inside a transaction are disconnected after this; zero turns it off.
+    pub idle_transaction_timeout: Duration,
+    /// Client messages larger than this (bytes) are refused with SQLSTATE 08P01.
+    pub max_message_size: usize,
+    /// How long SIGTERM waits for open transactions before closing them.
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Default for PoolerSettings {
+    fn default() -> Self {
+        PoolerSettings {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 6432)),
+            max_client_conn: 10_000,
+            pool_mode: PoolMode::Transaction,
+            pool_size: 20,
+            min_pool_size: 0,
+            query_wait_timeout: Duration::from_secs(120),
+            server_connect_timeout: Duration::from_secs(15),
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            client_idle_timeout: Duration::ZERO,
+            client_login_timeout: Duration::from_secs(60),
+            idle_transaction_timeout: Duration::ZERO,
+            max_message_size: 64 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// When a server connection goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Held by one client until it disconnects.
+    Session,
+    /// Held by one client for one transaction.
+    #[default]
+    Transaction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A `[databases.NAME]` table: clients asking for database NAME are served
+/// by this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub host: String,
+    pub port: u16,
+    /// Database name on the server; defaults to NAME.
+    pub dbname: String,
+    /// Overrides `pooler.pool_size` for this database.
+    pub pool_size: Option<usize>,
+    /// Overrides `pooler.min_pool_size` for this database.
+    pub min_pool_size: Option<usize>,
+    /// Overrides `pooler.pool_mode` for this database.
+    pub pool_mode: Option<PoolMode>,
+    /// Read replicas. Accepted and stored now so files written today keep
+    /// working once read routing lands.
+    pub replicas: Vec<HostConfig>,
+}
+
+/// One `[[databases.NAME.replicas]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    pub host: String,
+    pub port: u16,
+    /// Relative share of reads this host should get.
+    pub weight: u32,
+}
+
+/// A `[users.NAME]` table. `Debug` is written by hand so that passwords and
+/// SCRAM secrets never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    /// Plaintext: lets pglittle verify clients and log in to the server.
+    pub password: Option<String>,
+    /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`, as in
+    /// `pg_authid`. Verifies clients without storing the password; the
+    /// client's proof is then passed through to log in to the server.
+    pub scram_secret: Option<String>,
+    pub auth: AuthMethod,
+    /// Password for logging in to PostgreSQL, if different from `password`.
+    pub server_password: Option<String>,
+    /// Overrides the database's and the pooler's `pool_size` for this user.
+    pub pool_size: Option<usize>,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| REDACTED);
+        f.debug_struct("UserConfig")
+            .field("password", &hide(&self.password))
+            .field("scram_secret", &hide(&self.scram_secret))
+            .field("auth", &self.auth)
+            .field("server_password", &hide(&self.server_password))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// How pglittle verifies a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum AuthMethod {
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// A fixed set of words accepted for one key. One trait so that the three
+/// enums share a single spelling table and a single error message format.
+trait Keyword: Sized + Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+
+    /// The accepted spellings for messages: `"a", "b" or "c"`.
+    fn choices() -> String {
+        let names: Vec<String> = Self::ALL
+            .iter()
+            .map(|k| format!("{:?}", k.as_str()))
+            .collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.concat(),
+        }
+    }
+
+    fn parse_keyword(s: &str) -> Result<Self, String> {
+        match Self::ALL.iter().find(|k| k.as_str() == s) {
+            Some(found) => Ok(*found),
+            None => Err(format!("expected {}, got {s:?}", Self::choices())),
+        }
+    }
+}
+
+/// Implements `Keyword`-backed `as_str`, `Display` and `FromStr` (the latter
+/// so command-line parsers can reuse the same spellings).
+macro_rules! keyword_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl Keyword for $ty {
+            const ALL: &'static [Self] = &[$($ty::$variant),+];
+            fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+        }
+        impl $ty {
+            /// The spelling used in the configuration file.
+            pub fn as_str(self) -> &'static str {
+                Keyword::as_str(self)
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(Keyword::as_str(*self))
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::parse_keyword(s)
+            }
+        }
+    };
+}
+
+keyword_enum!(PoolMode { Transaction => "transaction", Session => "session" });
+keyword_enum!(LogFormat { Text => "text", Json => "json" });
+keyword_enum!(AuthMethod { ScramSha256 => "scram-sha-256", Md5 => "md5", Trust => "trust" });
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = s.parse().map_err(|e| ConfigError::syntax(s, &e))?;
+        let config = parse::config_from_table(&table)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file. Errors start with
+    /// the file's path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::from_toml_str(&text).map_err(|error| ConfigError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
+    }
+
+    /// Checks the rules that span keys (pool sizes against each other, each
+    /// user having what its auth method needs, ...), reporting every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::from_list(validate::problems(self))
+    }
+
+    /// Effective pool size for (database, user): the override chain user >
+    /// database > pooler. Unknown names fall through to the next level.
+    pub fn pool_size_for(&self, db: &str, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_size)
+            .or_else(|| self.databases.get(db).and_then(|d| d.pool_size))
+            .unwrap_or(self.pooler.pool_size)
+    }
+
+    /// Effective minimum pool size for a database: database > pooler.
+    pub fn min_pool_size_for(&self, db: &str) -> usize {
+        self.databases
+            .get(db)
+            .and_then(|d| d.min_pool_size)
+            .unwrap_or(self.pooler.min_pool_size)
+    }
+
+    /// Effective pool mode for a database: database > pooler.
+    pub fn pool_mode_for(&self, db: &str) -> PoolMode {
+        self.databases
+            .get(db)
+            .and_then(|d| d.pool_mode)
+            .unwrap_or(self.pooler.pool_mode)
+    }
+
+    /// The effective configuration as TOML: every key present with defaults
+    /// filled in, secrets replaced by [`REDACTED`]. Backs
+    /// `pglittle check-config FILE`.
+    pub fn render_effective(&self) -> String {
+        render::render(self)
+    }
+}
+
+/// A key as it must be written in TOML: bare when it can be, quoted otherwise
+/// (`"my.db"`), so paths in messages can be pasted back into the file.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_owned()
+    } else {
+        toml_string(key)
+    }
+}
+
+/// `key` under `parent` as a dotted path; `parent` is empty at the top level.
+fn child_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        toml_key(key)
+    } else {
+        format!("{parent}.{}", toml_key(key))
+    }
+}
+
+/// A string as a TOML string literal, escaped by the `toml` crate itself.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}

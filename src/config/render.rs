@@ -1,0 +1,143 @@
+//! The effective configuration written back as TOML for `check-config`.
+//!
+//! Written by hand rather than serialized so the output can say, in
+//! comments, where an unset override gets its value from, and so secrets are
+//! replaced before any text exists. The output parses back to the same
+//! `Config`, apart from the redacted secrets.
+
+use std::fmt::Display;
+
+use super::units::{format_duration, format_size};
+use super::{child_key, toml_string, Config, DatabaseConfig, UserConfig, REDACTED};
+
+pub(super) fn render(config: &Config) -> String {
+    let mut out = String::from(
+        "# Effective pglittle configuration: every key with the value in force,\n\
+         # defaults filled in. Secrets are shown as \"<redacted>\".\n",
+    );
+    render_pooler(config, &mut out);
+    for (name, db) in &config.databases {
+        render_database(config, name, db, &mut out);
+    }
+    for (name, user) in &config.users {
+        render_user(config, name, user, &mut out);
+    }
+    out
+}
+
+fn render_pooler(config: &Config, out: &mut String) {
+    let p = &config.pooler;
+    let duration = |d| toml_string(&format_duration(d));
+    out.push_str("\n[pooler]\n");
+    line(out, "listen", toml_string(&p.listen.to_string()));
+    line(out, "max_client_conn", p.max_client_conn);
+    line(out, "pool_mode", toml_string(p.pool_mode.as_str()));
+    line(out, "pool_size", p.pool_size);
+    line(out, "min_pool_size", p.min_pool_size);
+    line(out, "query_wait_timeout", duration(p.query_wait_timeout));
+    line(
+        out,
+        "server_connect_timeout",
+        duration(p.server_connect_timeout),
+    );
+    line(out, "server_idle_timeout", duration(p.server_idle_timeout));
+    line(out, "server_lifetime", duration(p.server_lifetime));
+    line(out, "client_idle_timeout", duration(p.client_idle_timeout));
+    line(
+        out,
+        "client_login_timeout",
+        duration(p.client_login_timeout),
+    );
+    line(
+        out,
+        "idle_transaction_timeout",
+        duration(p.idle_transaction_timeout),
+    );
+    line(
+        out,
+        "max_message_size",
+        toml_string(&format_size(p.max_message_size)),
+    );
+    line(out, "shutdown_timeout", duration(p.shutdown_timeout));
+    line(out, "log_format", toml_string(p.log_format.as_str()));
+}
+
+fn render_database(config: &Config, name: &str, db: &DatabaseConfig, out: &mut String) {
+    let path = child_key("databases", name);
+    out.push_str(&format!("\n[{path}]\n"));
+    line(out, "host", toml_string(&db.host));
+    line(out, "port", db.port);
+    line(out, "dbname", toml_string(&db.dbname));
+    // Unset overrides stay unset (so the output parses back to the same
+    // config) but show the inherited value as a comment.
+    match db.pool_size {
+        Some(n) => line(out, "pool_size", n),
+        None => inherited(
+            out,
+            "pool_size",
+            config.pooler.pool_size,
+            "pooler.pool_size",
+        ),
+    }
+    match db.min_pool_size {
+        Some(n) => line(out, "min_pool_size", n),
+        None => inherited(
+            out,
+            "min_pool_size",
+            config.pooler.min_pool_size,
+            "pooler.min_pool_size",
+        ),
+    }
+    match db.pool_mode {
+        Some(mode) => line(out, "pool_mode", toml_string(mode.as_str())),
+        None => inherited(
+            out,
+            "pool_mode",
+            toml_string(config.pooler.pool_mode.as_str()),
+            "pooler.pool_mode",
+        ),
+    }
+    if db.replicas.is_empty() {
+        line(out, "replicas", "[]");
+    }
+    for replica in &db.replicas {
+        out.push_str(&format!("\n[[{}]]\n", child_key(&path, "replicas")));
+        line(out, "host", toml_string(&replica.host));
+        line(out, "port", replica.port);
+        line(out, "weight", replica.weight);
+    }
+}
+
+fn render_user(config: &Config, name: &str, user: &UserConfig, out: &mut String) {
+    out.push_str(&format!("\n[{}]\n", child_key("users", name)));
+    line(out, "auth", toml_string(user.auth.as_str()));
+    let secret = |out: &mut String, key: &str, value: &Option<String>, unset: &str| match value {
+        Some(_) => line(out, key, toml_string(REDACTED)),
+        None => out.push_str(&format!("# {key}: not set{unset}\n")),
+    };
+    secret(out, "password", &user.password, "");
+    secret(out, "scram_secret", &user.scram_secret, "");
+    let server_unset = if user.password.is_some() {
+        " (password is used to log in to PostgreSQL)"
+    } else if user.scram_secret.is_some() {
+        " (the client's SCRAM proof is passed through to PostgreSQL)"
+    } else {
+        " (logs in to PostgreSQL without a password)"
+    };
+    secret(out, "server_password", &user.server_password, server_unset);
+    match user.pool_size {
+        Some(n) => line(out, "pool_size", n),
+        None => out.push_str(&format!(
+            "# pool_size: not set; each database's pool_size applies (pooler.pool_size = {})\n",
+            config.pooler.pool_size
+        )),
+    }
+}
+
+fn line(out: &mut String, key: &str, value: impl Display) {
+    out.push_str(&format!("{key} = {value}\n"));
+}
+
+fn inherited(out: &mut String, key: &str, value: impl Display, from: &str) {
+    out.push_str(&format!("# {key} = {value}  (not set; {from} applies)\n"));
+}

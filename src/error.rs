@@ -1,0 +1,74 @@
+//! Errors a client session can end in, each with the SQLSTATE the client sees.
+
+use crate::pool::PoolError;
+use crate::protocol::{auth::AuthError, ProtocolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The client's socket failed: there is nobody left to tell.
+    #[error("client connection: {0}")]
+    ClientIo(#[from] std::io::Error),
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    #[error("password authentication failed for user \"{0}\"")]
+    BadPassword(String),
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    #[error("invalid startup parameter: {0}")]
+    BadStartupParameter(String),
+    #[error("sorry, too many clients already (max_client_conn = {0})")]
+    TooManyClients(usize),
+    #[error("client did not finish logging in within client_login_timeout")]
+    LoginTimeout,
+    #[error("terminating connection: client was idle longer than client_idle_timeout")]
+    ClientIdle,
+    #[error("terminating connection: idle in transaction longer than idle_transaction_timeout")]
+    IdleInTransaction,
+    #[error("terminating connection: pglittle is shutting down")]
+    ShuttingDown,
+    #[error("server connection lost in the middle of a transaction")]
+    ServerLost,
+}
+
+impl SessionError {
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            SessionError::Protocol(e) => e.sqlstate(),
+            SessionError::Auth(e) => e.sqlstate(),
+            SessionError::Pool(e) => e.sqlstate(),
+            SessionError::ClientIo(_) => "08006",
+            SessionError::UnknownDatabase(_) => "3D000",
+            SessionError::BadPassword(_) => "28P01",
+            SessionError::NoUser => "28000",
+            SessionError::BadStartupParameter(_) => "22023",
+            SessionError::TooManyClients(_) => "53300",
+            SessionError::LoginTimeout => "08006",
+            SessionError::ClientIdle => "57P05",
+            SessionError::IdleInTransaction => "25P03",
+            SessionError::ShuttingDown => "57P01",
+            SessionError::ServerLost => "08006",
+        }
+    }
+
+    /// False when the client itself is gone, so no ErrorResponse is sent.
+    pub fn client_reachable(&self) -> bool {
+        !matches!(self, SessionError::ClientIo(_))
+    }
+
+    /// A short reason for the disconnect log line.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            SessionError::Pool(PoolError::WaitTimeout { .. }) => {
+                Some("the pool is too small for the load, or transactions hold connections too long")
+            }
+            SessionError::TooManyClients(_) => Some("raise max_client_conn or reduce the number of clients"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! pglittle: a PostgreSQL connection pooler.
+//!
+//! # Layout
+//! - `protocol`: sans-IO wire protocol (frames, startup packets, the
+//!   messages pglittle decodes or encodes, SCRAM and md5).
+//! - `config`: TOML -> validated, typed `Config`; sidecar flags.
+//! - `router`: pure SQL inspection (session side effects today).
+//! - `pool`: per (database, user) pools of server connections, leases, the janitor.
+//! - `session`: one task per client: handshake, relay, cancel keys.
+//! - `listener`, `app`, `shutdown`: wiring, background tasks, signals.
+//! - `cluster`: a throwaway local primary + replica for `demo` and the tests.
+//!
+//! # Life of one query (transaction mode)
+//! 1. `listener` accepts and spawns `session::serve`.
+//! 2. `session::handshake` answers SSLRequest with 'N', reads the
+//!    StartupMessage, verifies the client (SCRAM-SHA-256, md5 or trust) and
+//!    greets it with the server's parameters and pglittle's own cancel key.
+//! 3. The session waits for a complete message without holding a buffer.
+//! 4. `Pool::acquire` lends an idle server (checked for liveness), opens a
+//!    new one, or queues the client FIFO up to `query_wait_timeout`.
+//! 5. The client's session parameters are applied if the server differs.
+//! 6. `session::relay` pumps bytes both ways untouched, reading only
+//!    ReadyForQuery, ParameterStatus and ErrorResponse from the server.
+//! 7. At ReadyForQuery('I') with nothing in flight the server goes back,
+//!    after `SHOW search_path` or `DISCARD ALL` if the client changed state
+//!    that pglittle does not carry.
+
+pub mod app;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod listener;
+pub mod pool;
+pub mod protocol;
+pub mod router;
+pub mod session;
+pub mod shutdown;
+
+pub use app::{start, Running};
+pub use config::Config;
+pub use shutdown::{Phase, Shutdown};

@@ -1,0 +1,147 @@
+//! The `pglittle` command: run (from a file or sidecar flags), check-config, demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pglittle::config::{Config, PoolMode, SidecarArgs};
+use pglittle::{Phase, Shutdown};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(name = "pglittle", version, about = "PostgreSQL connection pooler")]
+struct Cli {
+    /// TOML configuration file (see pooler.example.toml).
+    #[arg(long, short = 'c', env = "PGLITTLE_CONFIG", conflicts_with = "primary")]
+    config: Option<PathBuf>,
+    /// Sidecar mode: address to listen on.
+    #[arg(long, env = "PGLITTLE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Sidecar mode: the primary, as postgres://USER:PASS@HOST:PORT/DB.
+    #[arg(long, env = "PGLITTLE_PRIMARY")]
+    primary: Option<String>,
+    /// Sidecar mode: a streaming replica (repeatable; env is comma-separated).
+    #[arg(long = "replica", env = "PGLITTLE_REPLICAS", value_delimiter = ',')]
+    replicas: Vec<String>,
+    /// Sidecar mode: transaction (default) or session.
+    #[arg(long, env = "PGLITTLE_POOL_MODE")]
+    pool_mode: Option<PoolMode>,
+    /// Sidecar mode: server connections per pool.
+    #[arg(long, env = "PGLITTLE_POOL_SIZE")]
+    pool_size: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and print the effective configuration.
+    CheckConfig { file: PathBuf },
+    /// Start a throwaway local primary and replica with pglittle in front.
+    Demo {
+        /// Where pglittle listens (falls back to a free port if taken).
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pglittle: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Some(Command::CheckConfig { ref file }) => check_config(file),
+        Some(Command::Demo { listen }) => runtime.block_on(demo::run(listen)),
+        None => runtime.block_on(run(cli)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pglittle: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(file).map_err(|e| e.to_string())?;
+    print!("{}", config.render_effective());
+    eprintln!("{}: OK", file.display());
+    Ok(())
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    if let Some(path) = &cli.config {
+        return Config::load(path).map_err(|e| e.to_string());
+    }
+    let Some(primary) = cli.primary.clone() else {
+        return Err("give --config FILE, or --primary postgres://USER:PASS@HOST:PORT/DB for sidecar mode (see --help)".into());
+    };
+    if !cli.replicas.is_empty() {
+        tracing::warn!("--replica is accepted but not routed yet: every query goes to the primary");
+    }
+    Config::from_sidecar(&SidecarArgs {
+        listen: cli.listen,
+        primary,
+        replicas: cli.replicas.clone(),
+        pool_mode: cli.pool_mode,
+        pool_size: cli.pool_size,
+    })
+    .map_err(|e| e.to_string())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = load(&cli)?;
+    let shutdown = Shutdown::new();
+    let running = pglittle::start(config, shutdown.clone())
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    spawn_signal_handlers(&running, shutdown, cli)?;
+    running.wait().await;
+    Ok(())
+}
+
+/// SIGTERM drains, SIGINT stops at once, SIGHUP reloads the config file.
+fn spawn_signal_handlers(running: &pglittle::Running, shutdown: Shutdown, cli: Cli) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let shared = running.shared.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: draining");
+                    shutdown.advance(Phase::Draining);
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: stopping now");
+                    shutdown.advance(Phase::Stopping);
+                }
+                _ = hup.recv() => match load(&cli) {
+                    Ok(config) => {
+                        shared.apply_config(std::sync::Arc::new(config));
+                        tracing::info!("SIGHUP: configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the running configuration"),
+                },
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Why a server connection could not be had or kept.
+
+use std::time::Duration;
+
+use crate::protocol::{auth::AuthError, ProtocolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(
+        "no server connection became free within query_wait_timeout ({waited:?}): \
+         pool {pool} is saturated ({size} busy, {queued} waiting)"
+    )]
+    WaitTimeout {
+        pool: String,
+        waited: Duration,
+        size: usize,
+        queued: usize,
+    },
+    #[error("could not connect to server {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not connect to server {addr} within server_connect_timeout ({timeout:?})")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("server {addr} refused the login: {message}")]
+    ServerRejected {
+        addr: String,
+        code: String,
+        message: String,
+    },
+    #[error("server {addr} asked for {method} authentication, which pglittle cannot perform for this user")]
+    UnsupportedAuth { addr: String, method: String },
+    #[error("server authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    #[error("server sent an invalid message: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("server connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server did not answer within {0:?}")]
+    Unresponsive(Duration),
+    #[error("pool {0} is closed")]
+    Closed(String),
+}
+
+impl PoolError {
+    /// The SQLSTATE a client sees for this failure.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            PoolError::WaitTimeout { .. } => "53300",
+            PoolError::ServerRejected { code, .. } => code,
+            PoolError::UnsupportedAuth { .. } | PoolError::Auth(_) => "28000",
+            PoolError::Protocol(_) => "08P01",
+            PoolError::Closed(_) => "57P01",
+            _ => "08006",
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Server connection pools: one per (database, user).
+//!
+//! A connection's state is where it sits: on the `idle` stack, lent out
+//! (counted in `active`), or being opened (`connecting`). Clients that find
+//! no connection wait in a FIFO queue and are handed a connection (or the
+//! right to open one) directly by whoever frees it, so no wake-up is lost and
+//! no client jumps the queue. deadpool was considered and left out: it has no
+//! per-state counts, no FIFO hand-off of a freed slot, no minimum size and no
+//! hook for admission by predicted wait, all of which a pooler needs.
+
+pub mod error;
+mod lease;
+pub mod params;
+pub mod registry;
+pub mod server;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+pub use error::PoolError;
+pub use lease::Lease;
+use params::Params;
+pub use server::{ServerAuth, ServerConn, ServerTarget};
+
+use crate::config::PoolMode;
+
+/// Per-pool settings that a reload may change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub mode: PoolMode,
+    pub size: usize,
+    pub min_size: usize,
+    pub query_wait_timeout: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_lifetime: Duration,
+}
+
+/// What a waiting client is handed.
+enum Grant {
+    Conn(ServerConn),
+    /// A slot freed up: open a new connection in it.
+    Slot,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Grant>,
+}
+
+enum Immediate {
+    Conn(ServerConn),
+    Open,
+    Closed,
+    Queued(u64, oneshot::Receiver<Grant>),
+}
+
+struct State {
+    settings: PoolSettings,
+    idle: Vec<ServerConn>,
+    active: usize,
+    connecting: usize,
+    waiters: VecDeque<Waiter>,
+    next_waiter: u64,
+    closed: bool,
+}
+
+impl State {
+    fn total(&self) -> usize {
+        self.idle.len() + self.active + self.connecting
+    }
+
+    fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
+        let life = self.settings.server_lifetime;
+        !life.is_zero() && now.duration_since(conn.created) >= life
+    }
+
+    /// Gives a freed slot to the first live waiter, if the pool has room.
+    fn grant_slot(&mut self) {
+        while self.total() < self.settings.size {
+            let Some(w) = self.waiters.pop_front() else {
+                return;
+            };
+            self.connecting += 1;
+            if w.tx.send(Grant::Slot).is_ok() {
+                continue;
+            }
+            self.connecting -= 1;
+        }
+    }
+}
+
+/// Counters kept at lease boundaries.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    pub leases: AtomicU64,
+    pub wait_micros: AtomicU64,
+    pub hold_micros: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub wait_timeouts: AtomicU64,
+}
+
+/// A snapshot of a pool's state, for logs and the admin console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub idle: usize,
+    pub active: usize,
+    pub connecting: usize,
+    pub waiting: usize,
+    pub size: usize,
+}
+
+pub struct Pool {
+    pub database: String,
+    pub user: String,
+    target: ServerTarget,
+    auth: Mutex<ServerAuth>,
+    state: Mutex<State>,
+    next_conn_id: AtomicU64,
+    /// Parameters the first server reported: what a fresh session looks like.
+    defaults: Mutex<Option<Params>>,
+    pub counters: PoolCounters,
+}
+
+impl Pool {
+    pub fn new(
+        database: &str,
+        user: &str,
+        target: ServerTarget,
+        auth: ServerAuth,
+        settings: PoolSettings,
+    ) -> Pool {
+        Pool {
+            database: database.to_string(),
+            user: user.to_string(),
+            target,
+            auth: Mutex::new(auth),
+            state: Mutex::new(State {
+                settings,
+                idle: Vec::new(),
+                active: 0,
+                connecting: 0,
+                waiters: VecDeque::new(),
+                next_waiter: 0,
+                closed: false,
+            }),
+            next_conn_id: AtomicU64::new(1),
+            defaults: Mutex::new(None),
+            counters: PoolCounters::default(),
+        }
+    }
+
+    pub fn target(&self) -> &ServerTarget {
+        &self.target
+    }
+
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.database, self.user)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.state().settings.clone()
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let st = self.state();
+        PoolStatus {
+            idle: st.idle.len(),
+            active: st.active,
+            connecting: st.connecting,
+            waiting: st.waiters.len(),
+            size: st.settings.size,
+        }
+    }
+
+    /// Applies reloaded settings; a larger pool serves waiters at once.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        let mut st = self.state();
+        st.settings = settings;
+        st.grant_slot();
+    }
+
+    /// Replaces the credential used for new server logins (SCRAM pass-through
+    /// learns it from the first client that proves its password).
+    pub fn set_auth(&self, auth: ServerAuth) {
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = auth;
+    }
+
+    pub fn has_password_auth(&self) -> bool {
+        !matches!(
+            *self.auth.lock().unwrap_or_else(|e| e.into_inner()),
+            ServerAuth::None
+        )
+    }
+
+    /// Session defaults as the server reports them, learned from the first
+    /// connection (opening one if needed).
+    pub async fn defaults(self: &std::sync::Arc<Self>) -> Result<Params, PoolError> {
+        if let Some(d) = self.defaults.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(d);
+        }
+        let wait = self.settings().query_wait_timeout;
+        let lease = self.acquire(wait).await?;
+        lease.release();
+        self.defaults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| PoolError::Closed(self.name()))
+    }
+
+    /// Lends a server connection, waiting at most `timeout` (zero: forever).
+    pub async fn acquire(self: &std::sync::Arc<Self>, timeout: Duration) -> Result<Lease, PoolError> {
+        let started = Instant::now();
+        let (id, mut rx) = match self.try_lend() {
+            Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
+            Immediate::Open => return self.open(started).await,
+            Immediate::Closed => return Err(PoolError::Closed(self.name())),
+            Immediate::Queued(id, rx) => (id, rx),
+        };
+        let granted = if timeout.is_zero() {
+            (&mut rx).await.ok()
+        } else {
+            match tokio::time::timeout(timeout, &mut rx).await {
+                Ok(r) => r.ok(),
+                Err(_) => {
+                    if let Some(e) = self.give_up_waiting(id, timeout) {
+                        return Err(e);
+                    }
+                    // Granted in the same instant the timer fired: take it.
+                    rx.try_recv().ok()
+                }
+            }
+        };
+        match granted {
+            Some(Grant::Conn(conn)) => Ok(Lease::new(self.clone(), conn, started)),
+            Some(Grant::Slot) => self.open(started).await,
+            None => Err(PoolError::Closed(self.name())),
+        }
+    }
+
+    /// The synchronous part of `acquire`: an idle connection, a free slot,
+    /// or a place in the queue. Kept apart so no lock guard lives in a future.
+    fn try_lend(&self) -> Immediate {
+        let mut st = self.state();
+        if st.closed {
+            return Immediate::Closed;
+        }
+        let now = Instant::now();
+        while let Some(conn) = st.idle.pop() {
+            if conn.is_broken() || st.expired(&conn, now) {
+                continue;
+            }
+            st.active += 1;
+            return Immediate::Conn(conn);
+        }
+        if st.total() < st.settings.size {
+            st.connecting += 1;
+            return Immediate::Open;
+        }
+        let (tx, rx) = oneshot::channel();
+        st.next_waiter += 1;
+        let id = st.next_waiter;
+        st.waiters.push_back(Waiter { id, tx });
+        Immediate::Queued(id, rx)
+    }
+
+    /// Leaves the queue after a timeout; `None` if a grant was already sent.
+    fn give_up_waiting(&self, id: u64, waited: Duration) -> Option<PoolError> {
+        let mut st = self.state();
+        let pos = st.waiters.iter().position(|w| w.id == id)?;
+        st.waiters.remove(pos);
+        self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+        Some(PoolError::WaitTimeout {
+            pool: self.name(),
+            waited,
+            size: st.settings.size,
+            queued: st.waiters.len(),
+        })
+    }
+
+    /// Opens a connection in a slot already counted in `connecting`.
+    async fn open(self: &std::sync::Arc<Self>, started: Instant) -> Result<Lease, PoolError> {
+        let conn = self.connect().await;
+        let mut st = self.state();
+        st.connecting -= 1;
+        match conn {
+            Ok(conn) => {
+                st.active += 1;
+                drop(st);
+                Ok(Lease::new(self.clone(), conn, started))
+            }
+            Err(e) => {
+                st.grant_slot();
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<ServerConn, PoolError> {
+        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let result = ServerConn::connect(&self.target, &auth, id).await;
+        match &result {
+            Ok(conn) => {
+                self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                let mut d = self.defaults.lock().unwrap_or_else(|e| e.into_inner());
+                if d.is_none() {
+                    *d = Some(conn.params.clone());
+                }
+            }
+            Err(_) => {
+                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Takes back a clean connection: straight to the longest waiter, or onto the idle stack.
+    fn put_back(&self, mut conn: ServerConn) {
+        let mut st = self.state();
+        st.active -= 1;
+        if st.closed || st.total() >= st.settings.size || st.expired(&conn, Instant::now()) {
+            st.grant_slot();
+            drop(st);
+            tokio::spawn(conn.terminate());
+            return;
+        }
+        conn.last_used = Instant::now();
+        while let Some(w) = st.waiters.pop_front() {
+            st.active += 1;
+            match w.tx.send(Grant::Conn(conn)) {
+                Ok(()) => return,
+                Err(Grant::Conn(c)) => {
+                    st.active -= 1;
+                    conn = c;
+                }
+                Err(Grant::Slot) => return,
+            }
+        }
+        st.idle.push(conn);
+    }
+
+    /// Forgets a connection that cannot be reused; its slot goes to a waiter.
+    fn forget(&self) {
+        let mut st = self.state();
+        st.active -= 1;
+        st.grant_slot();
+    }
+
+    /// Janitor pass: closes idle connections past their idle timeout or
+    /// lifetime (keeping `min_size`), then tops the pool up to `min_size`.
+    pub async fn maintain(self: &std::sync::Arc<Self>) {
+        let (to_close, to_open) = {
+            let mut st = self.state();
+            let now = Instant::now();
+            let idle_timeout = st.settings.server_idle_timeout;
+            let mut keep = Vec::with_capacity(st.idle.len());
+            let mut close = Vec::new();
+            let mut total = st.total();
+            // Oldest-used first: the bottom of the stack.
+            for conn in std::mem::take(&mut st.idle) {
+                let idle_too_long = !idle_timeout.is_zero()
+                    && now.duration_since(conn.last_used) >= idle_timeout
+                    && total > st.settings.min_size;
+                if st.expired(&conn, now) || idle_too_long || st.closed {
+                    total -= 1;
+                    close.push(conn);
+                } else {
+                    keep.push(conn);
+                }
+            }
+            st.idle = keep;
+            let open = if st.closed {
+                0
+            } else {
+                st.settings.min_size.saturating_sub(st.total())
+            };
+            st.connecting += open;
+            (close, open)
+        };
+        for conn in to_close {
+            conn.terminate().await;
+        }
+        for _ in 0..to_open {
+            match self.open(Instant::now()).await {
+                Ok(lease) => lease.release(),
+                Err(e) => {
+                    tracing::warn!(pool = %self.name(), error = %e, "could not open a min_pool_size connection");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Closes the pool: waiters get an error, idle connections are closed,
+    /// lent ones are closed when they come back.
+    pub async fn close(&self) {
+        let idle = {
+            let mut st = self.state();
+            st.closed = true;
+            st.waiters.clear();
+            std::mem::take(&mut st.idle)
+        };
+        for conn in idle {
+            conn.terminate().await;
+        }
+    }
+}

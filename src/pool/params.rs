@@ -1,0 +1,185 @@
+//! Session parameters (GUCs) and the statements that make a server's
+//! parameters match a client's.
+//!
+//! A client's `Params` are what it believes its session holds: the server
+//! defaults, overlaid with its startup parameters and whatever the server
+//! reported back while it held a connection. Before a server is lent, the
+//! differences are applied with one `SET ...; RESET ...` round trip.
+
+/// Parameters the server reports that can never be SET; never synced.
+const READ_ONLY: &[&str] = &[
+    "server_version",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
+    "scram_iterations",
+];
+
+/// Startup parameters that are not GUCs, or that pglittle handles itself.
+const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
+
+/// Ordered name -> value pairs; names are canonical (as the server reports them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, String)>);
+
+/// Maps a client-supplied name onto the spelling the server reports, so that
+/// `datestyle` from a startup packet and `DateStyle` from ParameterStatus are one key.
+pub fn canonical_name(name: &str) -> String {
+    match name.to_ascii_lowercase().as_str() {
+        "datestyle" => "DateStyle".into(),
+        "timezone" => "TimeZone".into(),
+        "intervalstyle" => "IntervalStyle".into(),
+        other => other.to_string(),
+    }
+}
+
+/// True when a startup parameter should follow the client as a session setting.
+pub fn is_session_setting(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !NOT_SETTINGS.contains(&lower.as_str()) && !lower.starts_with("_pq_.")
+}
+
+impl Params {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k == name) {
+            Some(entry) => {
+                if entry.1 != value {
+                    entry.1 = value.to_string();
+                }
+            }
+            None => self.0.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| k != name);
+    }
+
+    /// Keeps only the names `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.0.retain(|(k, _)| keep(k));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The SQL that makes a server holding `server` match a client whose
+    /// session is `defaults` overlaid with `overrides`, or `None` when they
+    /// already agree (the common, free case). Clients keep only their
+    /// overrides, so an idle client costs a few bytes, not a full map.
+    pub fn sync_sql(&self, defaults: &Params, server: &Params) -> Option<String> {
+        let mut sql = String::new();
+        for (k, v) in self.iter() {
+            if READ_ONLY.contains(&k) || server.get(k) == Some(v) {
+                continue;
+            }
+            sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+        }
+        for (k, v) in server.iter() {
+            if READ_ONLY.contains(&k) || self.get(k).is_some() || defaults.get(k) == Some(v) {
+                continue;
+            }
+            sql.push_str(&format!("RESET {};", quote_ident(k)));
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// Records a value the client's session now has: kept only when it
+    /// differs from the default.
+    pub fn set_override(&mut self, defaults: &Params, name: &str, value: &str) {
+        if defaults.get(name) == Some(value) {
+            self.remove(name);
+        } else {
+            self.set(name, value);
+        }
+    }
+}
+
+/// Quotes a GUC name; dotted custom names (`myapp.x`) quote each part.
+fn quote_ident(name: &str) -> String {
+    name.split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A string literal that means the same whatever standard_conforming_strings says.
+fn quote_literal(value: &str) -> String {
+    if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Params {
+        let mut out = Params::new();
+        for (k, v) in pairs {
+            out.set(k, v);
+        }
+        out
+    }
+
+    #[test]
+    fn equal_params_need_no_round_trip() {
+        let d = p(&[("TimeZone", "UTC"), ("server_version", "15")]);
+        assert_eq!(Params::new().sync_sql(&d, &d.clone()), None);
+        let o = p(&[("TimeZone", "UTC")]);
+        assert_eq!(o.sync_sql(&d, &d.clone()), None);
+    }
+
+    #[test]
+    fn differences_become_set_and_reset() {
+        let defaults = p(&[("TimeZone", "UTC"), ("application_name", ""), ("DateStyle", "ISO")]);
+        let client = p(&[("TimeZone", "Europe/Paris"), ("application_name", "it's")]);
+        let server = p(&[
+            ("TimeZone", "UTC"),
+            ("application_name", "it's"),
+            ("DateStyle", "German"),
+            ("statement_timeout", "5s"),
+            ("server_version", "15"),
+        ]);
+        assert_eq!(
+            client.sync_sql(&defaults, &server).unwrap(),
+            "SET \"TimeZone\" TO 'Europe/Paris';RESET \"DateStyle\";RESET \"statement_timeout\";"
+        );
+    }
+
+    #[test]
+    fn quoting_is_injection_safe() {
+        let client = p(&[("search_path", "a'; DROP TABLE x; --\\")]);
+        let sql = client.sync_sql(&Params::new(), &Params::new()).unwrap();
+        assert_eq!(
+            sql,
+            "SET \"search_path\" TO E'a''; DROP TABLE x; --\\\\';"
+        );
+        assert_eq!(quote_ident("my.x\""), "\"my\".\"x\"\"\"");
+    }
+
+    #[test]
+    fn names_are_canonical() {
+        assert_eq!(canonical_name("datestyle"), "DateStyle");
+        assert_eq!(canonical_name("Application_Name"), "application_name");
+        assert!(!is_session_setting("user"));
+        assert!(!is_session_setting("_pq_.foo"));
+        assert!(is_session_setting("extra_float_digits"));
+    }
+}

@@ -1,0 +1,304 @@
+//! One authenticated connection to a PostgreSQL server.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::{backend::Message, frontend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{error::PoolError, params::Params};
+use crate::protocol::auth::scram::ScramKeyClient;
+
+/// How pglittle proves itself to the server.
+#[derive(Clone)]
+pub enum ServerAuth {
+    /// A plaintext password: works for SCRAM, md5, cleartext and trust.
+    Password(String),
+    /// SCRAM pass-through: the ClientKey recovered from a client's proof and
+    /// the ServerKey from the configured secret. SCRAM only.
+    ClientKey {
+        client_key: [u8; 32],
+        server_key: [u8; 32],
+    },
+    /// No credential: only a `trust` server will let us in.
+    None,
+}
+
+/// Where and as whom a pool's servers connect.
+#[derive(Clone)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub connect_timeout: Duration,
+}
+
+impl ServerTarget {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A server connection and what pglittle knows of its session.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// The server's session parameters as last reported or set.
+    pub params: Params,
+    /// BackendKeyData, for forwarding CancelRequests.
+    pub pid: i32,
+    pub secret: i32,
+    pub id: u64,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Read buffer, kept with the connection so a transaction allocates nothing.
+    pub buf: BytesMut,
+}
+
+/// What one of pglittle's own simple queries returned.
+#[derive(Debug, Default)]
+pub struct QueryOutcome {
+    pub rows: Vec<Vec<Option<String>>>,
+    /// SQLSTATE and message of the first error, if any.
+    pub error: Option<(String, String)>,
+}
+
+const BUF_SIZE: usize = 16 * 1024;
+
+impl ServerConn {
+    /// Opens a TCP connection, logs in, and waits for the first ReadyForQuery.
+    pub async fn connect(
+        target: &ServerTarget,
+        auth: &ServerAuth,
+        id: u64,
+    ) -> Result<ServerConn, PoolError> {
+        let addr = target.addr();
+        let work = async {
+            let stream = TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .map_err(|source| PoolError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            stream.set_nodelay(true)?;
+            let mut conn = ServerConn {
+                stream,
+                params: Params::new(),
+                pid: 0,
+                secret: 0,
+                id,
+                created: Instant::now(),
+                last_used: Instant::now(),
+                buf: BytesMut::with_capacity(BUF_SIZE),
+            };
+            conn.login(target, auth).await?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(target.connect_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(PoolError::ConnectTimeout {
+                addr,
+                timeout: target.connect_timeout,
+            }),
+        }
+    }
+
+    async fn login(&mut self, target: &ServerTarget, auth: &ServerAuth) -> Result<(), PoolError> {
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            [
+                ("user", target.user.as_str()),
+                ("database", target.dbname.as_str()),
+            ],
+            &mut out,
+        )?;
+        self.stream.write_all(&out).await?;
+        let mut scram: Option<ScramSha256> = None;
+        let mut key_client: Option<ScramKeyClient> = None;
+        let unsupported = |method: &str| PoolError::UnsupportedAuth {
+            addr: target.addr(),
+            method: method.to_string(),
+        };
+        loop {
+            let msg = self.read_message().await?;
+            out.clear();
+            match msg {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    let ServerAuth::Password(p) = auth else {
+                        return Err(unsupported("cleartext password"));
+                    };
+                    frontend::password_message(p.as_bytes(), &mut out)?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let ServerAuth::Password(p) = auth else {
+                        return Err(unsupported("md5"));
+                    };
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        target.user.as_bytes(),
+                        p.as_bytes(),
+                        body.salt(),
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut out)?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechs = body.mechanisms();
+                    let mut has_scram = false;
+                    while let Some(m) = mechs.next()? {
+                        has_scram |= m == "SCRAM-SHA-256";
+                    }
+                    if !has_scram {
+                        return Err(unsupported("SASL without SCRAM-SHA-256"));
+                    }
+                    let first = match auth {
+                        ServerAuth::Password(p) => {
+                            let s = ScramSha256::new(p.as_bytes(), ChannelBinding::unsupported());
+                            let m = s.message().to_vec();
+                            scram = Some(s);
+                            m
+                        }
+                        ServerAuth::ClientKey {
+                            client_key,
+                            server_key,
+                        } => {
+                            let mut k = ScramKeyClient::new(*client_key, *server_key);
+                            let m = k.client_first();
+                            key_client = Some(k);
+                            m
+                        }
+                        ServerAuth::None => return Err(unsupported("SCRAM-SHA-256")),
+                    };
+                    frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)?;
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let reply = if let Some(s) = scram.as_mut() {
+                        s.update(body.data())?;
+                        s.message().to_vec()
+                    } else if let Some(k) = key_client.as_mut() {
+                        k.server_first(body.data())?
+                    } else {
+                        return Err(unsupported("out-of-order SASL"));
+                    };
+                    frontend::sasl_response(&reply, &mut out)?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    if let Some(s) = scram.as_mut() {
+                        s.finish(body.data())?;
+                    } else if let Some(k) = key_client.as_mut() {
+                        k.server_final(body.data())?;
+                    }
+                }
+                Message::ParameterStatus(p) => {
+                    self.params.set(p.name()?, p.value()?);
+                }
+                Message::BackendKeyData(k) => {
+                    self.pid = k.process_id();
+                    self.secret = k.secret_key();
+                }
+                Message::ErrorResponse(e) => {
+                    let (code, message) = error_code_message(e.fields())?;
+                    return Err(PoolError::ServerRejected {
+                        addr: target.addr(),
+                        code,
+                        message,
+                    });
+                }
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::NoticeResponse(_) => {}
+                _ => return Err(unsupported("an unknown method")),
+            }
+            if !out.is_empty() {
+                self.stream.write_all(&out).await?;
+            }
+        }
+    }
+
+    /// Reads one whole message for pglittle's own use (login and its own
+    /// queries; never on the relay path).
+    async fn read_message(&mut self) -> Result<Message, PoolError> {
+        loop {
+            if let Some(m) = Message::parse(&mut self.buf)? {
+                return Ok(m);
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(BUF_SIZE);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(PoolError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Runs one of pglittle's own simple queries (parameter sync, rollback,
+    /// reset) and reads up to ReadyForQuery. ParameterStatus updates `params`.
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<QueryOutcome, PoolError> {
+        let work = async {
+            self.stream
+                .write_all(&crate::protocol::frontend::query(sql))
+                .await?;
+            let mut outcome = QueryOutcome::default();
+            loop {
+                match self.read_message().await? {
+                    Message::DataRow(row) => {
+                        let buf = row.buffer();
+                        let mut cols = Vec::new();
+                        let mut ranges = row.ranges();
+                        while let Some(r) = ranges.next()? {
+                            cols.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                        }
+                        outcome.rows.push(cols);
+                    }
+                    Message::ParameterStatus(p) => self.params.set(p.name()?, p.value()?),
+                    Message::ErrorResponse(e) => {
+                        if outcome.error.is_none() {
+                            outcome.error = Some(error_code_message(e.fields())?);
+                        }
+                    }
+                    Message::ReadyForQuery(_) => return Ok(outcome),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| PoolError::Unresponsive(timeout))?
+    }
+
+    /// Cheap liveness check before lending an idle connection: an idle
+    /// server must have nothing to say. Readable data (say, a FATAL from
+    /// `pg_terminate_backend`) or EOF means it is gone.
+    pub fn is_broken(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Says goodbye politely; errors are irrelevant at this point.
+    pub async fn terminate(mut self) {
+        let _ = self
+            .stream
+            .write_all(crate::protocol::frontend::terminate())
+            .await;
+    }
+}
+
+fn error_code_message(
+    mut fields: postgres_protocol::message::backend::ErrorFields<'_>,
+) -> Result<(String, String), std::io::Error> {
+    let mut code = String::from("XX000");
+    let mut message = String::new();
+    while let Some(f) = fields.next()? {
+        match f.type_() {
+            b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            _ => {}
+        }
+    }
+    Ok((code, message))
+}

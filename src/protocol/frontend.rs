@@ -1,0 +1,227 @@
+//! Messages a client sends after startup. Decoded only as far as the pooler
+//! needs: what kind of message it is, and the SQL text where there is one.
+
+use super::{frame::Frame, read_cstr, read_i32, ProtocolError};
+
+/// What the session needs to know about one client message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrontendMessage<'a> {
+    /// Simple query; produces exactly one ReadyForQuery.
+    Query { sql: &'a [u8] },
+    /// Extended protocol Parse.
+    Parse { name: &'a [u8], sql: &'a [u8] },
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    /// Ends an extended-protocol batch; produces exactly one ReadyForQuery.
+    Sync,
+    Flush,
+    /// Fastpath function call; produces exactly one ReadyForQuery.
+    FunctionCall,
+    CopyData,
+    CopyDone,
+    CopyFail,
+    Terminate,
+    /// Password, SASLInitialResponse or SASLResponse (context decides which).
+    Password,
+}
+
+impl<'a> FrontendMessage<'a> {
+    pub fn parse(frame: &'a Frame) -> Result<Self, ProtocolError> {
+        Self::parse_parts(frame.tag, frame.body())
+    }
+
+    /// Parses a message given its tag and body (the bytes after the header).
+    pub fn parse_parts(tag: u8, body: &'a [u8]) -> Result<Self, ProtocolError> {
+        Ok(match tag {
+            b'Q' => {
+                let (sql, _) = read_cstr(body, 0).ok_or(ProtocolError::Malformed { what: "Query" })?;
+                FrontendMessage::Query { sql }
+            }
+            b'P' => {
+                let bad = ProtocolError::Malformed { what: "Parse" };
+                let (name, pos) = read_cstr(body, 0).ok_or(bad)?;
+                let (sql, _) =
+                    read_cstr(body, pos).ok_or(ProtocolError::Malformed { what: "Parse" })?;
+                FrontendMessage::Parse { name, sql }
+            }
+            b'B' => FrontendMessage::Bind,
+            b'D' => FrontendMessage::Describe,
+            b'E' => FrontendMessage::Execute,
+            b'C' => FrontendMessage::Close,
+            b'S' => FrontendMessage::Sync,
+            b'H' => FrontendMessage::Flush,
+            b'F' => FrontendMessage::FunctionCall,
+            b'd' => FrontendMessage::CopyData,
+            b'c' => FrontendMessage::CopyDone,
+            b'f' => FrontendMessage::CopyFail,
+            b'X' => FrontendMessage::Terminate,
+            b'p' => FrontendMessage::Password,
+            other => return Err(ProtocolError::Unexpected(other as char, "from a client")),
+        })
+    }
+
+    /// True for messages after which the server sends one ReadyForQuery.
+    pub fn ends_batch(&self) -> bool {
+        matches!(
+            self,
+            FrontendMessage::Query { .. } | FrontendMessage::Sync | FrontendMessage::FunctionCall
+        )
+    }
+
+    /// True for messages that belong to the extended-query protocol, whose
+    /// errors make the server skip ahead to the next Sync.
+    pub fn is_extended(&self) -> bool {
+        matches!(
+            self,
+            FrontendMessage::Parse { .. }
+                | FrontendMessage::Bind
+                | FrontendMessage::Describe
+                | FrontendMessage::Execute
+                | FrontendMessage::Close
+                | FrontendMessage::Flush
+        )
+    }
+}
+
+/// The first complete message in `buf`, without consuming it, and its length.
+pub fn peek_message(
+    buf: &[u8],
+    max_len: usize,
+) -> Result<Option<(FrontendMessage<'_>, usize)>, ProtocolError> {
+    let Some((tag, total)) = super::frame::peek_header(buf, max_len)? else {
+        return Ok(None);
+    };
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let msg = FrontendMessage::parse_parts(tag, &buf[super::frame::HEADER_LEN..total])?;
+    Ok(Some((msg, total)))
+}
+
+/// The tag of a password-family message, for the auth exchange.
+pub const PASSWORD_TAG: u8 = b'p';
+
+/// SASLInitialResponse: mechanism name, then the client-first-message.
+pub fn parse_sasl_initial(frame: &Frame) -> Result<(&[u8], &[u8]), ProtocolError> {
+    let bad = || ProtocolError::Malformed {
+        what: "SASLInitialResponse",
+    };
+    if frame.tag != PASSWORD_TAG {
+        return Err(ProtocolError::Unexpected(
+            frame.tag as char,
+            "during authentication",
+        ));
+    }
+    let body = frame.body();
+    let (mech, pos) = read_cstr(body, 0).ok_or_else(bad)?;
+    let (len, pos) = read_i32(body, pos).ok_or_else(bad)?;
+    let data = if len < 0 {
+        &[][..]
+    } else {
+        body.get(pos..pos + len as usize).ok_or_else(bad)?
+    };
+    Ok((mech, data))
+}
+
+/// SASLResponse: the whole body is the mechanism's data.
+pub fn parse_sasl_response(frame: &Frame) -> Result<&[u8], ProtocolError> {
+    if frame.tag != PASSWORD_TAG {
+        return Err(ProtocolError::Unexpected(
+            frame.tag as char,
+            "during authentication",
+        ));
+    }
+    Ok(frame.body())
+}
+
+/// PasswordMessage: one NUL-terminated string (cleartext or md5 response).
+pub fn parse_password(frame: &Frame) -> Result<&[u8], ProtocolError> {
+    if frame.tag != PASSWORD_TAG {
+        return Err(ProtocolError::Unexpected(
+            frame.tag as char,
+            "during authentication",
+        ));
+    }
+    read_cstr(frame.body(), 0)
+        .map(|(p, _)| p)
+        .ok_or(ProtocolError::Malformed {
+            what: "PasswordMessage",
+        })
+}
+
+/// A Terminate message, to close a server connection politely.
+pub fn terminate() -> &'static [u8] {
+    b"X\0\0\0\x04"
+}
+
+/// Builds a simple Query message.
+pub fn query(sql: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sql.len() + 6);
+    out.push(b'Q');
+    out.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    out.extend_from_slice(sql.as_bytes());
+    out.push(0);
+    out
+}
+
+/// A CancelRequest packet for a server's backend key.
+pub fn cancel_request(pid: i32, secret: i32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&16i32.to_be_bytes());
+    out[4..8].copy_from_slice(&80_877_102i32.to_be_bytes());
+    out[8..12].copy_from_slice(&pid.to_be_bytes());
+    out[12..].copy_from_slice(&secret.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+
+    fn frame(bytes: &[u8]) -> Frame {
+        crate::protocol::decode_frame(&mut BytesMut::from(bytes), 1 << 20)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn classifies_query_and_parse() {
+        let q = Frame {
+            tag: b'Q',
+            bytes: Bytes::from(query("select 1")),
+        };
+        assert_eq!(
+            FrontendMessage::parse(&q).unwrap(),
+            FrontendMessage::Query { sql: b"select 1" }
+        );
+        let p = frame(b"P\0\0\0\x0fs1\0select\0\0\0");
+        assert_eq!(
+            FrontendMessage::parse(&p).unwrap(),
+            FrontendMessage::Parse {
+                name: b"s1",
+                sql: b"select"
+            }
+        );
+        assert!(FrontendMessage::parse(&frame(b"S\0\0\0\x04")).unwrap().ends_batch());
+    }
+
+    #[test]
+    fn rejects_unknown_tags_and_truncated_bodies() {
+        assert!(FrontendMessage::parse(&frame(b"Z\0\0\0\x04")).is_err());
+        assert!(FrontendMessage::parse(&frame(b"Q\0\0\0\x05a")).is_err());
+        assert!(FrontendMessage::parse(&frame(b"P\0\0\0\x06s1")).is_err());
+    }
+
+    #[test]
+    fn parses_sasl_initial_response() {
+        let f = frame(b"p\0\0\0\x1aSCRAM-SHA-256\0\0\0\0\x04abcd");
+        let (m, d) = parse_sasl_initial(&f).unwrap();
+        assert_eq!(m, b"SCRAM-SHA-256");
+        assert_eq!(d, b"abcd");
+        let f = frame(b"p\0\0\0\x1aSCRAM-SHA-256\0\0\0\0\x09abcd");
+        assert!(parse_sasl_initial(&f).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! A small SQL lexer: enough to find keywords and statement boundaries while
+//! skipping comments, string literals, quoted identifiers and dollar quotes,
+//! so that `SELECT 'SET x'` is never mistaken for a SET.
+
+/// One token: a bare word (lowercased on comparison), a quoted identifier,
+/// a statement separator, or punctuation.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Token<'a> {
+    Word(&'a [u8]),
+    Quoted(&'a [u8]),
+    Semicolon,
+    Punct(u8),
+}
+
+impl Token<'_> {
+    /// Case-insensitive keyword test for bare words.
+    pub fn is(&self, keyword: &str) -> bool {
+        matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(keyword.as_bytes()))
+    }
+}
+
+pub struct Lexer<'a> {
+    sql: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(sql: &'a [u8]) -> Self {
+        Lexer { sql, pos: 0 }
+    }
+
+    fn peek(&self, off: usize) -> Option<u8> {
+        self.sql.get(self.pos + off).copied()
+    }
+
+    fn skip_until(&mut self, end: &[u8]) {
+        match find(&self.sql[self.pos..], end) {
+            Some(i) => self.pos += i + end.len(),
+            None => self.pos = self.sql.len(),
+        }
+    }
+
+    fn skip_block_comment(&mut self) {
+        let mut depth = 0usize;
+        while self.pos < self.sql.len() {
+            match (self.peek(0), self.peek(1)) {
+                (Some(b'/'), Some(b'*')) => {
+                    depth += 1;
+                    self.pos += 2;
+                }
+                (Some(b'*'), Some(b'/')) => {
+                    self.pos += 2;
+                    depth -= 1;
+                    if depth == 0 {
+                        return;
+                    }
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// Skips a quoted run; `backslash` enables E'' escapes. Doubled quotes stay inside.
+    fn skip_quoted(&mut self, quote: u8, backslash: bool) -> usize {
+        let start = self.pos;
+        while let Some(c) = self.peek(0) {
+            self.pos += 1;
+            if backslash && c == b'\\' {
+                self.pos += 1;
+            } else if c == quote {
+                if self.peek(0) == Some(quote) {
+                    self.pos += 1;
+                } else {
+                    return self.pos - 1 - start;
+                }
+            }
+        }
+        self.pos.min(self.sql.len()) - start
+    }
+
+    /// `$tag$ ... $tag$`; returns false if this `$` does not open a dollar quote.
+    fn skip_dollar_quote(&mut self) -> bool {
+        let rest = &self.sql[self.pos + 1..];
+        let Some(end) = rest.iter().position(|&c| c == b'$') else {
+            return false;
+        };
+        let tag = &rest[..end];
+        if !tag.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80)
+            || tag.first().is_some_and(|c| c.is_ascii_digit())
+        {
+            return false;
+        }
+        let delim_len = tag.len() + 2;
+        let delim = &self.sql[self.pos..self.pos + delim_len];
+        let body_start = self.pos + delim_len;
+        match find(&self.sql[body_start..], delim) {
+            Some(i) => self.pos = body_start + i + delim_len,
+            None => self.pos = self.sql.len(),
+        }
+        true
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+fn is_word_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+fn is_word_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+impl<'a> Iterator for Lexer<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        loop {
+            let c = self.peek(0)?;
+            match c {
+                c if c.is_ascii_whitespace() => self.pos += 1,
+                b'-' if self.peek(1) == Some(b'-') => self.skip_until(b"\n"),
+                b'/' if self.peek(1) == Some(b'*') => self.skip_block_comment(),
+                b'\'' => {
+                    self.pos += 1;
+                    self.skip_quoted(b'\'', false);
+                }
+                b'e' | b'E' if self.peek(1) == Some(b'\'') => {
+                    self.pos += 2;
+                    self.skip_quoted(b'\'', true);
+                }
+                b'"' => {
+                    self.pos += 1;
+                    let start = self.pos;
+                    let len = self.skip_quoted(b'"', false);
+                    return Some(Token::Quoted(&self.sql[start..start + len]));
+                }
+                b'$' if self.skip_dollar_quote() => {}
+                b';' => {
+                    self.pos += 1;
+                    return Some(Token::Semicolon);
+                }
+                c if is_word_start(c) => {
+                    let start = self.pos;
+                    while self.peek(0).is_some_and(is_word_char) {
+                        self.pos += 1;
+                    }
+                    return Some(Token::Word(&self.sql[start..self.pos]));
+                }
+                c => {
+                    self.pos += 1;
+                    return Some(Token::Punct(c));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(sql: &str) -> Vec<String> {
+        Lexer::new(sql.as_bytes())
+            .map(|t| match t {
+                Token::Word(w) => String::from_utf8_lossy(w).to_lowercase(),
+                Token::Quoted(w) => format!("\"{}\"", String::from_utf8_lossy(w)),
+                Token::Semicolon => ";".into(),
+                Token::Punct(c) => (c as char).to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn skips_comments_strings_and_dollar_quotes() {
+        assert_eq!(
+            words("SELECT 'set x' /* set /* nested */ y */ -- set\n, $$set$$, $a$ set $a$; Set"),
+            vec!["select", ",", ",", ";", "set"]
+        );
+        assert_eq!(words("select E'it\\'s set'; x"), vec!["select", ";", "x"]);
+        assert_eq!(words("select \"SET\"(1)"), vec!["select", "\"SET\"", "(", "1", ")"]);
+        assert_eq!(words("select $1, a$b"), vec!["select", "$", "1", ",", "a$b"]);
+    }
+
+    #[test]
+    fn unterminated_input_never_panics() {
+        for s in ["'abc", "\"abc", "/* abc", "$a$ abc", "E'\\", "$", "--"] {
+            let _ = words(s);
+        }
+    }
+}

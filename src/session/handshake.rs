@@ -1,0 +1,249 @@
+//! Connection start-up: SSL refusal, cancel forwarding, StartupMessage,
+//! client authentication, and the greeting (ParameterStatus, BackendKeyData,
+//! ReadyForQuery).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::relay::RelayLimits;
+use super::{Session, Shared};
+use crate::config::{AuthMethod, Config, UserConfig};
+use crate::error::SessionError;
+use crate::pool::params::{canonical_name, is_session_setting, Params};
+use crate::pool::{Pool, ServerAuth};
+use crate::protocol::auth::{md5, scram};
+use crate::protocol::backend::{self, Severity};
+use crate::protocol::frontend;
+use crate::protocol::startup::{decode_startup, parse_options, StartupPacket};
+use crate::protocol::{decode_frame, Frame};
+use crate::shutdown::Phase;
+
+/// Authentication messages are small; anything bigger is an attack or a bug.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
+
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+
+    over_limit: bool,
+) -> Result<Option<Session>, SessionError> {
+    let config = shared.config();
+    let timeout = config.pooler.client_login_timeout;
+    let mut buf = BytesMut::new();
+    let result = match tokio::time::timeout(
+        timeout,
+        login(shared, &config, &mut stream, &mut buf, over_limit),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::LoginTimeout),
+    };
+    match result {
+        Ok(Some(greeted)) => Ok(Some(Session {
+            shared: shared.clone(),
+            client: stream,
+
+            mode: greeted.pool.settings().mode,
+            pool: greeted.pool,
+            defaults: greeted.defaults,
+            overrides: greeted.overrides,
+            cancel: greeted.cancel,
+            lease: None,
+            buf,
+            limits: RelayLimits {
+                max_message: config.pooler.max_message_size,
+                idle_transaction_timeout: config.pooler.idle_transaction_timeout,
+            },
+            client_idle_timeout: config.pooler.client_idle_timeout,
+        })),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            if e.client_reachable() {
+                let mut out = BytesMut::new();
+                backend::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string(), e.hint());
+                let _ = stream.write_all(&out).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Greeted {
+    pool: Arc<Pool>,
+    defaults: Arc<Params>,
+    overrides: Params,
+    cancel: super::cancel::CancelHandle,
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), SessionError> {
+    buf.reserve(1024);
+    if stream.read_buf(buf).await? == 0 {
+        return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
+}
+
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, SessionError> {
+    loop {
+        if let Some(f) = decode_frame(buf, MAX_AUTH_MESSAGE)? {
+            return Ok(f);
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+async fn login(
+    shared: &Arc<Shared>,
+    config: &Config,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    over_limit: bool,
+) -> Result<Option<Greeted>, SessionError> {
+    let (minor, params) = loop {
+        match decode_startup(buf)? {
+            None => read_more(stream, buf).await?,
+            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+                stream.write_all(&[backend::SSL_NOT_SUPPORTED]).await?;
+            }
+            Some(StartupPacket::Cancel { pid, secret }) => {
+                shared.cancels.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            Some(StartupPacket::Startup { minor, params }) => break (minor, params),
+        }
+    };
+    let mut out = BytesMut::new();
+    let unrecognized: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if minor > 0 || !unrecognized.is_empty() {
+        backend::negotiate_protocol_version(&mut out, &unrecognized);
+    }
+    if over_limit {
+        return Err(SessionError::TooManyClients(config.pooler.max_client_conn));
+    }
+    if *shared.shutdown.borrow() >= Phase::Draining {
+        return Err(SessionError::ShuttingDown);
+    }
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let user = get("user").filter(|u| !u.is_empty()).ok_or(SessionError::NoUser)?;
+    let db = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    if !config.databases.contains_key(db) {
+        return Err(SessionError::UnknownDatabase(db.to_string()));
+    }
+    let Some(user_cfg) = config.users.get(user) else {
+        return Err(SessionError::BadPassword(user.to_string()));
+    };
+    let mut startup_settings = Vec::new();
+    for (k, v) in &params {
+        if k == "options" {
+            startup_settings.extend(parse_options(v).map_err(SessionError::BadStartupParameter)?);
+        } else if is_session_setting(k) {
+            startup_settings.push((k.clone(), v.clone()));
+        }
+    }
+    let pool = shared
+        .pool_for(config, db, user)
+        .ok_or_else(|| SessionError::UnknownDatabase(db.to_string()))?;
+    if !out.is_empty() {
+        stream.write_all(&out).await?;
+        out.clear();
+    }
+    authenticate(shared, stream, buf, user, user_cfg, &pool).await?;
+
+    let defaults = Arc::new(pool.defaults().await?);
+    let mut overrides = Params::new();
+    for (k, v) in startup_settings {
+        overrides.set_override(&defaults, &canonical_name(&k), &v);
+    }
+    let cancel = shared.cancels.register(pool.clone());
+    backend::auth_ok(&mut out);
+    for (k, v) in defaults.iter() {
+        backend::parameter_status(&mut out, k, overrides.get(k).unwrap_or(v));
+    }
+    backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
+    backend::ready_for_query(&mut out, b'I');
+    stream.write_all(&out).await?;
+    Ok(Some(Greeted {
+        pool,
+        defaults,
+        overrides,
+        cancel,
+    }))
+}
+
+async fn authenticate(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    user: &str,
+    cfg: &UserConfig,
+    pool: &Arc<Pool>,
+) -> Result<(), SessionError> {
+    let bad = || SessionError::BadPassword(user.to_string());
+    let mut out = BytesMut::new();
+    match cfg.auth {
+        AuthMethod::Trust => Ok(()),
+        AuthMethod::Md5 => {
+            let password = cfg.password.as_deref().ok_or_else(bad)?;
+            let salt: [u8; 4] = rand::random();
+            backend::auth_md5(&mut out, salt);
+            stream.write_all(&out).await?;
+            let frame = read_frame(stream, buf).await?;
+            let response = frontend::parse_password(&frame)?;
+            let stored = md5::md5_secret(user, password);
+            if md5::md5_verify(&stored, salt, response) {
+                Ok(())
+            } else {
+                Err(bad())
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let secret = match (&cfg.scram_secret, &cfg.password) {
+                (Some(s), _) => scram::ScramSecret::parse(s)?,
+                (None, Some(p)) => shared.scram_secret(user, p),
+                (None, None) => return Err(bad()),
+            };
+            let server_key = secret.server_key;
+            let mut exchange = scram::ScramServer::new(secret);
+            backend::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
+            stream.write_all(&out).await?;
+            let frame = read_frame(stream, buf).await?;
+            let (mechanism, first) = frontend::parse_sasl_initial(&frame)?;
+            if mechanism != b"SCRAM-SHA-256" {
+                return Err(SessionError::Auth(crate::protocol::auth::AuthError::Malformed(
+                    "client chose a mechanism other than SCRAM-SHA-256".into(),
+                )));
+            }
+            let server_first = exchange.client_first(first)?;
+            out.clear();
+            backend::auth_sasl_continue(&mut out, &server_first);
+            stream.write_all(&out).await?;
+            let frame = read_frame(stream, buf).await?;
+            let final_msg = frontend::parse_sasl_response(&frame)?;
+            let (server_final, client_key) = match exchange.client_final(final_msg) {
+                Ok(r) => r,
+                Err(crate::protocol::auth::AuthError::BadProof) => return Err(bad()),
+                Err(e) => return Err(e.into()),
+            };
+            out.clear();
+            backend::auth_sasl_final(&mut out, &server_final);
+            stream.write_all(&out).await?;
+            if !pool.has_password_auth() {
+                // SCRAM pass-through: log in to the server with the key this client proved.
+                pool.set_auth(ServerAuth::ClientKey {
+                    client_key,
+                    server_key,
+                });
+            }
+            Ok(())
+        }
+    }
+}

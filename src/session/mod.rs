@@ -1,0 +1,356 @@
+//! One task per client: handshake, then a loop of requests, each relayed on
+//! a server lent for the length of a transaction (or the whole session).
+
+pub mod cancel;
+mod handshake;
+mod relay;
+mod shared;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+pub use shared::Shared;
+
+use crate::config::PoolMode;
+use crate::error::SessionError;
+use crate::pool::{params::Params, Lease, Pool};
+use crate::protocol::backend::{self, Severity};
+use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::shutdown::Phase;
+use cancel::CancelHandle;
+use relay::{Flight, Outcome, RelayLimits};
+
+/// A logged-in client.
+pub struct Session {
+    shared: Arc<Shared>,
+    client: TcpStream,
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    defaults: Arc<Params>,
+    /// Where this client's session differs from `defaults`.
+    overrides: Params,
+    cancel: CancelHandle,
+    lease: Option<Lease>,
+    /// Client bytes not yet handled; empty (and unallocated) while idle.
+    buf: BytesMut,
+    limits: RelayLimits,
+    client_idle_timeout: std::time::Duration,
+}
+
+/// Serves one client connection from accept to close.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, over_limit: bool) {
+    let _ = stream.set_nodelay(true);
+    let session = match Box::pin(handshake::run(&shared, stream, peer, over_limit)).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::info!(client = %peer, error = %e, "login failed");
+            return;
+        }
+    };
+    let (db, user) = (session.pool.database.clone(), session.pool.user.clone());
+    tracing::info!(client = %peer, db = %db, user = %user, "client connected");
+    let reason = match session.run().await {
+        Ok(()) => "client closed the connection".to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
+}
+
+impl Session {
+    async fn run(mut self) -> Result<(), SessionError> {
+        let result = self.serve_requests().await;
+        if let Err(e) = &result {
+            if e.client_reachable() {
+                let _ = self.send_error(Severity::Fatal, e).await;
+            }
+        }
+        if let Some(lease) = self.lease.take() {
+            // Session mode: give the server back only if it can be made clean.
+            self.finish_lease(lease, true).await;
+        }
+        result
+    }
+
+    async fn serve_requests(&mut self) -> Result<(), SessionError> {
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let Some(first) = self.wait_for_message(&mut shutdown).await? else {
+                return Ok(());
+            };
+            if first == First::LoneSync {
+                self.buf.advance(first_len(&self.buf, self.limits.max_message)?);
+                let mut out = BytesMut::new();
+                backend::ready_for_query(&mut out, b'I');
+                self.client.write_all(&out).await?;
+                continue;
+            }
+            if self.lease.is_none() {
+                match self.lend().await {
+                    Ok(lease) => self.lease = Some(lease),
+                    Err(SessionError::Pool(e)) => {
+                        let closed = matches!(e, crate::pool::PoolError::Closed(_));
+                        self.refuse_request(first, &SessionError::Pool(e)).await?;
+                        if closed {
+                            return Err(SessionError::ShuttingDown);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(mut lease) = self.lease.take() else {
+                continue;
+            };
+            let flight = Flight::new();
+            let outcome = Box::pin(relay::transaction(
+                &mut self.client,
+                &mut self.buf,
+                lease.conn(),
+                &mut self.overrides,
+                &self.defaults,
+                &flight,
+                &self.limits,
+            ))
+            .await;
+            match outcome {
+                Outcome::Idle if self.mode == PoolMode::Session => self.lease = Some(lease),
+                Outcome::Idle => {
+                    self.after_transaction(lease, &flight).await;
+                    if *shutdown.borrow() >= Phase::Draining {
+                        return Err(SessionError::ShuttingDown);
+                    }
+                }
+                Outcome::IdleThenGone => {
+                    self.after_transaction(lease, &flight).await;
+                    return Ok(());
+                }
+                Outcome::ClientGone => {
+                    self.abandon(lease, &flight).await;
+                    return Ok(());
+                }
+                Outcome::ClientProtocol(e) => {
+                    self.abandon(lease, &flight).await;
+                    return Err(e.into());
+                }
+                Outcome::IdleInTransaction => {
+                    self.abandon(lease, &flight).await;
+                    return Err(SessionError::IdleInTransaction);
+                }
+                Outcome::ServerGone { told } => {
+                    self.cancel.clear_server();
+                    lease.discard();
+                    if told {
+                        return Ok(());
+                    }
+                    return Err(SessionError::ServerLost);
+                }
+            }
+        }
+    }
+
+    /// Waits until a complete message is buffered; `None` on Terminate or EOF.
+    async fn wait_for_message(
+        &mut self,
+        shutdown: &mut tokio::sync::watch::Receiver<Phase>,
+    ) -> Result<Option<First>, SessionError> {
+        loop {
+            if let Some(first) = classify_first(&self.buf, self.limits.max_message)? {
+                if first == First::Terminate {
+                    return Ok(None);
+                }
+                return Ok(Some(first));
+            }
+            if self.buf.is_empty() && self.lease.is_none() {
+                // Idle clients hold no buffer: memory per idle client stays small.
+                self.buf = BytesMut::new();
+            }
+            let idle = self.client_idle_timeout;
+            let holding = self.lease.is_some();
+            tokio::select! {
+                r = self.client.readable() => r?,
+                _ = crate::shutdown::reached(shutdown, Phase::Draining) => {
+                    return Err(SessionError::ShuttingDown);
+                }
+                _ = tokio::time::sleep(idle), if !idle.is_zero() && !holding => {
+                    return Err(SessionError::ClientIdle);
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(8 * 1024);
+            }
+            match self.client.try_read_buf(&mut self.buf) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Borrows a server and makes its session parameters match this client's.
+    async fn lend(&mut self) -> Result<Lease, SessionError> {
+        let wait = self.pool.settings().query_wait_timeout;
+        let mut lease = self.pool.acquire(wait).await?;
+        let conn = lease.conn();
+        if let Some(sql) = self.overrides.sync_sql(&self.defaults, &conn.params) {
+            let outcome = conn.simple_query(&sql, self.pool.target().connect_timeout).await;
+            match outcome {
+                Ok(o) if o.error.is_none() => {
+                    for (k, v) in self.overrides.iter() {
+                        conn.params.set(k, v);
+                    }
+                    let defaults = &self.defaults;
+                    let overrides = &self.overrides;
+                    conn.params.retain(|k| overrides.get(k).is_some() || defaults.get(k).is_some());
+                }
+                Ok(o) => {
+                    lease.release();
+                    let (code, message) = o.error.unwrap_or_default();
+                    return Err(SessionError::Pool(crate::pool::PoolError::ServerRejected {
+                        addr: self.pool.target().addr(),
+                        code,
+                        message,
+                    }));
+                }
+                Err(e) => {
+                    lease.discard();
+                    return Err(e.into());
+                }
+            }
+        }
+        let conn = lease.conn();
+        self.cancel.set_server(conn.pid, conn.secret);
+        Ok(lease)
+    }
+
+    /// Transaction over and the server idle: learn what the client changed,
+    /// reset what cannot be carried, and give the server back.
+    async fn after_transaction(&mut self, mut lease: Lease, flight: &Flight) {
+        self.cancel.clear_server();
+        let fx = flight.effects();
+        let timeout = self.pool.target().connect_timeout;
+        let conn = lease.conn();
+        if fx.search_path {
+            match conn.simple_query("SHOW search_path", timeout).await {
+                Ok(o) => {
+                    if let Some(Some(v)) = o.rows.first().and_then(|r| r.first()) {
+                        self.overrides.set_override(&self.defaults, "search_path", v);
+                        conn.params.set("search_path", v);
+                    }
+                }
+                Err(_) => return lease.discard(),
+            }
+        }
+        if fx.needs_reset {
+            match conn.simple_query("DISCARD ALL", timeout).await {
+                Ok(o) if o.error.is_none() => {
+                    let defaults = &self.defaults;
+                    conn.params.retain(|k| defaults.get(k).is_some());
+                }
+                _ => return lease.discard(),
+            }
+        }
+        lease.release();
+    }
+
+    /// The client left (or broke the protocol) while holding a server: roll
+    /// back and reuse it if nothing is in flight, otherwise close it.
+    async fn abandon(&mut self, lease: Lease, flight: &Flight) {
+        self.cancel.clear_server();
+        if !flight.quiet() {
+            return lease.discard();
+        }
+        let clean = flight.status() == b'I';
+        self.finish_lease(lease, clean).await;
+    }
+
+    /// Returns a server whose client is done with it, after ROLLBACK (if it
+    /// was in a transaction) and DISCARD ALL (session mode, or stray state).
+    async fn finish_lease(&mut self, mut lease: Lease, idle: bool) {
+        self.cancel.clear_server();
+        let timeout = self.pool.target().connect_timeout;
+        let conn = lease.conn();
+        let sql = if self.mode == PoolMode::Session {
+            if idle { "DISCARD ALL" } else { "ROLLBACK; DISCARD ALL" }
+        } else if idle {
+            return lease.release();
+        } else {
+            "ROLLBACK"
+        };
+        match conn.simple_query(sql, timeout).await {
+            Ok(o) if o.error.is_none() => {
+                if sql.contains("DISCARD") {
+                    let defaults = &self.defaults;
+                    conn.params.retain(|k| defaults.get(k).is_some());
+                }
+                lease.release()
+            }
+            _ => lease.discard(),
+        }
+    }
+
+    /// Answers a request that could not get a server: an error, then (for an
+    /// extended-protocol batch) skip to its Sync, then ReadyForQuery.
+    async fn refuse_request(&mut self, first: First, err: &SessionError) -> Result<(), SessionError> {
+        self.send_error(Severity::Error, err).await?;
+        if first == First::Extended {
+            self.skip_to_sync().await?;
+        } else {
+            self.buf.advance(first_len(&self.buf, self.limits.max_message)?);
+        }
+        let mut out = BytesMut::new();
+        backend::ready_for_query(&mut out, b'I');
+        self.client.write_all(&out).await?;
+        Ok(())
+    }
+
+    async fn skip_to_sync(&mut self) -> Result<(), SessionError> {
+        loop {
+            while let Some((is_sync, len)) = peek_message(&self.buf, self.limits.max_message)?
+                .map(|(msg, len)| (msg == FrontendMessage::Sync, len))
+            {
+                self.buf.advance(len);
+                if is_sync {
+                    return Ok(());
+                }
+            }
+            self.buf.reserve(8 * 1024);
+            if tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.buf).await? == 0 {
+                return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    async fn send_error(&mut self, severity: Severity, err: &SessionError) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        backend::error_response(&mut out, severity, err.sqlstate(), &err.to_string(), err.hint());
+        self.client.write_all(&out).await
+    }
+}
+
+/// The kind of the first buffered message, as far as lending a server goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum First {
+    Simple,
+    Extended,
+    LoneSync,
+    Terminate,
+}
+
+fn classify_first(buf: &[u8], max: usize) -> Result<Option<First>, SessionError> {
+    Ok(peek_message(buf, max)?.map(|(msg, _)| match msg {
+        FrontendMessage::Terminate => First::Terminate,
+        FrontendMessage::Sync => First::LoneSync,
+        m if m.is_extended() => First::Extended,
+        _ => First::Simple,
+    }))
+}
+
+fn first_len(buf: &[u8], max: usize) -> Result<usize, SessionError> {
+    Ok(peek_message(buf, max)?.map(|(_, len)| len).unwrap_or(0))
+}

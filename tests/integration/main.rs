@@ -1,0 +1,5 @@
+//! Integration tests: the real pglittle against a real PostgreSQL primary
+//! and streaming replica, started once for this binary.
+
+mod common;
+mod core;
