@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use pglittle::cluster::{Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER};
-use pglittle::config::{AuthMethod, Config, DatabaseConfig, HostConfig, PoolerSettings, UserConfig};
+use pglittle::config::{
+    AuthMethod, Config, DatabaseConfig, HostConfig, PoolerSettings, UserConfig,
+};
 use pglittle::{Phase, Shutdown};
 
 pub async fn run(listen: SocketAddr) -> Result<(), String> {

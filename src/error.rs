@@ -64,10 +64,12 @@ impl SessionError {
     /// A short reason for the disconnect log line.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            SessionError::Pool(PoolError::WaitTimeout { .. }) => {
-                Some("the pool is too small for the load, or transactions hold connections too long")
+            SessionError::Pool(PoolError::WaitTimeout { .. }) => Some(
+                "the pool is too small for the load, or transactions hold connections too long",
+            ),
+            SessionError::TooManyClients(_) => {
+                Some("raise max_client_conn or reduce the number of clients")
             }
-            SessionError::TooManyClients(_) => Some("raise max_client_conn or reduce the number of clients"),
             _ => None,
         }
     }

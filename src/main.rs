@@ -56,7 +56,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pglittle: cannot start the runtime: {e}");
@@ -116,7 +119,11 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// SIGTERM drains, SIGINT stops at once, SIGHUP reloads the config file.
-fn spawn_signal_handlers(running: &pglittle::Running, shutdown: Shutdown, cli: Cli) -> Result<(), String> {
+fn spawn_signal_handlers(
+    running: &pglittle::Running,
+    shutdown: Shutdown,
+    cli: Cli,
+) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

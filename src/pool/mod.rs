@@ -204,7 +204,12 @@ impl Pool {
     /// Session defaults as the server reports them, learned from the first
     /// connection (opening one if needed).
     pub async fn defaults(self: &std::sync::Arc<Self>) -> Result<Params, PoolError> {
-        if let Some(d) = self.defaults.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(d) = self
+            .defaults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             return Ok(d);
         }
         let wait = self.settings().query_wait_timeout;
@@ -218,7 +223,10 @@ impl Pool {
     }
 
     /// Lends a server connection, waiting at most `timeout` (zero: forever).
-    pub async fn acquire(self: &std::sync::Arc<Self>, timeout: Duration) -> Result<Lease, PoolError> {
+    pub async fn acquire(
+        self: &std::sync::Arc<Self>,
+        timeout: Duration,
+    ) -> Result<Lease, PoolError> {
         let started = Instant::now();
         let (id, mut rx) = match self.try_lend() {
             Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),

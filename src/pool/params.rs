@@ -148,7 +148,11 @@ mod tests {
 
     #[test]
     fn differences_become_set_and_reset() {
-        let defaults = p(&[("TimeZone", "UTC"), ("application_name", ""), ("DateStyle", "ISO")]);
+        let defaults = p(&[
+            ("TimeZone", "UTC"),
+            ("application_name", ""),
+            ("DateStyle", "ISO"),
+        ]);
         let client = p(&[("TimeZone", "Europe/Paris"), ("application_name", "it's")]);
         let server = p(&[
             ("TimeZone", "UTC"),
@@ -167,10 +171,7 @@ mod tests {
     fn quoting_is_injection_safe() {
         let client = p(&[("search_path", "a'; DROP TABLE x; --\\")]);
         let sql = client.sync_sql(&Params::new(), &Params::new()).unwrap();
-        assert_eq!(
-            sql,
-            "SET \"search_path\" TO E'a''; DROP TABLE x; --\\\\';"
-        );
+        assert_eq!(sql, "SET \"search_path\" TO E'a''; DROP TABLE x; --\\\\';");
         assert_eq!(quote_ident("my.x\""), "\"my\".\"x\"\"\"");
     }
 

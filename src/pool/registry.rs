@@ -16,7 +16,12 @@ impl Pools {
     }
 
     /// The pool for (database, user), built by `make` on first use.
-    pub fn get_or_create(&self, database: &str, user: &str, make: impl FnOnce() -> Pool) -> Arc<Pool> {
+    pub fn get_or_create(
+        &self,
+        database: &str,
+        user: &str,
+        make: impl FnOnce() -> Pool,
+    ) -> Arc<Pool> {
         let key = (database.to_string(), user.to_string());
         if let Some(p) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return p.clone();

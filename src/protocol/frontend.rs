@@ -7,9 +7,14 @@ use super::{frame::Frame, read_cstr, read_i32, ProtocolError};
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrontendMessage<'a> {
     /// Simple query; produces exactly one ReadyForQuery.
-    Query { sql: &'a [u8] },
+    Query {
+        sql: &'a [u8],
+    },
     /// Extended protocol Parse.
-    Parse { name: &'a [u8], sql: &'a [u8] },
+    Parse {
+        name: &'a [u8],
+        sql: &'a [u8],
+    },
     Bind,
     Describe,
     Execute,
@@ -36,7 +41,8 @@ impl<'a> FrontendMessage<'a> {
     pub fn parse_parts(tag: u8, body: &'a [u8]) -> Result<Self, ProtocolError> {
         Ok(match tag {
             b'Q' => {
-                let (sql, _) = read_cstr(body, 0).ok_or(ProtocolError::Malformed { what: "Query" })?;
+                let (sql, _) =
+                    read_cstr(body, 0).ok_or(ProtocolError::Malformed { what: "Query" })?;
                 FrontendMessage::Query { sql }
             }
             b'P' => {
@@ -205,7 +211,9 @@ mod tests {
                 sql: b"select"
             }
         );
-        assert!(FrontendMessage::parse(&frame(b"S\0\0\0\x04")).unwrap().ends_batch());
+        assert!(FrontendMessage::parse(&frame(b"S\0\0\0\x04"))
+            .unwrap()
+            .ends_batch());
     }
 
     #[test]

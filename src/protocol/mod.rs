@@ -49,4 +49,3 @@ pub(crate) fn read_i32(buf: &[u8], pos: usize) -> Option<(i32, usize)> {
     let b = buf.get(pos..pos + 4)?;
     Some((i32::from_be_bytes([b[0], b[1], b[2], b[3]]), pos + 4))
 }
-

@@ -13,9 +13,15 @@ use super::{frame::peek_header, read_cstr, ProtocolError};
 pub enum BackendEvent {
     /// End of a query cycle, with the transaction status: b'I', b'T' or b'E'.
     ReadyForQuery(u8),
-    ParameterStatus { name: String, value: String },
+    ParameterStatus {
+        name: String,
+        value: String,
+    },
     /// An ErrorResponse; `fatal` when the server will close the connection.
-    Error { code: [u8; 5], fatal: bool },
+    Error {
+        code: [u8; 5],
+        fatal: bool,
+    },
 }
 
 #[derive(Debug, Default)]

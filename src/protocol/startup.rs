@@ -55,7 +55,9 @@ fn parse_body(code: u32, body: &[u8]) -> Result<StartupPacket, ProtocolError> {
         CANCEL_REQUEST => {
             // Protocol 3.2 allows longer keys; we only ever issue 4-byte secrets.
             if body.len() < 8 {
-                return Err(ProtocolError::Malformed { what: "CancelRequest" });
+                return Err(ProtocolError::Malformed {
+                    what: "CancelRequest",
+                });
             }
             let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
             let secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
@@ -160,7 +162,10 @@ mod tests {
             p,
             StartupPacket::Startup {
                 minor: 0,
-                params: vec![("user".into(), "app".into()), ("database".into(), "db".into())]
+                params: vec![
+                    ("user".into(), "app".into()),
+                    ("database".into(), "db".into())
+                ]
             }
         );
     }

@@ -53,7 +53,9 @@ pub fn inspect(sql: &[u8]) -> SqlEffects {
             continue;
         }
         if let Token::Word(w) = t {
-            if STATEFUL_FUNCTIONS.iter().any(|f| w.eq_ignore_ascii_case(f.as_bytes()))
+            if STATEFUL_FUNCTIONS
+                .iter()
+                .any(|f| w.eq_ignore_ascii_case(f.as_bytes()))
                 && toks.peek() == Some(&Token::Punct(b'('))
             {
                 fx.needs_reset = true;
@@ -144,7 +146,10 @@ mod tests {
             ("LISTEN ch", (false, true)),
             ("RESET ALL", (true, false)),
             ("DISCARD ALL", (true, false)),
-            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", (false, false)),
+            (
+                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                (false, false),
+            ),
             ("BEGIN; SET LOCAL work_mem = '1MB'; COMMIT", (false, false)),
         ];
         for (sql, want) in table {

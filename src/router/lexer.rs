@@ -85,7 +85,9 @@ impl<'a> Lexer<'a> {
             return false;
         };
         let tag = &rest[..end];
-        if !tag.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80)
+        if !tag
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80)
             || tag.first().is_some_and(|c| c.is_ascii_digit())
         {
             return false;
@@ -180,8 +182,14 @@ mod tests {
             vec!["select", ",", ",", ";", "set"]
         );
         assert_eq!(words("select E'it\\'s set'; x"), vec!["select", ";", "x"]);
-        assert_eq!(words("select \"SET\"(1)"), vec!["select", "\"SET\"", "(", "1", ")"]);
-        assert_eq!(words("select $1, a$b"), vec!["select", "$", "1", ",", "a$b"]);
+        assert_eq!(
+            words("select \"SET\"(1)"),
+            vec!["select", "\"SET\"", "(", "1", ")"]
+        );
+        assert_eq!(
+            words("select $1, a$b"),
+            vec!["select", "$", "1", ",", "a$b"]
+        );
     }
 
     #[test]

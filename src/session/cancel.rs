@@ -83,7 +83,10 @@ impl CancelRegistry {
             }
         };
         let Some((pool, key)) = target else {
-            tracing::debug!(pid, "cancel request for an unknown key or an idle client ignored");
+            tracing::debug!(
+                pid,
+                "cancel request for an unknown key or an idle client ignored"
+            );
             return;
         };
         let (spid, ssecret) = ((key >> 32) as i32, key as u32 as i32);

@@ -2,7 +2,6 @@
 //! client authentication, and the greeting (ParameterStatus, BackendKeyData,
 //! ReadyForQuery).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -28,7 +27,6 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 pub(super) async fn run(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
-
     over_limit: bool,
 ) -> Result<Option<Session>, SessionError> {
     let config = shared.config();
@@ -65,7 +63,13 @@ pub(super) async fn run(
         Err(e) => {
             if e.client_reachable() {
                 let mut out = BytesMut::new();
-                backend::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string(), e.hint());
+                backend::error_response(
+                    &mut out,
+                    Severity::Fatal,
+                    e.sqlstate(),
+                    &e.to_string(),
+                    e.hint(),
+                );
                 let _ = stream.write_all(&out).await;
             }
             Err(e)
@@ -83,7 +87,9 @@ struct Greeted {
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), SessionError> {
     buf.reserve(1024);
     if stream.read_buf(buf).await? == 0 {
-        return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+        return Err(SessionError::ClientIo(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ));
     }
     Ok(())
 }
@@ -132,8 +138,15 @@ async fn login(
     if *shared.shutdown.borrow() >= Phase::Draining {
         return Err(SessionError::ShuttingDown);
     }
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let user = get("user").filter(|u| !u.is_empty()).ok_or(SessionError::NoUser)?;
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let user = get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or(SessionError::NoUser)?;
     let db = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
     if !config.databases.contains_key(db) {
         return Err(SessionError::UnknownDatabase(db.to_string()));
@@ -218,9 +231,11 @@ async fn authenticate(
             let frame = read_frame(stream, buf).await?;
             let (mechanism, first) = frontend::parse_sasl_initial(&frame)?;
             if mechanism != b"SCRAM-SHA-256" {
-                return Err(SessionError::Auth(crate::protocol::auth::AuthError::Malformed(
-                    "client chose a mechanism other than SCRAM-SHA-256".into(),
-                )));
+                return Err(SessionError::Auth(
+                    crate::protocol::auth::AuthError::Malformed(
+                        "client chose a mechanism other than SCRAM-SHA-256".into(),
+                    ),
+                ));
             }
             let server_first = exchange.client_first(first)?;
             out.clear();

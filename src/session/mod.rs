@@ -44,7 +44,7 @@ pub struct Session {
 /// Serves one client connection from accept to close.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, over_limit: bool) {
     let _ = stream.set_nodelay(true);
-    let session = match Box::pin(handshake::run(&shared, stream, peer, over_limit)).await {
+    let session = match Box::pin(handshake::run(&shared, stream, over_limit)).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
@@ -83,7 +83,8 @@ impl Session {
                 return Ok(());
             };
             if first == First::LoneSync {
-                self.buf.advance(first_len(&self.buf, self.limits.max_message)?);
+                self.buf
+                    .advance(first_len(&self.buf, self.limits.max_message)?);
                 let mut out = BytesMut::new();
                 backend::ready_for_query(&mut out, b'I');
                 self.client.write_all(&out).await?;
@@ -198,7 +199,9 @@ impl Session {
         let mut lease = self.pool.acquire(wait).await?;
         let conn = lease.conn();
         if let Some(sql) = self.overrides.sync_sql(&self.defaults, &conn.params) {
-            let outcome = conn.simple_query(&sql, self.pool.target().connect_timeout).await;
+            let outcome = conn
+                .simple_query(&sql, self.pool.target().connect_timeout)
+                .await;
             match outcome {
                 Ok(o) if o.error.is_none() => {
                     for (k, v) in self.overrides.iter() {
@@ -206,7 +209,8 @@ impl Session {
                     }
                     let defaults = &self.defaults;
                     let overrides = &self.overrides;
-                    conn.params.retain(|k| overrides.get(k).is_some() || defaults.get(k).is_some());
+                    conn.params
+                        .retain(|k| overrides.get(k).is_some() || defaults.get(k).is_some());
                 }
                 Ok(o) => {
                     lease.release();
@@ -239,7 +243,8 @@ impl Session {
             match conn.simple_query("SHOW search_path", timeout).await {
                 Ok(o) => {
                     if let Some(Some(v)) = o.rows.first().and_then(|r| r.first()) {
-                        self.overrides.set_override(&self.defaults, "search_path", v);
+                        self.overrides
+                            .set_override(&self.defaults, "search_path", v);
                         conn.params.set("search_path", v);
                     }
                 }
@@ -276,7 +281,11 @@ impl Session {
         let timeout = self.pool.target().connect_timeout;
         let conn = lease.conn();
         let sql = if self.mode == PoolMode::Session {
-            if idle { "DISCARD ALL" } else { "ROLLBACK; DISCARD ALL" }
+            if idle {
+                "DISCARD ALL"
+            } else {
+                "ROLLBACK; DISCARD ALL"
+            }
         } else if idle {
             return lease.release();
         } else {
@@ -296,12 +305,17 @@ impl Session {
 
     /// Answers a request that could not get a server: an error, then (for an
     /// extended-protocol batch) skip to its Sync, then ReadyForQuery.
-    async fn refuse_request(&mut self, first: First, err: &SessionError) -> Result<(), SessionError> {
+    async fn refuse_request(
+        &mut self,
+        first: First,
+        err: &SessionError,
+    ) -> Result<(), SessionError> {
         self.send_error(Severity::Error, err).await?;
         if first == First::Extended {
             self.skip_to_sync().await?;
         } else {
-            self.buf.advance(first_len(&self.buf, self.limits.max_message)?);
+            self.buf
+                .advance(first_len(&self.buf, self.limits.max_message)?);
         }
         let mut out = BytesMut::new();
         backend::ready_for_query(&mut out, b'I');
@@ -321,14 +335,22 @@ impl Session {
             }
             self.buf.reserve(8 * 1024);
             if tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.buf).await? == 0 {
-                return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(SessionError::ClientIo(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
         }
     }
 
     async fn send_error(&mut self, severity: Severity, err: &SessionError) -> std::io::Result<()> {
         let mut out = BytesMut::new();
-        backend::error_response(&mut out, severity, err.sqlstate(), &err.to_string(), err.hint());
+        backend::error_response(
+            &mut out,
+            severity,
+            err.sqlstate(),
+            &err.to_string(),
+            err.hint(),
+        );
         self.client.write_all(&out).await
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pglittle::cluster::{Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER, MD5_PASSWORD, MD5_USER};
+use pglittle::cluster::{
+    Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER, MD5_PASSWORD, MD5_USER,
+};
 use pglittle::config::{AuthMethod, Config, DatabaseConfig, PoolerSettings, UserConfig};
 use pglittle::{Running, Shutdown};
 use tokio_postgres::{Client, NoTls};
@@ -53,7 +55,10 @@ pub fn config() -> Config {
         },
     );
     let mut users = BTreeMap::new();
-    users.insert(APP_USER.to_string(), user(APP_PASSWORD, AuthMethod::ScramSha256));
+    users.insert(
+        APP_USER.to_string(),
+        user(APP_PASSWORD, AuthMethod::ScramSha256),
+    );
     users.insert(MD5_USER.to_string(), user(MD5_PASSWORD, AuthMethod::Md5));
     Config {
         pooler: PoolerSettings {
@@ -74,10 +79,17 @@ pub struct Pooler {
 
 impl Pooler {
     pub fn url(&self, user: &str, password: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} password={password} dbname={APP_DB}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={APP_DB}",
+            self.port
+        )
     }
 
-    pub async fn connect_as(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
         let (client, conn) = tokio_postgres::connect(&self.url(user, password), NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -87,18 +99,24 @@ impl Pooler {
 
     /// Connects as `app` over SCRAM.
     pub async fn connect(&self) -> Client {
-        self.connect_as(APP_USER, APP_PASSWORD).await.expect("connect through pglittle")
+        self.connect_as(APP_USER, APP_PASSWORD)
+            .await
+            .expect("connect through pglittle")
     }
 
     /// Connects as `app_md5` (cheap login, for tests with many clients).
     pub async fn connect_md5(&self) -> Client {
-        self.connect_as(MD5_USER, MD5_PASSWORD).await.expect("connect through pglittle")
+        self.connect_as(MD5_USER, MD5_PASSWORD)
+            .await
+            .expect("connect through pglittle")
     }
 }
 
 /// Starts pglittle in this process with `config`.
 pub async fn pooler(config: Config) -> Pooler {
-    let running = pglittle::start(config, Shutdown::new()).await.expect("start pglittle");
+    let running = pglittle::start(config, Shutdown::new())
+        .await
+        .expect("start pglittle");
     let port = running.local_addr.port();
     Pooler { running, port }
 }
@@ -106,8 +124,14 @@ pub async fn pooler(config: Config) -> Pooler {
 /// A direct connection to the primary as the superuser, for inspection.
 pub async fn superuser() -> Client {
     let c = cluster();
-    let conninfo = c.primary.conninfo(pglittle::cluster::SUPERUSER, pglittle::cluster::SUPERUSER_PASSWORD, "app");
-    let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await.expect("connect to the primary");
+    let conninfo = c.primary.conninfo(
+        pglittle::cluster::SUPERUSER,
+        pglittle::cluster::SUPERUSER_PASSWORD,
+        "app",
+    );
+    let (client, conn) = tokio_postgres::connect(&conninfo, NoTls)
+        .await
+        .expect("connect to the primary");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -116,7 +140,11 @@ pub async fn superuser() -> Client {
 
 /// The first column of the first row of a simple query, as text.
 pub async fn scalar(client: &Client, sql: &str) -> String {
-    for msg in client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")) {
+    for msg in client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
             return row.get(0).unwrap_or("").to_string();
         }
