@@ -621,6 +621,27 @@ mod tests {
         assert!(!base.exists(), "{} left behind", base.display());
     }
 
+    #[test]
+    fn new_server_moves_off_a_taken_port() {
+        let opts = ClusterOptions {
+            with_replica: false,
+            ..ClusterOptions::default()
+        };
+        let mut cluster = Cluster::start(opts).expect("cluster starts");
+        let primary = cluster.primary.clone();
+        cluster.stop_instance(&primary, "fast").expect("stop");
+        let squatter =
+            std::net::TcpListener::bind(("127.0.0.1", primary.port)).expect("take the port");
+        start_new_server(&cluster.runner, &mut cluster.primary).expect("restart elsewhere");
+        drop(squatter);
+        assert_ne!(cluster.primary.port, primary.port);
+        let moved = cluster.primary.clone();
+        assert_eq!(
+            cluster.psql(&moved, "postgres", "SELECT 1").expect("query"),
+            "1"
+        );
+    }
+
     /// Run only as the child of `reaper_cleans_up_when_owner_is_killed`:
     /// starts a cluster, reports where, and waits to be killed.
     #[test]

@@ -151,3 +151,76 @@ pub async fn scalar(client: &Client, sql: &str) -> String {
     }
     panic!("{sql}: no rows");
 }
+
+/// Sends raw bytes to pglittle and returns the SQLSTATE of the
+/// ErrorResponse it answers with (after skipping an 'N' SSL refusal).
+pub async fn raw_error_code(port: u16, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    error_code_in(&buf).unwrap_or_else(|| panic!("no ErrorResponse in {buf:?}"))
+}
+
+/// Finds the SQLSTATE ('C' field) of the first ErrorResponse in `buf`.
+pub fn error_code_in(buf: &[u8]) -> Option<String> {
+    let mut pos = 0;
+    while pos + 5 <= buf.len() {
+        let tag = buf[pos];
+        let len = i32::from_be_bytes(buf[pos + 1..pos + 5].try_into().unwrap()) as usize;
+        let body = buf.get(pos + 5..pos + 1 + len)?;
+        if tag == b'E' {
+            let mut i = 0;
+            while i < body.len() && body[i] != 0 {
+                let end = i + 1 + body[i + 1..].iter().position(|&b| b == 0)?;
+                if body[i] == b'C' {
+                    return Some(String::from_utf8_lossy(&body[i + 1..end]).into_owned());
+                }
+                i = end + 1;
+            }
+        }
+        pos += 1 + len;
+    }
+    None
+}
+
+/// A StartupMessage for protocol 3.0 with the given parameters.
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608u32.to_be_bytes());
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The SQLSTATE of a driver error (panics if it carries none).
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| panic!("no SQLSTATE in: {e:?}"))
+}
+
+/// Polls `cond` until it holds, for at most `limit` (synchronising on an
+/// observable condition, never on a fixed sleep).
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

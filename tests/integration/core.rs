@@ -1,4 +1,12 @@
-//! Core proxy behaviour: pooling, auth, session state, errors.
+//! Core proxy behaviour: pooling, session state, cancel, faults, COPY.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use pglittle::config::PoolMode;
+use tokio_postgres::NoTls;
 
 use crate::common::*;
 
@@ -9,4 +17,315 @@ async fn simple_query_through_the_pooler() {
     assert_eq!(scalar(&c, "select 1 + 1").await, "2");
     let md5 = p.connect_md5().await;
     assert_eq!(scalar(&md5, "select current_user").await, "app_md5");
+    // Extended protocol with an unnamed statement, in transaction mode.
+    let rows = c.query_typed("select $1::int4 * 2", &[(&21i32, tokio_postgres::types::Type::INT4)]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_share_ten_servers() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 10;
+    let p = Arc::new(pooler(cfg).await);
+    let admin = superuser().await;
+    let peak = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = scalar(&admin, "select count(*) from pg_stat_activity where usename = 'app_md5'")
+                    .await
+                    .parse()
+                    .unwrap();
+                peak.fetch_max(n, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..1000i64 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = p.connect_md5().await;
+            for j in 0..3i64 {
+                let got = scalar(&c, &format!("begin; select {i} * 1000 + {j}; commit")).await;
+                assert_eq!(got, (i * 1000 + j).to_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    monitor.await.unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(peak >= 1 && peak <= 10, "PostgreSQL saw {peak} connections from a pool of 10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_never_leaks_between_clients() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1; // both clients must share the one server
+    let p = pooler(cfg).await;
+    let a = p.connect().await;
+    let b = p.connect().await;
+    let b_tz = scalar(&b, "show timezone").await;
+    a.batch_execute("set application_name = 'alpha'; set timezone = 'Asia/Tokyo'; set search_path = alpha_schema; set statement_timeout = '7s'")
+        .await
+        .unwrap();
+    assert_eq!(scalar(&b, "show application_name").await, "");
+    assert_eq!(scalar(&b, "show timezone").await, b_tz);
+    assert_eq!(scalar(&b, "show search_path").await, "\"$user\", public");
+    assert_eq!(scalar(&b, "show statement_timeout").await, "0");
+    // Tracked parameters follow their client onto the shared server.
+    assert_eq!(scalar(&a, "show application_name").await, "alpha");
+    assert_eq!(scalar(&a, "show timezone").await, "Asia/Tokyo");
+    assert_eq!(scalar(&a, "show search_path").await, "alpha_schema");
+    // An open transaction keeps its server: the other client waits for it.
+    a.batch_execute("begin").await.unwrap();
+    let pid = scalar(&a, "select pg_backend_pid()").await;
+    a.batch_execute("set local work_mem = '2MB'").await.unwrap();
+    assert_eq!(scalar(&a, "select pg_backend_pid()").await, pid);
+    assert_eq!(scalar(&a, "show work_mem").await, "2MB");
+    a.batch_execute("commit").await.unwrap();
+    assert_eq!(scalar(&b, "show work_mem").await, "4MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_options_and_application_name_apply() {
+    let p = pooler(config()).await;
+    let url = format!(
+        "{} application_name=fromstartup options='-c search_path=opt_schema -c statement_timeout=3s'",
+        p.url("app", "app-secret")
+    );
+    let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    assert_eq!(scalar(&c, "show search_path").await, "opt_schema");
+    assert_eq!(scalar(&c, "show statement_timeout").await, "3s");
+    assert_eq!(scalar(&c, "show application_name").await, "fromstartup");
+    let other = p.connect().await;
+    assert_eq!(scalar(&other, "show statement_timeout").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_running_query() {
+    let p = pooler(config()).await;
+    let c = p.connect().await;
+    let token = c.cancel_token();
+    let q = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
+    let admin = superuser().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scalar(&admin, "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'").await == "1"
+        })
+        .await
+    );
+    token.cancel_query(NoTls).await.unwrap();
+    let err = q.await.unwrap().unwrap_err();
+    assert_eq!(code(&err), "57014");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_transaction_leaves_no_lock() {
+    let p = pooler(config()).await;
+    let admin = superuser().await;
+    admin.batch_execute("create table if not exists killed_tx (id int primary key); insert into killed_tx values (1) on conflict do nothing").await.unwrap();
+    admin.batch_execute("grant all on killed_tx to app").await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&p.url("app", "app-secret"), NoTls).await.unwrap();
+    let conn_task = tokio::spawn(conn);
+    c.batch_execute("begin; select * from killed_tx where id = 1 for update").await.unwrap();
+    conn_task.abort(); // the socket closes with the transaction open
+    drop(c);
+    let other = p.connect().await;
+    // The row lock is released: another client can take it without waiting.
+    other.batch_execute("set lock_timeout = '5s'").await.unwrap();
+    other.batch_execute("begin; select * from killed_tx where id = 1 for update; commit").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scalar(&admin, "select count(*) from pg_stat_activity where usename = 'app' and state like 'idle in transaction%'").await == "0"
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backends_are_replaced_or_reported() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 2;
+    let p = pooler(cfg).await;
+    let c = p.connect_md5().await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    let admin = superuser().await;
+    // An idle pooled server killed behind pglittle's back: the next query still works.
+    admin.batch_execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app_md5'").await.unwrap();
+    assert_eq!(scalar(&c, "select 2").await, "2");
+    // A server killed mid-query: the client gets an error, not a hang.
+    let q = tokio::spawn(async move { c.simple_query("select pg_sleep(20)").await });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scalar(&admin, "select count(*) from pg_stat_activity where usename = 'app_md5' and query like 'select pg_sleep(20)%' and state = 'active'").await == "1"
+        })
+        .await
+    );
+    admin.batch_execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app_md5' and state = 'active'").await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), q).await.expect("client hung").unwrap();
+    assert!(res.is_err(), "a killed backend must surface as an error");
+    let fresh = p.connect_md5().await;
+    assert_eq!(scalar(&fresh, "select 3").await, "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_of_100k_rows() {
+    let p = pooler(config()).await;
+    let c = p.connect().await;
+    c.batch_execute("drop table if exists copy_t; create table copy_t (id int, v text)").await.unwrap();
+    let sink = c.copy_in("copy copy_t from stdin (format text)").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let mut chunk = String::new();
+    for i in 0..100_000 {
+        chunk.push_str(&format!("{i}\tvalue-{i}\n"));
+        if chunk.len() > 64 * 1024 {
+            sink.send(bytes::Bytes::from(std::mem::take(&mut chunk))).await.unwrap();
+        }
+    }
+    sink.send(bytes::Bytes::from(chunk)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 100_000);
+    assert_eq!(scalar(&c, "select count(*) || ':' || sum(id) from copy_t").await, "100000:4999950000");
+    let out = c.copy_out("copy (select id, v from copy_t order by id) to stdout").await.unwrap();
+    futures_util::pin_mut!(out);
+    let mut bytes = Vec::new();
+    while let Some(b) = out.next().await {
+        bytes.extend_from_slice(&b.unwrap());
+    }
+    let text = String::from_utf8(bytes).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 100_000);
+    assert_eq!(lines[99_999], "99999\tvalue-99999");
+    // The connection is still usable after COPY.
+    assert_eq!(scalar(&c, "select 'after copy'").await, "after copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_logins_get_their_sqlstate() {
+    let p = pooler(config()).await;
+    let e = p.connect_as("app", "wrong").await.unwrap_err();
+    assert_eq!(code(&e), "28P01");
+    let e = p.connect_as("nobody", "x").await.unwrap_err();
+    assert_eq!(code(&e), "28P01");
+    let url = format!("host=127.0.0.1 port={} user=app password=app-secret dbname=nosuchdb", p.port);
+    let e = match tokio_postgres::connect(&url, NoTls).await {
+        Ok(_) => panic!("connected to a database that does not exist"),
+        Err(e) => e,
+    };
+    assert_eq!(code(&e), "3D000");
+    // Garbage where a startup packet belongs.
+    assert_eq!(raw_error_code(p.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "08P01");
+    // A startup length field of 2 GiB.
+    assert_eq!(raw_error_code(p.port, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await, "08P01");
+    // Protocol 2.0 is not spoken.
+    let mut v2 = startup_packet(&[("user", "app")]);
+    v2[4..8].copy_from_slice(&(2u32 << 16).to_be_bytes());
+    assert_eq!(raw_error_code(p.port, &v2).await, "0A000");
+    // No user name.
+    assert_eq!(raw_error_code(p.port, &startup_packet(&[("database", "app")])).await, "28000");
+    // The pooler still serves everyone else.
+    assert_eq!(scalar(&p.connect().await, "select 'still fine'").await, "still fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_after_login_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.users.get_mut("app").unwrap().auth = pglittle::config::AuthMethod::Trust;
+    cfg.pooler.max_message_size = 64 * 1024;
+    let p = pooler(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    s.write_all(&startup_packet(&[("user", "app"), ("database", "app")])).await.unwrap();
+    // A Query claiming 1 GiB.
+    s.write_all(&[b'Q', 0x40, 0, 0, 0]).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert_eq!(error_code_in(&buf[..]).as_deref().filter(|c| *c != "00000"), Some("08P01"), "{buf:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_times_out_with_53300() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1;
+    cfg.pooler.query_wait_timeout = Duration::from_millis(300);
+    let p = pooler(cfg).await;
+    let holder = p.connect().await;
+    let waiter = p.connect().await;
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let e = waiter.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    assert!(e.as_db_error().unwrap().message().contains("query_wait_timeout"), "{e:?}");
+    // Extended protocol too, and the client stays usable afterwards.
+    let e = waiter.query_typed("select 1", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    holder.batch_execute("commit").await.unwrap();
+    assert_eq!(scalar(&waiter, "select 'served'").await, "served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_with_53300() {
+    let mut cfg = config();
+    cfg.pooler.max_client_conn = 2;
+    let p = pooler(cfg).await;
+    let _a = p.connect().await;
+    let _b = p.connect().await;
+    let e = p.connect_as("app", "app-secret").await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    assert!(e.as_db_error().unwrap().message().contains("max_client_conn"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_one_server_per_client() {
+    let mut cfg = config();
+    cfg.pooler.pool_mode = PoolMode::Session;
+    cfg.pooler.pool_size = 2;
+    let p = pooler(cfg).await;
+    let a = p.connect().await;
+    let pid = scalar(&a, "select pg_backend_pid()").await;
+    a.batch_execute("set statement_timeout = '9s'").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(scalar(&a, "select pg_backend_pid()").await, pid);
+    }
+    assert_eq!(scalar(&a, "show statement_timeout").await, "9s");
+    // Named prepared statements work untouched in session mode.
+    let stmt = a.prepare("select $1::text").await.unwrap();
+    let row = a.query_one(&stmt, &[&"prepared"]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "prepared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_open_transactions_finish() {
+    let p = pooler(config()).await;
+    let busy = p.connect().await;
+    let idle = p.connect().await;
+    busy.batch_execute("begin; select 1").await.unwrap();
+    p.running.shutdown().advance(pglittle::Phase::Draining);
+    // The open transaction still commits...
+    busy.batch_execute("select 2; commit").await.unwrap();
+    // ...then its client is told pglittle is going away.
+    let e = busy.simple_query("select 3").await.unwrap_err();
+    assert!(e.is_closed() || e.code().map(|c| c.code()) == Some("57P01"), "{e:?}");
+    assert!(eventually(Duration::from_secs(5), || async { idle.is_closed() }).await);
+    // New connections are refused.
+    assert!(p.connect_as("app", "app-secret").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_the_pool_size_without_dropping_clients() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1;
+    let p = pooler(cfg.clone()).await;
+    let a = p.connect().await;
+    assert_eq!(scalar(&a, "select 1").await, "1");
+    cfg.pooler.pool_size = 3;
+    p.running.reload(cfg);
+    let pool = p.running.shared.pools.all().pop().unwrap();
+    assert_eq!(pool.status().size, 3);
+    assert_eq!(scalar(&a, "select 'kept'").await, "kept");
 }
