@@ -143,7 +143,7 @@ pub async fn scalar(client: &Client, sql: &str) -> String {
     for msg in client
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
     {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
             return row.get(0).unwrap_or("").to_string();
@@ -156,7 +156,9 @@ pub async fn scalar(client: &Client, sql: &str) -> String {
 /// ErrorResponse it answers with (after skipping an 'N' SSL refusal).
 pub async fn raw_error_code(port: u16, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     s.write_all(bytes).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
@@ -203,7 +205,9 @@ pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
 
 /// The SQLSTATE of a driver error (panics if it carries none).
 pub fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| panic!("no SQLSTATE in: {e:?}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| panic!("no SQLSTATE in: {e:?}"))
 }
 
 /// Polls `cond` until it holds, for at most `limit` (synchronising on an
@@ -223,4 +227,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Creates (once) a login role of a test's own, so the test can count or
+/// kill that role's server connections without touching other tests.
+/// Clients log in to pglittle with md5 (cheap), pglittle to PostgreSQL with SCRAM.
+pub async fn own_role(config: &mut Config, name: &str) -> String {
+    let password = format!("{name}-pw");
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "do $$ begin if not exists (select from pg_roles where rolname = '{name}') then \
+             create role {name} login password '{password}'; end if; end $$"
+        ))
+        .await
+        .unwrap();
+    config
+        .users
+        .insert(name.to_string(), user(&password, AuthMethod::Md5));
+    password
 }

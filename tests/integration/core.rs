@@ -18,7 +18,13 @@ async fn simple_query_through_the_pooler() {
     let md5 = p.connect_md5().await;
     assert_eq!(scalar(&md5, "select current_user").await, "app_md5");
     // Extended protocol with an unnamed statement, in transaction mode.
-    let rows = c.query_typed("select $1::int4 * 2", &[(&21i32, tokio_postgres::types::Type::INT4)]).await.unwrap();
+    let rows = c
+        .query_typed(
+            "select $1::int4 * 2",
+            &[(&21i32, tokio_postgres::types::Type::INT4)],
+        )
+        .await
+        .unwrap();
     assert_eq!(rows[0].get::<_, i32>(0), 42);
 }
 
@@ -26,6 +32,7 @@ async fn simple_query_through_the_pooler() {
 async fn a_thousand_clients_share_ten_servers() {
     let mut cfg = config();
     cfg.pooler.pool_size = 10;
+    let pw = own_role(&mut cfg, "thousand").await;
     let p = Arc::new(pooler(cfg).await);
     let admin = superuser().await;
     let peak = Arc::new(AtomicI64::new(0));
@@ -34,10 +41,13 @@ async fn a_thousand_clients_share_ten_servers() {
         let (peak, stop) = (peak.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let n: i64 = scalar(&admin, "select count(*) from pg_stat_activity where usename = 'app_md5'")
-                    .await
-                    .parse()
-                    .unwrap();
+                let n: i64 = scalar(
+                    &admin,
+                    "select count(*) from pg_stat_activity where usename = 'thousand'",
+                )
+                .await
+                .parse()
+                .unwrap();
                 peak.fetch_max(n, Ordering::Relaxed);
                 tokio::task::yield_now().await;
             }
@@ -45,9 +55,9 @@ async fn a_thousand_clients_share_ten_servers() {
     };
     let mut tasks = Vec::new();
     for i in 0..1000i64 {
-        let p = p.clone();
+        let (p, pw) = (p.clone(), pw.clone());
         tasks.push(tokio::spawn(async move {
-            let c = p.connect_md5().await;
+            let c = p.connect_as("thousand", &pw).await.unwrap();
             for j in 0..3i64 {
                 let got = scalar(&c, &format!("begin; select {i} * 1000 + {j}; commit")).await;
                 assert_eq!(got, (i * 1000 + j).to_string());
@@ -60,7 +70,10 @@ async fn a_thousand_clients_share_ten_servers() {
     stop.store(true, Ordering::Relaxed);
     monitor.await.unwrap();
     let peak = peak.load(Ordering::Relaxed);
-    assert!(peak >= 1 && peak <= 10, "PostgreSQL saw {peak} connections from a pool of 10");
+    assert!(
+        peak >= 1 && peak <= 10,
+        "PostgreSQL saw {peak} connections from a pool of 10"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,16 +144,29 @@ async fn a_client_killed_mid_transaction_leaves_no_lock() {
     let p = pooler(config()).await;
     let admin = superuser().await;
     admin.batch_execute("create table if not exists killed_tx (id int primary key); insert into killed_tx values (1) on conflict do nothing").await.unwrap();
-    admin.batch_execute("grant all on killed_tx to app").await.unwrap();
-    let (c, conn) = tokio_postgres::connect(&p.url("app", "app-secret"), NoTls).await.unwrap();
+    admin
+        .batch_execute("grant all on killed_tx to app")
+        .await
+        .unwrap();
+    let (c, conn) = tokio_postgres::connect(&p.url("app", "app-secret"), NoTls)
+        .await
+        .unwrap();
     let conn_task = tokio::spawn(conn);
-    c.batch_execute("begin; select * from killed_tx where id = 1 for update").await.unwrap();
+    c.batch_execute("begin; select * from killed_tx where id = 1 for update")
+        .await
+        .unwrap();
     conn_task.abort(); // the socket closes with the transaction open
     drop(c);
     let other = p.connect().await;
     // The row lock is released: another client can take it without waiting.
-    other.batch_execute("set lock_timeout = '5s'").await.unwrap();
-    other.batch_execute("begin; select * from killed_tx where id = 1 for update; commit").await.unwrap();
+    other
+        .batch_execute("set lock_timeout = '5s'")
+        .await
+        .unwrap();
+    other
+        .batch_execute("begin; select * from killed_tx where id = 1 for update; commit")
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || async {
             scalar(&admin, "select count(*) from pg_stat_activity where usename = 'app' and state like 'idle in transaction%'").await == "0"
@@ -151,27 +177,33 @@ async fn a_client_killed_mid_transaction_leaves_no_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_backends_are_replaced_or_reported() {
+    // A role of its own, so killing its backends cannot touch other tests.
+    let admin = superuser().await;
     let mut cfg = config();
     cfg.pooler.pool_size = 2;
+    own_role(&mut cfg, "victim").await;
     let p = pooler(cfg).await;
-    let c = p.connect_md5().await;
+    let c = p.connect_as("victim", "victim-pw").await.unwrap();
     assert_eq!(scalar(&c, "select 1").await, "1");
-    let admin = superuser().await;
     // An idle pooled server killed behind pglittle's back: the next query still works.
-    admin.batch_execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app_md5'").await.unwrap();
+    admin.batch_execute("select pg_terminate_backend(pid, 10000) from pg_stat_activity where usename = 'victim'").await.unwrap();
     assert_eq!(scalar(&c, "select 2").await, "2");
     // A server killed mid-query: the client gets an error, not a hang.
     let q = tokio::spawn(async move { c.simple_query("select pg_sleep(20)").await });
     assert!(
         eventually(Duration::from_secs(10), || async {
-            scalar(&admin, "select count(*) from pg_stat_activity where usename = 'app_md5' and query like 'select pg_sleep(20)%' and state = 'active'").await == "1"
+            scalar(&admin, "select count(*) from pg_stat_activity where usename = 'victim' and query like 'select pg_sleep(20)%' and state = 'active'").await == "1"
         })
         .await
     );
-    admin.batch_execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app_md5' and state = 'active'").await.unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(10), q).await.expect("client hung").unwrap();
-    assert!(res.is_err(), "a killed backend must surface as an error");
-    let fresh = p.connect_md5().await;
+    admin.batch_execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'victim' and state = 'active'").await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), q)
+        .await
+        .expect("client hung")
+        .unwrap();
+    let err = res.expect_err("a killed backend must surface as an error");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P01"), "{err:?}");
+    let fresh = p.connect_as("victim", "victim-pw").await.unwrap();
     assert_eq!(scalar(&fresh, "select 3").await, "3");
 }
 
@@ -179,20 +211,33 @@ async fn terminated_backends_are_replaced_or_reported() {
 async fn copy_in_and_out_of_100k_rows() {
     let p = pooler(config()).await;
     let c = p.connect().await;
-    c.batch_execute("drop table if exists copy_t; create table copy_t (id int, v text)").await.unwrap();
-    let sink = c.copy_in("copy copy_t from stdin (format text)").await.unwrap();
+    c.batch_execute("drop table if exists copy_t; create table copy_t (id int, v text)")
+        .await
+        .unwrap();
+    let sink = c
+        .copy_in("copy copy_t from stdin (format text)")
+        .await
+        .unwrap();
     futures_util::pin_mut!(sink);
     let mut chunk = String::new();
     for i in 0..100_000 {
         chunk.push_str(&format!("{i}\tvalue-{i}\n"));
         if chunk.len() > 64 * 1024 {
-            sink.send(bytes::Bytes::from(std::mem::take(&mut chunk))).await.unwrap();
+            sink.send(bytes::Bytes::from(std::mem::take(&mut chunk)))
+                .await
+                .unwrap();
         }
     }
     sink.send(bytes::Bytes::from(chunk)).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 100_000);
-    assert_eq!(scalar(&c, "select count(*) || ':' || sum(id) from copy_t").await, "100000:4999950000");
-    let out = c.copy_out("copy (select id, v from copy_t order by id) to stdout").await.unwrap();
+    assert_eq!(
+        scalar(&c, "select count(*) || ':' || sum(id) from copy_t").await,
+        "100000:4999950000"
+    );
+    let out = c
+        .copy_out("copy (select id, v from copy_t order by id) to stdout")
+        .await
+        .unwrap();
     futures_util::pin_mut!(out);
     let mut bytes = Vec::new();
     while let Some(b) = out.next().await {
@@ -213,24 +258,39 @@ async fn bad_logins_get_their_sqlstate() {
     assert_eq!(code(&e), "28P01");
     let e = p.connect_as("nobody", "x").await.unwrap_err();
     assert_eq!(code(&e), "28P01");
-    let url = format!("host=127.0.0.1 port={} user=app password=app-secret dbname=nosuchdb", p.port);
+    let url = format!(
+        "host=127.0.0.1 port={} user=app password=app-secret dbname=nosuchdb",
+        p.port
+    );
     let e = match tokio_postgres::connect(&url, NoTls).await {
         Ok(_) => panic!("connected to a database that does not exist"),
         Err(e) => e,
     };
     assert_eq!(code(&e), "3D000");
     // Garbage where a startup packet belongs.
-    assert_eq!(raw_error_code(p.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "08P01");
+    assert_eq!(
+        raw_error_code(p.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        "08P01"
+    );
     // A startup length field of 2 GiB.
-    assert_eq!(raw_error_code(p.port, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await, "08P01");
+    assert_eq!(
+        raw_error_code(p.port, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await,
+        "08P01"
+    );
     // Protocol 2.0 is not spoken.
     let mut v2 = startup_packet(&[("user", "app")]);
     v2[4..8].copy_from_slice(&(2u32 << 16).to_be_bytes());
     assert_eq!(raw_error_code(p.port, &v2).await, "0A000");
     // No user name.
-    assert_eq!(raw_error_code(p.port, &startup_packet(&[("database", "app")])).await, "28000");
+    assert_eq!(
+        raw_error_code(p.port, &startup_packet(&[("database", "app")])).await,
+        "28000"
+    );
     // The pooler still serves everyone else.
-    assert_eq!(scalar(&p.connect().await, "select 'still fine'").await, "still fine");
+    assert_eq!(
+        scalar(&p.connect().await, "select 'still fine'").await,
+        "still fine"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,13 +300,21 @@ async fn oversized_message_after_login_is_refused() {
     cfg.users.get_mut("app").unwrap().auth = pglittle::config::AuthMethod::Trust;
     cfg.pooler.max_message_size = 64 * 1024;
     let p = pooler(cfg).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
-    s.write_all(&startup_packet(&[("user", "app"), ("database", "app")])).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    s.write_all(&startup_packet(&[("user", "app"), ("database", "app")]))
+        .await
+        .unwrap();
     // A Query claiming 1 GiB.
     s.write_all(&[b'Q', 0x40, 0, 0, 0]).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    assert_eq!(error_code_in(&buf[..]).as_deref().filter(|c| *c != "00000"), Some("08P01"), "{buf:?}");
+    assert_eq!(
+        error_code_in(&buf[..]).as_deref().filter(|c| *c != "00000"),
+        Some("08P01"),
+        "{buf:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +328,13 @@ async fn a_full_pool_times_out_with_53300() {
     holder.batch_execute("begin; select 1").await.unwrap();
     let e = waiter.simple_query("select 1").await.unwrap_err();
     assert_eq!(code(&e), "53300");
-    assert!(e.as_db_error().unwrap().message().contains("query_wait_timeout"), "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("query_wait_timeout"),
+        "{e:?}"
+    );
     // Extended protocol too, and the client stays usable afterwards.
     let e = waiter.query_typed("select 1", &[]).await.unwrap_err();
     assert_eq!(code(&e), "53300");
@@ -277,7 +351,13 @@ async fn max_client_conn_refuses_with_53300() {
     let _b = p.connect().await;
     let e = p.connect_as("app", "app-secret").await.unwrap_err();
     assert_eq!(code(&e), "53300");
-    assert!(e.as_db_error().unwrap().message().contains("max_client_conn"), "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("max_client_conn"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +368,9 @@ async fn session_mode_keeps_one_server_per_client() {
     let p = pooler(cfg).await;
     let a = p.connect().await;
     let pid = scalar(&a, "select pg_backend_pid()").await;
-    a.batch_execute("set statement_timeout = '9s'").await.unwrap();
+    a.batch_execute("set statement_timeout = '9s'")
+        .await
+        .unwrap();
     for _ in 0..3 {
         assert_eq!(scalar(&a, "select pg_backend_pid()").await, pid);
     }
@@ -310,7 +392,10 @@ async fn drain_lets_open_transactions_finish() {
     busy.batch_execute("select 2; commit").await.unwrap();
     // ...then its client is told pglittle is going away.
     let e = busy.simple_query("select 3").await.unwrap_err();
-    assert!(e.is_closed() || e.code().map(|c| c.code()) == Some("57P01"), "{e:?}");
+    assert!(
+        e.is_closed() || e.code().map(|c| c.code()) == Some("57P01"),
+        "{e:?}"
+    );
     assert!(eventually(Duration::from_secs(5), || async { idle.is_closed() }).await);
     // New connections are refused.
     assert!(p.connect_as("app", "app-secret").await.is_err());

@@ -8,7 +8,11 @@ use crate::common::*;
 
 fn pgbench(port: u16, args: &[&str]) -> std::process::Output {
     let bindir = &cluster().bindir;
-    let exe = if bindir.join("pgbench").exists() { bindir.join("pgbench") } else { "pgbench".into() };
+    let exe = if bindir.join("pgbench").exists() {
+        bindir.join("pgbench")
+    } else {
+        "pgbench".into()
+    };
     Command::new(exe)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER])
         .args(args)
@@ -24,16 +28,31 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
     cfg.pooler.pool_size = 10;
     let p = pooler(cfg).await;
     let port = p.port;
-    let init = tokio::task::spawn_blocking(move || pgbench(port, &["-i", "-q", "-s", "1"])).await.unwrap();
-    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
-    let run = tokio::task::spawn_blocking(move || pgbench(port, &["-c", "50", "-j", "2", "-t", "40", "--no-vacuum"]))
+    let init = tokio::task::spawn_blocking(move || pgbench(port, &["-i", "-q", "-s", "1"]))
         .await
         .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let run = tokio::task::spawn_blocking(move || {
+        pgbench(port, &["-c", "50", "-j", "2", "-t", "40", "--no-vacuum"])
+    })
+    .await
+    .unwrap();
     let out = String::from_utf8_lossy(&run.stdout).into_owned();
     let err = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "pgbench: {out}\n{err}");
-    assert!(out.contains("number of transactions actually processed: 2000/2000"), "{out}");
-    assert!(!out.contains("number of failed transactions") || out.contains("number of failed transactions: 0 "), "{out}");
+    assert!(
+        out.contains("number of transactions actually processed: 2000/2000"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("number of failed transactions")
+            || out.contains("number of failed transactions: 0 "),
+        "{out}"
+    );
     let c = p.connect().await;
     let sums = scalar(
         &c,
@@ -43,5 +62,8 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
     .await;
     let parts: Vec<&str> = sums.split(',').collect();
     assert_eq!(parts[4], "2000", "history rows: {sums}");
-    assert!(parts[..4].iter().all(|s| *s == parts[0]), "balances disagree: {sums}");
+    assert!(
+        parts[..4].iter().all(|s| *s == parts[0]),
+        "balances disagree: {sums}"
+    );
 }
