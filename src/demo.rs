@@ -12,10 +12,11 @@ use pglittle::{Phase, Shutdown};
 
 pub async fn run(listen: SocketAddr) -> Result<(), String> {
     eprintln!("pglittle demo: starting a PostgreSQL primary and streaming replica...");
-    let mut cluster = tokio::task::spawn_blocking(|| Cluster::start(ClusterOptions::default()))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let mut cluster = tokio::task::spawn_blocking(|| {
+        Cluster::start(ClusterOptions::default()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let listen = match std::net::TcpListener::bind(listen) {
         Ok(_) => listen,
         Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),

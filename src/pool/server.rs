@@ -256,10 +256,8 @@ impl ServerConn {
                         outcome.rows.push(cols);
                     }
                     Message::ParameterStatus(p) => self.params.set(p.name()?, p.value()?),
-                    Message::ErrorResponse(e) => {
-                        if outcome.error.is_none() {
-                            outcome.error = Some(error_code_message(e.fields())?);
-                        }
+                    Message::ErrorResponse(e) if outcome.error.is_none() => {
+                        outcome.error = Some(error_code_message(e.fields())?);
                     }
                     Message::ReadyForQuery(_) => return Ok(outcome),
                     _ => {}

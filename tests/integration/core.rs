@@ -71,7 +71,7 @@ async fn a_thousand_clients_share_ten_servers() {
     monitor.await.unwrap();
     let peak = peak.load(Ordering::Relaxed);
     assert!(
-        peak >= 1 && peak <= 10,
+        (1..=10).contains(&peak),
         "PostgreSQL saw {peak} connections from a pool of 10"
     );
 }
