@@ -33,6 +33,7 @@ RUN_TPS=1
 RUN_IDLE=1
 KEEP=0
 ONLY=""
+ORIG_ARGS="$*"
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -109,7 +110,7 @@ else
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pglittle-bench.XXXXXX")
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$WORK"
+if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK"; fi
 chmod 755 "$WORK"
 PG_STARTED=0
 PIDS=()
@@ -182,7 +183,7 @@ PGLITTLE="$REPO/target/release/pglittle"
 PGPORT=$(free_port)
 log "starting PostgreSQL on 127.0.0.1:$PGPORT in $WORK/pg"
 echo "$DBPASS" >"$WORK/pw"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$WORK/pw"
+if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/pw"; fi
 "${AS_PG[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U postgres -E UTF8 --no-sync \
   --auth-local=trust --auth-host=scram-sha-256 --pwfile="$WORK/pw" >"$WORK/initdb.log" 2>&1 ||
   die "initdb failed: $(tail -5 "$WORK/initdb.log")"
@@ -255,7 +256,7 @@ max_client_conn = $((IDLE_CLIENTS + 1000))
 max_db_connections = 0
 ignore_startup_parameters = extra_float_digits
 EOF
-  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$WORK/userlist.txt" "$WORK/pgbouncer.ini"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/userlist.txt" "$WORK/pgbouncer.ini"; fi
   "${AS_PG[@]}" "$PGBOUNCER" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer-$1.log" 2>&1 &
   PGB_PID=$!
   PIDS+=("$PGB_PID")
@@ -359,7 +360,7 @@ idle_test() { # target
   exec 7>"$ctl"
   wait_line() { # word seconds
     local deadline=$((SECONDS + $2))
-    until grep -q "^$1 " "$out"; do
+    until grep -qE "^$1( |$)" "$out"; do
       ((SECONDS < deadline)) && kill -0 "$gen" 2>/dev/null || {
         cat "$out" >&2; die "idle clients through $target: no '$1' (see $out)"; }
       sleep 0.2
@@ -411,7 +412,7 @@ REPORT="$RESULTS_DIR/$STAMP.md"
 {
   echo "# pglittle benchmark, $STAMP"
   echo
-  echo "- command: \`integration/bench/run.sh $*\` (rounds=$ROUNDS, -T $DURATION, -c $CLIENTS, -j $THREADS, pool $POOL_SIZE, scale $SCALE, idle clients $IDLE_CLIENTS)"
+  echo "- command: \`integration/bench/run.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (rounds=$ROUNDS, -T $DURATION, -c $CLIENTS, -j $THREADS, pool $POOL_SIZE, scale $SCALE, idle clients $IDLE_CLIENTS)"
   echo "- pglittle: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && [ -n "$(git --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (working tree modified)')"
   echo "- $("$PGBIN/postgres" --version), $("$PGBENCH" --version), $("$PGBOUNCER" --version 2>/dev/null | head -1)"
   echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo) RAM"

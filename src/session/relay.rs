@@ -55,6 +55,9 @@ pub struct Flight {
     needs_reset: AtomicBool,
     stopping: AtomicBool,
     stop: Notify,
+    /// Wakes the client pump to re-arm its idle-in-transaction timer when a
+    /// ReadyForQuery changes the transaction status.
+    status_changed: Notify,
 }
 
 impl Flight {
@@ -178,6 +181,7 @@ pub async fn transaction(
             tokio::select! {
                 biased;
                 _ = flight.stop.notified() => return ClientEnd::Stopped,
+                _ = flight.status_changed.notified() => {}
                 r = read => match r {
                     Ok(0) | Err(_) => return ClientEnd::Gone,
                     Ok(_) => {}
@@ -205,6 +209,7 @@ pub async fn transaction(
                             flight.status.store(s, Relaxed);
                             let o = flight.outstanding.load(Relaxed);
                             flight.outstanding.store(o.saturating_sub(1), Relaxed);
+                            flight.status_changed.notify_one();
                         }
                         BackendEvent::ParameterStatus { name, value } => {
                             client_params.set_override(defaults, &name, &value);

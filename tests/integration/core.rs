@@ -414,3 +414,81 @@ async fn reload_changes_the_pool_size_without_dropping_clients() {
     assert_eq!(pool.status().size, 3);
     assert_eq!(scalar(&a, "select 'kept'").await, "kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_at_client_login_timeout() {
+    use tokio::io::AsyncReadExt;
+    let mut cfg = config();
+    cfg.pooler.client_login_timeout = Duration::from_millis(200);
+    let p = pooler(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // Say nothing: pglittle must give up on us, not wait forever.
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("pglittle kept a silent client")
+        .unwrap();
+    assert_eq!(error_code_in(&buf).as_deref(), Some("08006"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_clients_are_cut_off_and_rolled_back() {
+    let mut cfg = config();
+    cfg.pooler.idle_transaction_timeout = Duration::from_millis(300);
+    cfg.pooler.pool_size = 1;
+    let p = pooler(cfg).await;
+    let admin = superuser().await;
+    admin
+        .batch_execute(
+            "create table if not exists idle_tx (id int primary key); grant all on idle_tx to app",
+        )
+        .await
+        .unwrap();
+    let a = p.connect().await;
+    a.batch_execute("begin; insert into idle_tx values (42) on conflict do nothing")
+        .await
+        .unwrap();
+    // Sitting idle in the transaction ends it: the client is told why...
+    assert!(eventually(Duration::from_secs(10), || async { a.is_closed() }).await);
+    // ...the insert is rolled back, and the one server serves others again.
+    let b = p.connect().await;
+    assert_eq!(
+        scalar(&b, "select count(*) from idle_tx where id = 42").await,
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_dropped_at_client_idle_timeout() {
+    let mut cfg = config();
+    cfg.pooler.client_idle_timeout = Duration::from_millis(300);
+    let p = pooler(cfg).await;
+    let a = p.connect().await;
+    assert_eq!(scalar(&a, "select 1").await, "1");
+    assert!(eventually(Duration::from_secs(10), || async { a.is_closed() }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_servers_are_closed_after_server_idle_timeout() {
+    let mut cfg = config();
+    cfg.pooler.server_idle_timeout = Duration::from_millis(500);
+    cfg.pooler.pool_size = 3;
+    own_role(&mut cfg, "idler").await;
+    let p = pooler(cfg).await;
+    let c = p.connect_as("idler", "idler-pw").await.unwrap();
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    let admin = superuser().await;
+    let count = || async {
+        scalar(
+            &admin,
+            "select count(*) from pg_stat_activity where usename = 'idler'",
+        )
+        .await
+    };
+    assert_eq!(count().await, "1");
+    // The janitor closes the idle server; the client keeps its session.
+    assert!(eventually(Duration::from_secs(10), || async { count().await == "0" }).await);
+    assert_eq!(scalar(&c, "select 2").await, "2");
+}

@@ -1,0 +1,1 @@
+//! The real `pglittle` binary: CLI, sidecar mode, signals.
