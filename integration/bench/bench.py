@@ -315,6 +315,13 @@ def report(raw_path, idle_path, meta_path):
         w("| " + " | ".join(cells) + " |")
     w("")
 
+    bg = [num(r.get("bg_busy")) for r in rows]
+    bg = [v for v in bg if v is not None]
+    if bg:
+        w(f"Other work on the machine (CPU busy % in the 2 s before each run, "
+          f"benchmark idle): median {med(bg):.0f}%, max {max(bg):.0f}%.")
+        w("")
+
     # Targets from the issue.
     pl, pb = "pglittle", "pgbouncer"
     checks = []
@@ -337,14 +344,18 @@ def report(raw_path, idle_path, meta_path):
     out.extend(checks)
     w("")
 
-    w(f"Per round (run order rotates each round):")
+    w("Per round (run order rotates each round). mean/p99 ms: pgbench's per-transaction "
+      "log (-l); pgbench avg ms: its own 'latency average' (clients x duration / tx); "
+      "conn ms: pgbench's initial connection time, not counted in TPS; machine busy "
+      "before: CPU busy % of the whole machine over the 2 s pause before the run, "
+      "when the benchmark itself is idle (other work on the shared machine).")
     w("")
-    w("| round | order | target | TPS | mean ms | p99 ms | tx | failed | conn ms | pooler CPU s | CPU s / 100k tx | load1 before |")
-    w("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| round | order | target | TPS | mean ms | p99 ms | pgbench avg ms | tx | failed | conn ms | pooler CPU s | CPU s / 100k tx | machine busy before (%) |")
+    w("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         w("| " + " | ".join([r["round"], r["order"], r["target"], fmt(num(r["tps"]), 0),
-                            r["mean_ms"], r["p99_ms"], r["tx"], r["failed"], r["conn_ms"],
-                            r["cpu_s"], r["cpu_per_100k"], r["load1"]]) + " |")
+                            r["mean_ms"], r["p99_ms"], r["avg_ms"], r["tx"], r["failed"], r["conn_ms"],
+                            r["cpu_s"], r["cpu_per_100k"], r["bg_busy"]]) + " |")
     w("")
     if idle_rows:
         w("Idle clients (VmRSS in KiB; baseline taken after one warm-up client "

@@ -154,6 +154,15 @@ wait_port() { # port seconds pid
   return 1
 }
 
+# Whole-machine CPU busy % over an interval (user+nice+system+irq+softirq+steal).
+busy_pct() { # seconds
+  local a b
+  a=$(head -1 /proc/stat); sleep "$1"; b=$(head -1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0; i = 0
+    for (k = 2; k <= 9; k++) { t += y[k] - x[k] }
+    i = (y[5] - x[5]) + (y[6] - x[6]); printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }'
+}
+
 cpu_ticks() { # utime+stime of the whole process (all threads)
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
@@ -268,7 +277,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$WORK/raw.tsv"
 IDLE_TSV="$WORK/idle.tsv"
 META="$WORK/meta.tsv"
-printf 'round\torder\ttarget\ttps\tmean_ms\tp99_ms\ttx\tfailed\tconn_ms\tcpu_s\tcpu_per_100k\tload1\n' >"$RAW"
+printf 'round\torder\ttarget\ttps\tmean_ms\tp99_ms\tavg_ms\ttx\tfailed\tconn_ms\tcpu_s\tcpu_per_100k\tbg_busy\n' >"$RAW"
 printf 'target\trss_start\trss_base\trss_after\tok\tfailed\tcheck\tkib_per_client\tkib_from_start\n' >"$IDLE_TSV"
 {
   printf 'clients\t%s\nduration\t%s\npool_size\t%s\nidle_clients\t%s\n' "$CLIENTS" "$DURATION" "$POOL_SIZE" "$IDLE_CLIENTS"
@@ -279,8 +288,9 @@ run_pgbench() { # round order target port pooler-pid|"" duration
   local round=$1 order=$2 target=$3 port=$4 pid=$5 dur=$6
   local dir="$WORK/txlog/$target.$round" out="$WORK/pgbench-$target-$round.out"
   rm -rf "$dir"; mkdir -p "$dir"
-  local load1 c0="" c1="" rc=0
-  load1=$(cut -d' ' -f1 /proc/loadavg)
+  local bg c0="" c1="" rc=0
+  # Machine busy % while the benchmark itself is idle: other work running.
+  bg=$(busy_pct 2)
   [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
   timeout --signal=INT $((dur + 120)) \
     "$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -S -c "$CLIENTS" -j "$THREADS" -T "$dur" \
@@ -292,11 +302,12 @@ run_pgbench() { # round order target port pooler-pid|"" duration
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || log "$target process is gone"
     die "pgbench through $target failed; see $out and the pooler log in $WORK"
   fi
-  local tps tx failed conn
+  local tps tx failed conn avg
   tps=$(awk '/^tps = .*without initial connection time/ { print $3 }' "$out")
   tx=$(awk '/^number of transactions actually processed:/ { print $6 }' "$out" | cut -d/ -f1)
   failed=$(awk '/^number of failed transactions:/ { print $5 }' "$out")
   conn=$(awk '/^initial connection time = / { print $5 }' "$out")
+  avg=$(awk '/^latency average = / { print $4 }' "$out")
   local stats n mean p99 bad
   stats=$(python3 "$HELPER" txstats "$dir"/tx.*)
   read -r n mean p99 bad <<<"$stats"
@@ -309,9 +320,9 @@ run_pgbench() { # round order target port pooler-pid|"" duration
   if [ "$n" != "$tx" ]; then
     log "note: $target round $round: pgbench counted $tx transactions, its log has $n"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$order" "$target" "$tps" \
-    "$mean" "$p99" "$tx" "${failed:-0}" "${conn:-?}" "$cpu_s" "$per" "$load1" >>"$RAW"
-  log "round $round/$ROUNDS $target: tps=$tps mean=${mean}ms p99=${p99}ms pooler_cpu=${cpu_s}s (${per}s/100k tx) load1=$load1"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$order" "$target" "$tps" \
+    "$mean" "$p99" "${avg:-?}" "$tx" "${failed:-0}" "${conn:-?}" "$cpu_s" "$per" "$bg" >>"$RAW"
+  log "round $round/$ROUNDS $target: tps=$tps mean=${mean}ms p99=${p99}ms pooler_cpu=${cpu_s}s (${per}s/100k tx) background_busy=${bg}%"
 }
 
 if ((RUN_TPS)); then
@@ -332,7 +343,6 @@ if ((RUN_TPS)); then
   for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < n; i++)); do
       t=${TARGETS[$(((i + r - 1) % n))]}
-      sleep 2
       run_pgbench "$r" "$((i + 1))" "$t" "$(port_of "$t")" "$(pid_of "$t")" "$DURATION"
     done
   done

@@ -76,6 +76,8 @@ pub struct PoolerSettings {
     pub max_message_size: usize,
     /// How long SIGTERM waits for open transactions before closing them.
     pub shutdown_timeout: Duration,
+    /// Prepared statements each server connection keeps (transaction mode); least recently used are closed.
+    pub max_prepared_statements: usize,
     pub log_format: LogFormat,
 }
 
@@ -96,6 +98,7 @@ impl Default for PoolerSettings {
             idle_transaction_timeout: Duration::ZERO,
             max_message_size: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            max_prepared_statements: 100,
             log_format: LogFormat::Text,
         }
     }

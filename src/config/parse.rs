@@ -30,6 +30,7 @@ const POOLER_KEYS: &[&str] = &[
     "idle_transaction_timeout",
     "max_message_size",
     "shutdown_timeout",
+    "max_prepared_statements",
     "log_format",
 ];
 const DATABASE_KEYS: &[&str] = &[
@@ -94,6 +95,9 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         idle_transaction_timeout: duration("idle_transaction_timeout", d.idle_transaction_timeout)?,
         max_message_size: s.size("max_message_size")?.unwrap_or(d.max_message_size),
         shutdown_timeout: duration("shutdown_timeout", d.shutdown_timeout)?,
+        max_prepared_statements: s
+            .count("max_prepared_statements")?
+            .unwrap_or(d.max_prepared_statements),
         log_format: s.keyword("log_format")?.unwrap_or(d.log_format),
     })
 }

@@ -59,6 +59,7 @@ fn render_pooler(config: &Config, out: &mut String) {
         toml_string(&format_size(p.max_message_size)),
     );
     line(out, "shutdown_timeout", duration(p.shutdown_timeout));
+    line(out, "max_prepared_statements", p.max_prepared_statements);
     line(out, "log_format", toml_string(p.log_format.as_str()));
 }
 

@@ -11,6 +11,7 @@
 pub mod error;
 mod lease;
 pub mod params;
+pub mod prepared;
 pub mod registry;
 pub mod server;
 

@@ -9,7 +9,7 @@ use postgres_protocol::message::{backend::Message, frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{error::PoolError, params::Params};
+use super::{error::PoolError, params::Params, prepared::ServerStatements};
 use crate::protocol::auth::scram::ScramKeyClient;
 
 /// How pglittle proves itself to the server.
@@ -35,6 +35,8 @@ pub struct ServerTarget {
     pub dbname: String,
     pub user: String,
     pub connect_timeout: Duration,
+    /// Capacity of each connection's prepared-statement cache.
+    pub max_prepared_statements: usize,
 }
 
 impl ServerTarget {
@@ -56,6 +58,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Read buffer, kept with the connection so a transaction allocates nothing.
     pub buf: BytesMut,
+    /// Prepared statements this server holds (transaction mode).
+    pub statements: ServerStatements,
 }
 
 /// What one of pglittle's own simple queries returned.
@@ -93,6 +97,7 @@ impl ServerConn {
                 created: Instant::now(),
                 last_used: Instant::now(),
                 buf: BytesMut::with_capacity(BUF_SIZE),
+                statements: ServerStatements::new(target.max_prepared_statements),
             };
             conn.login(target, auth).await?;
             Ok(conn)

@@ -10,15 +10,23 @@ pub enum FrontendMessage<'a> {
     Query {
         sql: &'a [u8],
     },
-    /// Extended protocol Parse.
+    /// Extended protocol Parse. `types` is the raw parameter-type section
+    /// (count and OIDs), kept whole so the statement can be re-encoded.
     Parse {
         name: &'a [u8],
         sql: &'a [u8],
+        types: &'a [u8],
     },
-    Bind,
-    Describe,
+    /// Bind: the statement it binds, and everything after the statement
+    /// name (formats, values, result formats), kept whole for re-encoding.
+    Bind {
+        portal: &'a [u8],
+        statement: &'a [u8],
+        rest: &'a [u8],
+    },
+    Describe(Target<'a>),
     Execute,
-    Close,
+    Close(Target<'a>),
     /// Ends an extended-protocol batch; produces exactly one ReadyForQuery.
     Sync,
     Flush,
@@ -46,16 +54,28 @@ impl<'a> FrontendMessage<'a> {
                 FrontendMessage::Query { sql }
             }
             b'P' => {
-                let bad = ProtocolError::Malformed { what: "Parse" };
-                let (name, pos) = read_cstr(body, 0).ok_or(bad)?;
-                let (sql, _) =
-                    read_cstr(body, pos).ok_or(ProtocolError::Malformed { what: "Parse" })?;
-                FrontendMessage::Parse { name, sql }
+                let bad = || ProtocolError::Malformed { what: "Parse" };
+                let (name, pos) = read_cstr(body, 0).ok_or_else(bad)?;
+                let (sql, pos) = read_cstr(body, pos).ok_or_else(bad)?;
+                FrontendMessage::Parse {
+                    name,
+                    sql,
+                    types: &body[pos..],
+                }
             }
-            b'B' => FrontendMessage::Bind,
-            b'D' => FrontendMessage::Describe,
+            b'B' => {
+                let bad = || ProtocolError::Malformed { what: "Bind" };
+                let (portal, pos) = read_cstr(body, 0).ok_or_else(bad)?;
+                let (statement, pos) = read_cstr(body, pos).ok_or_else(bad)?;
+                FrontendMessage::Bind {
+                    portal,
+                    statement,
+                    rest: &body[pos..],
+                }
+            }
+            b'D' => FrontendMessage::Describe(Target::parse(body, "Describe")?),
             b'E' => FrontendMessage::Execute,
-            b'C' => FrontendMessage::Close,
+            b'C' => FrontendMessage::Close(Target::parse(body, "Close")?),
             b'S' => FrontendMessage::Sync,
             b'H' => FrontendMessage::Flush,
             b'F' => FrontendMessage::FunctionCall,
@@ -82,13 +102,61 @@ impl<'a> FrontendMessage<'a> {
         matches!(
             self,
             FrontendMessage::Parse { .. }
-                | FrontendMessage::Bind
-                | FrontendMessage::Describe
+                | FrontendMessage::Bind { .. }
+                | FrontendMessage::Describe(_)
                 | FrontendMessage::Execute
-                | FrontendMessage::Close
+                | FrontendMessage::Close(_)
                 | FrontendMessage::Flush
         )
     }
+}
+
+/// What a Describe or Close names: a prepared statement or a portal.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Target<'a> {
+    Statement(&'a [u8]),
+    Portal(&'a [u8]),
+}
+
+impl<'a> Target<'a> {
+    fn parse(body: &'a [u8], what: &'static str) -> Result<Self, ProtocolError> {
+        let (name, _) = read_cstr(body, 1).ok_or(ProtocolError::Malformed { what })?;
+        match body.first() {
+            Some(b'S') => Ok(Target::Statement(name)),
+            Some(b'P') => Ok(Target::Portal(name)),
+            _ => Err(ProtocolError::Malformed { what }),
+        }
+    }
+}
+
+/// Appends a message: tag, length, then the parts in order.
+fn put_message(out: &mut bytes::BytesMut, tag: u8, parts: &[&[u8]]) {
+    let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+    out.extend_from_slice(&[tag]);
+    out.extend_from_slice(&(len as i32).to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+}
+
+/// Parse of `sql` under `name`, with the raw parameter-type section.
+pub fn encode_parse(out: &mut bytes::BytesMut, name: &[u8], sql: &[u8], types: &[u8]) {
+    put_message(out, b'P', &[name, b"\0", sql, b"\0", types]);
+}
+
+/// Bind with the statement name replaced.
+pub fn encode_bind(out: &mut bytes::BytesMut, portal: &[u8], statement: &[u8], rest: &[u8]) {
+    put_message(out, b'B', &[portal, b"\0", statement, b"\0", rest]);
+}
+
+/// Describe of a prepared statement.
+pub fn encode_describe_statement(out: &mut bytes::BytesMut, name: &[u8]) {
+    put_message(out, b'D', &[b"S", name, b"\0"]);
+}
+
+/// Close of a prepared statement.
+pub fn encode_close_statement(out: &mut bytes::BytesMut, name: &[u8]) {
+    put_message(out, b'C', &[b"S", name, b"\0"]);
 }
 
 /// The first complete message in `buf`, without consuming it, and its length.
@@ -208,7 +276,8 @@ mod tests {
             FrontendMessage::parse(&p).unwrap(),
             FrontendMessage::Parse {
                 name: b"s1",
-                sql: b"select"
+                sql: b"select",
+                types: b"\0\0"
             }
         );
         assert!(FrontendMessage::parse(&frame(b"S\0\0\0\x04"))
@@ -221,6 +290,47 @@ mod tests {
         assert!(FrontendMessage::parse(&frame(b"Z\0\0\0\x04")).is_err());
         assert!(FrontendMessage::parse(&frame(b"Q\0\0\0\x05a")).is_err());
         assert!(FrontendMessage::parse(&frame(b"P\0\0\0\x06s1")).is_err());
+        assert!(FrontendMessage::parse(&frame(b"D\0\0\0\x06Xa\0")).is_err());
+        assert!(FrontendMessage::parse(&frame(b"B\0\0\0\x06p\0")).is_err());
+    }
+
+    #[test]
+    fn re_encoded_messages_parse_back() {
+        let mut out = bytes::BytesMut::new();
+        encode_parse(&mut out, b"pgl_1", b"select $1", b"\0\x01\0\0\0\x17");
+        encode_bind(&mut out, b"", b"pgl_1", b"\0\0\0\0\0\0");
+        encode_describe_statement(&mut out, b"pgl_1");
+        encode_close_statement(&mut out, b"pgl_1");
+        let mut buf = BytesMut::from(&out[..]);
+        let f = |b: &mut BytesMut| crate::protocol::decode_frame(b, 1 << 20).unwrap().unwrap();
+        let p = f(&mut buf);
+        assert_eq!(
+            FrontendMessage::parse(&p).unwrap(),
+            FrontendMessage::Parse {
+                name: b"pgl_1",
+                sql: b"select $1",
+                types: b"\0\x01\0\0\0\x17"
+            }
+        );
+        let b = f(&mut buf);
+        assert_eq!(
+            FrontendMessage::parse(&b).unwrap(),
+            FrontendMessage::Bind {
+                portal: b"",
+                statement: b"pgl_1",
+                rest: b"\0\0\0\0\0\0"
+            }
+        );
+        let d = f(&mut buf);
+        assert_eq!(
+            FrontendMessage::parse(&d).unwrap(),
+            FrontendMessage::Describe(Target::Statement(b"pgl_1"))
+        );
+        let c = f(&mut buf);
+        assert_eq!(
+            FrontendMessage::parse(&c).unwrap(),
+            FrontendMessage::Close(Target::Statement(b"pgl_1"))
+        );
     }
 
     #[test]

@@ -1,15 +1,60 @@
 //! Incremental scanner over the server -> client byte stream.
 //!
-//! The relay forwards server bytes as soon as they arrive, without
-//! re-framing. The scanner walks frame boundaries and says how many of the
-//! buffered bytes may be forwarded now; it holds back only the few message
-//! kinds the pooler must read whole (ReadyForQuery, ParameterStatus,
-//! ErrorResponse), so a large DataRow or COPY stream passes through in chunks.
+//! The relay forwards server bytes as they arrive, without re-framing. The
+//! scanner walks frame boundaries and asks the caller, once per frame, what
+//! to do with it: forward it, or drop it (a response to a message pglittle
+//! itself injected), optionally after inserting messages of its own (a
+//! ParseComplete for a Parse it answered locally). Only the few message kinds
+//! the pooler must read whole (ReadyForQuery, ParameterStatus, ErrorResponse)
+//! are held back until complete, so a large DataRow or COPY stream passes
+//! through in chunks.
 
 use super::{frame::peek_header, read_cstr, ProtocolError};
 
-/// What the session learns from the server stream.
-#[derive(Debug, PartialEq, Eq)]
+/// The kind of one server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    ParseComplete,
+    BindComplete,
+    CloseComplete,
+    ParameterDescription,
+    RowDescription,
+    NoData,
+    DataRow,
+    CommandComplete,
+    EmptyQuery,
+    PortalSuspended,
+    ReadyForQuery,
+    Error,
+    /// NoticeResponse, ParameterStatus, NotificationResponse: may arrive at
+    /// any time and answer no particular request.
+    Async,
+    CopyData,
+    Other,
+}
+
+fn classify(tag: u8) -> BackendKind {
+    match tag {
+        b'1' => BackendKind::ParseComplete,
+        b'2' => BackendKind::BindComplete,
+        b'3' => BackendKind::CloseComplete,
+        b't' => BackendKind::ParameterDescription,
+        b'T' => BackendKind::RowDescription,
+        b'n' => BackendKind::NoData,
+        b'D' => BackendKind::DataRow,
+        b'C' => BackendKind::CommandComplete,
+        b'I' => BackendKind::EmptyQuery,
+        b's' => BackendKind::PortalSuspended,
+        b'Z' => BackendKind::ReadyForQuery,
+        b'E' => BackendKind::Error,
+        b'N' | b'S' | b'A' => BackendKind::Async,
+        b'd' => BackendKind::CopyData,
+        _ => BackendKind::Other,
+    }
+}
+
+/// What the pooler learns from a message it reads whole.
+#[derive(Debug, PartialEq, Eq, Clone)]
 pub enum BackendEvent {
     /// End of a query cycle, with the transaction status: b'I', b'T' or b'E'.
     ReadyForQuery(u8),
@@ -24,14 +69,47 @@ pub enum BackendEvent {
     },
 }
 
+/// One frame as the caller sees it.
+#[derive(Debug)]
+pub struct FrameHead {
+    pub kind: BackendKind,
+    pub event: Option<BackendEvent>,
+}
+
+/// A piece of the bytes to send on to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// `buf[start..end]` of the scanned buffer.
+    Range(usize, usize),
+    /// A message pglittle makes up (see the constants below).
+    Static(&'static [u8]),
+}
+
+/// ParseComplete, for a Parse pglittle answered itself.
+pub const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
+/// CloseComplete, for a Close pglittle answered itself.
+pub const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
+
 #[derive(Debug, Default)]
 pub struct BackendScanner {
     /// Bytes of the current pass-through frame not yet seen.
     skip: usize,
+    /// Whether that frame is being forwarded or dropped.
+    skip_forward: bool,
 }
 
 /// Frames larger than this are never held back for inspection.
 const MAX_INSPECTED: usize = 16 << 20;
+
+fn push_range(out: &mut Vec<Segment>, start: usize, end: usize) {
+    if let Some(Segment::Range(_, e)) = out.last_mut() {
+        if *e == start {
+            *e = end;
+            return;
+        }
+    }
+    out.push(Segment::Range(start, end));
+}
 
 impl BackendScanner {
     pub fn new() -> Self {
@@ -43,17 +121,23 @@ impl BackendScanner {
         self.skip == 0
     }
 
-    /// Scans `buf` (bytes not yet forwarded); returns how many leading bytes
-    /// can be forwarded now and appends what it learned to `events`.
+    /// Scans `buf` (bytes not yet handled). For each new frame, `decide`
+    /// may append segments of its own to `out` and returns whether the
+    /// frame is forwarded. Returns how many bytes of `buf` were consumed;
+    /// `out` then describes what to send on.
     pub fn scan(
         &mut self,
         buf: &[u8],
-        events: &mut Vec<BackendEvent>,
+        out: &mut Vec<Segment>,
+        mut decide: impl FnMut(FrameHead, &mut Vec<Segment>) -> bool,
     ) -> Result<usize, ProtocolError> {
         let mut pos = 0;
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(buf.len() - pos);
+                if self.skip_forward && n > 0 {
+                    push_range(out, pos, pos + n);
+                }
                 pos += n;
                 self.skip -= n;
                 if self.skip > 0 {
@@ -64,20 +148,29 @@ impl BackendScanner {
             let Some((tag, total)) = peek_header(rest, usize::MAX)? else {
                 return Ok(pos);
             };
-            if !matches!(tag, b'Z' | b'S' | b'E') || total > MAX_INSPECTED {
-                self.skip = total;
-                continue;
-            }
-            if rest.len() < total {
+            let inspect = matches!(tag, b'Z' | b'S' | b'E') && total <= MAX_INSPECTED;
+            if inspect && rest.len() < total {
                 return Ok(pos);
             }
-            events.push(inspect(tag, &rest[5..total])?);
-            pos += total;
+            let event = if inspect {
+                Some(inspect_body(tag, &rest[5..total])?)
+            } else {
+                None
+            };
+            let forward = decide(
+                FrameHead {
+                    kind: classify(tag),
+                    event,
+                },
+                out,
+            );
+            self.skip = total;
+            self.skip_forward = forward;
         }
     }
 }
 
-fn inspect(tag: u8, body: &[u8]) -> Result<BackendEvent, ProtocolError> {
+fn inspect_body(tag: u8, body: &[u8]) -> Result<BackendEvent, ProtocolError> {
     match tag {
         b'Z' => {
             let status = *body.first().ok_or(ProtocolError::Malformed {
@@ -86,13 +179,11 @@ fn inspect(tag: u8, body: &[u8]) -> Result<BackendEvent, ProtocolError> {
             Ok(BackendEvent::ReadyForQuery(status))
         }
         b'S' => {
-            let bad = ProtocolError::Malformed {
+            let bad = || ProtocolError::Malformed {
                 what: "ParameterStatus",
             };
-            let (name, pos) = read_cstr(body, 0).ok_or(bad)?;
-            let (value, _) = read_cstr(body, pos).ok_or(ProtocolError::Malformed {
-                what: "ParameterStatus",
-            })?;
+            let (name, pos) = read_cstr(body, 0).ok_or_else(bad)?;
+            let (value, _) = read_cstr(body, pos).ok_or_else(bad)?;
             Ok(BackendEvent::ParameterStatus {
                 name: String::from_utf8_lossy(name).into_owned(),
                 value: String::from_utf8_lossy(value).into_owned(),
@@ -141,61 +232,90 @@ mod tests {
         b.to_vec()
     }
 
+    /// Scans `input` in chunks of `step`, forwarding everything; returns the
+    /// frames seen and the bytes forwarded.
+    fn run(input: &[u8], step: usize, drop: Option<BackendKind>) -> (Vec<FrameHeadLite>, Vec<u8>) {
+        let mut sc = BackendScanner::new();
+        let mut heads = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut sent = Vec::new();
+        for chunk in input.chunks(step) {
+            pending.extend_from_slice(chunk);
+            let mut out = Vec::new();
+            let n = sc
+                .scan(&pending, &mut out, |h, _| {
+                    let keep = Some(h.kind) != drop;
+                    heads.push((h.kind, h.event));
+                    keep
+                })
+                .unwrap();
+            for seg in out {
+                match seg {
+                    Segment::Range(a, b) => sent.extend_from_slice(&pending[a..b]),
+                    Segment::Static(s) => sent.extend_from_slice(s),
+                }
+            }
+            pending.drain(..n);
+        }
+        assert!(sc.at_boundary());
+        (heads, sent)
+    }
+
+    type FrameHeadLite = (BackendKind, Option<BackendEvent>);
+
     #[test]
     fn byte_at_a_time_equals_all_at_once() {
         let all = stream();
-        let mut whole = Vec::new();
-        let n = BackendScanner::new().scan(&all, &mut whole).unwrap();
-        assert_eq!(n, all.len());
+        let (whole, sent) = run(&all, all.len(), None);
+        assert_eq!(sent, all);
+        assert_eq!(whole.len(), 6);
         assert_eq!(
-            whole,
-            vec![
-                BackendEvent::ParameterStatus {
-                    name: "TimeZone".into(),
-                    value: "UTC".into()
-                },
-                BackendEvent::Error {
-                    code: *b"57P01",
-                    fatal: true
-                },
-                BackendEvent::ReadyForQuery(b'T'),
-            ]
+            whole[3].1,
+            Some(BackendEvent::ParameterStatus {
+                name: "TimeZone".into(),
+                value: "UTC".into()
+            })
         );
-        // Feed one byte at a time, forwarding what the scanner allows.
-        let mut sc = BackendScanner::new();
-        let mut events = Vec::new();
-        let mut pending: Vec<u8> = Vec::new();
-        let mut forwarded = 0;
-        for &byte in &all {
-            pending.push(byte);
-            let n = sc.scan(&pending, &mut events).unwrap();
-            forwarded += n;
-            pending.drain(..n);
-        }
-        assert_eq!(forwarded, all.len());
-        assert_eq!(events, whole);
-        assert!(sc.at_boundary());
+        assert_eq!(
+            whole[4].1,
+            Some(BackendEvent::Error {
+                code: *b"57P01",
+                fatal: true
+            })
+        );
+        assert_eq!(whole[5].1, Some(BackendEvent::ReadyForQuery(b'T')));
+        let (bytewise, sent) = run(&all, 1, None);
+        assert_eq!(sent, all);
+        assert_eq!(bytewise, whole);
+    }
+
+    #[test]
+    fn dropped_frames_vanish_even_when_split() {
+        let all = stream();
+        let (_, sent) = run(&all, 7, Some(BackendKind::DataRow));
+        assert_eq!(sent.len(), all.len() - (1000 + 4 + 2 + 5));
+        assert_eq!(sent[0], b'T');
     }
 
     #[test]
     fn large_rows_pass_through_before_they_are_complete() {
         let all = stream();
         let mut sc = BackendScanner::new();
-        let mut ev = Vec::new();
-        // RowDescription + first 100 bytes of the DataRow: all forwardable.
-        let n = sc.scan(&all[..120], &mut ev).unwrap();
+        let mut out = Vec::new();
+        let n = sc.scan(&all[..120], &mut out, |_, _| true).unwrap();
         assert_eq!(n, 120);
+        assert_eq!(out, vec![Segment::Range(0, 120)]);
         assert!(!sc.at_boundary());
     }
 
     #[test]
     fn garbage_length_is_an_error_not_a_panic() {
-        let mut ev = Vec::new();
+        let mut out = Vec::new();
         assert!(BackendScanner::new()
-            .scan(b"Z\0\0\0\x01I", &mut ev)
+            .scan(b"Z\0\0\0\x01I", &mut out, |_, _| true)
             .is_err());
         assert!(matches!(
-            BackendScanner::new().scan(b"Z\0\0\0\x04", &mut ev),
+            BackendScanner::new().scan(b"Z\0\0\0\x04", &mut out, |_, _| true),
             Err(ProtocolError::Malformed { .. })
         ));
     }

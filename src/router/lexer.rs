@@ -22,11 +22,26 @@ impl Token<'_> {
 pub struct Lexer<'a> {
     sql: &'a [u8],
     pos: usize,
+    start: usize,
 }
 
 impl<'a> Lexer<'a> {
     pub fn new(sql: &'a [u8]) -> Self {
-        Lexer { sql, pos: 0 }
+        Lexer {
+            sql,
+            pos: 0,
+            start: 0,
+        }
+    }
+
+    /// Byte offset where the last returned token starts.
+    pub fn token_start(&self) -> usize {
+        self.start
+    }
+
+    /// Byte offset just past the last returned token.
+    pub fn offset(&self) -> usize {
+        self.pos
     }
 
     fn peek(&self, off: usize) -> Option<u8> {
@@ -120,6 +135,7 @@ impl<'a> Iterator for Lexer<'a> {
 
     fn next(&mut self) -> Option<Token<'a>> {
         loop {
+            self.start = self.pos;
             let c = self.peek(0)?;
             match c {
                 c if c.is_ascii_whitespace() => self.pos += 1,

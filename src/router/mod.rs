@@ -4,5 +4,6 @@
 
 pub mod effects;
 pub mod lexer;
+pub mod prepared;
 
 pub use effects::{inspect, SqlEffects};

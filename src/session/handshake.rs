@@ -42,23 +42,28 @@ pub(super) async fn run(
         Err(_) => Err(SessionError::LoginTimeout),
     };
     match result {
-        Ok(Some(greeted)) => Ok(Some(Session {
-            shared: shared.clone(),
-            client: stream,
+        Ok(Some(greeted)) => {
+            let mode = greeted.pool.settings().mode;
+            Ok(Some(Session {
+                shared: shared.clone(),
+                client: stream,
 
-            mode: greeted.pool.settings().mode,
-            pool: greeted.pool,
-            defaults: greeted.defaults,
-            overrides: greeted.overrides,
-            cancel: greeted.cancel,
-            lease: None,
-            buf,
-            limits: RelayLimits {
-                max_message: config.pooler.max_message_size,
-                idle_transaction_timeout: config.pooler.idle_transaction_timeout,
-            },
-            client_idle_timeout: config.pooler.client_idle_timeout,
-        })),
+                mode,
+                pool: greeted.pool,
+                defaults: greeted.defaults,
+                overrides: greeted.overrides,
+                cancel: greeted.cancel,
+                statements: Default::default(),
+                lease: None,
+                buf,
+                limits: RelayLimits {
+                    max_message: config.pooler.max_message_size,
+                    rewrite_statements: mode == crate::config::PoolMode::Transaction,
+                    idle_transaction_timeout: config.pooler.idle_transaction_timeout,
+                },
+                client_idle_timeout: config.pooler.client_idle_timeout,
+            }))
+        }
         Ok(None) => Ok(None),
         Err(e) => {
             if e.client_reachable() {

@@ -4,7 +4,9 @@
 pub mod cancel;
 mod handshake;
 mod relay;
+mod rewrite;
 mod shared;
+mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub struct Session {
     /// Where this client's session differs from `defaults`.
     overrides: Params,
     cancel: CancelHandle,
+    /// Named prepared statements, kept across servers in transaction mode.
+    statements: statements::ClientStatements,
     lease: Option<Lease>,
     /// Client bytes not yet handled; empty (and unallocated) while idle.
     buf: BytesMut,
@@ -113,6 +117,7 @@ impl Session {
                 &mut self.buf,
                 lease.conn(),
                 &mut self.overrides,
+                &mut self.statements,
                 &self.defaults,
                 &flight,
                 &self.limits,
@@ -256,6 +261,7 @@ impl Session {
                 Ok(o) if o.error.is_none() => {
                     let defaults = &self.defaults;
                     conn.params.retain(|k| defaults.get(k).is_some());
+                    conn.statements.clear();
                 }
                 _ => return lease.discard(),
             }
@@ -296,6 +302,7 @@ impl Session {
                 if sql.contains("DISCARD") {
                     let defaults = &self.defaults;
                     conn.params.retain(|k| defaults.get(k).is_some());
+                    conn.statements.clear();
                 }
                 lease.release()
             }

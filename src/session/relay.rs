@@ -8,7 +8,9 @@
 //! Query/Sync the client sent has been answered, with no extended-protocol
 //! message waiting for its Sync.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -19,9 +21,12 @@ use tokio::sync::Notify;
 use crate::pool::params::Params;
 use crate::pool::ServerConn;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
-use crate::protocol::scan::{BackendEvent, BackendScanner};
+use crate::protocol::scan::{BackendEvent, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
 use crate::router::{inspect, SqlEffects};
+
+use super::rewrite::Books;
+use super::statements::ClientStatements;
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -58,6 +63,8 @@ pub struct Flight {
     /// Wakes the client pump to re-arm its idle-in-transaction timer when a
     /// ReadyForQuery changes the transaction status.
     status_changed: Notify,
+    /// Wakes the server pump to emit a made-up reply that is due now.
+    synth_due: Notify,
 }
 
 impl Flight {
@@ -94,7 +101,6 @@ impl Flight {
             }
         }
         if msg.ends_batch() {
-            self.outstanding.fetch_add(1, Relaxed);
             self.unsynced.store(false, Relaxed);
         } else if msg.is_extended() {
             self.unsynced.store(true, Relaxed);
@@ -105,6 +111,8 @@ impl Flight {
 /// What the relay needs to know about the client's limits.
 pub struct RelayLimits {
     pub max_message: usize,
+    /// Transaction mode: keep named prepared statements working across servers.
+    pub rewrite_statements: bool,
     pub idle_transaction_timeout: Duration,
 }
 
@@ -125,11 +133,13 @@ enum ServerEnd {
 
 /// Runs until the transaction ends. `cbuf` holds client bytes not yet
 /// forwarded (at least one complete message on entry).
+#[allow(clippy::too_many_arguments)]
 pub async fn transaction(
     client: &mut TcpStream,
     cbuf: &mut BytesMut,
     server: &mut ServerConn,
     client_params: &mut Params,
+    statements: &mut ClientStatements,
     defaults: &Params,
     flight: &Flight,
     limits: &RelayLimits,
@@ -138,33 +148,53 @@ pub async fn transaction(
     let (mut sr, mut sw) = server.stream.split();
     let sbuf = &mut server.buf;
     let server_params = &mut server.params;
+    let books = Mutex::new(Books {
+        actions: VecDeque::new(),
+        client: statements,
+        server: &mut server.statements,
+        rewrite: limits.rewrite_statements,
+    });
+    let books = &books;
+    let lock = || books.lock().unwrap_or_else(|e| e.into_inner());
 
     let c2s = async {
+        let mut out = BytesMut::new();
         loop {
             if flight.stopping.load(Relaxed) {
                 return ClientEnd::Stopped;
             }
             let mut n = 0;
             let mut terminated = false;
-            loop {
-                match peek_message(&cbuf[n..], limits.max_message) {
-                    Ok(Some((FrontendMessage::Terminate, _))) => {
-                        terminated = true;
-                        break;
+            let mut synth = false;
+            {
+                let mut b = lock();
+                loop {
+                    match peek_message(&cbuf[n..], limits.max_message) {
+                        Ok(Some((FrontendMessage::Terminate, _))) => {
+                            terminated = true;
+                            break;
+                        }
+                        Ok(Some((msg, len))) => {
+                            flight.note(&msg);
+                            let w = b.client_message(&msg, &cbuf[n..n + len], &mut out);
+                            flight.outstanding.fetch_add(w.cycles, Relaxed);
+                            synth |= w.synth;
+                            n += len;
+                        }
+                        Ok(None) => break,
+                        Err(e) => return ClientEnd::Protocol(e),
                     }
-                    Ok(Some((msg, len))) => {
-                        flight.note(&msg);
-                        n += len;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return ClientEnd::Protocol(e),
                 }
             }
-            if n > 0 {
-                if sw.write_all(&cbuf[..n]).await.is_err() {
+            if synth {
+                flight.synth_due.notify_one();
+            }
+            cbuf.advance(n);
+            if !out.is_empty() {
+                if sw.write_all(&out).await.is_err() {
                     return ClientEnd::ServerWrite;
                 }
-                cbuf.advance(n);
+                out.clear();
             }
             if terminated {
                 return ClientEnd::Terminated;
@@ -195,45 +225,68 @@ pub async fn transaction(
 
     let s2c = async {
         let mut scanner = BackendScanner::new();
-        let mut events = Vec::new();
+        let mut segs: Vec<Segment> = Vec::new();
+        let mut gather = BytesMut::new();
         let mut told = false;
         loop {
-            if !sbuf.is_empty() {
-                let n = match scanner.scan(sbuf, &mut events) {
-                    Ok(n) => n,
-                    Err(_) => return ServerEnd::Gone { told },
-                };
-                for ev in events.drain(..) {
-                    match ev {
-                        BackendEvent::ReadyForQuery(s) => {
+            segs.clear();
+            lock().emit_due(&mut segs);
+            let n = if sbuf.is_empty() {
+                0
+            } else {
+                let mut b = lock();
+                let scanned = scanner.scan(sbuf, &mut segs, |head, segs| {
+                    match head.event {
+                        Some(BackendEvent::ReadyForQuery(s)) => {
                             flight.status.store(s, Relaxed);
                             let o = flight.outstanding.load(Relaxed);
                             flight.outstanding.store(o.saturating_sub(1), Relaxed);
                             flight.status_changed.notify_one();
                         }
-                        BackendEvent::ParameterStatus { name, value } => {
+                        Some(BackendEvent::ParameterStatus { name, value }) => {
                             client_params.set_override(defaults, &name, &value);
                             server_params.set(&name, &value);
                         }
-                        BackendEvent::Error { fatal, .. } => told |= fatal,
+                        Some(BackendEvent::Error { fatal, .. }) => told |= fatal,
+                        None => {}
                     }
+                    b.server_message(head.kind, segs)
+                });
+                match scanned {
+                    Ok(n) => n,
+                    Err(_) => return ServerEnd::Gone { told },
                 }
-                if n > 0 {
-                    if cw.write_all(&sbuf[..n]).await.is_err() {
-                        return ServerEnd::ClientWrite;
+            };
+            let sent = match segs.as_slice() {
+                [] => Ok(()),
+                [Segment::Range(0, end)] => cw.write_all(&sbuf[..*end]).await,
+                _ => {
+                    gather.clear();
+                    for seg in &segs {
+                        match *seg {
+                            Segment::Range(a, b) => gather.extend_from_slice(&sbuf[a..b]),
+                            Segment::Static(bytes) => gather.extend_from_slice(bytes),
+                        }
                     }
-                    sbuf.advance(n);
+                    cw.write_all(&gather).await
                 }
-                if flight.status() == b'I' && flight.quiet() && scanner.at_boundary() {
-                    return ServerEnd::Done;
-                }
+            };
+            if sent.is_err() {
+                return ServerEnd::ClientWrite;
+            }
+            sbuf.advance(n);
+            if n > 0 && flight.status() == b'I' && flight.quiet() && scanner.at_boundary() {
+                return ServerEnd::Done;
             }
             if sbuf.capacity() - sbuf.len() < 1024 {
                 sbuf.reserve(READ_CHUNK);
             }
-            match tokio::io::AsyncReadExt::read_buf(&mut sr, sbuf).await {
-                Ok(0) | Err(_) => return ServerEnd::Gone { told },
-                Ok(_) => {}
+            tokio::select! {
+                r = tokio::io::AsyncReadExt::read_buf(&mut sr, sbuf) => match r {
+                    Ok(0) | Err(_) => return ServerEnd::Gone { told },
+                    Ok(_) => {}
+                },
+                _ = flight.synth_due.notified() => {}
             }
         }
     };

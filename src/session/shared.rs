@@ -79,6 +79,7 @@ impl Shared {
                 dbname: dbc.dbname.clone(),
                 user: user.to_string(),
                 connect_timeout: config.pooler.server_connect_timeout,
+                max_prepared_statements: config.pooler.max_prepared_statements,
             };
             let auth = match uc.server_password.as_ref().or(uc.password.as_ref()) {
                 Some(p) => ServerAuth::Password(p.clone()),

@@ -5,3 +5,4 @@ mod binary;
 mod common;
 mod core;
 mod pgbench;
+mod prepared;

@@ -1,0 +1,87 @@
+//! A client's prepared statements in transaction mode.
+//!
+//! Drivers prepare a named statement on one server connection and use it on
+//! whichever the pooler lends next. pglittle records each named statement in
+//! the client's session and keeps it on servers under its own name, derived
+//! from the statement's text and parameter types, so identical statements
+//! from different clients share one server-side statement.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// One protocol-level named statement, as needed to prepare it on any server.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StmtDef {
+    /// pglittle's server-side name: `pgl_` + 32 hex digits of SHA-256.
+    pub server_name: Arc<[u8]>,
+    pub sql: Box<[u8]>,
+    /// The Parse message's parameter-type section (count and OIDs).
+    pub types: Box<[u8]>,
+}
+
+impl StmtDef {
+    pub fn new(sql: &[u8], types: &[u8]) -> StmtDef {
+        let mut h = Sha256::new();
+        h.update((sql.len() as u64).to_be_bytes());
+        h.update(sql);
+        h.update(types);
+        let digest = h.finalize();
+        let mut name = b"pgl_".to_vec();
+        for b in &digest[..16] {
+            name.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+        StmtDef {
+            server_name: Arc::from(name),
+            sql: sql.into(),
+            types: types.into(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    /// Protocol-level: client's name -> definition.
+    named: HashMap<Box<[u8]>, Arc<StmtDef>>,
+    /// SQL-level: `PREPARE name` -> the whole PREPARE statement text.
+    pub sql: HashMap<Box<[u8]>, Arc<[u8]>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<StmtDef>> {
+        self.named.get(name)
+    }
+
+    pub fn insert(&mut self, name: &[u8], def: Arc<StmtDef>) {
+        self.named.insert(name.into(), def);
+    }
+
+    pub fn remove(&mut self, name: &[u8]) {
+        self.named.remove(name);
+    }
+
+    /// DEALLOCATE ALL / DISCARD ALL.
+    pub fn clear(&mut self) {
+        self.named.clear();
+        self.sql.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_depend_on_text_and_types_only() {
+        let a = StmtDef::new(b"select $1", b"\0\x01\0\0\0\x17");
+        let b = StmtDef::new(b"select $1", b"\0\x01\0\0\0\x17");
+        let c = StmtDef::new(b"select $1", b"\0\x01\0\0\0\x19");
+        let d = StmtDef::new(b"select $2", b"\0\x01\0\0\0\x17");
+        assert_eq!(a.server_name, b.server_name);
+        assert_ne!(a.server_name, c.server_name);
+        assert_ne!(a.server_name, d.server_name);
+        assert_eq!(a.server_name.len(), 4 + 32);
+        assert!(a.server_name.starts_with(b"pgl_"));
+    }
+}
