@@ -6,7 +6,10 @@ use pglittle::cluster::{APP_PASSWORD, APP_USER};
 
 use crate::common::*;
 
-fn pgbench(port: u16, args: &[&str]) -> std::process::Output {
+/// Runs pgbench as `app`, with its tables in `schema` (via PGOPTIONS, which
+/// also exercises startup options through the pooler), so tests in parallel
+/// never share tables.
+fn pgbench(port: u16, schema: &str, args: &[&str]) -> std::process::Output {
     let bindir = &cluster().bindir;
     let exe = if bindir.join("pgbench").exists() {
         bindir.join("pgbench")
@@ -18,6 +21,7 @@ fn pgbench(port: u16, args: &[&str]) -> std::process::Output {
         .args(args)
         .arg("app")
         .env("PGPASSWORD", APP_PASSWORD)
+        .env("PGOPTIONS", format!("-c search_path={schema}"))
         .output()
         .expect("run pgbench")
 }
@@ -28,7 +32,8 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
     cfg.pooler.pool_size = 10;
     let p = pooler(cfg).await;
     let port = p.port;
-    let init = tokio::task::spawn_blocking(move || pgbench(port, &["-i", "-q", "-s", "1"]))
+    own_schema("tpcb").await;
+    let init = tokio::task::spawn_blocking(move || pgbench(port, "tpcb", &["-i", "-q", "-s", "1"]))
         .await
         .unwrap();
     assert!(
@@ -37,7 +42,11 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
         String::from_utf8_lossy(&init.stderr)
     );
     let run = tokio::task::spawn_blocking(move || {
-        pgbench(port, &["-c", "50", "-j", "2", "-t", "40", "--no-vacuum"])
+        pgbench(
+            port,
+            "tpcb",
+            &["-c", "50", "-j", "2", "-t", "40", "--no-vacuum"],
+        )
     })
     .await
     .unwrap();
@@ -54,6 +63,7 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
         "{out}"
     );
     let c = p.connect().await;
+    c.batch_execute("set search_path = tpcb").await.unwrap();
     let sums = scalar(
         &c,
         "select (select sum(abalance) from pgbench_accounts) || ',' || (select sum(bbalance) from pgbench_branches) || ',' || \
@@ -66,4 +76,93 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
         parts[..4].iter().all(|s| *s == parts[0]),
         "balances disagree: {sums}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_mode_through_transaction_pooling() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 5;
+    let p = pooler(cfg).await;
+    let port = p.port;
+    // Its own tables (a pgbench -i of this scale is quick), so the TPC-B
+    // test's balance check is never disturbed.
+    own_schema("prep").await;
+    let init =
+        tokio::task::spawn_blocking(move || pgbench(port, "prep", &["-i", "-q", "-s", "1", "-n"]));
+    let init = init.await.unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // One thread per client: pgbench 15 prepares a script's statements with
+    // blocking calls, so a thread blocked waiting for a server could starve
+    // another of its clients that holds one mid-transaction (a deadlock in
+    // any transaction pooler whose pool is smaller than the client count).
+    for args in [
+        &[
+            "-M",
+            "prepared",
+            "-S",
+            "-c",
+            "12",
+            "-j",
+            "12",
+            "-t",
+            "100",
+            "--no-vacuum",
+        ][..],
+        &[
+            "-M",
+            "prepared",
+            "-c",
+            "12",
+            "-j",
+            "12",
+            "-t",
+            "25",
+            "--no-vacuum",
+        ][..],
+        &[
+            "-M",
+            "extended",
+            "-S",
+            "-c",
+            "12",
+            "-j",
+            "12",
+            "-t",
+            "100",
+            "--no-vacuum",
+        ][..],
+    ] {
+        let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let run = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            pgbench(port, "prep", &refs)
+        })
+        .await
+        .unwrap();
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        let err = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(run.status.success(), "pgbench {args:?}: {out}\n{err}");
+        assert!(
+            out.contains("number of failed transactions: 0 ") || !out.contains("failed"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !err.contains("ERROR"),
+            "pgbench {args:?} reported errors: {err}"
+        );
+    }
+}
+
+async fn own_schema(name: &str) {
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "create schema if not exists {name} authorization app"
+        ))
+        .await
+        .unwrap();
 }
