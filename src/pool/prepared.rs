@@ -11,6 +11,8 @@ pub struct ServerStatements {
     used: HashMap<Arc<[u8]>, u64>,
     clock: u64,
     capacity: usize,
+    /// Counts since the last `take_counts`: hits, misses, evictions.
+    counts: (u64, u64, u64),
     /// SQL-level `PREPARE name` statements on this server: name -> text.
     pub sql: HashMap<Box<[u8]>, Arc<[u8]>>,
 }
@@ -21,6 +23,7 @@ impl ServerStatements {
             used: HashMap::new(),
             clock: 0,
             capacity: capacity.max(1),
+            counts: (0, 0, 0),
             sql: HashMap::new(),
         }
     }
@@ -31,9 +34,13 @@ impl ServerStatements {
         match self.used.get_mut(name) {
             Some(t) => {
                 *t = self.clock;
+                self.counts.0 += 1;
                 true
             }
-            None => false,
+            None => {
+                self.counts.1 += 1;
+                false
+            }
         }
     }
 
@@ -49,6 +56,7 @@ impl ServerStatements {
                 .map(|(n, _)| n.clone());
             if let Some(n) = &oldest {
                 self.used.remove(n);
+                self.counts.2 += 1;
             }
             oldest
         } else {
@@ -56,6 +64,11 @@ impl ServerStatements {
         };
         self.used.insert(name, self.clock);
         evicted
+    }
+
+    /// Hits, misses and evictions since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64, u64) {
+        std::mem::take(&mut self.counts)
     }
 
     pub fn forget(&mut self, name: &[u8]) {

@@ -123,6 +123,7 @@ impl Session {
                 &self.limits,
             ))
             .await;
+            self.count_statements(&mut lease, &flight);
             match outcome {
                 Outcome::Idle if self.mode == PoolMode::Session => self.lease = Some(lease),
                 Outcome::Idle => {
@@ -157,6 +158,18 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Moves the relay's prepared-statement counts into the pool's counters.
+    fn count_statements(&self, lease: &mut Lease, flight: &Flight) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.pool.counters;
+        let (hits, misses, evictions) = lease.conn().statements.take_counts();
+        c.stmt_hits.fetch_add(hits, Relaxed);
+        c.stmt_misses.fetch_add(misses, Relaxed);
+        c.stmt_evictions.fetch_add(evictions, Relaxed);
+        c.plan_retries
+            .fetch_add(flight.retries.load(Relaxed), Relaxed);
     }
 
     /// Waits until a complete message is buffered; `None` on Terminate or EOF.

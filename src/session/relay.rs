@@ -8,7 +8,6 @@
 //! Query/Sync the client sent has been answered, with no extended-protocol
 //! message waiting for its Sync.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use crate::protocol::scan::{BackendEvent, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
 use crate::router::{inspect, SqlEffects};
 
-use super::rewrite::Books;
+use super::rewrite::{Books, Fate};
 use super::statements::ClientStatements;
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -65,6 +64,10 @@ pub struct Flight {
     status_changed: Notify,
     /// Wakes the server pump to emit a made-up reply that is due now.
     synth_due: Notify,
+    /// Wakes the client pump to replay a batch (stale cached plan).
+    resend_due: Notify,
+    /// Batches replayed in this relay.
+    pub retries: std::sync::atomic::AtomicU64,
 }
 
 impl Flight {
@@ -148,12 +151,11 @@ pub async fn transaction(
     let (mut sr, mut sw) = server.stream.split();
     let sbuf = &mut server.buf;
     let server_params = &mut server.params;
-    let books = Mutex::new(Books {
-        actions: VecDeque::new(),
-        client: statements,
-        server: &mut server.statements,
-        rewrite: limits.rewrite_statements,
-    });
+    let books = Mutex::new(Books::new(
+        statements,
+        &mut server.statements,
+        limits.rewrite_statements,
+    ));
     let books = &books;
     let lock = || books.lock().unwrap_or_else(|e| e.into_inner());
 
@@ -168,6 +170,9 @@ pub async fn transaction(
             let mut synth = false;
             {
                 let mut b = lock();
+                if let Some(replay) = b.resend.take() {
+                    out.extend_from_slice(&replay);
+                }
                 loop {
                     match peek_message(&cbuf[n..], limits.max_message) {
                         Ok(Some((FrontendMessage::Terminate, _))) => {
@@ -212,6 +217,7 @@ pub async fn transaction(
                 biased;
                 _ = flight.stop.notified() => return ClientEnd::Stopped,
                 _ = flight.status_changed.notified() => {}
+                _ = flight.resend_due.notified() => {}
                 r = read => match r {
                     Ok(0) | Err(_) => return ClientEnd::Gone,
                     Ok(_) => {}
@@ -236,6 +242,7 @@ pub async fn transaction(
             } else {
                 let mut b = lock();
                 let scanned = scanner.scan(sbuf, &mut segs, |head, segs| {
+                    let mut error = None;
                     match head.event {
                         Some(BackendEvent::ReadyForQuery(s)) => {
                             flight.status.store(s, Relaxed);
@@ -247,10 +254,23 @@ pub async fn transaction(
                             client_params.set_override(defaults, &name, &value);
                             server_params.set(&name, &value);
                         }
-                        Some(BackendEvent::Error { fatal, .. }) => told |= fatal,
+                        Some(BackendEvent::Error { fatal, code }) => {
+                            told |= fatal;
+                            error = Some(code);
+                        }
                         None => {}
                     }
-                    b.server_message(head.kind, segs)
+                    let in_tx = flight.status() != b'I';
+                    match b.server_message(head.kind, error.as_ref(), in_tx, segs) {
+                        Fate::Forward => true,
+                        Fate::Drop => false,
+                        Fate::Retry => {
+                            flight.outstanding.fetch_add(1, Relaxed);
+                            flight.retries.fetch_add(1, Relaxed);
+                            flight.resend_due.notify_one();
+                            false
+                        }
+                    }
                 });
                 match scanned {
                     Ok(n) => n,

@@ -75,15 +75,67 @@ pub struct Action {
     expect: Expect,
     reply: Reply,
     undo: Undo,
+    /// Index of the client message in `Books::log`, if logged.
+    log: Option<usize>,
 }
+
+/// A client message of the current extended-protocol batch, as sent to the
+/// server, kept so the batch can be replayed once after a stale plan.
+#[derive(Debug)]
+struct Logged {
+    expect: Expect,
+    bytes: Vec<u8>,
+    stmt: Option<Arc<StmtDef>>,
+}
+
+/// What to do with one server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Forward,
+    Drop,
+    /// Dropped, and the batch is being replayed: one more ReadyForQuery will come.
+    Retry,
+}
+
+/// Batches larger than this are not kept for replay.
+const MAX_LOGGED_BATCH: usize = 1 << 20;
 
 /// The state both pumps share: the reply queue and both statement books.
 pub struct Books<'a> {
-    pub actions: VecDeque<Action>,
-    pub client: &'a mut ClientStatements,
-    pub server: &'a mut ServerStatements,
+    actions: VecDeque<Action>,
+    client: &'a mut ClientStatements,
+    server: &'a mut ServerStatements,
     /// Transaction mode renames statements; session mode passes them through.
-    pub rewrite: bool,
+    rewrite: bool,
+    /// The current batch's client messages (transaction mode only).
+    log: Vec<Logged>,
+    log_bytes: usize,
+    /// An Execute in the current batch has completed: replaying is unsafe.
+    batch_executed: bool,
+    /// The current batch was already replayed once.
+    batch_retried: bool,
+    /// Bytes the client pump must send the server before anything else.
+    pub resend: Option<BytesMut>,
+}
+
+impl<'a> Books<'a> {
+    pub fn new(
+        client: &'a mut ClientStatements,
+        server: &'a mut ServerStatements,
+        rewrite: bool,
+    ) -> Self {
+        Books {
+            actions: VecDeque::new(),
+            client,
+            server,
+            rewrite,
+            log: Vec::new(),
+            log_bytes: 0,
+            batch_executed: false,
+            batch_retried: false,
+            resend: None,
+        }
+    }
 }
 
 /// What the client pump must account for after one client message.
@@ -101,7 +153,44 @@ impl Books<'_> {
             expect,
             reply,
             undo,
+            log: None,
         });
+    }
+
+    /// Queues the reply handling for a client message sent as `bytes`,
+    /// logging it for a possible replay of its batch.
+    fn push_logged(
+        &mut self,
+        expect: Expect,
+        reply: Reply,
+        bytes: &[u8],
+        stmt: Option<Arc<StmtDef>>,
+    ) {
+        let log = if self.rewrite && self.log_bytes + bytes.len() <= MAX_LOGGED_BATCH {
+            self.log_bytes += bytes.len();
+            self.log.push(Logged {
+                expect,
+                bytes: bytes.to_vec(),
+                stmt,
+            });
+            Some(self.log.len() - 1)
+        } else {
+            None
+        };
+        self.actions.push_back(Action {
+            expect,
+            reply,
+            undo: Undo::None,
+            log,
+        });
+    }
+
+    /// A new batch starts after a Sync or Query: forget the previous one.
+    fn start_message(&mut self) {
+        if self.log.last().is_some_and(|l| l.expect == Expect::Cycle) {
+            self.log.clear();
+            self.log_bytes = 0;
+        }
     }
 
     /// Makes sure the server has `def`, injecting Close (eviction) and Parse.
@@ -133,6 +222,7 @@ impl Books<'_> {
         let rewrite = self.rewrite;
         match *msg {
             FrontendMessage::Parse { name, sql, types } if rewrite && !name.is_empty() => {
+                self.start_message();
                 let def = Arc::new(StmtDef::new(sql, types));
                 self.client.insert(name, def.clone());
                 if self.server.touch(&def.server_name) {
@@ -153,16 +243,23 @@ impl Books<'_> {
                 statement,
                 rest,
             } if rewrite && !statement.is_empty() => {
+                self.start_message();
                 match self.client.get(statement).cloned() {
                     Some(def) => {
                         self.ensure(&def, out);
+                        let at = out.len();
                         frontend::encode_bind(out, portal, &def.server_name, rest);
+                        let bytes = out[at..].to_vec();
+                        self.push_logged(Expect::Bind, Reply::Forward, &bytes, Some(def));
                     }
-                    None => out.extend_from_slice(raw),
+                    None => {
+                        out.extend_from_slice(raw);
+                        self.push_logged(Expect::Bind, Reply::Forward, raw, None);
+                    }
                 }
-                self.push(Expect::Bind, Reply::Forward, Undo::None);
             }
             FrontendMessage::Describe(Target::Statement(name)) if rewrite && !name.is_empty() => {
+                self.start_message();
                 match self.client.get(name).cloned() {
                     Some(def) => {
                         self.ensure(&def, out);
@@ -173,12 +270,14 @@ impl Books<'_> {
                 self.push(Expect::Describe, Reply::Forward, Undo::None);
             }
             FrontendMessage::Close(Target::Statement(name)) if rewrite && !name.is_empty() => {
+                self.start_message();
                 // The server-side statement may serve other clients: leave it to the LRU.
                 self.client.remove(name);
                 self.push(Expect::Close, Reply::Synth(CLOSE_COMPLETE), Undo::None);
                 w.synth = self.actions.len() == 1;
             }
             FrontendMessage::Query { sql } => {
+                self.start_message();
                 if rewrite {
                     if let Some(setup) = self.sql_prepared(sql) {
                         out.extend_from_slice(&frontend::query(&setup));
@@ -191,6 +290,7 @@ impl Books<'_> {
                 w.cycles += 1;
             }
             ref m => {
+                self.start_message();
                 out.extend_from_slice(raw);
                 let expect = match m {
                     FrontendMessage::Parse { .. } => Expect::Parse,
@@ -201,7 +301,7 @@ impl Books<'_> {
                     FrontendMessage::Sync | FrontendMessage::FunctionCall => Expect::Cycle,
                     _ => return w,
                 };
-                self.push(expect, Reply::Forward, Undo::None);
+                self.push_logged(expect, Reply::Forward, raw, None);
                 if expect == Expect::Cycle {
                     w.cycles += 1;
                 }
@@ -253,16 +353,27 @@ impl Books<'_> {
     }
 
     /// Decides the fate of one server message: appends any made-up replies
-    /// that are due, and returns whether to forward the message itself.
-    pub fn server_message(&mut self, kind: BackendKind, out: &mut Vec<Segment>) -> bool {
+    /// that are due, and says whether to forward the message itself.
+    /// `error` is the SQLSTATE of an ErrorResponse; `in_transaction` whether
+    /// the batch began inside a transaction block.
+    pub fn server_message(
+        &mut self,
+        kind: BackendKind,
+        error: Option<&[u8; 5]>,
+        in_transaction: bool,
+        out: &mut Vec<Segment>,
+    ) -> Fate {
         if kind == BackendKind::Async {
-            return true;
+            return Fate::Forward;
         }
         self.emit_due(out);
         let Some(front) = self.actions.front() else {
-            return true;
+            return Fate::Forward;
         };
         if kind == BackendKind::Error && front.expect != Expect::Cycle {
+            if error == Some(b"0A000") && !in_transaction && self.replay_batch() {
+                return Fate::Retry;
+            }
             // The message failed; the server now ignores everything up to Sync.
             if let Some(a) = self.actions.pop_front() {
                 self.undo(a.undo);
@@ -276,13 +387,81 @@ impl Books<'_> {
                     self.undo(a.undo);
                 }
             }
-            return true;
+            return Fate::Forward;
         }
         let forward = front.reply == Reply::Forward;
         if front.expect.ends_with(kind) {
+            match front.expect {
+                Expect::Execute => self.batch_executed = true,
+                Expect::Cycle if forward => {
+                    self.batch_executed = false;
+                    self.batch_retried = false;
+                }
+                _ => {}
+            }
             self.actions.pop_front();
         }
-        forward
+        if forward {
+            Fate::Forward
+        } else {
+            Fate::Drop
+        }
+    }
+
+    /// "cached plan must not change result type": the statement's plan went
+    /// stale after DDL. If nothing in this batch has run yet and the batch
+    /// is the last one sent, prepare the statement afresh and send the rest
+    /// of the batch again; the client never sees the error. Returns false
+    /// (and changes nothing) when that is not safe.
+    fn replay_batch(&mut self) -> bool {
+        if self.batch_executed || self.batch_retried {
+            return false;
+        }
+        let Some(first) = self.actions.front().and_then(|a| a.log) else {
+            return false;
+        };
+        let Some(def) = self.log.get(first).and_then(|l| l.stmt.clone()) else {
+            return false;
+        };
+        // Everything from the failed message to the Sync must be logged,
+        // plain forwards, and the Sync must be the last thing sent.
+        let mut indices = Vec::new();
+        let mut saw_sync = false;
+        for a in &self.actions {
+            if saw_sync || a.reply != Reply::Forward {
+                return false;
+            }
+            let Some(i) = a.log else { return false };
+            indices.push(i);
+            saw_sync = a.expect == Expect::Cycle;
+        }
+        if !saw_sync {
+            return false;
+        }
+        let mut bytes = BytesMut::new();
+        frontend::encode_close_statement(&mut bytes, &def.server_name);
+        frontend::encode_parse(&mut bytes, &def.server_name, &def.sql, &def.types);
+        for &i in &indices {
+            bytes.extend_from_slice(&self.log[i].bytes);
+        }
+        // The failed batch's ReadyForQuery is not the client's any more.
+        let pending: Vec<Action> = self.actions.drain(..).collect();
+        self.push(Expect::Cycle, Reply::Swallow, Undo::None);
+        self.push(Expect::Close, Reply::Swallow, Undo::None);
+        self.push(
+            Expect::Parse,
+            Reply::Swallow,
+            Undo::Server(def.server_name.clone()),
+        );
+        for a in pending {
+            self.actions.push_back(Action {
+                undo: Undo::None,
+                ..a
+            });
+        }
+        self.resend = Some(bytes);
+        self.batch_retried = true;
+        true
     }
 
     /// Emits made-up replies at the head of the queue: everything before

@@ -207,11 +207,9 @@ impl Raw {
                     'N' | 'S' => continue,
                     'E' => got.push((
                         tag,
-                        error_code_in(
-                            &[&[b'E'], &((len) as u32).to_be_bytes()[..], &body].concat(),
-                        )
-                        .unwrap()
-                        .into_bytes(),
+                        error_code_in(&[b"E", &((len) as u32).to_be_bytes()[..], &body].concat())
+                            .unwrap()
+                            .into_bytes(),
                     )),
                     _ => got.push((tag, body)),
                 }
@@ -281,4 +279,102 @@ async fn a_pipeline_with_an_error_looks_exactly_as_it_does_direct() {
     // Second client on the same server: the Parse is answered by pglittle.
     let mut second = Raw::login(p.port, APP_USER, APP_PASSWORD).await;
     assert_eq!(second.exchange(&batch, 2).await, want);
+}
+
+/// Bind + Describe(portal) + Execute + Sync of statement `name`, as libpq's
+/// PQexecPrepared sends it (re-describing, so a new result shape is fine).
+fn exec_prepared(name: &str) -> Vec<u8> {
+    use postgres_protocol::message::frontend;
+    let mut out = bytes::BytesMut::new();
+    frontend::bind(
+        "",
+        name,
+        std::iter::empty::<i16>(),
+        std::iter::empty::<&[u8]>(),
+        |_: &[u8],
+         _: &mut bytes::BytesMut|
+         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(postgres_protocol::IsNull::No)
+        },
+        std::iter::empty::<i16>(),
+        &mut out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::describe(b'P', "", &mut out).unwrap();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    out.to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_plan_after_ddl_is_prepared_again_transparently() {
+    use pglittle::cluster::{APP_PASSWORD, APP_USER};
+    use postgres_protocol::message::frontend;
+    let admin = superuser().await;
+    admin
+        .batch_execute("drop table if exists ddl_t; create table ddl_t (id int); insert into ddl_t values (7); grant all on ddl_t to app")
+        .await
+        .unwrap();
+    let mut parse = bytes::BytesMut::new();
+    frontend::parse(
+        "star",
+        "select * from ddl_t",
+        std::iter::empty::<u32>(),
+        &mut parse,
+    )
+    .unwrap();
+    frontend::sync(&mut parse);
+    let p = pooler(config()).await;
+    let mut direct = Raw::login(cluster().primary.port, APP_USER, APP_PASSWORD).await;
+    let mut pooled = Raw::login(p.port, APP_USER, APP_PASSWORD).await;
+    for c in [&mut direct, &mut pooled] {
+        c.exchange(&parse, 1).await;
+        let first = c.exchange(&exec_prepared("star"), 1).await;
+        assert!(first.iter().any(|(t, _)| *t == 'D'), "{first:?}");
+    }
+    admin
+        .batch_execute("alter table ddl_t add column extra text default 'x'")
+        .await
+        .unwrap();
+    // Control: straight to PostgreSQL, the second execution fails.
+    let got = direct.exchange(&exec_prepared("star"), 1).await;
+    assert!(
+        got.iter().any(|(t, b)| *t == 'E' && b == b"0A000"),
+        "control: {got:?}"
+    );
+    // Through pglittle the statement is prepared again and the query runs.
+    let got = pooled.exchange(&exec_prepared("star"), 1).await;
+    let tags: String = got.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, "2TDCZ", "{got:?}");
+    let row = &got.iter().find(|(t, _)| *t == 'D').unwrap().1;
+    assert_eq!(&row[..2], &2u16.to_be_bytes(), "the new column is there");
+    let retries = |p: &Pooler| {
+        p.running
+            .shared
+            .pools
+            .all()
+            .iter()
+            .map(|p| {
+                p.counters
+                    .plan_retries
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum::<u64>()
+    };
+    assert_eq!(retries(&p), 1);
+    // Inside a transaction it is not safe to retry: the error passes through.
+    admin
+        .batch_execute("alter table ddl_t add column extra2 int")
+        .await
+        .unwrap();
+    let mut begin = bytes::BytesMut::new();
+    frontend::query("begin", &mut begin).unwrap();
+    pooled.exchange(&begin, 1).await;
+    let got = pooled.exchange(&exec_prepared("star"), 1).await;
+    assert!(
+        got.iter().any(|(t, b)| *t == 'E' && b == b"0A000"),
+        "{got:?}"
+    );
+    assert_eq!(retries(&p), 1);
 }
