@@ -271,7 +271,7 @@ mod tests {
             FrontendMessage::parse(&q).unwrap(),
             FrontendMessage::Query { sql: b"select 1" }
         );
-        let p = frame(b"P\0\0\0\x0fs1\0select\0\0\0");
+        let p = frame(b"P\0\0\0\x10s1\0select\0\0\0");
         assert_eq!(
             FrontendMessage::parse(&p).unwrap(),
             FrontendMessage::Parse {

@@ -30,6 +30,8 @@ pub enum BackendKind {
     /// any time and answer no particular request.
     Async,
     CopyData,
+    /// CopyInResponse: the server now reads COPY data and ignores Sync.
+    CopyIn,
     Other,
 }
 
@@ -49,6 +51,7 @@ fn classify(tag: u8) -> BackendKind {
         b'E' => BackendKind::Error,
         b'N' | b'S' | b'A' => BackendKind::Async,
         b'd' => BackendKind::CopyData,
+        b'G' => BackendKind::CopyIn,
         _ => BackendKind::Other,
     }
 }

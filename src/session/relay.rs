@@ -261,7 +261,13 @@ pub async fn transaction(
                         None => {}
                     }
                     let in_tx = flight.status() != b'I';
-                    match b.server_message(head.kind, error.as_ref(), in_tx, segs) {
+                    let fate = b.server_message(head.kind, error.as_ref(), in_tx, segs);
+                    let ignored = std::mem::take(&mut b.ignored_cycles);
+                    if ignored > 0 {
+                        let o = flight.outstanding.load(Relaxed);
+                        flight.outstanding.store(o.saturating_sub(ignored), Relaxed);
+                    }
+                    match fate {
                         Fate::Forward => true,
                         Fate::Drop => false,
                         Fate::Retry => {

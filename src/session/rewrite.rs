@@ -33,6 +33,10 @@ pub enum Expect {
     Execute,
     /// Query, Sync or FunctionCall: answered up to ReadyForQuery.
     Cycle,
+    /// Not a request: marks where the client ended COPY data (CopyDone or
+    /// CopyFail), so Syncs sent during COPY IN, which the server ignores,
+    /// can be told apart from those after it.
+    CopyEnd,
 }
 
 impl Expect {
@@ -48,6 +52,7 @@ impl Expect {
                 K::CommandComplete | K::EmptyQuery | K::PortalSuspended
             ),
             Expect::Cycle => kind == K::ReadyForQuery,
+            Expect::CopyEnd => false,
         }
     }
 }
@@ -116,6 +121,11 @@ pub struct Books<'a> {
     batch_retried: bool,
     /// Bytes the client pump must send the server before anything else.
     pub resend: Option<BytesMut>,
+    /// The server is in COPY IN: Syncs the client sends now are ignored.
+    copy_in: bool,
+    /// Syncs dropped from the queue because the server ignores them; the
+    /// relay takes this to correct its count of replies still due.
+    pub ignored_cycles: usize,
 }
 
 impl<'a> Books<'a> {
@@ -134,6 +144,8 @@ impl<'a> Books<'a> {
             batch_executed: false,
             batch_retried: false,
             resend: None,
+            copy_in: false,
+            ignored_cycles: 0,
         }
     }
 }
@@ -289,6 +301,18 @@ impl Books<'_> {
                 self.push(Expect::Cycle, Reply::Forward, Undo::None);
                 w.cycles += 1;
             }
+            FrontendMessage::Sync if self.copy_in => {
+                // Ignored by a server in COPY IN: expect no reply.
+                out.extend_from_slice(raw);
+            }
+            FrontendMessage::CopyDone | FrontendMessage::CopyFail => {
+                out.extend_from_slice(raw);
+                if self.copy_in {
+                    self.copy_in = false;
+                } else {
+                    self.push(Expect::CopyEnd, Reply::Forward, Undo::None);
+                }
+            }
             ref m => {
                 self.start_message();
                 out.extend_from_slice(raw);
@@ -367,6 +391,10 @@ impl Books<'_> {
             return Fate::Forward;
         }
         self.emit_due(out);
+        self.skip_copy_markers();
+        if kind == BackendKind::CopyIn {
+            self.enter_copy_in();
+        }
         let Some(front) = self.actions.front() else {
             return Fate::Forward;
         };
@@ -406,6 +434,41 @@ impl Books<'_> {
         } else {
             Fate::Drop
         }
+    }
+
+    /// Markers of COPY ends already past answer nothing: drop them.
+    fn skip_copy_markers(&mut self) {
+        while self
+            .actions
+            .front()
+            .is_some_and(|a| a.expect == Expect::CopyEnd)
+        {
+            self.actions.pop_front();
+        }
+    }
+
+    /// The head request started COPY IN. Syncs queued after it and before
+    /// the client's CopyDone/CopyFail reached the server during COPY and are
+    /// ignored there; if the client has not ended COPY yet, Syncs it sends
+    /// from now on are ignored too.
+    fn enter_copy_in(&mut self) {
+        let mut i = 1;
+        let mut ended = false;
+        while i < self.actions.len() {
+            match self.actions[i].expect {
+                Expect::CopyEnd => {
+                    self.actions.remove(i);
+                    ended = true;
+                    break;
+                }
+                Expect::Cycle => {
+                    self.actions.remove(i);
+                    self.ignored_cycles += 1;
+                }
+                _ => i += 1,
+            }
+        }
+        self.copy_in = !ended;
     }
 
     /// "cached plan must not change result type": the statement's plan went

@@ -209,8 +209,12 @@ async fn terminated_backends_are_replaced_or_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_of_100k_rows() {
-    let p = pooler(config()).await;
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1;
+    cfg.pooler.query_wait_timeout = Duration::from_secs(5);
+    let p = pooler(cfg).await;
     let c = p.connect().await;
+    let other = p.connect().await;
     c.batch_execute("drop table if exists copy_t; create table copy_t (id int, v text)")
         .await
         .unwrap();
@@ -247,8 +251,11 @@ async fn copy_in_and_out_of_100k_rows() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 100_000);
     assert_eq!(lines[99_999], "99999\tvalue-99999");
-    // The connection is still usable after COPY.
+    // The connection is still usable after COPY...
     assert_eq!(scalar(&c, "select 'after copy'").await, "after copy");
+    // ...and the one server went back to the pool: COPY IN over the extended
+    // protocol answers one Sync fewer than the client sent.
+    assert_eq!(scalar(&other, "select 'served'").await, "served");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

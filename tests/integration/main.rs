@@ -4,5 +4,6 @@
 mod binary;
 mod common;
 mod core;
+mod drivers;
 mod pgbench;
 mod prepared;
