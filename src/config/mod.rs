@@ -76,6 +76,9 @@ pub struct PoolerSettings {
     pub max_message_size: usize,
     /// How long SIGTERM waits for open transactions before closing them.
     pub shutdown_timeout: Duration,
+    /// An idle server unused for this long is checked (one non-blocking read)
+    /// before it is lent; zero checks every time.
+    pub server_check_delay: Duration,
     /// Prepared statements each server connection keeps (transaction mode); least recently used are closed.
     pub max_prepared_statements: usize,
     pub log_format: LogFormat,
@@ -99,6 +102,7 @@ impl Default for PoolerSettings {
             max_message_size: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 100,
+            server_check_delay: Duration::from_secs(1),
             log_format: LogFormat::Text,
         }
     }

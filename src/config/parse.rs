@@ -31,6 +31,7 @@ const POOLER_KEYS: &[&str] = &[
     "max_message_size",
     "shutdown_timeout",
     "max_prepared_statements",
+    "server_check_delay",
     "log_format",
 ];
 const DATABASE_KEYS: &[&str] = &[
@@ -95,6 +96,7 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         idle_transaction_timeout: duration("idle_transaction_timeout", d.idle_transaction_timeout)?,
         max_message_size: s.size("max_message_size")?.unwrap_or(d.max_message_size),
         shutdown_timeout: duration("shutdown_timeout", d.shutdown_timeout)?,
+        server_check_delay: duration("server_check_delay", d.server_check_delay)?,
         max_prepared_statements: s
             .count("max_prepared_statements")?
             .unwrap_or(d.max_prepared_statements),

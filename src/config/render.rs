@@ -60,6 +60,7 @@ fn render_pooler(config: &Config, out: &mut String) {
     );
     line(out, "shutdown_timeout", duration(p.shutdown_timeout));
     line(out, "max_prepared_statements", p.max_prepared_statements);
+    line(out, "server_check_delay", duration(p.server_check_delay));
     line(out, "log_format", toml_string(p.log_format.as_str()));
 }
 

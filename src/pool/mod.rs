@@ -38,6 +38,8 @@ pub struct PoolSettings {
     pub query_wait_timeout: Duration,
     pub server_idle_timeout: Duration,
     pub server_lifetime: Duration,
+    /// Idle servers unused for this long are checked before being lent.
+    pub server_check_delay: Duration,
 }
 
 /// What a waiting client is handed. (Moved once per hand-off; boxing the
@@ -274,7 +276,8 @@ impl Pool {
         }
         let now = Instant::now();
         while let Some(conn) = st.idle.pop() {
-            if conn.is_broken() || st.expired(&conn, now) {
+            let stale = now.duration_since(conn.last_used) >= st.settings.server_check_delay;
+            if (stale && conn.is_broken()) || st.expired(&conn, now) {
                 continue;
             }
             st.active += 1;

@@ -13,12 +13,16 @@ pub struct SqlEffects {
     /// ROLE, temp tables, LISTEN, session advisory locks, WITH HOLD cursors):
     /// the server is reset with DISCARD ALL before anyone else gets it.
     pub needs_reset: bool,
+    /// A statement starts with PREPARE, EXECUTE, DEALLOCATE or DISCARD:
+    /// worth a closer look by `router::prepared::scan`.
+    pub prepared: bool,
 }
 
 impl SqlEffects {
     pub fn merge(&mut self, other: SqlEffects) {
         self.search_path |= other.search_path;
         self.needs_reset |= other.needs_reset;
+        self.prepared |= other.prepared;
     }
 }
 
@@ -73,6 +77,9 @@ pub fn inspect(sql: &[u8]) -> SqlEffects {
             fx.merge(set_effects(&mut toks));
         } else if t.is("reset") || t.is("discard") {
             fx.search_path = true;
+            fx.prepared |= t.is("discard");
+        } else if t.is("prepare") || t.is("execute") || t.is("deallocate") {
+            fx.prepared = true;
         } else if t.is("listen") {
             fx.needs_reset = true;
         }
@@ -97,7 +104,7 @@ fn set_effects<'a>(toks: &mut impl Iterator<Item = Token<'a>>) -> SqlEffects {
     if name.is("search_path") || name.is("schema") {
         return SqlEffects {
             search_path: true,
-            needs_reset: false,
+            ..SqlEffects::default()
         };
     }
     if name.is("time") || name.is("names") || REPORTED.iter().any(|r| name.is(r)) {
@@ -108,8 +115,8 @@ fn set_effects<'a>(toks: &mut impl Iterator<Item = Token<'a>>) -> SqlEffects {
 
 fn reset() -> SqlEffects {
     SqlEffects {
-        search_path: false,
         needs_reset: true,
+        ..SqlEffects::default()
     }
 }
 
@@ -152,6 +159,9 @@ mod tests {
             ),
             ("BEGIN; SET LOCAL work_mem = '1MB'; COMMIT", (false, false)),
         ];
+        assert!(inspect(b"select 1; execute s(1)").prepared);
+        assert!(inspect(b"DEALLOCATE ALL").prepared);
+        assert!(!inspect(b"select 'execute'").prepared);
         for (sql, want) in table {
             assert_eq!(fx(sql), *want, "{sql}");
         }

@@ -58,6 +58,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ove
     };
     let (db, user) = (session.pool.database.clone(), session.pool.user.clone());
     tracing::info!(client = %peer, db = %db, user = %user, "client connected");
+    // The idle wait is all that stays in the task while a client sits idle:
+    // every bigger step (lending, relaying, resetting) is boxed, so an idle
+    // client costs a small future, not the largest one.
     let reason = match session.run().await {
         Ok(()) => "client closed the connection".to_string(),
         Err(e) => e.to_string(),
@@ -75,7 +78,7 @@ impl Session {
         }
         if let Some(lease) = self.lease.take() {
             // Session mode: give the server back only if it can be made clean.
-            self.finish_lease(lease, true).await;
+            Box::pin(self.finish_lease(lease, true)).await;
         }
         result
     }
@@ -95,11 +98,11 @@ impl Session {
                 continue;
             }
             if self.lease.is_none() {
-                match self.lend().await {
+                match Box::pin(self.lend()).await {
                     Ok(lease) => self.lease = Some(lease),
                     Err(SessionError::Pool(e)) => {
                         let closed = matches!(e, crate::pool::PoolError::Closed(_));
-                        self.refuse_request(first, &SessionError::Pool(e)).await?;
+                        Box::pin(self.refuse_request(first, &SessionError::Pool(e))).await?;
                         if closed {
                             return Err(SessionError::ShuttingDown);
                         }
@@ -127,25 +130,25 @@ impl Session {
             match outcome {
                 Outcome::Idle if self.mode == PoolMode::Session => self.lease = Some(lease),
                 Outcome::Idle => {
-                    self.after_transaction(lease, &flight).await;
+                    Box::pin(self.after_transaction(lease, &flight)).await;
                     if *shutdown.borrow() >= Phase::Draining {
                         return Err(SessionError::ShuttingDown);
                     }
                 }
                 Outcome::IdleThenGone => {
-                    self.after_transaction(lease, &flight).await;
+                    Box::pin(self.after_transaction(lease, &flight)).await;
                     return Ok(());
                 }
                 Outcome::ClientGone => {
-                    self.abandon(lease, &flight).await;
+                    Box::pin(self.abandon(lease, &flight)).await;
                     return Ok(());
                 }
                 Outcome::ClientProtocol(e) => {
-                    self.abandon(lease, &flight).await;
+                    Box::pin(self.abandon(lease, &flight)).await;
                     return Err(e.into());
                 }
                 Outcome::IdleInTransaction => {
-                    self.abandon(lease, &flight).await;
+                    Box::pin(self.abandon(lease, &flight)).await;
                     return Err(SessionError::IdleInTransaction);
                 }
                 Outcome::ServerGone { told } => {

@@ -90,12 +90,17 @@ impl Flight {
         SqlEffects {
             search_path: self.search_path.load(Relaxed),
             needs_reset: self.needs_reset.load(Relaxed),
+            prepared: false,
         }
     }
 
-    fn note(&self, msg: &FrontendMessage<'_>) {
+    /// Records what a client message means for the session; returns what
+    /// its SQL (if any) does.
+    fn note(&self, msg: &FrontendMessage<'_>) -> SqlEffects {
+        let mut found = SqlEffects::default();
         if let FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } = msg {
             let fx = inspect(sql);
+            found = fx;
             if fx.search_path {
                 self.search_path.store(true, Relaxed);
             }
@@ -108,6 +113,7 @@ impl Flight {
         } else if msg.is_extended() {
             self.unsynced.store(true, Relaxed);
         }
+        found
     }
 }
 
@@ -180,8 +186,9 @@ pub async fn transaction(
                             break;
                         }
                         Ok(Some((msg, len))) => {
-                            flight.note(&msg);
-                            let w = b.client_message(&msg, &cbuf[n..n + len], &mut out);
+                            let fx = flight.note(&msg);
+                            let w =
+                                b.client_message(&msg, &cbuf[n..n + len], fx.prepared, &mut out);
                             flight.outstanding.fetch_add(w.cycles, Relaxed);
                             synth |= w.synth;
                             n += len;

@@ -224,10 +224,12 @@ impl Books<'_> {
 
     /// Appends what to send the server for one client message (`raw` is
     /// its bytes) and queues how to treat the replies.
+    /// `sql_prepared`: the SQL mentions PREPARE/EXECUTE/DEALLOCATE/DISCARD.
     pub fn client_message(
         &mut self,
         msg: &FrontendMessage<'_>,
         raw: &[u8],
+        sql_prepared: bool,
         out: &mut BytesMut,
     ) -> Written {
         let mut w = Written::default();
@@ -290,7 +292,7 @@ impl Books<'_> {
             }
             FrontendMessage::Query { sql } => {
                 self.start_message();
-                if rewrite {
+                if rewrite && sql_prepared {
                     if let Some(setup) = self.sql_prepared(sql) {
                         out.extend_from_slice(&frontend::query(&setup));
                         self.push(Expect::Cycle, Reply::Swallow, Undo::None);

@@ -99,5 +99,6 @@ pub fn pool_settings(config: &Config, db: &str, user: &str) -> PoolSettings {
         query_wait_timeout: p.query_wait_timeout,
         server_idle_timeout: p.server_idle_timeout,
         server_lifetime: p.server_lifetime,
+        server_check_delay: p.server_check_delay,
     }
 }

@@ -181,6 +181,7 @@ async fn terminated_backends_are_replaced_or_reported() {
     let admin = superuser().await;
     let mut cfg = config();
     cfg.pooler.pool_size = 2;
+    cfg.pooler.server_check_delay = Duration::ZERO;
     own_role(&mut cfg, "victim").await;
     let p = pooler(cfg).await;
     let c = p.connect_as("victim", "victim-pw").await.unwrap();
