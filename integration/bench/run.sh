@@ -33,6 +33,7 @@ RUN_TPS=1
 RUN_IDLE=1
 KEEP=0
 ONLY=""
+REV=""
 ORIG_ARGS="$*"
 
 usage() {
@@ -46,6 +47,8 @@ Options:
   --pool-size N       server connections per pool (default $POOL_SIZE)
   --idle-clients N    idle clients for the memory test (default $IDLE_CLIENTS)
   --targets LIST      comma-separated subset of direct,pglittle,pgbouncer
+  --rev REV           benchmark a commit (git archive REV, built in
+                      target/bench-rev) instead of the working tree
   --no-build          use the existing target/release/pglittle
   --skip-tps          memory test only
   --skip-idle         throughput test only
@@ -62,6 +65,7 @@ while (($#)); do
     --pool-size) POOL_SIZE=$2; shift ;;
     --idle-clients) IDLE_CLIENTS=$2; shift ;;
     --targets) ONLY=$2; shift ;;
+    --rev) REV=$2; shift ;;
     --no-build) BUILD=0 ;;
     --skip-tps) RUN_TPS=0 ;;
     --skip-idle) RUN_IDLE=0 ;;
@@ -181,12 +185,30 @@ stop_pid() { # pid signal
 }
 
 # ---------------------------------------------------------------- build ---
-if ((BUILD)); then
-  log "building pglittle (release)"
-  (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+if [ -n "$REV" ]; then
+  REV_DESC="$(git -C "$REPO" rev-parse --short "$REV^{commit}")" || die "unknown revision $REV"
+  log "building pglittle $REV_DESC (release, from git archive)"
+  mkdir -p "$WORK/src"
+  git -C "$REPO" archive --format=tar "$REV" | tar -x -C "$WORK/src"
+  (cd "$WORK/src" && cargo build --release --quiet --target-dir "$REPO/target/bench-rev") ||
+    die "cargo build --release of $REV failed"
+  BUILT="$REPO/target/bench-rev/release/pglittle"
+  REV_DESC="$REV_DESC (clean checkout via git archive)"
+else
+  if ((BUILD)); then
+    log "building pglittle (release) from the working tree"
+    (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+  fi
+  BUILT="$REPO/target/release/pglittle"
+  REV_DESC="working tree at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  if [ -n "$(git -C "$REPO" --no-optional-locks status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+    REV_DESC="$REV_DESC, with uncommitted changes in src/"
+  fi
 fi
-PGLITTLE="$REPO/target/release/pglittle"
-[ -x "$PGLITTLE" ] || die "$PGLITTLE not found (drop --no-build)"
+[ -x "$BUILT" ] || die "$BUILT not found (drop --no-build)"
+# A private copy: a concurrent cargo build must not swap the binary mid-run.
+PGLITTLE="$WORK/pglittle"
+cp "$BUILT" "$PGLITTLE"
 
 # ----------------------------------------------------------- postgresql ---
 PGPORT=$(free_port)
@@ -423,7 +445,7 @@ REPORT="$RESULTS_DIR/$STAMP.md"
   echo "# pglittle benchmark, $STAMP"
   echo
   echo "- command: \`integration/bench/run.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (rounds=$ROUNDS, -T $DURATION, -c $CLIENTS, -j $THREADS, pool $POOL_SIZE, scale $SCALE, idle clients $IDLE_CLIENTS)"
-  echo "- pglittle: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && [ -n "$(git --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (working tree modified)')"
+  echo "- pglittle: $REV_DESC"
   echo "- $("$PGBIN/postgres" --version), $("$PGBENCH" --version), $("$PGBOUNCER" --version 2>/dev/null | head -1)"
   echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo) RAM"
   echo

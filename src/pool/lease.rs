@@ -5,17 +5,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Pool, ServerConn};
+use super::{Conn, Pool, ServerConn};
 
 pub struct Lease {
     pool: Arc<Pool>,
     /// Always `Some` until `release`/`discard` consume the lease.
-    conn: Option<ServerConn>,
+    conn: Option<Conn>,
     leased_at: Instant,
 }
 
 impl Lease {
-    pub(super) fn new(pool: Arc<Pool>, conn: ServerConn, requested_at: Instant) -> Lease {
+    pub(super) fn new(pool: Arc<Pool>, conn: Conn, requested_at: Instant) -> Lease {
         let now = Instant::now();
         let c = &pool.counters;
         c.leases.fetch_add(1, Ordering::Relaxed);

@@ -42,11 +42,13 @@ pub struct PoolSettings {
     pub server_check_delay: Duration,
 }
 
-/// What a waiting client is handed. (Moved once per hand-off; boxing the
-/// connection would cost an allocation per lease for nothing.)
-#[allow(clippy::large_enum_variant)]
+/// A server connection lives in one heap allocation for its whole life, so
+/// handing it between the idle stack, waiters and leases moves a pointer.
+pub type Conn = Box<ServerConn>;
+
+/// What a waiting client is handed.
 enum Grant {
-    Conn(ServerConn),
+    Conn(Conn),
     /// A slot freed up: open a new connection in it.
     Slot,
 }
@@ -56,9 +58,8 @@ struct Waiter {
     tx: oneshot::Sender<Grant>,
 }
 
-#[allow(clippy::large_enum_variant)]
 enum Immediate {
-    Conn(ServerConn),
+    Conn(Conn),
     Open,
     Closed,
     Queued(u64, oneshot::Receiver<Grant>),
@@ -66,7 +67,7 @@ enum Immediate {
 
 struct State {
     settings: PoolSettings,
-    idle: Vec<ServerConn>,
+    idle: Vec<Conn>,
     active: usize,
     connecting: usize,
     waiters: VecDeque<Waiter>,
@@ -326,10 +327,12 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<ServerConn, PoolError> {
+    async fn connect(&self) -> Result<Conn, PoolError> {
         let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let result = ServerConn::connect(&self.target, &auth, id).await;
+        let result = ServerConn::connect(&self.target, &auth, id)
+            .await
+            .map(Box::new);
         match &result {
             Ok(conn) => {
                 self.counters.connects.fetch_add(1, Ordering::Relaxed);
@@ -346,7 +349,7 @@ impl Pool {
     }
 
     /// Takes back a clean connection: straight to the longest waiter, or onto the idle stack.
-    fn put_back(&self, mut conn: ServerConn) {
+    fn put_back(&self, mut conn: Conn) {
         let mut st = self.state();
         st.active -= 1;
         if st.closed || st.total() >= st.settings.size || st.expired(&conn, Instant::now()) {

@@ -28,7 +28,7 @@ pub(super) async fn run(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
     over_limit: bool,
-) -> Result<Option<Session>, SessionError> {
+) -> Result<Option<Box<Session>>, SessionError> {
     let config = shared.config();
     let timeout = config.pooler.client_login_timeout;
     let mut buf = BytesMut::new();
@@ -44,7 +44,7 @@ pub(super) async fn run(
     match result {
         Ok(Some(greeted)) => {
             let mode = greeted.pool.settings().mode;
-            Ok(Some(Session {
+            Ok(Some(Box::new(Session {
                 shared: shared.clone(),
                 client: stream,
 
@@ -62,7 +62,7 @@ pub(super) async fn run(
                     idle_transaction_timeout: config.pooler.idle_transaction_timeout,
                 },
                 client_idle_timeout: config.pooler.client_idle_timeout,
-            }))
+            })))
         }
         Ok(None) => Ok(None),
         Err(e) => {
