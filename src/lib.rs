@@ -24,6 +24,21 @@
 //! 7. At ReadyForQuery('I') with nothing in flight the server goes back,
 //!    after `SHOW search_path` or `DISCARD ALL` if the client changed state
 //!    that pglittle does not carry.
+//!
+//! # Where the map changed
+//! - Relaying is two pumps in one task (client -> server, server -> client)
+//!   so a pipelining client can never deadlock against a server writing
+//!   results; they share a `Flight` (atomics, so the task stays `Send`).
+//! - Named prepared statements need more than "read only ReadyForQuery":
+//!   `session::rewrite` keeps a queue of what each message sent to the server
+//!   expects back, so replies can be forwarded, swallowed (pglittle's own
+//!   Parse/Close) or made up (a Parse or Close answered locally) in order,
+//!   across pipelines and errors. The scanner (`protocol::scan`) classifies
+//!   every server frame by kind and lets the session decide its fate,
+//!   without copying DataRows that pass through.
+//! - An idle client is a boxed `Session` plus a task whose future is only
+//!   the idle wait: every other step is boxed, and a unit test guards the size.
+//! - Server connections are boxed for life, so the pool moves pointers.
 
 pub mod app;
 pub mod cluster;

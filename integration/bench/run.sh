@@ -171,6 +171,23 @@ cpu_ticks() { # utime+stime of the whole process (all threads)
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
 
+# Machine CPU ticks (all CPUs): "busy total".
+machine_ticks() {
+  head -1 /proc/stat | awk '{ t = 0; for (k = 2; k <= 9; k++) t += $k; print t - $5 - $6, t }'
+}
+
+# CPU ticks of the PostgreSQL cluster: the postmaster (with its reaped
+# children, i.e. backends that have exited) plus every live child.
+pg_ticks() {
+  local pm p
+  pm=$(head -1 "$WORK/pg/postmaster.pid")
+  for p in "$pm" $(ps -o pid= --ppid "$pm"); do
+    cat "/proc/$p/stat" 2>/dev/null || true
+  done | awk -v self="$pm" '{ pid = $1; sub(/^.*\) /, "")
+    if (pid == self) s += $12 + $13 + $14 + $15; else s += $12 + $13 }
+    END { print s + 0 }'
+}
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 stop_pid() { # pid signal
@@ -299,7 +316,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$WORK/raw.tsv"
 IDLE_TSV="$WORK/idle.tsv"
 META="$WORK/meta.tsv"
-printf 'round\torder\ttarget\ttps\tmean_ms\tp99_ms\tavg_ms\ttx\tfailed\tconn_ms\tcpu_s\tcpu_per_100k\tbg_busy\n' >"$RAW"
+printf 'round\torder\ttarget\ttps\tmean_ms\tp99_ms\tavg_ms\ttx\tfailed\tconn_ms\tcpu_s\tcpu_per_100k\tbg_busy\tother_during\n' >"$RAW"
 printf 'target\trss_start\trss_base\trss_after\tok\tfailed\tcheck\tkib_per_client\tkib_from_start\n' >"$IDLE_TSV"
 {
   printf 'clients\t%s\nduration\t%s\npool_size\t%s\nidle_clients\t%s\n' "$CLIENTS" "$DURATION" "$POOL_SIZE" "$IDLE_CLIENTS"
@@ -310,18 +327,36 @@ run_pgbench() { # round order target port pooler-pid|"" duration
   local round=$1 order=$2 target=$3 port=$4 pid=$5 dur=$6
   local dir="$WORK/txlog/$target.$round" out="$WORK/pgbench-$target-$round.out"
   rm -rf "$dir"; mkdir -p "$dir"
-  local bg c0="" c1="" rc=0
+  local bg c0=0 c1=0 rc=0 m0 m1 g0 g1
   # Machine busy % while the benchmark itself is idle: other work running.
   bg=$(busy_pct 2)
-  [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
-  timeout --signal=INT $((dur + 120)) \
-    "$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -S -c "$CLIENTS" -j "$THREADS" -T "$dur" \
-    --no-vacuum -l --log-prefix="$dir/tx" "$DB" >"$out" 2>&1 || rc=$?
-  [ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+  if [ -n "$pid" ]; then c0=$(cpu_ticks "$pid"); fi
+  m0=$(machine_ticks); g0=$(pg_ticks)
+  # The subshell's `times` gives pgbench's own CPU time (its reaped children).
+  (
+    timeout --signal=INT $((dur + 120)) \
+      "$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -S -c "$CLIENTS" -j "$THREADS" -T "$dur" \
+      --no-vacuum -l --log-prefix="$dir/tx" "$DB" >"$out" 2>&1
+    echo "rc $?"
+    times
+  ) >"$out.meta"
+  m1=$(machine_ticks); g1=$(pg_ticks)
+  if [ -n "$pid" ]; then c1=$(cpu_ticks "$pid"); fi
+  rc=$(awk '/^rc / { print $2 }' "$out.meta")
+  # Share of the machine used by anything but PostgreSQL, pgbench and the
+  # pooler during the run: other people's work on a shared machine.
+  local other
+  other=$(tail -1 "$out.meta" | awk -v m0="$m0" -v m1="$m1" -v g0="$g0" -v g1="$g1" \
+    -v c0="$c0" -v c1="$c1" -v t="$TICKS" '
+    function secs(s,  a) { split(s, a, "m"); return a[1] * 60 + substr(a[2], 1, length(a[2]) - 1) }
+    { split(m0, a, " "); split(m1, b, " ")
+      ours = (c1 - c0) + (g1 - g0) + (secs($1) + secs($2)) * t
+      o = 100 * ((b[1] - a[1]) - ours) / (b[2] - a[2]); if (o < 0) o = 0
+      printf "%.0f", o }')
   if ((rc != 0)) || ! grep -q '^tps = ' "$out"; then
     log "pgbench through $target failed (exit $rc):"
     tail -20 "$out" >&2
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || log "$target process is gone"
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then log "$target process is gone"; fi
     die "pgbench through $target failed; see $out and the pooler log in $WORK"
   fi
   local tps tx failed conn avg
@@ -335,6 +370,7 @@ run_pgbench() { # round order target port pooler-pid|"" duration
   read -r n mean p99 bad <<<"$stats"
   rm -rf "$dir"
   local cpu_s="n/a" per="n/a"
+  rm -f "$out.meta"
   if [ -n "$pid" ]; then
     cpu_s=$(awk -v a="$c0" -v b="$c1" -v t="$TICKS" 'BEGIN { printf "%.2f", (b - a) / t }')
     per=$(awk -v a="$c0" -v b="$c1" -v t="$TICKS" -v n="$tx" 'BEGIN { printf "%.4f", (b - a) / t / n * 100000 }')
@@ -342,9 +378,9 @@ run_pgbench() { # round order target port pooler-pid|"" duration
   if [ "$n" != "$tx" ]; then
     log "note: $target round $round: pgbench counted $tx transactions, its log has $n"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$order" "$target" "$tps" \
-    "$mean" "$p99" "${avg:-?}" "$tx" "${failed:-0}" "${conn:-?}" "$cpu_s" "$per" "$bg" >>"$RAW"
-  log "round $round/$ROUNDS $target: tps=$tps mean=${mean}ms p99=${p99}ms pooler_cpu=${cpu_s}s (${per}s/100k tx) background_busy=${bg}%"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$order" "$target" "$tps" \
+    "$mean" "$p99" "${avg:-?}" "$tx" "${failed:-0}" "${conn:-?}" "$cpu_s" "$per" "$bg" "$other" >>"$RAW"
+  log "round $round/$ROUNDS $target: tps=$tps mean=${mean}ms p99=${p99}ms pooler_cpu=${cpu_s}s (${per}s/100k tx) other_work: ${bg}% before, ${other}% during"
 }
 
 if ((RUN_TPS)); then
