@@ -315,11 +315,17 @@ def report(raw_path, idle_path, meta_path):
         w("| " + " | ".join(cells) + " |")
     w("")
 
-    bg = [num(r.get("bg_busy")) for r in rows]
-    bg = [v for v in bg if v is not None]
-    if bg:
-        w(f"Other work on the machine (CPU busy % in the 2 s before each run, "
-          f"benchmark idle): median {med(bg):.0f}%, max {max(bg):.0f}%.")
+    bg = [v for v in (num(r.get("bg_busy")) for r in rows) if v is not None]
+    od = [v for v in (num(r.get("other_during")) for r in rows) if v is not None]
+    if bg or od:
+        parts = []
+        if od:
+            parts.append(f"during the runs, other processes used a median {med(od):.0f}% "
+                         f"(max {max(od):.0f}%) of the machine's CPU")
+        if bg:
+            parts.append(f"in the 2 s before each run (benchmark idle) the machine was "
+                         f"a median {med(bg):.0f}% busy (max {max(bg):.0f}%)")
+        w("Other work on the shared machine: " + "; ".join(parts) + ".")
         w("")
 
     # Targets from the issue.
@@ -346,16 +352,17 @@ def report(raw_path, idle_path, meta_path):
 
     w("Per round (run order rotates each round). mean/p99 ms: pgbench's per-transaction "
       "log (-l); pgbench avg ms: its own 'latency average' (clients x duration / tx); "
-      "conn ms: pgbench's initial connection time, not counted in TPS; machine busy "
+      "conn ms: pgbench's initial connection time, not counted in TPS; other work "
       "before: CPU busy % of the whole machine over the 2 s pause before the run, "
-      "when the benchmark itself is idle (other work on the shared machine).")
+      "when the benchmark itself is idle; other work during: share of the machine's "
+      "CPU time during the run used by anything but PostgreSQL, pgbench and the pooler.")
     w("")
-    w("| round | order | target | TPS | mean ms | p99 ms | pgbench avg ms | tx | failed | conn ms | pooler CPU s | CPU s / 100k tx | machine busy before (%) |")
-    w("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| round | order | target | TPS | mean ms | p99 ms | pgbench avg ms | tx | failed | conn ms | pooler CPU s | CPU s / 100k tx | other work before (%) | other work during (%) |")
+    w("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         w("| " + " | ".join([r["round"], r["order"], r["target"], fmt(num(r["tps"]), 0),
                             r["mean_ms"], r["p99_ms"], r["avg_ms"], r["tx"], r["failed"], r["conn_ms"],
-                            r["cpu_s"], r["cpu_per_100k"], r["bg_busy"]]) + " |")
+                            r["cpu_s"], r["cpu_per_100k"], r["bg_busy"], r.get("other_during", "?")]) + " |")
     w("")
     if idle_rows:
         w("Idle clients (VmRSS in KiB; baseline taken after one warm-up client "

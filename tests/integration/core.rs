@@ -500,3 +500,86 @@ async fn idle_servers_are_closed_after_server_idle_timeout() {
     assert!(eventually(Duration::from_secs(10), || async { count().await == "0" }).await);
     assert_eq!(scalar(&c, "select 2").await, "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_and_notices_mid_transaction_stay_with_their_client() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1;
+    let p = pooler(cfg).await;
+    let a = p.connect().await;
+    let b = p.connect().await;
+    a.batch_execute("begin").await.unwrap();
+    let e = a.simple_query("select 1/0").await.unwrap_err();
+    assert_eq!(code(&e), "22012");
+    // The transaction is aborted, and still this client's.
+    let e = a.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e), "25P02");
+    a.batch_execute("rollback").await.unwrap();
+    // Notices pass through and the shared server is clean for the next client.
+    a.batch_execute("do $$ begin raise notice 'hello from plpgsql'; end $$")
+        .await
+        .unwrap();
+    assert_eq!(scalar(&b, "select 'clean'").await, "clean");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_servers_are_replaced_after_server_lifetime() {
+    let mut cfg = config();
+    cfg.pooler.server_lifetime = Duration::from_millis(300);
+    cfg.pooler.pool_size = 1;
+    own_role(&mut cfg, "aging").await;
+    let p = pooler(cfg).await;
+    let c = p.connect_as("aging", "aging-pw").await.unwrap();
+    let first = scalar(&c, "select pg_backend_pid()").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scalar(&c, "select pg_backend_pid()").await != first
+        })
+        .await,
+        "the server was never replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_or_silent_server_gets_a_clear_error() {
+    // Nothing listens on this port: connection refused.
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cfg = config();
+    cfg.databases.get_mut("app").unwrap().port = dead_port;
+    let p = pooler(cfg).await;
+    let e = p.connect_as("app", "app-secret").await.unwrap_err();
+    assert_eq!(code(&e), "08006", "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("could not connect"),
+        "{e:?}"
+    );
+
+    // A fake backend that accepts and then says nothing: server_connect_timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut cfg = config();
+    cfg.databases.get_mut("app").unwrap().port = silent_port;
+    cfg.pooler.server_connect_timeout = Duration::from_millis(300);
+    let p = pooler(cfg).await;
+    let e = p.connect_as("app", "app-secret").await.unwrap_err();
+    assert_eq!(code(&e), "08006", "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("server_connect_timeout"),
+        "{e:?}"
+    );
+}
