@@ -25,11 +25,13 @@
 //!    after `SHOW search_path` or `DISCARD ALL` if the client changed state
 //!    that pglittle does not carry.
 
+pub mod admin;
 pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod router;

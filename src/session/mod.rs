@@ -2,7 +2,9 @@
 //! a server lent for the length of a transaction (or the whole session).
 
 pub mod cancel;
+pub mod clients;
 mod handshake;
+mod meter;
 mod relay;
 mod shared;
 
@@ -39,12 +41,20 @@ pub struct Session {
     buf: BytesMut,
     limits: RelayLimits,
     client_idle_timeout: std::time::Duration,
+    /// This client's entry in the registry (state changes at lease boundaries).
+    entry: clients::ClientGuard,
 }
 
 /// Serves one client connection from accept to close.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, over_limit: bool) {
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+    client: clients::ClientGuard,
+) {
     let _ = stream.set_nodelay(true);
-    let session = match Box::pin(handshake::run(&shared, stream, over_limit)).await {
+    let session = match Box::pin(handshake::run(&shared, stream, over_limit, client)).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
@@ -79,6 +89,9 @@ impl Session {
     async fn serve_requests(&mut self) -> Result<(), SessionError> {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
+            if self.lease.is_none() {
+                self.entry.entry.set_state(clients::ClientState::Idle);
+            }
             let Some(first) = self.wait_for_message(&mut shutdown).await? else {
                 return Ok(());
             };
@@ -108,6 +121,7 @@ impl Session {
                 continue;
             };
             let flight = Flight::new();
+            let meter = meter::Meter::new(&self.pool.metrics);
             let outcome = Box::pin(relay::transaction(
                 &mut self.client,
                 &mut self.buf,
@@ -116,8 +130,10 @@ impl Session {
                 &self.defaults,
                 &flight,
                 &self.limits,
+                &meter,
             ))
             .await;
+            drop(meter);
             match outcome {
                 Outcome::Idle if self.mode == PoolMode::Session => self.lease = Some(lease),
                 Outcome::Idle => {
@@ -196,7 +212,9 @@ impl Session {
     /// Borrows a server and makes its session parameters match this client's.
     async fn lend(&mut self) -> Result<Lease, SessionError> {
         let wait = self.pool.settings().query_wait_timeout;
+        self.entry.entry.set_state(clients::ClientState::Waiting);
         let mut lease = self.pool.acquire(wait).await?;
+        self.entry.entry.set_state(clients::ClientState::Active);
         let conn = lease.conn();
         if let Some(sql) = self.overrides.sync_sql(&self.defaults, &conn.params) {
             let outcome = conn

@@ -123,6 +123,7 @@ enum ServerEnd {
     Gone { told: bool },
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Runs until the transaction ends. `cbuf` holds client bytes not yet
 /// forwarded (at least one complete message on entry).
 pub async fn transaction(
@@ -133,6 +134,7 @@ pub async fn transaction(
     defaults: &Params,
     flight: &Flight,
     limits: &RelayLimits,
+    meter: &super::meter::Meter<'_>,
 ) -> Outcome {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.stream.split();
@@ -154,6 +156,7 @@ pub async fn transaction(
                     }
                     Ok(Some((msg, len))) => {
                         flight.note(&msg);
+                        meter.client_message(&msg);
                         n += len;
                     }
                     Ok(None) => break,
@@ -161,6 +164,7 @@ pub async fn transaction(
                 }
             }
             if n > 0 {
+                meter.client_bytes(n);
                 if sw.write_all(&cbuf[..n]).await.is_err() {
                     return ClientEnd::ServerWrite;
                 }
@@ -204,6 +208,7 @@ pub async fn transaction(
                     Err(_) => return ServerEnd::Gone { told },
                 };
                 for ev in events.drain(..) {
+                    meter.server_event(&ev);
                     match ev {
                         BackendEvent::ReadyForQuery(s) => {
                             flight.status.store(s, Relaxed);
@@ -219,6 +224,7 @@ pub async fn transaction(
                     }
                 }
                 if n > 0 {
+                    meter.server_bytes(n);
                     if cw.write_all(&sbuf[..n]).await.is_err() {
                         return ServerEnd::ClientWrite;
                     }

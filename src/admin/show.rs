@@ -1,0 +1,515 @@
+//! The SHOW commands. PgBouncer 1.18's column names and types where the
+//! concept is the same; SHOW SIZING and SHOW REPLICAS are pglittle's own.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use super::table::{num, timestamp, v, Table, INT4, INT8, NUMERIC, TEXT};
+use super::AdminError;
+use crate::config::units::{format_duration, format_size};
+use crate::config::{Config, PoolerSettings};
+use crate::metrics::Totals;
+use crate::pool::stats::{SizingGoal, WINDOWS};
+use crate::pool::Pool;
+use crate::session::clients::ClientState;
+use crate::session::Shared;
+
+pub fn show(shared: &Shared, what: &str) -> Result<Table, AdminError> {
+    Ok(match what {
+        "POOLS" => pools(shared),
+        "STATS" => stats(shared),
+        "CLIENTS" => clients(shared),
+        "SERVERS" => servers(shared),
+        "DATABASES" => databases(shared),
+        "CONFIG" => config(&shared.config()),
+        "LISTS" => lists(shared),
+        "VERSION" => version(),
+        "SIZING" => sizing(shared),
+        "REPLICAS" => replicas(shared),
+        "HELP" => help(),
+        other => return Err(super::command::ParseError(format!("SHOW {other}")).into()),
+    })
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Client counts per (database, user): (active, waiting, idle, longest wait µs).
+pub fn client_counts(shared: &Shared) -> BTreeMap<(String, String), (usize, usize, usize, u64)> {
+    let now = now_micros();
+    let mut out: BTreeMap<(String, String), (usize, usize, usize, u64)> = BTreeMap::new();
+    for c in shared.client_list.all() {
+        let Some(l) = c.login().filter(|l| !l.admin) else {
+            continue;
+        };
+        let e = out.entry((l.database.clone(), l.user.clone())).or_default();
+        match c.state() {
+            ClientState::Active => e.0 += 1,
+            ClientState::Waiting => {
+                e.1 += 1;
+                e.3 = e.3.max(now.saturating_sub(c.changed_micros()));
+            }
+            ClientState::Idle | ClientState::Login => e.2 += 1,
+        }
+    }
+    out
+}
+
+fn pools(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("database", TEXT),
+        ("user", TEXT),
+        ("cl_active", INT4),
+        ("cl_waiting", INT4),
+        ("cl_active_cancel_req", INT4),
+        ("cl_waiting_cancel_req", INT4),
+        ("sv_active", INT4),
+        ("sv_active_cancel", INT4),
+        ("sv_being_canceled", INT4),
+        ("sv_idle", INT4),
+        ("sv_used", INT4),
+        ("sv_tested", INT4),
+        ("sv_login", INT4),
+        ("maxwait", INT4),
+        ("maxwait_us", INT4),
+        ("pool_mode", TEXT),
+    ]);
+    let counts = client_counts(shared);
+    for p in shared.pools.all() {
+        let s = p.status();
+        let (active, waiting, idle, maxwait) = counts
+            .get(&(p.database.clone(), p.user.clone()))
+            .copied()
+            .unwrap_or_default();
+        t.row(vec![
+            v(&p.database),
+            v(&p.user),
+            // PgBouncer counts logged-in clients not waiting as cl_active.
+            v(active + idle),
+            v(waiting),
+            v(0),
+            v(0),
+            v(s.active),
+            v(0),
+            v(0),
+            v(s.idle),
+            v(0),
+            v(0),
+            v(s.connecting),
+            v(maxwait / 1_000_000),
+            v(maxwait % 1_000_000),
+            v(p.settings().mode),
+        ]);
+    }
+    t
+}
+
+fn by_database(shared: &Shared, mut f: impl FnMut(&Pool) -> Totals) -> BTreeMap<String, Totals> {
+    let mut out: BTreeMap<String, Totals> = BTreeMap::new();
+    for p in shared.pools.all() {
+        *out.entry(p.database.clone()).or_default() += f(&p);
+    }
+    out
+}
+
+fn stats(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("database", TEXT),
+        ("total_xact_count", NUMERIC),
+        ("total_query_count", NUMERIC),
+        ("total_received", NUMERIC),
+        ("total_sent", NUMERIC),
+        ("total_xact_time", NUMERIC),
+        ("total_query_time", NUMERIC),
+        ("total_wait_time", NUMERIC),
+        ("avg_xact_count", NUMERIC),
+        ("avg_query_count", NUMERIC),
+        ("avg_recv", NUMERIC),
+        ("avg_sent", NUMERIC),
+        ("avg_xact_time", NUMERIC),
+        ("avg_query_time", NUMERIC),
+        ("avg_wait_time", NUMERIC),
+    ]);
+    let totals = by_database(shared, |p| p.metrics.totals());
+    let mut secs: BTreeMap<String, f64> = BTreeMap::new();
+    let last = by_database(shared, |p| {
+        let (d, s) = p.metrics.last_period();
+        let e = secs.entry(p.database.clone()).or_default();
+        *e = e.max(s);
+        d
+    });
+    for (db, tot) in totals {
+        let d = last.get(&db).copied().unwrap_or_default();
+        let s = secs.get(&db).copied().unwrap_or(0.0);
+        let rate = |n: u64| if s > 0.0 { (n as f64 / s) as u64 } else { 0 };
+        let mean = |t: u64, n: u64| if n > 0 { t / n } else { 0 };
+        t.row(vec![
+            v(&db),
+            v(tot.transactions),
+            v(tot.queries),
+            v(tot.received),
+            v(tot.sent),
+            v(tot.xact_micros),
+            v(tot.query_micros),
+            v(tot.wait_micros),
+            v(rate(d.transactions)),
+            v(rate(d.queries)),
+            v(rate(d.received)),
+            v(rate(d.sent)),
+            v(mean(d.xact_micros, d.transactions)),
+            v(mean(d.query_micros, d.queries)),
+            v(mean(d.wait_micros, d.transactions)),
+        ]);
+    }
+    t
+}
+
+const CONN_COLUMNS: &[(&str, u32)] = &[
+    ("type", TEXT),
+    ("user", TEXT),
+    ("database", TEXT),
+    ("state", TEXT),
+    ("addr", TEXT),
+    ("port", INT4),
+    ("local_addr", TEXT),
+    ("local_port", INT4),
+    ("connect_time", TEXT),
+    ("request_time", TEXT),
+    ("wait", INT4),
+    ("wait_us", INT4),
+    ("close_needed", INT4),
+    ("ptr", TEXT),
+    ("link", TEXT),
+    ("remote_pid", INT4),
+    ("tls", TEXT),
+    ("application_name", TEXT),
+];
+
+fn clients(shared: &Shared) -> Table {
+    let mut t = Table::new(CONN_COLUMNS);
+    let now = now_micros();
+    for c in shared.client_list.all() {
+        let Some(l) = c.login() else { continue };
+        let state = c.state();
+        let waited = if state == ClientState::Waiting {
+            now.saturating_sub(c.changed_micros())
+        } else {
+            0
+        };
+        let connected = c
+            .connected
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        t.row(vec![
+            v("C"),
+            v(&l.user),
+            v(&l.database),
+            v(if state == ClientState::Waiting {
+                "waiting"
+            } else {
+                "active"
+            }),
+            v(c.addr.ip()),
+            v(c.addr.port()),
+            c.local.map(|a| a.ip().to_string()),
+            c.local.map(|a| a.port().to_string()),
+            v(timestamp(connected)),
+            v(timestamp(c.changed_micros())),
+            v(waited / 1_000_000),
+            v(waited % 1_000_000),
+            v(0),
+            v(format!("0x{:x}", c.id)),
+            v(""),
+            v(0),
+            v(""),
+            v(&l.application_name),
+        ]);
+    }
+    t
+}
+
+fn servers(shared: &Shared) -> Table {
+    let mut t = Table::new(CONN_COLUMNS);
+    let (now_i, now_u) = (Instant::now(), now_micros());
+    let wall =
+        |at: Instant| timestamp(now_u.saturating_sub(now_i.duration_since(at).as_micros() as u64));
+    for p in shared.pools.all() {
+        let target = p.target();
+        for s in p.servers() {
+            t.row(vec![
+                v("S"),
+                v(&p.user),
+                v(&p.database),
+                v(s.state.as_str()),
+                v(&target.host),
+                v(target.port),
+                None,
+                None,
+                v(wall(s.created)),
+                v(wall(s.since)),
+                v(0),
+                v(0),
+                v(0),
+                v(format!("0x{:x}", s.id)),
+                v(""),
+                v(s.pid),
+                v(""),
+                v(""),
+            ]);
+        }
+    }
+    t
+}
+
+fn databases(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("name", TEXT),
+        ("host", TEXT),
+        ("port", INT4),
+        ("database", TEXT),
+        ("force_user", TEXT),
+        ("pool_size", INT4),
+        ("min_pool_size", INT4),
+        ("reserve_pool", INT4),
+        ("pool_mode", TEXT),
+        ("max_connections", INT4),
+        ("current_connections", INT4),
+        ("paused", INT4),
+        ("disabled", INT4),
+    ]);
+    let config = shared.config();
+    let pools = shared.pools.all();
+    for (name, db) in &config.databases {
+        let mine: Vec<_> = pools.iter().filter(|p| &p.database == name).collect();
+        let current: usize = mine
+            .iter()
+            .map(|p| {
+                let s = p.status();
+                s.idle + s.active + s.connecting
+            })
+            .sum();
+        let paused = !mine.is_empty() && mine.iter().all(|p| p.is_paused());
+        t.row(vec![
+            v(name),
+            v(&db.host),
+            v(db.port),
+            v(&db.dbname),
+            None,
+            v(db.pool_size.unwrap_or(config.pooler.pool_size)),
+            v(config.min_pool_size_for(name)),
+            v(0),
+            v(config.pool_mode_for(name)),
+            v(0),
+            v(current),
+            v(i32::from(paused)),
+            v(0),
+        ]);
+    }
+    t
+}
+
+/// Every `[pooler]` key as (key, value, default, changeable by SET).
+pub fn config_rows(p: &PoolerSettings) -> Vec<(&'static str, String)> {
+    let d = format_duration;
+    let list = |v: &[String]| v.join(",");
+    vec![
+        ("listen", p.listen.to_string()),
+        ("max_client_conn", p.max_client_conn.to_string()),
+        ("pool_mode", p.pool_mode.to_string()),
+        ("pool_size", p.pool_size.to_string()),
+        ("min_pool_size", p.min_pool_size.to_string()),
+        ("query_wait_timeout", d(p.query_wait_timeout)),
+        ("server_connect_timeout", d(p.server_connect_timeout)),
+        ("server_idle_timeout", d(p.server_idle_timeout)),
+        ("server_lifetime", d(p.server_lifetime)),
+        ("client_idle_timeout", d(p.client_idle_timeout)),
+        ("client_login_timeout", d(p.client_login_timeout)),
+        ("idle_transaction_timeout", d(p.idle_transaction_timeout)),
+        ("max_message_size", format_size(p.max_message_size)),
+        ("shutdown_timeout", d(p.shutdown_timeout)),
+        ("log_format", p.log_format.to_string()),
+        ("admin_users", list(&p.admin_users)),
+        ("stats_users", list(&p.stats_users)),
+        (
+            "metrics_listen",
+            p.metrics_listen.map(|a| a.to_string()).unwrap_or_default(),
+        ),
+        ("sizing_wait_target", d(p.sizing_wait_target)),
+        (
+            "sizing_headroom_percent",
+            p.sizing_headroom_percent.to_string(),
+        ),
+    ]
+}
+
+fn config(c: &Config) -> Table {
+    let mut t = Table::new(&[
+        ("key", TEXT),
+        ("value", TEXT),
+        ("default", TEXT),
+        ("changeable", TEXT),
+    ]);
+    let defaults = config_rows(&PoolerSettings::default());
+    for ((key, value), (_, default)) in config_rows(&c.pooler).into_iter().zip(defaults) {
+        let changeable = super::control::SETTABLE.iter().any(|(n, _)| *n == key);
+        t.row(vec![
+            v(key),
+            v(value),
+            v(default),
+            v(if changeable { "yes" } else { "no" }),
+        ]);
+    }
+    t
+}
+
+fn lists(shared: &Shared) -> Table {
+    let mut t = Table::new(&[("list", TEXT), ("items", INT4)]);
+    let config = shared.config();
+    let pools = shared.pools.all();
+    let clients = shared.client_list.all();
+    let login = clients.iter().filter(|c| c.login().is_none()).count();
+    let (mut idle, mut used) = (0, 0);
+    for p in &pools {
+        let s = p.status();
+        idle += s.idle;
+        used += s.active + s.connecting;
+    }
+    for (name, n) in [
+        ("databases", config.databases.len()),
+        ("users", config.users.len()),
+        ("pools", pools.len()),
+        ("free_clients", 0),
+        ("used_clients", clients.len() - login),
+        ("login_clients", login),
+        ("free_servers", idle),
+        ("used_servers", used),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+    ] {
+        t.row(vec![v(name), v(n)]);
+    }
+    t
+}
+
+fn version() -> Table {
+    let mut t = Table::new(&[("version", TEXT)]);
+    t.row(vec![v(format!("pglittle {}", env!("CARGO_PKG_VERSION")))]);
+    t
+}
+
+fn ms(secs: f64) -> Option<String> {
+    num(secs * 1000.0, 3)
+}
+
+fn sizing(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("database", TEXT),
+        ("user", TEXT),
+        ("window_s", INT4),
+        ("arrival_rate", NUMERIC),
+        ("hold_mean_ms", NUMERIC),
+        ("hold_p99_ms", NUMERIC),
+        ("offered_load", NUMERIC),
+        ("busy_mean", NUMERIC),
+        ("waiting_mean", NUMERIC),
+        ("utilisation", NUMERIC),
+        ("wait_p99_ms", NUMERIC),
+        ("pool_size", INT4),
+        ("recommended_size", INT4),
+        ("budget", INT4),
+        ("predicted_wait_p99_ms", NUMERIC),
+        ("predicted_wait_p99_ms_at_recommended", NUMERIC),
+    ]);
+    let goal = SizingGoal::from_settings(&shared.config().pooler);
+    let now = Instant::now();
+    for p in shared.pools.all() {
+        for w in WINDOWS {
+            let s = p.sizing(now, w, goal);
+            let f = &s.figures;
+            t.row(vec![
+                v(&p.database),
+                v(&p.user),
+                v(w.as_secs()),
+                num(f.lambda, 2),
+                ms(f.hold_mean),
+                ms(f.hold_p99),
+                num(f.offered_load, 3),
+                num(f.busy_mean, 3),
+                num(f.waiting_mean, 3),
+                num(s.utilisation, 3),
+                ms(f.wait_p99),
+                v(s.pool_size),
+                v(s.recommended),
+                s.budget.map(|b| b.to_string()),
+                s.predicted_current.and_then(ms),
+                s.predicted_recommended.and_then(ms),
+            ]);
+        }
+    }
+    t
+}
+
+/// Only the primaries until replica routing lands: role, health, no lag.
+fn replicas(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("database", TEXT),
+        ("role", TEXT),
+        ("host", TEXT),
+        ("port", INT4),
+        ("healthy", TEXT),
+        ("replay_lsn", TEXT),
+        ("lag_bytes", INT8),
+        ("lag_seconds", NUMERIC),
+        ("reads_served", INT8),
+    ]);
+    let config = shared.config();
+    let up = shared
+        .hosts_up
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let queries = by_database(shared, |p| p.metrics.totals());
+    for (name, db) in &config.databases {
+        let healthy = match up.get(name) {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        };
+        t.row(vec![
+            v(name),
+            v("primary"),
+            v(&db.host),
+            v(db.port),
+            v(healthy),
+            None,
+            v(0),
+            v(0),
+            v(queries.get(name).map(|t| t.queries).unwrap_or(0)),
+        ]);
+    }
+    t
+}
+
+fn help() -> Table {
+    let mut t = Table::new(&[("command", TEXT)]);
+    for c in [
+        "SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|CONFIG|LISTS|VERSION|SIZING|REPLICAS|HELP",
+        "PAUSE [db]",
+        "RESUME [db]",
+        "KILL db",
+        "RECONNECT [db]",
+        "RELOAD",
+        "SHUTDOWN",
+        "SET key = value",
+    ] {
+        t.row(vec![v(c)]);
+    }
+    t
+}
