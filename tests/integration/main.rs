@@ -3,5 +3,6 @@
 
 mod binary;
 mod common;
+mod console;
 mod core;
 mod pgbench;
