@@ -5,4 +5,5 @@ mod binary;
 mod common;
 mod console;
 mod core;
+mod observe;
 mod pgbench;
