@@ -146,7 +146,7 @@ fn stats(shared: &Shared) -> Table {
         let d = last.get(&db).copied().unwrap_or_default();
         let s = secs.get(&db).copied().unwrap_or(0.0);
         let rate = |n: u64| if s > 0.0 { (n as f64 / s) as u64 } else { 0 };
-        let mean = |t: u64, n: u64| if n > 0 { t / n } else { 0 };
+        let mean = |t: u64, n: u64| t.checked_div(n).unwrap_or(0);
         t.row(vec![
             v(&db),
             v(tot.transactions),

@@ -133,7 +133,6 @@ impl Session {
                 &meter,
             ))
             .await;
-            drop(meter);
             match outcome {
                 Outcome::Idle if self.mode == PoolMode::Session => self.lease = Some(lease),
                 Outcome::Idle => {
