@@ -35,6 +35,10 @@ pub const LOAD_FACTOR: &str = "pglittle_pool_load_factor";
 pub const RECOMMENDED_SIZE: &str = "pglittle_pool_recommended_size";
 pub const PREDICTED_WAIT_P99_SECONDS: &str = "pglittle_pool_predicted_wait_p99_seconds";
 pub const CONNECTION_BUDGET: &str = "pglittle_pool_connection_budget";
+/// Reserved for replica routing (not exported until replicas are routed).
+pub const REPLICA_LAG_SECONDS: &str = "pglittle_replica_lag_seconds";
+pub const REPLICA_LAG_BYTES: &str = "pglittle_replica_lag_bytes";
+pub const RYW_DECISIONS_TOTAL: &str = "pglittle_read_your_writes_decisions_total";
 
 /// (name, unit, help) for the HELP lines.
 pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
@@ -72,4 +76,36 @@ pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (RECOMMENDED_SIZE, "", "Pool size keeping the predicted p99 wait under target (Erlang C, floor L*(1+headroom), capped by the max_connections budget)."),
     (PREDICTED_WAIT_P99_SECONDS, "seconds", "Erlang C predicted p99 wait at the current or recommended size (+Inf when unstable)."),
     (CONNECTION_BUDGET, "", "This pool's share of the server's max_connections (0 = unknown)."),
+    (REPLICA_LAG_SECONDS, "seconds", "Replay lag of a replica (reserved; replicas are not routed yet)."),
+    (REPLICA_LAG_BYTES, "bytes", "Replay lag of a replica in WAL bytes (reserved)."),
+    (RYW_DECISIONS_TOTAL, "", "Read-your-writes decisions: replica, primary_floor, waited (reserved)."),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::DESCRIPTIONS;
+
+    /// The dashboard must not chart a metric that pglittle does not define.
+    #[test]
+    fn dashboard_uses_only_known_metrics() {
+        let dash = include_str!("../../docker/grafana/pglittle-dashboard.json");
+        let known: Vec<&str> = DESCRIPTIONS.iter().map(|(n, _, _)| *n).collect();
+        let mut used = 0;
+        for (i, _) in dash.match_indices("pglittle_") {
+            let name: String = dash[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                known.contains(&base),
+                "the dashboard uses unknown metric {name}"
+            );
+            used += 1;
+        }
+        assert!(used > 20, "only {used} metric references found");
+    }
+}
