@@ -90,6 +90,7 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
             pool.metrics.tick(now, STATS_PERIOD);
         }
         share_budgets(&pools, &mut budgets).await;
+        shared.metrics.upkeep();
     }
 }
 

@@ -95,6 +95,13 @@ impl Metrics {
             .register_histogram(&key(name, labels), &METADATA)
     }
 
+    /// Folds recorded histogram samples into their buckets. Samples queue
+    /// in lock-free blocks until then, so this must run periodically (the
+    /// janitor does, every second) even if nobody scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The text exposition of everything recorded so far.
     pub fn render(&self) -> String {
         self.handle.render()

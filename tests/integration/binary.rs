@@ -72,10 +72,21 @@ async fn sidecar_metrics_console_and_json_logs() {
     }
     assert!(exited, "pglittle did not exit after SHUTDOWN");
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert!(!logs.contains(APP_PASSWORD), "a secret reached the logs:\n{logs}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        !logs.contains(APP_PASSWORD),
+        "a secret reached the logs:\n{logs}"
+    );
     for line in logs.lines() {
-        assert!(line.starts_with('{') && line.ends_with('}'), "not JSON: {line}");
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "not JSON: {line}"
+        );
     }
     let connected = logs
         .lines()
@@ -83,10 +94,16 @@ async fn sidecar_metrics_console_and_json_logs() {
         .unwrap_or_else(|| panic!("no connect line in\n{logs}"));
     assert!(connected.contains("\"client\":\"127.0.0.1:"), "{connected}");
     assert!(connected.contains("\"db\":\"app\""), "{connected}");
-    assert!(connected.contains(&format!("\"user\":\"{APP_USER}\"")), "{connected}");
+    assert!(
+        connected.contains(&format!("\"user\":\"{APP_USER}\"")),
+        "{connected}"
+    );
     let gone = logs
         .lines()
         .find(|l| l.contains("\"message\":\"client disconnected\""))
         .unwrap_or_else(|| panic!("no disconnect line in\n{logs}"));
-    assert!(gone.contains("\"reason\":\"client closed the connection\""), "{gone}");
+    assert!(
+        gone.contains("\"reason\":\"client closed the connection\""),
+        "{gone}"
+    );
 }

@@ -524,3 +524,42 @@ async fn columns_match_a_real_pgbouncer_1_18() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_reconnect_replace_connections() {
+    let mut cfg = console_config();
+    cfg.pooler.pool_size = 1;
+    let p = pooler(cfg).await;
+    let admin = console(p.port, ADMIN).await.unwrap();
+    let a = p.connect().await;
+    let pid = scalar(&a, "select pg_backend_pid()").await;
+    // With one server, the same backend serves again until RECONNECT.
+    assert_eq!(scalar(&a, "select pg_backend_pid()").await, pid);
+    admin.batch_execute("RECONNECT app").await.unwrap();
+    let fresh = scalar(&a, "select pg_backend_pid()").await;
+    assert_ne!(fresh, pid, "RECONNECT kept the old server");
+    // KILL drops the database's clients and servers and holds new requests.
+    admin.batch_execute("KILL app").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.simple_query("select 1").await.is_err()
+        })
+        .await,
+        "the killed client could still query"
+    );
+    let b = p.connect().await;
+    let held = tokio::spawn(async move { scalar(&b, "select pg_backend_pid()").await });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            cell(&app_pool(&admin).await, "cl_waiting") == "1"
+        })
+        .await,
+        "a new client was not held after KILL"
+    );
+    admin.batch_execute("RESUME app").await.unwrap();
+    let after = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("RESUME releases the held client")
+        .unwrap();
+    assert_ne!(after, fresh, "KILL kept the old server");
+}
