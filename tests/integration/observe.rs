@@ -217,6 +217,23 @@ async fn littles_law_figures_match_a_known_pgbench_rate() {
     );
     let (status, _) = get(maddr, "/health").await.unwrap();
     assert_eq!(status, 200);
+    // The recommendation's cap: the server's budget, read from the server,
+    // shared by the one pool on it.
+    let budget: f64 = scalar(
+        &superuser().await,
+        "select current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int",
+    )
+    .await
+    .parse()
+    .unwrap();
+    let read = scrape_until(maddr, Duration::from_secs(10), |t| {
+        sample(t, "pglittle_pool_connection_budget", APP) == Some(budget)
+    })
+    .await;
+    assert!(
+        read.is_some(),
+        "the pool never learned the server's budget {budget}"
+    );
 }
 
 /// Fraction of waits at or under `le` seconds between two scrapes.
