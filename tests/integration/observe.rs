@@ -127,7 +127,18 @@ async fn littles_law_figures_match_a_known_pgbench_rate() {
     assert_eq!(scalar(&c, "select 1").await, "1");
     let err = c.simple_query("select 1/0").await.err().unwrap();
     assert_eq!(code(&err), "22012");
-    let base = scrape(maddr).await;
+    // A transaction is counted when its server comes back, which can be a
+    // moment after the client has its answer: compare once none is lent.
+    let quiet = |t: &str| {
+        sample(
+            t,
+            "pglittle_servers",
+            &[("database", "app"), ("state", "active")],
+        ) == Some(0.0)
+    };
+    let base = scrape_until(maddr, Duration::from_secs(10), quiet)
+        .await
+        .expect("servers never all returned");
     let tx = |t: &str| sample(t, "pglittle_transactions_total", APP).unwrap_or(0.0);
     let waits = |t: &str| sample(t, "pglittle_wait_seconds_count", APP).unwrap_or(0.0);
     let (tx0, waits0) = (tx(&base), waits(&base));
@@ -175,7 +186,9 @@ async fn littles_law_figures_match_a_known_pgbench_rate() {
     );
     let out = load.await.unwrap();
     let n = processed(&out) as f64;
-    let last = scrape(maddr).await;
+    let last = scrape_until(maddr, Duration::from_secs(10), quiet)
+        .await
+        .expect("servers never all returned");
     assert_eq!(
         tx(&last) - tx0,
         n,
