@@ -9,9 +9,11 @@
 //! exporters and dashboards read pglittle too.
 
 mod command;
+mod connections;
 mod control;
 pub mod export;
 mod show;
+mod sizing;
 mod table;
 
 use std::sync::Arc;

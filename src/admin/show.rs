@@ -1,15 +1,15 @@
-//! The SHOW commands. PgBouncer 1.18's column names and types where the
-//! concept is the same; SHOW SIZING and SHOW REPLICAS are pglittle's own.
+//! The SHOW commands, dispatched here. PgBouncer 1.18's column names and
+//! types where the concept is the same; SHOW SIZING and SHOW REPLICAS
+//! (in `sizing.rs`) are pglittle's own.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use super::table::{num, timestamp, v, Table, INT4, INT8, NUMERIC, TEXT};
+use super::table::{v, Table, INT4, NUMERIC, TEXT};
 use super::AdminError;
 use crate::config::units::{format_duration, format_size};
 use crate::config::{Config, PoolerSettings};
 use crate::metrics::Totals;
-use crate::pool::stats::{SizingGoal, WINDOWS};
 use crate::pool::Pool;
 use crate::session::clients::ClientState;
 use crate::session::Shared;
@@ -18,20 +18,20 @@ pub fn show(shared: &Shared, what: &str) -> Result<Table, AdminError> {
     Ok(match what {
         "POOLS" => pools(shared),
         "STATS" => stats(shared),
-        "CLIENTS" => clients(shared),
-        "SERVERS" => servers(shared),
+        "CLIENTS" => super::connections::clients(shared),
+        "SERVERS" => super::connections::servers(shared),
         "DATABASES" => databases(shared),
         "CONFIG" => config(&shared.config()),
         "LISTS" => lists(shared),
         "VERSION" => version(),
-        "SIZING" => sizing(shared),
-        "REPLICAS" => replicas(shared),
+        "SIZING" => super::sizing::sizing(shared),
+        "REPLICAS" => super::sizing::replicas(shared),
         "HELP" => help(),
         other => return Err(super::command::ParseError(format!("SHOW {other}")).into()),
     })
 }
 
-fn now_micros() -> u64 {
+pub(super) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -108,7 +108,10 @@ fn pools(shared: &Shared) -> Table {
     t
 }
 
-fn by_database(shared: &Shared, mut f: impl FnMut(&Pool) -> Totals) -> BTreeMap<String, Totals> {
+pub(super) fn by_database(
+    shared: &Shared,
+    mut f: impl FnMut(&Pool) -> Totals,
+) -> BTreeMap<String, Totals> {
     let mut out: BTreeMap<String, Totals> = BTreeMap::new();
     for p in shared.pools.all() {
         *out.entry(p.database.clone()).or_default() += f(&p);
@@ -164,104 +167,6 @@ fn stats(shared: &Shared) -> Table {
             v(mean(d.query_micros, d.queries)),
             v(mean(d.wait_micros, d.transactions)),
         ]);
-    }
-    t
-}
-
-const CONN_COLUMNS: &[(&str, u32)] = &[
-    ("type", TEXT),
-    ("user", TEXT),
-    ("database", TEXT),
-    ("state", TEXT),
-    ("addr", TEXT),
-    ("port", INT4),
-    ("local_addr", TEXT),
-    ("local_port", INT4),
-    ("connect_time", TEXT),
-    ("request_time", TEXT),
-    ("wait", INT4),
-    ("wait_us", INT4),
-    ("close_needed", INT4),
-    ("ptr", TEXT),
-    ("link", TEXT),
-    ("remote_pid", INT4),
-    ("tls", TEXT),
-    ("application_name", TEXT),
-];
-
-fn clients(shared: &Shared) -> Table {
-    let mut t = Table::new(CONN_COLUMNS);
-    let now = now_micros();
-    for c in shared.client_list.all() {
-        let Some(l) = c.login() else { continue };
-        let state = c.state();
-        let waited = if state == ClientState::Waiting {
-            now.saturating_sub(c.changed_micros())
-        } else {
-            0
-        };
-        let connected = c
-            .connected
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        t.row(vec![
-            v("C"),
-            v(&l.user),
-            v(&l.database),
-            v(if state == ClientState::Waiting {
-                "waiting"
-            } else {
-                "active"
-            }),
-            v(c.addr.ip()),
-            v(c.addr.port()),
-            c.local.map(|a| a.ip().to_string()),
-            c.local.map(|a| a.port().to_string()),
-            v(timestamp(connected)),
-            v(timestamp(c.changed_micros())),
-            v(waited / 1_000_000),
-            v(waited % 1_000_000),
-            v(0),
-            v(format!("0x{:x}", c.id)),
-            v(""),
-            v(0),
-            v(""),
-            v(&l.application_name),
-        ]);
-    }
-    t
-}
-
-fn servers(shared: &Shared) -> Table {
-    let mut t = Table::new(CONN_COLUMNS);
-    let (now_i, now_u) = (Instant::now(), now_micros());
-    let wall =
-        |at: Instant| timestamp(now_u.saturating_sub(now_i.duration_since(at).as_micros() as u64));
-    for p in shared.pools.all() {
-        let target = p.target();
-        for s in p.servers() {
-            t.row(vec![
-                v("S"),
-                v(&p.user),
-                v(&p.database),
-                v(s.state.as_str()),
-                v(&target.host),
-                v(target.port),
-                None,
-                None,
-                v(wall(s.created)),
-                v(wall(s.since)),
-                v(0),
-                v(0),
-                v(0),
-                v(format!("0x{:x}", s.id)),
-                v(""),
-                v(s.pid),
-                v(""),
-                v(""),
-            ]);
-        }
     }
     t
 }
@@ -401,99 +306,6 @@ fn lists(shared: &Shared) -> Table {
 fn version() -> Table {
     let mut t = Table::new(&[("version", TEXT)]);
     t.row(vec![v(format!("pglittle {}", env!("CARGO_PKG_VERSION")))]);
-    t
-}
-
-fn ms(secs: f64) -> Option<String> {
-    num(secs * 1000.0, 3)
-}
-
-fn sizing(shared: &Shared) -> Table {
-    let mut t = Table::new(&[
-        ("database", TEXT),
-        ("user", TEXT),
-        ("window_s", INT4),
-        ("arrival_rate", NUMERIC),
-        ("hold_mean_ms", NUMERIC),
-        ("hold_p99_ms", NUMERIC),
-        ("offered_load", NUMERIC),
-        ("busy_mean", NUMERIC),
-        ("waiting_mean", NUMERIC),
-        ("utilisation", NUMERIC),
-        ("wait_p99_ms", NUMERIC),
-        ("pool_size", INT4),
-        ("recommended_size", INT4),
-        ("budget", INT4),
-        ("predicted_wait_p99_ms", NUMERIC),
-        ("predicted_wait_p99_ms_at_recommended", NUMERIC),
-    ]);
-    let goal = SizingGoal::from_settings(&shared.config().pooler);
-    let now = Instant::now();
-    for p in shared.pools.all() {
-        for w in WINDOWS {
-            let s = p.sizing(now, w, goal);
-            let f = &s.figures;
-            t.row(vec![
-                v(&p.database),
-                v(&p.user),
-                v(w.as_secs()),
-                num(f.lambda, 2),
-                ms(f.hold_mean),
-                ms(f.hold_p99),
-                num(f.offered_load, 3),
-                num(f.busy_mean, 3),
-                num(f.waiting_mean, 3),
-                num(s.utilisation, 3),
-                ms(f.wait_p99),
-                v(s.pool_size),
-                v(s.recommended),
-                s.budget.map(|b| b.to_string()),
-                s.predicted_current.and_then(ms),
-                s.predicted_recommended.and_then(ms),
-            ]);
-        }
-    }
-    t
-}
-
-/// Only the primaries until replica routing lands: role, health, no lag.
-fn replicas(shared: &Shared) -> Table {
-    let mut t = Table::new(&[
-        ("database", TEXT),
-        ("role", TEXT),
-        ("host", TEXT),
-        ("port", INT4),
-        ("healthy", TEXT),
-        ("replay_lsn", TEXT),
-        ("lag_bytes", INT8),
-        ("lag_seconds", NUMERIC),
-        ("reads_served", INT8),
-    ]);
-    let config = shared.config();
-    let up = shared
-        .hosts_up
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let queries = by_database(shared, |p| p.metrics.totals());
-    for (name, db) in &config.databases {
-        let healthy = match up.get(name) {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "unknown",
-        };
-        t.row(vec![
-            v(name),
-            v("primary"),
-            v(&db.host),
-            v(db.port),
-            v(healthy),
-            None,
-            v(0),
-            v(0),
-            v(queries.get(name).map(|t| t.queries).unwrap_or(0)),
-        ]);
-    }
     t
 }
 
