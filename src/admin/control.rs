@@ -27,10 +27,17 @@ fn pools(shared: &Shared, db: Option<&str>) -> Result<Vec<Arc<Pool>>, AdminError
         .collect())
 }
 
+fn paused(
+    shared: &Shared,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<Option<String>>> {
+    shared.paused.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub async fn run(shared: &Arc<Shared>, cmd: Command) -> Result<String, AdminError> {
     match cmd {
         Command::Pause(db) => {
             let pools = pools(shared, db.as_deref())?;
+            paused(shared).insert(db.clone());
             // Returns once every open transaction of these pools has ended.
             for p in &pools {
                 p.pause().await;
@@ -38,7 +45,14 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command) -> Result<String, AdminErro
             Ok("PAUSE".into())
         }
         Command::Resume(db) => {
-            for p in pools(shared, db.as_deref())? {
+            let pools = pools(shared, db.as_deref())?;
+            match &db {
+                None => paused(shared).clear(),
+                Some(_) => {
+                    paused(shared).remove(&db);
+                }
+            }
+            for p in pools {
                 p.resume();
             }
             Ok("RESUME".into())
@@ -51,6 +65,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command) -> Result<String, AdminErro
         }
         Command::Kill(db) => {
             let pools = pools(shared, Some(&db))?;
+            paused(shared).insert(Some(db.clone()));
             for c in shared.client_list.all() {
                 if c.login().is_some_and(|l| !l.admin && l.database == db) {
                     c.kill();

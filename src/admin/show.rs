@@ -198,7 +198,11 @@ fn databases(shared: &Shared) -> Table {
                 s.idle + s.active + s.connecting
             })
             .sum();
-        let paused = !mine.is_empty() && mine.iter().all(|p| p.is_paused());
+        let held = {
+            let set = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
+            set.contains(&None) || set.contains(&Some(name.clone()))
+        };
+        let paused = held || (!mine.is_empty() && mine.iter().all(|p| p.is_paused()));
         t.row(vec![
             v(name),
             v(&db.host),

@@ -75,6 +75,11 @@ impl Pool {
         self.paused.send_replace(false);
     }
 
+    /// Marks a new pool paused (its database was paused before it existed).
+    pub fn hold(&self) {
+        self.paused.send_replace(true);
+    }
+
     /// Closes idle servers now and lent ones when they come back: the next
     /// requests get fresh connections (after a failover or a DDL change).
     pub async fn reconnect(&self) {

@@ -36,6 +36,9 @@ pub struct Shared {
     /// Database name -> did its primary accept a connection at the last probe.
     pub hosts_up: Mutex<BTreeMap<String, bool>>,
     reloader: RwLock<Option<Reloader>>,
+    /// Databases paused by PAUSE/KILL (`None` = PAUSE of everything), so a
+    /// pool created while its database is paused starts paused.
+    pub paused: Mutex<std::collections::BTreeSet<Option<String>>>,
     /// SCRAM secrets derived from plaintext passwords: PBKDF2 runs once per user.
     derived: Mutex<HashMap<String, (String, ScramSecret)>>,
 }
@@ -54,6 +57,7 @@ impl Shared {
             refused: AtomicU64::new(0),
             hosts_up: Mutex::new(BTreeMap::new()),
             reloader: RwLock::new(None),
+            paused: Mutex::new(std::collections::BTreeSet::new()),
             derived: Mutex::new(HashMap::new()),
         }
     }
@@ -113,6 +117,10 @@ impl Shared {
     pub fn pool_for(&self, config: &Config, db: &str, user: &str) -> Option<Arc<Pool>> {
         let dbc = config.databases.get(db)?;
         let uc = config.users.get(user)?;
+        let paused = {
+            let p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+            p.contains(&None) || p.contains(&Some(db.to_string()))
+        };
         Some(self.pools.get_or_create(db, user, || {
             let target = ServerTarget {
                 host: dbc.host.clone(),
@@ -131,8 +139,12 @@ impl Shared {
                 ("host", target.addr()),
                 ("role", "primary".to_string()),
             ];
-            Pool::new(db, user, target, auth, pool_settings(config, db, user))
-                .with_metrics(self.metrics.pool(labels))
+            let pool = Pool::new(db, user, target, auth, pool_settings(config, db, user))
+                .with_metrics(self.metrics.pool(labels));
+            if paused {
+                pool.hold();
+            }
+            pool
         }))
     }
 }

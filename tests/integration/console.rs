@@ -242,6 +242,27 @@ async fn pause_holds_new_transactions_and_resume_releases_them() {
         "PAUSE returned while a transaction was open"
     );
     assert!(!held.is_finished());
+    // A pool that did not exist yet (another user) starts paused too.
+    let newcomer = {
+        let port = p.port;
+        tokio::spawn(async move {
+            let url =
+                format!("host=127.0.0.1 port={port} user=app_md5 password=md5-secret dbname=app");
+            let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+            tokio::spawn(conn);
+            scalar(&c, "select 43").await
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            rows(&admin, "SHOW POOLS")
+                .await
+                .iter()
+                .any(|r| cell(r, "user") == "app_md5")
+        })
+        .await,
+        "the new client never reached its pool"
+    );
     // A, already inside its transaction, finishes normally; then PAUSE returns.
     a.batch_execute("commit").await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), pause)
@@ -250,12 +271,30 @@ async fn pause_holds_new_transactions_and_resume_releases_them() {
         .unwrap()
         .unwrap();
     assert!(!held.is_finished(), "B ran while paused");
+    assert!(!newcomer.is_finished(), "a new pool ran while paused");
+    let md5_pool = rows(&admin, "SHOW POOLS").await;
+    let md5_pool = md5_pool
+        .iter()
+        .find(|r| cell(r, "user") == "app_md5")
+        .unwrap();
+    for col in ["sv_active", "sv_idle", "sv_login"] {
+        assert_eq!(
+            cell(md5_pool, col),
+            "0",
+            "the paused new pool opened a server"
+        );
+    }
     admin.batch_execute("RESUME app").await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .expect("RESUME releases B")
         .unwrap();
     assert_eq!(got, "42");
+    let got = tokio::time::timeout(Duration::from_secs(10), newcomer)
+        .await
+        .expect("RESUME releases the new pool")
+        .unwrap();
+    assert_eq!(got, "43");
     assert_eq!(cell(&app_pool(&admin).await, "cl_waiting"), "0");
 }
 
