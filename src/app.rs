@@ -1,9 +1,11 @@
 //! Builds every room from the config, spawns the background tasks, applies
 //! reloads and drains on shutdown. Nothing depends on this module.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -14,10 +16,17 @@ use crate::shutdown::{reached, Phase, Shutdown};
 
 /// How often the janitor closes stale servers and tops pools up.
 const JANITOR_PERIOD: Duration = Duration::from_secs(1);
+/// SHOW STATS averages cover this long, as PgBouncer's stats_period.
+const STATS_PERIOD: Duration = Duration::from_secs(60);
+/// How often each database's primary is probed for /health.
+const HEALTH_PERIOD: Duration = Duration::from_secs(2);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A running pglittle: what tests and `main` hold.
 pub struct Running {
     pub local_addr: SocketAddr,
+    /// Where /metrics and /health are served, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     shutdown: Shutdown,
     alive_rx: mpsc::Receiver<()>,
@@ -28,7 +37,11 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Running> {
     let listener = TcpListener::bind(config.pooler.listen).await?;
     let local_addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(Arc::new(config), shutdown.subscribe()));
+    let metrics_listener = match config.pooler.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
     let (alive_tx, alive_rx) = mpsc::channel(1);
     tokio::spawn(crate::listener::accept_loop(
         listener,
@@ -37,8 +50,23 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         alive_tx,
     ));
     tokio::spawn(janitor(shared.clone(), shutdown.subscribe()));
+    tokio::spawn(health_probe(shared.clone(), shutdown.subscribe()));
+    let mut metrics_addr = None;
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr()?;
+        metrics_addr = Some(addr);
+        let endpoint = Arc::new(crate::admin::export::Exporter {
+            shared: shared.clone(),
+        });
+        let mut stop = shutdown.subscribe();
+        tokio::spawn(crate::metrics::http::serve(l, endpoint, async move {
+            reached(&mut stop, Phase::Stopping).await
+        }));
+        tracing::info!(metrics = %addr, "serving /metrics and /health");
+    }
     tracing::info!(listen = %local_addr, "pglittle is accepting connections");
     Ok(Running {
+        metrics_addr,
         local_addr,
         shared,
         shutdown,
@@ -47,6 +75,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
 }
 
 async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<Phase>) {
+    let mut budgets: HashMap<String, usize> = HashMap::new();
     let mut tick = tokio::time::interval(JANITOR_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -54,9 +83,65 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
             _ = tick.tick() => {}
             _ = reached(&mut shutdown, Phase::Stopping) => return,
         }
-        for pool in shared.pools.all() {
+        let now = Instant::now();
+        let pools = shared.pools.all();
+        for pool in &pools {
             pool.maintain().await;
+            pool.metrics.tick(now, STATS_PERIOD);
         }
+        share_budgets(&pools, &mut budgets).await;
+        shared.metrics.upkeep();
+    }
+}
+
+/// Reads each server's connection budget once (max_connections less the
+/// superuser reserve) and shares it equally among the pools on that server.
+async fn share_budgets(pools: &[Arc<crate::pool::Pool>], budgets: &mut HashMap<String, usize>) {
+    let mut per_host: HashMap<String, usize> = HashMap::new();
+    for p in pools {
+        let host = p.target().addr();
+        *per_host.entry(host.clone()).or_default() += 1;
+        if budgets.contains_key(&host) {
+            continue;
+        }
+        match p.read_server_budget().await {
+            Ok(Some(b)) => {
+                tracing::info!(server = %host, budget = b, "read the server's connection budget");
+                budgets.insert(host, b);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(server = %host, error = %e, "could not read max_connections"),
+        }
+    }
+    for p in pools {
+        let host = p.target().addr();
+        if let (Some(b), Some(n)) = (budgets.get(&host), per_host.get(&host)) {
+            p.budget.store((b / n).max(1), Relaxed);
+        }
+    }
+}
+
+/// Probes every database's primary with a TCP connect, for /health and
+/// `pglittle_host_up`.
+async fn health_probe(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<Phase>) {
+    let mut tick = tokio::time::interval(HEALTH_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = reached(&mut shutdown, Phase::Stopping) => return,
+        }
+        let config = shared.config();
+        let mut results = std::collections::BTreeMap::new();
+        for (name, db) in &config.databases {
+            let connect = tokio::net::TcpStream::connect((db.host.as_str(), db.port));
+            let up = matches!(
+                tokio::time::timeout(HEALTH_TIMEOUT, connect).await,
+                Ok(Ok(_))
+            );
+            results.insert(name.clone(), up);
+        }
+        *shared.hosts_up.lock().unwrap_or_else(|e| e.into_inner()) = results;
     }
 }
 

@@ -34,6 +34,8 @@ pub enum SessionError {
     ShuttingDown,
     #[error("server connection lost in the middle of a transaction")]
     ServerLost,
+    #[error("permission denied: user \"{0}\" is not in admin_users or stats_users")]
+    NotAdmin(String),
 }
 
 impl SessionError {
@@ -53,6 +55,7 @@ impl SessionError {
             SessionError::IdleInTransaction => "25P03",
             SessionError::ShuttingDown => "57P01",
             SessionError::ServerLost => "08006",
+            SessionError::NotAdmin(_) => "42501",
         }
     }
 

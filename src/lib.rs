@@ -5,8 +5,16 @@
 //!   messages pglittle decodes or encodes, SCRAM and md5).
 //! - `config`: TOML -> validated, typed `Config`; sidecar flags.
 //! - `router`: pure SQL inspection (session side effects today).
-//! - `pool`: per (database, user) pools of server connections, leases, the janitor.
-//! - `session`: one task per client: handshake, relay, cancel keys.
+//! - `pool`: per (database, user) pools of server connections, leases, the
+//!   janitor, Little's Law windows and Erlang C sizing (`pool::stats`),
+//!   PAUSE/RESUME/KILL/RECONNECT.
+//! - `session`: one task per client: handshake, relay, cancel keys, the
+//!   registry of live clients, per-query metering.
+//! - `admin`: the PgBouncer-compatible console (the handshake hands it
+//!   clients of the virtual database `pgbouncer`), and the export of pool
+//!   state into Prometheus at scrape time.
+//! - `metrics`: a per-instance Prometheus registry (no global recorder),
+//!   metric names, and the tiny HTTP server for /metrics and /health.
 //! - `listener`, `app`, `shutdown`: wiring, background tasks, signals.
 //! - `cluster`: a throwaway local primary + replica for `demo` and the tests.
 //!
@@ -39,12 +47,17 @@
 //! - An idle client is a boxed `Session` plus a task whose future is only
 //!   the idle wait: every other step is boxed, and a unit test guards the size.
 //! - Server connections are boxed for life, so the pool moves pointers.
+//! Statistics are taken at those boundaries: the wait when a server is lent,
+//! the hold time (W) when it comes back, arrivals when `acquire` starts;
+//! the relay only bumps atomics for bytes, queries and errors.
 
+pub mod admin;
 pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod router;

@@ -45,12 +45,15 @@ pub async fn accept_loop(
         let max = shared.config().pooler.max_client_conn;
         let live = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = ClientSlot(shared.clone());
+        let client = shared.client_list.register(peer, stream.local_addr().ok());
+        let entry = client.entry.clone();
         let shared = shared.clone();
         let alive = alive.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _slot = slot;
             let _alive = alive;
-            session::serve(shared, stream, peer, live > max).await;
+            session::serve(shared, stream, peer, live > max, client).await;
         });
+        entry.set_abort(task.abort_handle());
     }
 }

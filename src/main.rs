@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pglittle::config::{Config, PoolMode, SidecarArgs};
+use pglittle::config::{Config, LogFormat, PoolMode, SidecarArgs};
 use pglittle::{Phase, Shutdown};
 
 mod demo;
@@ -31,6 +31,15 @@ struct Cli {
     /// Sidecar mode: server connections per pool.
     #[arg(long, env = "PGLITTLE_POOL_SIZE")]
     pool_size: Option<usize>,
+    /// Sidecar mode: serve Prometheus /metrics and /health on this address.
+    #[arg(long, env = "PGLITTLE_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Sidecar mode: admin console users (default: the --primary URL's user).
+    #[arg(long, env = "PGLITTLE_ADMIN_USERS", value_delimiter = ',')]
+    admin_users: Vec<String>,
+    /// Log format: text or json (overrides the file's log_format).
+    #[arg(long, env = "PGLITTLE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,16 +56,31 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+/// Logs go to stderr as text or JSON lines; RUST_LOG filters (default info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The file's log_format applies from the start when it can be read;
+    // errors reading it are reported by `run` itself.
+    let format = cli
+        .log_format
+        .unwrap_or_else(|| match (&cli.command, load(&cli)) {
+            (None, Ok(c)) => c.pooler.log_format,
+            _ => LogFormat::Text,
+        });
+    init_logging(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,6 +128,8 @@ fn load(cli: &Cli) -> Result<Config, String> {
         replicas: cli.replicas.clone(),
         pool_mode: cli.pool_mode,
         pool_size: cli.pool_size,
+        metrics: cli.metrics,
+        admin_users: cli.admin_users.clone(),
     })
     .map_err(|e| e.to_string())
 }
@@ -114,17 +140,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     let running = pglittle::start(config, shutdown.clone())
         .await
         .map_err(|e| format!("cannot listen: {e}"))?;
-    spawn_signal_handlers(&running, shutdown, cli)?;
+    let cli = std::sync::Arc::new(cli);
+    let source = cli.clone();
+    running
+        .shared
+        .set_reloader(std::sync::Arc::new(move || load(&source)));
+    spawn_signal_handlers(&running, shutdown)?;
     running.wait().await;
     Ok(())
 }
 
 /// SIGTERM drains, SIGINT stops at once, SIGHUP reloads the config file.
-fn spawn_signal_handlers(
-    running: &pglittle::Running,
-    shutdown: Shutdown,
-    cli: Cli,
-) -> Result<(), String> {
+fn spawn_signal_handlers(running: &pglittle::Running, shutdown: Shutdown) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -141,11 +168,8 @@ fn spawn_signal_handlers(
                     tracing::info!("SIGINT: stopping now");
                     shutdown.advance(Phase::Stopping);
                 }
-                _ = hup.recv() => match load(&cli) {
-                    Ok(config) => {
-                        shared.apply_config(std::sync::Arc::new(config));
-                        tracing::info!("SIGHUP: configuration reloaded");
-                    }
+                _ = hup.recv() => match shared.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the running configuration"),
                 },
             }

@@ -82,6 +82,16 @@ pub struct PoolerSettings {
     /// Prepared statements each server connection keeps (transaction mode); least recently used are closed.
     pub max_prepared_statements: usize,
     pub log_format: LogFormat,
+    /// Users allowed every admin console command.
+    pub admin_users: Vec<String>,
+    /// Users allowed the console's read-only SHOW commands.
+    pub stats_users: Vec<String>,
+    /// Where `GET /metrics` and `GET /health` are served; `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Sizing aims to keep the p99 wait for a server under this.
+    pub sizing_wait_target: Duration,
+    /// Sizing never recommends less than L·(1 + this/100).
+    pub sizing_headroom_percent: u32,
 }
 
 impl Default for PoolerSettings {
@@ -104,6 +114,11 @@ impl Default for PoolerSettings {
             max_prepared_statements: 100,
             server_check_delay: Duration::from_secs(1),
             log_format: LogFormat::Text,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            metrics_listen: None,
+            sizing_wait_target: Duration::from_millis(10),
+            sizing_headroom_percent: 20,
         }
     }
 }

@@ -33,6 +33,11 @@ const POOLER_KEYS: &[&str] = &[
     "max_prepared_statements",
     "server_check_delay",
     "log_format",
+    "admin_users",
+    "stats_users",
+    "metrics_listen",
+    "sizing_wait_target",
+    "sizing_headroom_percent",
 ];
 const DATABASE_KEYS: &[&str] = &[
     "host",
@@ -101,6 +106,13 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
             .count("max_prepared_statements")?
             .unwrap_or(d.max_prepared_statements),
         log_format: s.keyword("log_format")?.unwrap_or(d.log_format),
+        admin_users: s.string_list("admin_users")?.unwrap_or(d.admin_users),
+        stats_users: s.string_list("stats_users")?.unwrap_or(d.stats_users),
+        metrics_listen: s.socket_addr("metrics_listen")?,
+        sizing_wait_target: duration("sizing_wait_target", d.sizing_wait_target)?,
+        sizing_headroom_percent: s
+            .percent("sizing_headroom_percent")?
+            .unwrap_or(d.sizing_headroom_percent),
     })
 }
 
@@ -196,6 +208,35 @@ impl<'a> Section<'a> {
         self.get(key, |v| match v {
             Value::String(s) => Ok(s.clone()),
             other => Err(format!("expected a string, got {}", other.type_str())),
+        })
+    }
+
+    /// An array of strings (user names).
+    fn string_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        self.get(key, |v| match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(format!(
+                        "expected an array of strings, found {}",
+                        describe(other)
+                    )),
+                })
+                .collect(),
+            other => Err(format!(
+                "expected an array of strings such as [\"admin\"], got {}",
+                describe(other)
+            )),
+        })
+    }
+
+    fn percent(&self, key: &str) -> Result<Option<u32>, ConfigError> {
+        self.get(key, |v| {
+            v.as_integer()
+                .and_then(|i| u32::try_from(i).ok())
+                .filter(|p| *p <= 1000)
+                .ok_or_else(|| format!("expected an integer 0-1000 (percent), got {}", describe(v)))
         })
     }
 

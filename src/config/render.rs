@@ -62,6 +62,18 @@ fn render_pooler(config: &Config, out: &mut String) {
     line(out, "max_prepared_statements", p.max_prepared_statements);
     line(out, "server_check_delay", duration(p.server_check_delay));
     line(out, "log_format", toml_string(p.log_format.as_str()));
+    let list = |v: &[String]| {
+        let items: Vec<String> = v.iter().map(|s| toml_string(s)).collect();
+        format!("[{}]", items.join(", "))
+    };
+    line(out, "admin_users", list(&p.admin_users));
+    line(out, "stats_users", list(&p.stats_users));
+    match p.metrics_listen {
+        Some(a) => line(out, "metrics_listen", toml_string(&a.to_string())),
+        None => out.push_str("# metrics_listen is unset: no /metrics endpoint\n"),
+    }
+    line(out, "sizing_wait_target", duration(p.sizing_wait_target));
+    line(out, "sizing_headroom_percent", p.sizing_headroom_percent);
 }
 
 fn render_database(config: &Config, name: &str, db: &DatabaseConfig, out: &mut String) {

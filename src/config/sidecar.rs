@@ -26,6 +26,10 @@ pub struct SidecarArgs {
     pub replicas: Vec<String>,
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<usize>,
+    /// `--metrics ADDR`: serve /metrics and /health there.
+    pub metrics: Option<SocketAddr>,
+    /// `--admin-users`: console admins; empty = the `--primary` URL's user.
+    pub admin_users: Vec<String>,
 }
 
 impl fmt::Debug for SidecarArgs {
@@ -290,6 +294,12 @@ impl Config {
             listen: args.listen.unwrap_or(defaults.listen),
             pool_mode: args.pool_mode.unwrap_or(defaults.pool_mode),
             pool_size: args.pool_size.unwrap_or(defaults.pool_size),
+            metrics_listen: args.metrics,
+            admin_users: if args.admin_users.is_empty() {
+                vec![primary.user.clone()]
+            } else {
+                args.admin_users.clone()
+            },
             ..defaults
         };
         let database = DatabaseConfig {
@@ -500,7 +510,10 @@ mod tests {
     #[test]
     fn sidecar_defaults() {
         let c = Config::from_sidecar(&args("postgres://app:pw@db", &[])).unwrap();
-        let defaults = PoolerSettings::default();
+        let defaults = PoolerSettings {
+            admin_users: vec!["app".to_string()],
+            ..PoolerSettings::default()
+        };
         assert_eq!(c.pooler, defaults);
         assert!(c.databases["app"].replicas.is_empty());
     }

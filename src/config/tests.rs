@@ -627,3 +627,42 @@ fn keywords_parse_and_display() {
         Err(r#"expected "transaction" or "session", got "Session""#.to_owned())
     );
 }
+
+#[test]
+fn console_metrics_and_sizing_keys() {
+    let c = parse(&with(
+        "pooler",
+        "admin_users = [\"ops\"]\nstats_users = [\"grafana\", \"exporter\"]\n\
+         metrics_listen = \"127.0.0.1:9187\"\nsizing_wait_target = \"25ms\"\n\
+         sizing_headroom_percent = 50",
+    ));
+    assert_eq!(c.pooler.admin_users, vec!["ops".to_string()]);
+    assert_eq!(
+        c.pooler.stats_users,
+        vec!["grafana".to_string(), "exporter".to_string()]
+    );
+    assert_eq!(
+        c.pooler.metrics_listen,
+        Some("127.0.0.1:9187".parse().unwrap())
+    );
+    assert_eq!(c.pooler.sizing_wait_target, Duration::from_millis(25));
+    assert_eq!(c.pooler.sizing_headroom_percent, 50);
+    // They survive check-config's rendering.
+    assert_eq!(parse(&c.render_effective()).pooler, c.pooler);
+    let e = parse_err(&with("pooler", "admin_users = \"ops\""));
+    assert!(
+        e.contains("pooler.admin_users: expected an array of strings"),
+        "{e}"
+    );
+    let e = parse_err(&with("pooler", "stats_users = [1]"));
+    assert!(e.contains("pooler.stats_users"), "{e}");
+    let e = parse_err(&with("pooler", "metrics_listen = \"localhost\""));
+    assert!(e.contains("pooler.metrics_listen"), "{e}");
+    let e = parse_err(&with("pooler", "sizing_wait_target = \"10\""));
+    assert!(e.contains("pooler.sizing_wait_target"), "{e}");
+    let e = parse_err(&with("pooler", "sizing_headroom_percent = -5"));
+    assert!(
+        e.contains("pooler.sizing_headroom_percent: expected an integer 0-1000"),
+        "{e}"
+    );
+}

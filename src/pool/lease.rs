@@ -18,11 +18,15 @@ impl Lease {
     pub(super) fn new(pool: Arc<Pool>, conn: Conn, requested_at: Instant) -> Lease {
         let now = Instant::now();
         let c = &pool.counters;
+        let waited = now.duration_since(requested_at);
         c.leases.fetch_add(1, Ordering::Relaxed);
-        c.wait_micros.fetch_add(
-            now.duration_since(requested_at).as_micros() as u64,
-            Ordering::Relaxed,
-        );
+        c.wait_micros
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        pool.stats.lent(now, waited);
+        pool.metrics.wait.record(waited.as_secs_f64());
+        pool.metrics
+            .wait_micros
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         Lease {
             pool,
             conn: Some(conn),
@@ -42,11 +46,18 @@ impl Lease {
     }
 
     fn record_hold(&self) {
-        let held = self.leased_at.elapsed().as_micros() as u64;
-        self.pool
-            .counters
+        let now = Instant::now();
+        let held = now.duration_since(self.leased_at);
+        let micros = held.as_micros() as u64;
+        let pool = &self.pool;
+        pool.counters
             .hold_micros
-            .fetch_add(held, Ordering::Relaxed);
+            .fetch_add(micros, Ordering::Relaxed);
+        pool.stats.returned(now, held);
+        let m = &pool.metrics;
+        m.hold.record(held.as_secs_f64());
+        m.transactions.fetch_add(1, Ordering::Relaxed);
+        m.xact_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Returns a clean connection (transaction status idle) to the pool.
@@ -61,7 +72,7 @@ impl Lease {
     pub fn discard(mut self) {
         self.record_hold();
         if let Some(conn) = self.conn.take() {
-            self.pool.forget();
+            self.pool.forget(conn.id);
             tokio::spawn(conn.terminate());
         }
     }
@@ -69,8 +80,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            self.pool.forget();
+        if let Some(conn) = self.conn.take() {
+            self.record_hold();
+            self.pool.forget(conn.id);
         }
     }
 }

@@ -14,18 +14,23 @@ pub mod params;
 pub mod prepared;
 pub mod registry;
 pub mod server;
+mod sizing;
+pub mod stats;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch, Notify};
 
 pub use error::PoolError;
 pub use lease::Lease;
 use params::Params;
 pub use server::{ServerAuth, ServerConn, ServerTarget};
+pub use sizing::{ServerInfo, ServerState, Sizing};
+
+use crate::metrics::PoolMetrics;
 
 use crate::config::PoolMode;
 
@@ -73,6 +78,10 @@ struct State {
     waiters: VecDeque<Waiter>,
     next_waiter: u64,
     closed: bool,
+    /// Lent connections, for SHOW SERVERS: id -> (pid, created, lent at).
+    lent: HashMap<u64, (i32, Instant, Instant)>,
+    /// RECONNECT/KILL: connections opened before this are closed on return.
+    stale_before: Option<Instant>,
 }
 
 impl State {
@@ -82,7 +91,14 @@ impl State {
 
     fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
         let life = self.settings.server_lifetime;
-        !life.is_zero() && now.duration_since(conn.created) >= life
+        let stale = self.stale_before.is_some_and(|t| conn.created <= t);
+        stale || (!life.is_zero() && now.duration_since(conn.created) >= life)
+    }
+
+    fn lend(&mut self, conn: &ServerConn) {
+        self.active += 1;
+        self.lent
+            .insert(conn.id, (conn.pid, conn.created, Instant::now()));
     }
 
     /// Gives a freed slot to the first live waiter, if the pool has room.
@@ -137,6 +153,16 @@ pub struct Pool {
     /// Parameters the first server reported: what a fresh session looks like.
     defaults: Mutex<Option<Params>>,
     pub counters: PoolCounters,
+    /// Little's Law windows, recorded at lease boundaries.
+    pub stats: stats::PoolStats,
+    /// Hot-path counters and histograms (no-op handles until `with_metrics`).
+    pub metrics: Arc<PoolMetrics>,
+    /// PAUSE/KILL: new requests wait (without a timeout) until RESUME.
+    paused: watch::Sender<bool>,
+    /// Signalled whenever the last lent connection comes back.
+    drained: Notify,
+    /// This pool's share of the server's max_connections; 0 = not known yet.
+    pub budget: AtomicUsize,
 }
 
 impl Pool {
@@ -160,11 +186,24 @@ impl Pool {
                 waiters: VecDeque::new(),
                 next_waiter: 0,
                 closed: false,
+                lent: HashMap::new(),
+                stale_before: None,
             }),
             next_conn_id: AtomicU64::new(1),
             defaults: Mutex::new(None),
             counters: PoolCounters::default(),
+            stats: stats::PoolStats::new(Instant::now()),
+            metrics: Arc::new(PoolMetrics::default()),
+            paused: watch::channel(false).0,
+            drained: Notify::new(),
+            budget: AtomicUsize::new(0),
         }
+    }
+
+    /// Attaches the instance's metric handles (labelled for this pool).
+    pub fn with_metrics(mut self, metrics: PoolMetrics) -> Pool {
+        self.metrics = Arc::new(metrics);
+        self
     }
 
     pub fn target(&self) -> &ServerTarget {
@@ -241,6 +280,24 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Lease, PoolError> {
         let started = Instant::now();
+        self.stats.arrive(started);
+        let result = self.acquire_inner(timeout, started).await;
+        if result.is_err() {
+            self.stats.gave_up(Instant::now());
+        }
+        result
+    }
+
+    async fn acquire_inner(
+        self: &std::sync::Arc<Self>,
+        timeout: Duration,
+        started: Instant,
+    ) -> Result<Lease, PoolError> {
+        let mut paused = self.paused.subscribe();
+        if *paused.borrow() {
+            // PAUSE: wait, without a timeout and without an error, for RESUME.
+            let _ = paused.wait_for(|p| !*p).await;
+        }
         let (id, mut rx) = match self.try_lend() {
             Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
             Immediate::Open => return self.open(started).await,
@@ -281,7 +338,7 @@ impl Pool {
             if (stale && conn.is_broken()) || st.expired(&conn, now) {
                 continue;
             }
-            st.active += 1;
+            st.lend(&conn);
             return Immediate::Conn(conn);
         }
         if st.total() < st.settings.size {
@@ -316,7 +373,7 @@ impl Pool {
         st.connecting -= 1;
         match conn {
             Ok(conn) => {
-                st.active += 1;
+                st.lend(&conn);
                 drop(st);
                 Ok(Lease::new(self.clone(), conn, started))
             }
@@ -352,6 +409,10 @@ impl Pool {
     fn put_back(&self, mut conn: Conn) {
         let mut st = self.state();
         st.active -= 1;
+        st.lent.remove(&conn.id);
+        if st.active == 0 {
+            self.drained.notify_waiters();
+        }
         if st.closed || st.total() >= st.settings.size || st.expired(&conn, Instant::now()) {
             st.grant_slot();
             drop(st);
@@ -360,11 +421,13 @@ impl Pool {
         }
         conn.last_used = Instant::now();
         while let Some(w) = st.waiters.pop_front() {
-            st.active += 1;
+            st.lend(&conn);
+            let id = conn.id;
             match w.tx.send(Grant::Conn(conn)) {
                 Ok(()) => return,
                 Err(Grant::Conn(c)) => {
                     st.active -= 1;
+                    st.lent.remove(&id);
                     conn = c;
                 }
                 Err(Grant::Slot) => return,
@@ -374,9 +437,13 @@ impl Pool {
     }
 
     /// Forgets a connection that cannot be reused; its slot goes to a waiter.
-    fn forget(&self) {
+    fn forget(&self, id: u64) {
         let mut st = self.state();
         st.active -= 1;
+        st.lent.remove(&id);
+        if st.active == 0 {
+            self.drained.notify_waiters();
+        }
         st.grant_slot();
     }
 

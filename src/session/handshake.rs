@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::clients::{ClientGuard, ClientLogin};
 use super::relay::RelayLimits;
 use super::{Session, Shared};
 use crate::config::{AuthMethod, Config, UserConfig};
@@ -28,6 +29,7 @@ pub(super) async fn run(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
     over_limit: bool,
+    entry: ClientGuard,
 ) -> Result<Option<Box<Session>>, SessionError> {
     let config = shared.config();
     let timeout = config.pooler.client_login_timeout;
@@ -42,12 +44,23 @@ pub(super) async fn run(
         Err(_) => Err(SessionError::LoginTimeout),
     };
     match result {
-        Ok(Some(greeted)) => {
+        Ok(Some(Login::Admin(login))) => {
+            entry.entry.set_login(login.clone());
+            crate::admin::serve(shared.clone(), stream, buf, login, entry).await;
+            Ok(None)
+        }
+        Ok(Some(Login::Pool(greeted))) => {
+            entry.entry.set_login(ClientLogin {
+                database: greeted.pool.database.clone(),
+                user: greeted.pool.user.clone(),
+                application_name: greeted.application_name.clone(),
+                admin: false,
+            });
             let mode = greeted.pool.settings().mode;
             Ok(Some(Box::new(Session {
+                entry,
                 shared: shared.clone(),
                 client: stream,
-
                 mode,
                 pool: greeted.pool,
                 defaults: greeted.defaults,
@@ -82,7 +95,13 @@ pub(super) async fn run(
     }
 }
 
+enum Login {
+    Pool(Greeted),
+    Admin(ClientLogin),
+}
+
 struct Greeted {
+    application_name: String,
     pool: Arc<Pool>,
     defaults: Arc<Params>,
     overrides: Params,
@@ -114,7 +133,7 @@ async fn login(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     over_limit: bool,
-) -> Result<Option<Greeted>, SessionError> {
+) -> Result<Option<Login>, SessionError> {
     let (minor, params) = loop {
         match decode_startup(buf)? {
             None => read_more(stream, buf).await?,
@@ -138,6 +157,9 @@ async fn login(
         backend::negotiate_protocol_version(&mut out, &unrecognized);
     }
     if over_limit {
+        shared
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(SessionError::TooManyClients(config.pooler.max_client_conn));
     }
     if *shared.shutdown.borrow() >= Phase::Draining {
@@ -153,6 +175,21 @@ async fn login(
         .filter(|u| !u.is_empty())
         .ok_or(SessionError::NoUser)?;
     let db = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    let application_name = get("application_name").unwrap_or("").to_string();
+    if crate::admin::is_console(db) && !config.databases.contains_key(db) {
+        let Some(user_cfg) = config.users.get(user) else {
+            return Err(SessionError::BadPassword(user.to_string()));
+        };
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        authenticate(shared, stream, buf, user, user_cfg, None).await?;
+        let login = crate::admin::admit(config, db, user, &application_name)?;
+        crate::admin::greet(&mut out);
+        stream.write_all(&out).await?;
+        return Ok(Some(Login::Admin(login)));
+    }
     if !config.databases.contains_key(db) {
         return Err(SessionError::UnknownDatabase(db.to_string()));
     }
@@ -174,7 +211,7 @@ async fn login(
         stream.write_all(&out).await?;
         out.clear();
     }
-    authenticate(shared, stream, buf, user, user_cfg, &pool).await?;
+    authenticate(shared, stream, buf, user, user_cfg, Some(&pool)).await?;
 
     let defaults = Arc::new(pool.defaults().await?);
     let mut overrides = Params::new();
@@ -189,12 +226,13 @@ async fn login(
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(Some(Greeted {
+    Ok(Some(Login::Pool(Greeted {
+        application_name,
         pool,
         defaults,
         overrides,
         cancel,
-    }))
+    })))
 }
 
 async fn authenticate(
@@ -203,7 +241,7 @@ async fn authenticate(
     buf: &mut BytesMut,
     user: &str,
     cfg: &UserConfig,
-    pool: &Arc<Pool>,
+    pool: Option<&Arc<Pool>>,
 ) -> Result<(), SessionError> {
     let bad = || SessionError::BadPassword(user.to_string());
     let mut out = BytesMut::new();
@@ -256,7 +294,7 @@ async fn authenticate(
             out.clear();
             backend::auth_sasl_final(&mut out, &server_final);
             stream.write_all(&out).await?;
-            if !pool.has_password_auth() {
+            if let Some(pool) = pool.filter(|p| !p.has_password_auth()) {
                 // SCRAM pass-through: log in to the server with the key this client proved.
                 pool.set_auth(ServerAuth::ClientKey {
                     client_key,

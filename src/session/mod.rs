@@ -2,7 +2,9 @@
 //! a server lent for the length of a transaction (or the whole session).
 
 pub mod cancel;
+pub mod clients;
 mod handshake;
+mod meter;
 mod relay;
 mod rewrite;
 mod shared;
@@ -43,12 +45,20 @@ pub struct Session {
     buf: BytesMut,
     limits: RelayLimits,
     client_idle_timeout: std::time::Duration,
+    /// This client's entry in the registry (state changes at lease boundaries).
+    entry: clients::ClientGuard,
 }
 
 /// Serves one client connection from accept to close.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, over_limit: bool) {
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+    client: clients::ClientGuard,
+) {
     let _ = stream.set_nodelay(true);
-    let session = match Box::pin(handshake::run(&shared, stream, over_limit)).await {
+    let session = match Box::pin(handshake::run(&shared, stream, over_limit, client)).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
@@ -86,6 +96,9 @@ impl Session {
     async fn serve_requests(&mut self) -> Result<(), SessionError> {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
+            if self.lease.is_none() {
+                self.entry.entry.set_state(clients::ClientState::Idle);
+            }
             let Some(first) = self.wait_for_message(&mut shutdown).await? else {
                 return Ok(());
             };
@@ -125,6 +138,7 @@ impl Session {
             },
         };
         let flight = Flight::new();
+        let meter = meter::Meter::new(&self.pool.metrics);
         let outcome = Box::pin(relay::transaction(
             &mut self.client,
             &mut self.buf,
@@ -134,6 +148,7 @@ impl Session {
             &self.defaults,
             &flight,
             &self.limits,
+            &meter,
         ))
         .await;
         self.count_statements(&mut lease, &flight);
@@ -235,7 +250,9 @@ impl Session {
     /// Borrows a server and makes its session parameters match this client's.
     async fn lend(&mut self) -> Result<Lease, SessionError> {
         let wait = self.pool.settings().query_wait_timeout;
+        self.entry.entry.set_state(clients::ClientState::Waiting);
         let mut lease = self.pool.acquire(wait).await?;
+        self.entry.entry.set_state(clients::ClientState::Active);
         let conn = lease.conn();
         if let Some(sql) = self.overrides.sync_sql(&self.defaults, &conn.params) {
             let outcome = conn
@@ -440,11 +457,13 @@ mod tests {
         )
         .unwrap();
         let shutdown = crate::shutdown::Shutdown::new();
-        let shared = Arc::new(Shared::new(Arc::new(config), shutdown.subscribe()));
-        let fut = serve(shared.clone(), stream, addr, false);
+        let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
+        let guard = shared.client_list.register(addr, None);
+        let fut = serve(shared.clone(), stream, addr, false, guard);
         let size = std::mem::size_of_val(&fut);
         let pool = shared.pool_for(&shared.config(), "app", "app").unwrap();
         let session = Session {
+            entry: shared.client_list.register(addr, None),
             shared: shared.clone(),
             client: TcpStream::connect(addr).await.unwrap(),
             pool: pool.clone(),

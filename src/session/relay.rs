@@ -152,6 +152,7 @@ pub async fn transaction(
     defaults: &Params,
     flight: &Flight,
     limits: &RelayLimits,
+    meter: &super::meter::Meter<'_>,
 ) -> Outcome {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.stream.split();
@@ -187,6 +188,7 @@ pub async fn transaction(
                         }
                         Ok(Some((msg, len))) => {
                             let fx = flight.note(&msg);
+                            meter.client_message(&msg);
                             let w =
                                 b.client_message(&msg, &cbuf[n..n + len], fx.prepared, &mut out);
                             flight.outstanding.fetch_add(w.cycles, Relaxed);
@@ -202,6 +204,9 @@ pub async fn transaction(
                 flight.synth_due.notify_one();
             }
             cbuf.advance(n);
+            if n > 0 {
+                meter.client_bytes(n);
+            }
             if !out.is_empty() {
                 if sw.write_all(&out).await.is_err() {
                     return ClientEnd::ServerWrite;
@@ -249,6 +254,9 @@ pub async fn transaction(
             } else {
                 let mut b = lock();
                 let scanned = scanner.scan(sbuf, &mut segs, |head, segs| {
+                    if let Some(ev) = &head.event {
+                        meter.server_event(ev);
+                    }
                     let mut error = None;
                     match head.event {
                         Some(BackendEvent::ReadyForQuery(s)) => {
@@ -308,6 +316,9 @@ pub async fn transaction(
                 return ServerEnd::ClientWrite;
             }
             sbuf.advance(n);
+            if n > 0 {
+                meter.server_bytes(n);
+            }
             if n > 0 && flight.status() == b'I' && flight.quiet() && scanner.at_boundary() {
                 return ServerEnd::Done;
             }

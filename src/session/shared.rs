@@ -1,17 +1,22 @@
 //! State every session shares: the live config, the pools, the cancel keys
 //! and the shutdown signal. Built by `app`, passed explicitly; no statics.
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 
 use super::cancel::CancelRegistry;
+use super::clients::ClientRegistry;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pool::{registry::Pools, Pool, PoolSettings, ServerAuth, ServerTarget};
 use crate::protocol::auth::scram::ScramSecret;
-use crate::shutdown::Phase;
+use crate::shutdown::{Phase, Shutdown};
+
+/// Re-reads the configuration for RELOAD (the file, or the sidecar flags).
+pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 pub struct Shared {
     config: RwLock<Arc<Config>>,
@@ -20,20 +25,60 @@ pub struct Shared {
     pub shutdown: watch::Receiver<Phase>,
     /// Live client connections (for max_client_conn).
     pub clients: AtomicUsize,
+    /// Every live client, for the admin console and the clients gauges.
+    pub client_list: Arc<ClientRegistry>,
+    /// This instance's metric registry.
+    pub metrics: Metrics,
+    /// The shutdown signal itself, so the admin console can SHUTDOWN.
+    pub control: Shutdown,
+    /// Clients refused because max_client_conn was reached.
+    pub refused: AtomicU64,
+    /// Database name -> did its primary accept a connection at the last probe.
+    pub hosts_up: Mutex<BTreeMap<String, bool>>,
+    reloader: RwLock<Option<Reloader>>,
+    /// Databases paused by PAUSE/KILL (`None` = PAUSE of everything), so a
+    /// pool created while its database is paused starts paused.
+    pub paused: Mutex<std::collections::BTreeSet<Option<String>>>,
     /// SCRAM secrets derived from plaintext passwords: PBKDF2 runs once per user.
     derived: Mutex<HashMap<String, (String, ScramSecret)>>,
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, shutdown: watch::Receiver<Phase>) -> Shared {
+    pub fn new(config: Arc<Config>, control: &Shutdown) -> Shared {
         Shared {
             config: RwLock::new(config),
             pools: Pools::new(),
             cancels: Arc::new(CancelRegistry::new()),
-            shutdown,
+            shutdown: control.subscribe(),
             clients: AtomicUsize::new(0),
+            client_list: Arc::new(ClientRegistry::default()),
+            metrics: Metrics::new(),
+            control: control.clone(),
+            refused: AtomicU64::new(0),
+            hosts_up: Mutex::new(BTreeMap::new()),
+            reloader: RwLock::new(None),
+            paused: Mutex::new(std::collections::BTreeSet::new()),
             derived: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Installs how RELOAD re-reads the configuration.
+    pub fn set_reloader(&self, r: Reloader) {
+        *self.reloader.write().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
+
+    /// Re-reads and applies the configuration (RELOAD, SIGHUP).
+    pub fn reload(&self) -> Result<(), String> {
+        let r = self
+            .reloader
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or("this instance was started without a configuration source to reload")?;
+        let config = r()?;
+        self.apply_config(Arc::new(config));
+        tracing::info!("configuration reloaded");
+        Ok(())
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -72,6 +117,10 @@ impl Shared {
     pub fn pool_for(&self, config: &Config, db: &str, user: &str) -> Option<Arc<Pool>> {
         let dbc = config.databases.get(db)?;
         let uc = config.users.get(user)?;
+        let paused = {
+            let p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+            p.contains(&None) || p.contains(&Some(db.to_string()))
+        };
         Some(self.pools.get_or_create(db, user, || {
             let target = ServerTarget {
                 host: dbc.host.clone(),
@@ -85,7 +134,18 @@ impl Shared {
                 Some(p) => ServerAuth::Password(p.clone()),
                 None => ServerAuth::None,
             };
-            Pool::new(db, user, target, auth, pool_settings(config, db, user))
+            let labels = vec![
+                ("database", db.to_string()),
+                ("user", user.to_string()),
+                ("host", target.addr()),
+                ("role", "primary".to_string()),
+            ];
+            let pool = Pool::new(db, user, target, auth, pool_settings(config, db, user))
+                .with_metrics(self.metrics.pool(labels));
+            if paused {
+                pool.hold();
+            }
+            pool
         }))
     }
 }

@@ -2,8 +2,11 @@
 //! and streaming replica, started once for this binary.
 
 mod binary;
+mod binary_metrics;
 mod common;
+mod console;
 mod core;
 mod drivers;
+mod observe;
 mod pgbench;
 mod prepared;

@@ -1,0 +1,155 @@
+//! Publishes the pools' state into the instance's Prometheus registry when
+//! /metrics is scraped: gauges and absolute counters are set from the
+//! atomics and windows kept on the hot path, then the registry renders.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::http::Endpoint;
+use crate::metrics::*;
+use crate::pool::stats::{SizingGoal, WINDOWS};
+use crate::session::Shared;
+use crate::shutdown::Phase;
+
+pub struct Exporter {
+    pub shared: Arc<Shared>,
+}
+
+fn with(labels: &Labels, extra: &[(&'static str, String)]) -> Labels {
+    let mut l = labels.clone();
+    l.extend(extra.iter().cloned());
+    l
+}
+
+impl Endpoint for Exporter {
+    fn healthy(&self) -> bool {
+        healthy(&self.shared)
+    }
+
+    fn metrics(&self) -> String {
+        collect(&self.shared);
+        self.shared.metrics.render()
+    }
+}
+
+/// False while draining, or when every database's primary failed its last probe.
+pub fn healthy(shared: &Shared) -> bool {
+    if *shared.shutdown.borrow() >= Phase::Draining {
+        return false;
+    }
+    let up = shared.hosts_up.lock().unwrap_or_else(|e| e.into_inner());
+    up.is_empty() || up.values().any(|u| *u)
+}
+
+pub fn collect(shared: &Shared) {
+    let m = &shared.metrics;
+    let config = shared.config();
+    let goal = SizingGoal::from_settings(&config.pooler);
+    let counts = super::show::client_counts(shared);
+    let now = Instant::now();
+    m.counter(
+        CLIENTS_REFUSED_TOTAL,
+        &[("reason", "max_client_conn".to_string())],
+    )
+    .absolute(shared.refused.load(Relaxed));
+    for (db, up) in shared
+        .hosts_up
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        if let Some(d) = config.databases.get(db) {
+            let labels = vec![
+                ("database", db.clone()),
+                ("host", format!("{}:{}", d.host, d.port)),
+                ("role", "primary".to_string()),
+            ];
+            m.gauge(HOST_UP, &labels).set(if *up { 1.0 } else { 0.0 });
+        }
+    }
+    for p in shared.pools.all() {
+        let pm = &p.metrics;
+        let l = &pm.labels;
+        let user_labels: Labels = vec![("database", p.database.clone()), ("user", p.user.clone())];
+        let (active, waiting, idle, _) = counts
+            .get(&(p.database.clone(), p.user.clone()))
+            .copied()
+            .unwrap_or_default();
+        for (state, n) in [("active", active), ("waiting", waiting), ("idle", idle)] {
+            m.gauge(CLIENTS, &with(&user_labels, &[("state", state.into())]))
+                .set(n as f64);
+        }
+        let s = p.status();
+        for (state, n) in [
+            ("active", s.active),
+            ("idle", s.idle),
+            ("used", 0),
+            ("login", s.connecting),
+            ("testing", 0),
+        ] {
+            m.gauge(SERVERS, &with(l, &[("state", state.into())]))
+                .set(n as f64);
+        }
+        let t = pm.totals();
+        m.counter(TRANSACTIONS_TOTAL, l).absolute(t.transactions);
+        m.counter(QUERIES_TOTAL, l).absolute(t.queries);
+        m.counter(RECEIVED_BYTES_TOTAL, l).absolute(t.received);
+        m.counter(SENT_BYTES_TOTAL, l).absolute(t.sent);
+        m.counter(
+            QUERIES_ROUTED_TOTAL,
+            &with(l, &[("route", "primary".into())]),
+        )
+        .absolute(t.queries);
+        for (class, n) in pm.errors() {
+            m.counter(ERRORS_TOTAL, &with(l, &[("class", class)]))
+                .absolute(n);
+        }
+        let c = &p.counters;
+        for (name, n) in [
+            (PREPARED_HITS_TOTAL, &c.stmt_hits),
+            (PREPARED_MISSES_TOTAL, &c.stmt_misses),
+            (PREPARED_EVICTIONS_TOTAL, &c.stmt_evictions),
+            (PLAN_RETRIES_TOTAL, &c.plan_retries),
+        ] {
+            m.counter(name, l).absolute(n.load(Relaxed));
+        }
+        m.counter(CLIENTS_SHED_TOTAL, l).absolute(0);
+        m.counter(WAIT_TIMEOUTS_TOTAL, l)
+            .absolute(p.counters.wait_timeouts.load(Relaxed));
+        m.counter(SERVER_CONNECTS_TOTAL, l)
+            .absolute(p.counters.connects.load(Relaxed));
+        m.counter(SERVER_CONNECT_ERRORS_TOTAL, l)
+            .absolute(p.counters.connect_errors.load(Relaxed));
+        m.gauge(POOL_SIZE, l).set(s.size as f64);
+        m.gauge(POOL_PAUSED, l)
+            .set(if p.is_paused() { 1.0 } else { 0.0 });
+        m.gauge(CONNECTION_BUDGET, l)
+            .set(p.budget.load(Relaxed) as f64);
+        for w in WINDOWS {
+            let z = p.sizing(now, w, goal);
+            let f = &z.figures;
+            let wl = with(l, &[("window", format!("{}s", w.as_secs()))]);
+            m.gauge(ARRIVAL_RATE, &wl).set(f.lambda);
+            m.gauge(HOLD_MEAN_SECONDS, &wl).set(f.hold_mean);
+            m.gauge(HOLD_P99_SECONDS, &wl).set(f.hold_p99);
+            m.gauge(WAIT_P99_WINDOW_SECONDS, &wl).set(f.wait_p99);
+            m.gauge(OFFERED_LOAD, &wl).set(f.offered_load);
+            m.gauge(BUSY_MEAN, &wl).set(f.busy_mean);
+            m.gauge(WAITING_MEAN, &wl).set(f.waiting_mean);
+            m.gauge(UTILISATION, &wl).set(z.utilisation);
+            m.gauge(LOAD_FACTOR, &wl).set(z.load_factor);
+            m.gauge(RECOMMENDED_SIZE, &wl).set(z.recommended as f64);
+            for (at, pred) in [
+                ("current", z.predicted_current),
+                ("recommended", z.predicted_recommended),
+            ] {
+                m.gauge(
+                    PREDICTED_WAIT_P99_SECONDS,
+                    &with(&wl, &[("size", at.into())]),
+                )
+                .set(pred.unwrap_or(f64::INFINITY));
+            }
+        }
+    }
+}
