@@ -47,6 +47,7 @@
 //! - An idle client is a boxed `Session` plus a task whose future is only
 //!   the idle wait: every other step is boxed, and a unit test guards the size.
 //! - Server connections are boxed for life, so the pool moves pointers.
+//!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;
 //! the relay only bumps atomics for bytes, queries and errors.
