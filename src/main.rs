@@ -40,6 +40,10 @@ struct Cli {
     /// Log format: text or json (overrides the file's log_format).
     #[arg(long, env = "PGLITTLE_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Worker threads (default: one per CPU). A sidecar next to a busy app
+    /// may want 1 or 2.
+    #[arg(long, env = "PGLITTLE_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -81,10 +85,11 @@ fn main() -> ExitCode {
             _ => LogFormat::Text,
         });
     init_logging(format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pglittle: cannot start the runtime: {e}");
