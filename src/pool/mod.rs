@@ -151,7 +151,8 @@ pub struct Pool {
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     /// Parameters the first server reported: what a fresh session looks like.
-    defaults: Mutex<Option<Params>>,
+    /// Shared by every client of the pool (an Arc, not a copy per client).
+    defaults: Mutex<Option<std::sync::Arc<Params>>>,
     pub counters: PoolCounters,
     /// Little's Law windows, recorded at lease boundaries.
     pub stats: stats::PoolStats,
@@ -255,7 +256,9 @@ impl Pool {
 
     /// Session defaults as the server reports them, learned from the first
     /// connection (opening one if needed).
-    pub async fn defaults(self: &std::sync::Arc<Self>) -> Result<Params, PoolError> {
+    pub async fn defaults(
+        self: &std::sync::Arc<Self>,
+    ) -> Result<std::sync::Arc<Params>, PoolError> {
         if let Some(d) = self
             .defaults
             .lock()
@@ -395,7 +398,7 @@ impl Pool {
                 self.counters.connects.fetch_add(1, Ordering::Relaxed);
                 let mut d = self.defaults.lock().unwrap_or_else(|e| e.into_inner());
                 if d.is_none() {
-                    *d = Some(conn.params.clone());
+                    *d = Some(std::sync::Arc::new(conn.params.clone()));
                 }
             }
             Err(_) => {

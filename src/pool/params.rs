@@ -21,8 +21,21 @@ const READ_ONLY: &[&str] = &[
 const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 
 /// Ordered name -> value pairs; names are canonical (as the server reports them).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params(Vec<(String, String)>);
+#[derive(Clone, Debug, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    /// Set whenever a value changes; lets a server skip the parameter
+    /// comparison when nothing moved since its last sync.
+    changed: bool,
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for Params {}
 
 /// Maps a client-supplied name onto the spelling the server reports, so that
 /// `datestyle` from a startup packet and `DateStyle` from ParameterStatus are one key.
@@ -47,34 +60,62 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k == name) {
+        match self.pairs.iter_mut().find(|(k, _)| k == name) {
             Some(entry) => {
                 if entry.1 != value {
                     entry.1 = value.to_string();
+                    self.changed = true;
                 }
             }
-            None => self.0.push((name.to_string(), value.to_string())),
+            None => {
+                self.pairs.push((name.to_string(), value.to_string()));
+                self.changed = true;
+            }
         }
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(k, _)| k != name);
+        let before = self.pairs.len();
+        self.pairs.retain(|(k, _)| k != name);
+        self.changed |= self.pairs.len() != before;
     }
 
     /// Keeps only the names `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.0.retain(|(k, _)| keep(k));
+        let before = self.pairs.len();
+        self.pairs.retain(|(k, _)| keep(k));
+        self.changed |= self.pairs.len() != before;
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// True if a value changed since the last `mark_synced`.
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
+    pub fn mark_synced(&mut self) {
+        self.changed = false;
+    }
+
+    /// An order-independent fingerprint of the pairs, to recognise the
+    /// client a server was last synced for.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        self.pairs.iter().fold(0u64, |acc, pair| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            pair.hash(&mut h);
+            acc.wrapping_add(h.finish())
+        })
     }
 
     /// The SQL that makes a server holding `server` match a client whose
@@ -173,6 +214,24 @@ mod tests {
         let sql = client.sync_sql(&Params::new(), &Params::new()).unwrap();
         assert_eq!(sql, "SET \"search_path\" TO E'a''; DROP TABLE x; --\\\\';");
         assert_eq!(quote_ident("my.x\""), "\"my\".\"x\"\"\"");
+    }
+
+    #[test]
+    fn changes_and_fingerprints_are_tracked() {
+        let mut a = p(&[("TimeZone", "UTC"), ("application_name", "x")]);
+        assert!(a.changed());
+        a.mark_synced();
+        a.set("TimeZone", "UTC");
+        assert!(!a.changed(), "same value is no change");
+        a.set("TimeZone", "Asia/Tokyo");
+        assert!(a.changed());
+        let b = p(&[("application_name", "x"), ("TimeZone", "Asia/Tokyo")]);
+        assert_eq!(a.fingerprint(), b.fingerprint(), "order does not matter");
+        assert_ne!(
+            a.fingerprint(),
+            p(&[("TimeZone", "Asia/Tokyo")]).fingerprint()
+        );
+        assert_eq!(Params::new().fingerprint(), 0);
     }
 
     #[test]

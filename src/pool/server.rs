@@ -60,6 +60,9 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// Prepared statements this server holds (transaction mode).
     pub statements: ServerStatements,
+    /// Fingerprint of the client overrides `params` were last checked
+    /// against (see `Params::changed`).
+    pub synced_for: Option<u64>,
 }
 
 /// What one of pglittle's own simple queries returned.
@@ -98,6 +101,7 @@ impl ServerConn {
                 last_used: Instant::now(),
                 buf: BytesMut::with_capacity(BUF_SIZE),
                 statements: ServerStatements::new(target.max_prepared_statements),
+                synced_for: None,
             };
             conn.login(target, auth).await?;
             Ok(conn)

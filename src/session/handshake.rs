@@ -213,7 +213,7 @@ async fn login(
     }
     authenticate(shared, stream, buf, user, user_cfg, Some(&pool)).await?;
 
-    let defaults = Arc::new(pool.defaults().await?);
+    let defaults = pool.defaults().await?;
     let mut overrides = Params::new();
     for (k, v) in startup_settings {
         overrides.set_override(&defaults, &canonical_name(&k), &v);

@@ -254,7 +254,16 @@ impl Session {
         let mut lease = self.pool.acquire(wait).await?;
         self.entry.entry.set_state(clients::ClientState::Active);
         let conn = lease.conn();
-        if let Some(sql) = self.overrides.sync_sql(&self.defaults, &conn.params) {
+        // Skip the comparison when this server was last synced for a client
+        // with the same overrides and nothing changed since (the common case).
+        let fingerprint = self.overrides.fingerprint();
+        let unchanged = !conn.params.changed() && conn.synced_for == Some(fingerprint);
+        let sync = if unchanged {
+            None
+        } else {
+            self.overrides.sync_sql(&self.defaults, &conn.params)
+        };
+        if let Some(sql) = sync {
             let outcome = conn
                 .simple_query(&sql, self.pool.target().connect_timeout)
                 .await;
@@ -284,6 +293,8 @@ impl Session {
             }
         }
         let conn = lease.conn();
+        conn.params.mark_synced();
+        conn.synced_for = Some(fingerprint);
         self.cancel.set_server(conn.pid, conn.secret);
         Ok(lease)
     }
