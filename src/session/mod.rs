@@ -114,7 +114,9 @@ impl Session {
 
     /// Serves one request (a transaction, in transaction mode).
     async fn handle(&mut self, first: First) -> Result<Next, SessionError> {
-        if first == First::LoneSync {
+        // A Sync with nothing before it, and no server held: nothing is in a
+        // transaction, so pglittle answers it. (A held server answers itself.)
+        if first == First::LoneSync && self.lease.is_none() {
             self.buf
                 .advance(first_len(&self.buf, self.limits.max_message)?);
             let mut out = BytesMut::new();
