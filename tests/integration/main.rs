@@ -6,6 +6,7 @@ mod binary_metrics;
 mod common;
 mod console;
 mod core;
+mod dashboard;
 mod drivers;
 mod observe;
 mod pgbench;
