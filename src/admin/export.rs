@@ -114,7 +114,8 @@ pub fn collect(shared: &Shared) {
         ] {
             m.counter(name, l).absolute(n.load(Relaxed));
         }
-        m.counter(CLIENTS_SHED_TOTAL, l).absolute(0);
+        m.counter(CLIENTS_SHED_TOTAL, l)
+            .absolute(p.counters.shed.load(Relaxed));
         m.counter(WAIT_TIMEOUTS_TOTAL, l)
             .absolute(p.counters.wait_timeouts.load(Relaxed));
         m.counter(SERVER_CONNECTS_TOTAL, l)

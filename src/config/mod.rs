@@ -79,6 +79,12 @@ pub struct PoolerSettings {
     /// An idle server unused for this long is checked (one non-blocking read)
     /// before it is lent; zero checks every time.
     pub server_check_delay: Duration,
+    /// Most clients waiting for a server per pool; more are refused at once
+    /// with 53300. 0 means no cap.
+    pub max_queue: usize,
+    /// Refuse at once (53300) a request whose predicted wait exceeds
+    /// query_wait_timeout, instead of letting it time out.
+    pub shed_on_predicted_wait: bool,
     /// Prepared statements each server connection keeps (transaction mode); least recently used are closed.
     pub max_prepared_statements: usize,
     pub log_format: LogFormat,
@@ -113,6 +119,8 @@ impl Default for PoolerSettings {
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 100,
             server_check_delay: Duration::from_secs(1),
+            max_queue: 0,
+            shed_on_predicted_wait: true,
             log_format: LogFormat::Text,
             admin_users: Vec::new(),
             stats_users: Vec::new(),

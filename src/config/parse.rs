@@ -32,6 +32,8 @@ const POOLER_KEYS: &[&str] = &[
     "shutdown_timeout",
     "max_prepared_statements",
     "server_check_delay",
+    "max_queue",
+    "shed_on_predicted_wait",
     "log_format",
     "admin_users",
     "stats_users",
@@ -102,6 +104,10 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         max_message_size: s.size("max_message_size")?.unwrap_or(d.max_message_size),
         shutdown_timeout: duration("shutdown_timeout", d.shutdown_timeout)?,
         server_check_delay: duration("server_check_delay", d.server_check_delay)?,
+        max_queue: s.count("max_queue")?.unwrap_or(d.max_queue),
+        shed_on_predicted_wait: s
+            .boolean("shed_on_predicted_wait")?
+            .unwrap_or(d.shed_on_predicted_wait),
         max_prepared_statements: s
             .count("max_prepared_statements")?
             .unwrap_or(d.max_prepared_statements),
@@ -194,6 +200,13 @@ impl<'a> Section<'a> {
         self.get(key, |v| match v {
             Value::String(s) => Ok(s.clone()),
             other => Err(format!("expected a string, got {}", describe(other))),
+        })
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.get(key, |v| match v {
+            Value::Boolean(b) => Ok(*b),
+            other => Err(format!("expected true or false, got {}", describe(other))),
         })
     }
 

@@ -42,13 +42,15 @@ pub enum PoolError {
     Unresponsive(Duration),
     #[error("pool {0} is closed")]
     Closed(String),
+    #[error("pool {pool} is saturated: {reason}; refusing now instead of timing out")]
+    Shed { pool: String, reason: String },
 }
 
 impl PoolError {
     /// The SQLSTATE a client sees for this failure.
     pub fn sqlstate(&self) -> &str {
         match self {
-            PoolError::WaitTimeout { .. } => "53300",
+            PoolError::WaitTimeout { .. } | PoolError::Shed { .. } => "53300",
             PoolError::ServerRejected { code, .. } => code,
             PoolError::UnsupportedAuth { .. } | PoolError::Auth(_) => "28000",
             PoolError::Protocol(_) => "08P01",

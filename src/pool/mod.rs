@@ -45,6 +45,10 @@ pub struct PoolSettings {
     pub server_lifetime: Duration,
     /// Idle servers unused for this long are checked before being lent.
     pub server_check_delay: Duration,
+    /// Most clients waiting for a server; more are refused at once (0: no cap).
+    pub max_queue: usize,
+    /// Refuse at once a request whose predicted wait exceeds query_wait_timeout.
+    pub shed_on_predicted_wait: bool,
 }
 
 /// A server connection lives in one heap allocation for its whole life, so
@@ -67,6 +71,7 @@ enum Immediate {
     Conn(Conn),
     Open,
     Closed,
+    Shed(PoolError),
     Queued(u64, oneshot::Receiver<Grant>),
 }
 
@@ -127,6 +132,9 @@ pub struct PoolCounters {
     pub wait_timeouts: AtomicU64,
     /// Batches replayed after "cached plan must not change result type".
     pub plan_retries: AtomicU64,
+    /// Requests refused at once by admission control (queue full, or a
+    /// predicted wait beyond query_wait_timeout).
+    pub shed: AtomicU64,
     /// Prepared statements: found on the lent server, prepared there, evicted.
     pub stmt_hits: AtomicU64,
     pub stmt_misses: AtomicU64,
@@ -156,6 +164,10 @@ pub struct Pool {
     pub counters: PoolCounters,
     /// Little's Law windows, recorded at lease boundaries.
     pub stats: stats::PoolStats,
+    /// When the pool was made, and the second (since then) of the last
+    /// shedding log line: shedding is logged at most once a second.
+    stats_epoch: Instant,
+    last_shed_log: AtomicU64,
     /// Hot-path counters and histograms (no-op handles until `with_metrics`).
     pub metrics: Arc<PoolMetrics>,
     /// PAUSE/KILL: new requests wait (without a timeout) until RESUME.
@@ -194,6 +206,8 @@ impl Pool {
             defaults: Mutex::new(None),
             counters: PoolCounters::default(),
             stats: stats::PoolStats::new(Instant::now()),
+            stats_epoch: Instant::now(),
+            last_shed_log: AtomicU64::new(0),
             metrics: Arc::new(PoolMetrics::default()),
             paused: watch::channel(false).0,
             drained: Notify::new(),
@@ -301,10 +315,15 @@ impl Pool {
             // PAUSE: wait, without a timeout and without an error, for RESUME.
             let _ = paused.wait_for(|p| !*p).await;
         }
-        let (id, mut rx) = match self.try_lend() {
+        let (id, mut rx) = match self.try_lend(timeout) {
             Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
             Immediate::Open => return self.open(started).await,
             Immediate::Closed => return Err(PoolError::Closed(self.name())),
+            Immediate::Shed(e) => {
+                self.counters.shed.fetch_add(1, Ordering::Relaxed);
+                self.log_shed(&e);
+                return Err(e);
+            }
             Immediate::Queued(id, rx) => (id, rx),
         };
         let granted = if timeout.is_zero() {
@@ -330,7 +349,7 @@ impl Pool {
 
     /// The synchronous part of `acquire`: an idle connection, a free slot,
     /// or a place in the queue. Kept apart so no lock guard lives in a future.
-    fn try_lend(&self) -> Immediate {
+    fn try_lend(&self, timeout: Duration) -> Immediate {
         let mut st = self.state();
         if st.closed {
             return Immediate::Closed;
@@ -348,11 +367,59 @@ impl Pool {
             st.connecting += 1;
             return Immediate::Open;
         }
+        if let Some(e) = self.admission(&st, timeout) {
+            return Immediate::Shed(e);
+        }
         let (tx, rx) = oneshot::channel();
         st.next_waiter += 1;
         let id = st.next_waiter;
         st.waiters.push_back(Waiter { id, tx });
         Immediate::Queued(id, rx)
+    }
+
+    /// Admission control for a request that would queue: refuse it now, with
+    /// a reason, rather than let it wait for an error. The predicted wait is
+    /// the queue ahead of it times the mean hold time W over the last 10 s,
+    /// divided by the servers working through the queue: `position * W / size`.
+    fn admission(&self, st: &State, timeout: Duration) -> Option<PoolError> {
+        let queued = st.waiters.len();
+        let size = st.settings.size.max(1);
+        if st.settings.max_queue > 0 && queued >= st.settings.max_queue {
+            return Some(PoolError::Shed {
+                pool: self.name(),
+                reason: format!(
+                    "{queued} requests already queued (max_queue = {})",
+                    st.settings.max_queue
+                ),
+            });
+        }
+        if !st.settings.shed_on_predicted_wait || timeout.is_zero() {
+            return None;
+        }
+        let hold = self
+            .stats
+            .figures(Instant::now(), stats::WINDOWS[0])
+            .hold_mean;
+        let predicted = (queued + 1) as f64 * hold / size as f64;
+        (predicted > timeout.as_secs_f64()).then(|| PoolError::Shed {
+            pool: self.name(),
+            reason: format!(
+                "predicted wait {:.1}s ({} queued ahead, {size} servers busy, mean hold {:.0}ms) exceeds query_wait_timeout ({:?})",
+                predicted,
+                queued,
+                hold * 1000.0,
+                timeout
+            ),
+        })
+    }
+
+    /// Logs shedding at most once a second per pool.
+    fn log_shed(&self, e: &PoolError) {
+        let now = self.stats_epoch.elapsed().as_secs() + 1;
+        let last = self.last_shed_log.swap(now, Ordering::Relaxed);
+        if last != now {
+            tracing::warn!(pool = %self.name(), error = %e, "shedding load");
+        }
     }
 
     /// Leaves the queue after a timeout; `None` if a grant was already sent.

@@ -160,5 +160,7 @@ pub fn pool_settings(config: &Config, db: &str, user: &str) -> PoolSettings {
         server_idle_timeout: p.server_idle_timeout,
         server_lifetime: p.server_lifetime,
         server_check_delay: p.server_check_delay,
+        max_queue: p.max_queue,
+        shed_on_predicted_wait: p.shed_on_predicted_wait,
     }
 }

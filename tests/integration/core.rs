@@ -583,3 +583,83 @@ async fn a_dead_or_silent_server_gets_a_clear_error() {
         "{e:?}"
     );
 }
+
+/// Waits until `n` clients are queued for the test's only pool.
+async fn queued(p: &Pooler, n: usize) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        p.running
+            .shared
+            .pools
+            .all()
+            .iter()
+            .map(|pool| pool.status().waiting)
+            .sum::<usize>()
+            == n
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once_with_53300() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1;
+    cfg.pooler.max_queue = 1;
+    let p = pooler(cfg).await;
+    let holder = p.connect().await;
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let waiter = p.connect().await;
+    let waiting =
+        tokio::spawn(async move { scalar(&waiter, "select 'served after the wait'").await });
+    assert!(queued(&p, 1).await, "the second client never queued");
+    let refused = p.connect().await;
+    let e = refused.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    assert!(
+        e.as_db_error().unwrap().message().contains("max_queue"),
+        "{e:?}"
+    );
+    holder.batch_execute("commit").await.unwrap();
+    assert_eq!(waiting.await.unwrap(), "served after the wait");
+    let shed: u64 = p
+        .running
+        .shared
+        .pools
+        .all()
+        .iter()
+        .map(|p| p.counters.shed.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert_eq!(shed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_would_time_out_is_refused_up_front() {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1;
+    cfg.pooler.query_wait_timeout = Duration::from_millis(1400);
+    let p = pooler(cfg).await;
+    let holder = p.connect().await;
+    // Teach the pool its hold time: transactions of 1 s (the login's own
+    // short lease brings the mean to between 0.75 and 1 s).
+    for _ in 0..3 {
+        holder.batch_execute("select pg_sleep(1)").await.unwrap();
+    }
+    holder.batch_execute("begin; select 1").await.unwrap();
+    // First in line: predicted at most 1 s < 1.4 s, so it waits.
+    let first = p.connect().await;
+    let waiting = tokio::spawn(async move { first.simple_query("select 1").await.map(|_| ()) });
+    assert!(queued(&p, 1).await);
+    // Second in line: predicted at least 1.5 s > 1.4 s, refused now, saying why.
+    let second = p.connect().await;
+    let e = second.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(
+        msg.contains("predicted wait") && msg.contains("saturated"),
+        "{msg}"
+    );
+    holder.batch_execute("commit").await.unwrap();
+    // The one that waited is served (or times out honestly; never hangs).
+    let _ = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("waiter hung");
+}
