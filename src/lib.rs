@@ -64,6 +64,7 @@ pub mod protocol;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod topology;
 
 pub use app::{start, Running};
 pub use config::Config;

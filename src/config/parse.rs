@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use super::units::{parse_duration, parse_size};
 use super::{
     child_key, AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, Keyword,
-    PoolerSettings, UserConfig,
+    PoolerSettings, Routing, UserConfig,
 };
 
 const TOP_KEYS: &[&str] = &["pooler", "databases", "users"];
@@ -38,6 +38,9 @@ const POOLER_KEYS: &[&str] = &[
     "metrics_listen",
     "sizing_wait_target",
     "sizing_headroom_percent",
+    "health_check_period",
+    "ban_after",
+    "unban_after",
 ];
 const DATABASE_KEYS: &[&str] = &[
     "host",
@@ -47,6 +50,14 @@ const DATABASE_KEYS: &[&str] = &[
     "min_pool_size",
     "pool_mode",
     "replicas",
+    "read_write_split",
+    "read_your_writes",
+    "max_replica_lag",
+    "max_replica_lag_bytes",
+    "causal_wait",
+    "pin_after_write",
+    "primary_reads",
+    "writer_functions",
 ];
 const HOST_KEYS: &[&str] = &["host", "port", "weight"];
 const USER_KEYS: &[&str] = &[
@@ -113,6 +124,9 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         sizing_headroom_percent: s
             .percent("sizing_headroom_percent")?
             .unwrap_or(d.sizing_headroom_percent),
+        health_check_period: duration("health_check_period", d.health_check_period)?,
+        ban_after: s.count("ban_after")?.unwrap_or(d.ban_after),
+        unban_after: s.count("unban_after")?.unwrap_or(d.unban_after),
     })
 }
 
@@ -133,6 +147,23 @@ fn database(name: &str, s: &Section<'_>) -> Result<DatabaseConfig, ConfigError> 
         min_pool_size: s.count("min_pool_size")?,
         pool_mode: s.keyword("pool_mode")?,
         replicas,
+        routing: routing(s)?,
+    })
+}
+
+fn routing(s: &Section<'_>) -> Result<Routing, ConfigError> {
+    let d = Routing::default();
+    Ok(Routing {
+        split: s.keyword("read_write_split")?.unwrap_or(d.split),
+        read_your_writes: s.keyword("read_your_writes")?.unwrap_or(d.read_your_writes),
+        max_replica_lag: s.duration("max_replica_lag")?,
+        max_replica_lag_bytes: s.size("max_replica_lag_bytes")?,
+        causal_wait: s.duration("causal_wait")?.unwrap_or(d.causal_wait),
+        pin_after_write: s.duration("pin_after_write")?.unwrap_or(d.pin_after_write),
+        primary_reads: s.keyword("primary_reads")?.unwrap_or(d.primary_reads),
+        writer_functions: s
+            .string_list("writer_functions")?
+            .unwrap_or(d.writer_functions),
     })
 }
 

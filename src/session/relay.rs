@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use crate::pool::params::Params;
 use crate::pool::ServerConn;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
-use crate::protocol::scan::{BackendEvent, BackendScanner, Segment};
+use crate::protocol::scan::{BackendEvent, BackendKind, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
 use crate::router::{inspect, SqlEffects};
 
@@ -68,6 +68,18 @@ pub struct Flight {
     resend_due: Notify,
     /// Batches replayed in this relay.
     pub retries: std::sync::atomic::AtomicU64,
+    /// A replica lease: forward only the first batch (a pipelined write
+    /// behind a read must not reach the replica).
+    pub one_batch: AtomicBool,
+    batch_sent: AtomicBool,
+    /// The safety net is on: a 25006/40001 before anything reached the
+    /// client is swallowed (with everything up to ReadyForQuery) and
+    /// `retry_primary` is set.
+    pub retry_armed: AtomicBool,
+    forwarded: AtomicBool,
+    /// The request's first batch is kept and may run on the primary instead.
+    pub may_retry: AtomicBool,
+    pub retry_primary: AtomicBool,
 }
 
 impl Flight {
@@ -80,6 +92,11 @@ impl Flight {
     /// True when nothing is in flight: safe to roll back or release.
     pub fn quiet(&self) -> bool {
         self.outstanding.load(Relaxed) == 0 && !self.unsynced.load(Relaxed)
+    }
+
+    /// Nothing but notices reached the client: the request may run elsewhere.
+    pub fn untouched(&self) -> bool {
+        !self.forwarded.load(Relaxed)
     }
 
     pub fn status(&self) -> u8 {
@@ -181,6 +198,9 @@ pub async fn transaction(
                     out.extend_from_slice(&replay);
                 }
                 loop {
+                    if flight.batch_sent.load(Relaxed) {
+                        break;
+                    }
                     match peek_message(&cbuf[n..], limits.max_message) {
                         Ok(Some((FrontendMessage::Terminate, _))) => {
                             terminated = true;
@@ -194,6 +214,9 @@ pub async fn transaction(
                             flight.outstanding.fetch_add(w.cycles, Relaxed);
                             synth |= w.synth;
                             n += len;
+                            if msg.ends_batch() && flight.one_batch.load(Relaxed) {
+                                flight.batch_sent.store(true, Relaxed);
+                            }
                         }
                         Ok(None) => break,
                         Err(e) => return ClientEnd::Protocol(e),
@@ -245,6 +268,7 @@ pub async fn transaction(
         let mut scanner = BackendScanner::new();
         let mut segs: Vec<Segment> = Vec::new();
         let mut gather = BytesMut::new();
+        let mut held = BytesMut::new();
         let mut told = false;
         loop {
             segs.clear();
@@ -270,8 +294,18 @@ pub async fn transaction(
                             server_params.set(&name, &value);
                         }
                         Some(BackendEvent::Error { fatal, code }) => {
-                            told |= fatal;
                             error = Some(code);
+                            let untouched = !flight.forwarded.load(Relaxed);
+                            let refused = flight.retry_armed.load(Relaxed)
+                                && (&code == b"25006" || &code == b"40001");
+                            // A replica shutting down says FATAL and hangs up:
+                            // if the client saw nothing yet, the request moves.
+                            let dying = fatal && flight.one_batch.load(Relaxed);
+                            if untouched && flight.may_retry.load(Relaxed) && (refused || dying) {
+                                flight.retry_primary.store(true, Relaxed);
+                            } else {
+                                told |= fatal;
+                            }
                         }
                         None => {}
                     }
@@ -282,8 +316,22 @@ pub async fn transaction(
                         let o = flight.outstanding.load(Relaxed);
                         flight.outstanding.store(o.saturating_sub(ignored), Relaxed);
                     }
+                    if flight.retry_primary.load(Relaxed) {
+                        return false;
+                    }
                     match fate {
-                        Fate::Forward => true,
+                        Fate::Forward => {
+                            // A notice (say, the WARNING a dying server sends)
+                            // or a RowDescription (held back below) does not
+                            // stop a retry elsewhere.
+                            if !matches!(
+                                head.kind,
+                                BackendKind::Async | BackendKind::RowDescription
+                            ) {
+                                flight.forwarded.store(true, Relaxed);
+                            }
+                            true
+                        }
                         Fate::Drop => false,
                         Fate::Retry => {
                             flight.outstanding.fetch_add(1, Relaxed);
@@ -298,18 +346,45 @@ pub async fn transaction(
                     Err(_) => return ServerEnd::Gone { told },
                 }
             };
-            let sent = match segs.as_slice() {
-                [] => Ok(()),
-                [Segment::Range(0, end)] => cw.write_all(&sbuf[..*end]).await,
-                _ => {
-                    gather.clear();
-                    for seg in &segs {
-                        match *seg {
-                            Segment::Range(a, b) => gather.extend_from_slice(&sbuf[a..b]),
-                            Segment::Static(bytes) => gather.extend_from_slice(bytes),
-                        }
+            let sent = if flight.retry_primary.load(Relaxed) {
+                // The replica refused: nothing of this reply reaches the client.
+                held.clear();
+                Ok(())
+            } else if flight.may_retry.load(Relaxed) && !flight.forwarded.load(Relaxed) {
+                // Until a row, a completion or a ReadyForQuery comes, the
+                // reply (a RowDescription, a ParseComplete pglittle made up)
+                // could still be replaced by the primary's: hold it back.
+                for seg in &segs {
+                    match *seg {
+                        Segment::Range(a, b) => held.extend_from_slice(&sbuf[a..b]),
+                        Segment::Static(bytes) => held.extend_from_slice(bytes),
                     }
-                    cw.write_all(&gather).await
+                }
+                Ok(())
+            } else if !held.is_empty() {
+                for seg in &segs {
+                    match *seg {
+                        Segment::Range(a, b) => held.extend_from_slice(&sbuf[a..b]),
+                        Segment::Static(bytes) => held.extend_from_slice(bytes),
+                    }
+                }
+                let r = cw.write_all(&held).await;
+                held.clear();
+                r
+            } else {
+                match segs.as_slice() {
+                    [] => Ok(()),
+                    [Segment::Range(0, end)] => cw.write_all(&sbuf[..*end]).await,
+                    _ => {
+                        gather.clear();
+                        for seg in &segs {
+                            match *seg {
+                                Segment::Range(a, b) => gather.extend_from_slice(&sbuf[a..b]),
+                                Segment::Static(bytes) => gather.extend_from_slice(bytes),
+                            }
+                        }
+                        cw.write_all(&gather).await
+                    }
                 }
             };
             if sent.is_err() {

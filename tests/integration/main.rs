@@ -10,3 +10,4 @@ mod drivers;
 mod observe;
 mod pgbench;
 mod prepared;
+mod replica;
