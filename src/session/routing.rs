@@ -119,6 +119,13 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
     req
 }
 
+/// Reads the primary served, for SHOW REPLICAS.
+fn count_primary_read(shared: &Shared, db: &str, read: bool) {
+    if let Some(h) = shared.topology.get(db).filter(|_| read) {
+        h.primary.served.fetch_add(1, Relaxed);
+    }
+}
+
 impl RouteState {
     /// Decides where the request at the front of `buf` runs. `None` means
     /// the primary with nothing special to do.
@@ -174,6 +181,7 @@ impl RouteState {
             if pinned && read {
                 shared.ryw.primary_time.fetch_add(1, Relaxed);
             }
+            count_primary_read(shared, &primary.database, read);
             return on_primary(read);
         };
         let Some(hosts) = shared.topology.get(&primary.database) else {
@@ -196,6 +204,7 @@ impl RouteState {
             c.fetch_add(1, Relaxed);
         }
         let Choice::Replica(host) = choice else {
+            hosts.primary.served.fetch_add(1, Relaxed);
             return on_primary(read);
         };
         let Some(pool) = shared.replica_pool_for(config, &primary.database, &primary.user, &host)

@@ -13,6 +13,7 @@ use pglittle::config::{Config, HostConfig, ReadYourWrites};
 use tokio_postgres::Client;
 
 use crate::common::{self, eventually, scalar, Pooler};
+use crate::console;
 
 /// A cluster whose replica replays commits 300 ms late, so a read that
 /// goes to it right after a write is reliably stale.
@@ -81,7 +82,13 @@ async fn found(c: &Client, t: &str, id: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_reads_from_a_client_that_has_not_written_go_to_the_replica() {
-    let p = common::pooler(split_config(common::cluster(), ReadYourWrites::Lsn)).await;
+    let mut config = split_config(common::cluster(), ReadYourWrites::Lsn);
+    config.users.insert(
+        console::ADMIN.into(),
+        common::user("unused", pglittle::config::AuthMethod::Trust),
+    );
+    config.pooler.admin_users = vec![console::ADMIN.into()];
+    let p = common::pooler(config).await;
     let c = p.connect().await;
     for _ in 0..20 {
         assert!(on_replica(&c, "SELECT pg_is_in_recovery()").await);
@@ -105,9 +112,24 @@ async fn plain_reads_from_a_client_that_has_not_written_go_to_the_replica() {
     c.batch_execute("RESET pglittle.route").await.unwrap();
     assert!(on_replica(&c, "SELECT pg_is_in_recovery()").await);
     assert!(on_replica(&c, "BEGIN READ ONLY; SELECT pg_is_in_recovery(); COMMIT").await);
-    // Per-host counts: the replica served reads, the primary did not.
-    let hosts = p.running.shared.topology.get(APP_DB).unwrap();
-    assert!(hosts.replicas[0].served.load(Relaxed) >= 40);
+    // Per-host counts, as the console shows them: the replica served the
+    // reads, the primary only the hinted and overridden ones.
+    let admin = console::console(p.port, console::ADMIN).await.unwrap();
+    let hosts = console::rows(&admin, "SHOW REPLICAS").await;
+    let served = |role: &str| -> u64 {
+        let row = hosts
+            .iter()
+            .find(|r| console::cell(r, "role") == role)
+            .unwrap();
+        console::cell(row, "reads_served").parse().unwrap()
+    };
+    assert!(served("replica") >= 42, "{hosts:?}");
+    assert_eq!(served("primary"), 2, "{hosts:?}");
+    let replica = hosts
+        .iter()
+        .find(|r| console::cell(r, "role") == "replica")
+        .unwrap();
+    assert_eq!(console::cell(replica, "healthy"), "yes");
     // A writing function sent to the replica by a hint is retried on the
     // primary: the client never sees 25006.
     assert_eq!(
