@@ -312,6 +312,17 @@ pub enum PrimaryReads {
     Always,
 }
 
+/// Whether host roles come from the configuration or from the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RoleMode {
+    /// `host` is the primary, `replicas` are replicas.
+    #[default]
+    Fixed,
+    /// Roles are discovered with `pg_is_in_recovery()`; a promotion is followed.
+    Auto,
+}
+
+keyword_enum!(RoleMode { Fixed => "fixed", Auto => "auto" });
 keyword_enum!(Switch { On => "on", Off => "off" });
 keyword_enum!(ReadYourWrites { Lsn => "lsn", Time => "time", Off => "off" });
 keyword_enum!(PrimaryReads { Never => "never", Fallback => "fallback", Always => "always" });

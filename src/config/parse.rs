@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use super::units::{parse_duration, parse_size};
 use super::{
     child_key, AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, Keyword,
-    PoolerSettings, Routing, UserConfig,
+    PoolerSettings, RoleMode, Routing, UserConfig,
 };
 
 const TOP_KEYS: &[&str] = &["pooler", "databases", "users"];
@@ -58,6 +58,8 @@ const DATABASE_KEYS: &[&str] = &[
     "pin_after_write",
     "primary_reads",
     "writer_functions",
+    "hosts",
+    "role",
 ];
 const HOST_KEYS: &[&str] = &["host", "port", "weight"];
 const USER_KEYS: &[&str] = &[
@@ -139,16 +141,67 @@ fn database(name: &str, s: &Section<'_>) -> Result<DatabaseConfig, ConfigError> 
             weight: replica.weight("weight")?.unwrap_or(1),
         });
     }
+    let listed = s.string_list("hosts")?;
+    let from_hosts = listed.is_some();
+    let (host, port) = match listed {
+        Some(list) => {
+            let mut hosts = Vec::new();
+            for h in &list {
+                hosts.push(host_port(h).ok_or_else(|| {
+                    s.error(
+                        "hosts",
+                        format!("expected \"HOST:PORT\" strings, got {h:?}"),
+                    )
+                })?);
+            }
+            if hosts.len() < 2 || s.string("host")?.is_some() || !replicas.is_empty() {
+                return Err(s.error(
+                    "hosts",
+                    "give at least two \"HOST:PORT\" entries, instead of host and replicas",
+                ));
+            }
+            let (host, port) = hosts.remove(0);
+            replicas = hosts
+                .into_iter()
+                .map(|(host, port)| HostConfig {
+                    host,
+                    port,
+                    weight: 1,
+                })
+                .collect();
+            (host, Some(port))
+        }
+        None => (
+            s.required_string("host", "the PostgreSQL server's host name or address")?,
+            None,
+        ),
+    };
+    let mut routing = routing(s)?;
+    if from_hosts && s.keyword::<RoleMode>("role")?.is_none() {
+        // A `hosts` list discovers roles unless told otherwise.
+        routing.role = RoleMode::Auto;
+    }
     Ok(DatabaseConfig {
-        host: s.required_string("host", "the PostgreSQL server's host name or address")?,
-        port: s.port("port")?.unwrap_or(DEFAULT_PORT),
+        host,
+        port: match port {
+            Some(p) => p,
+            None => s.port("port")?.unwrap_or(DEFAULT_PORT),
+        },
         dbname: s.string("dbname")?.unwrap_or_else(|| name.to_owned()),
         pool_size: s.count("pool_size")?,
         min_pool_size: s.count("min_pool_size")?,
         pool_mode: s.keyword("pool_mode")?,
         replicas,
-        routing: routing(s)?,
+        routing,
     })
+}
+
+/// `"host:port"` (or `"[v6]:port"`).
+fn host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 fn routing(s: &Section<'_>) -> Result<Routing, ConfigError> {
@@ -164,6 +217,7 @@ fn routing(s: &Section<'_>) -> Result<Routing, ConfigError> {
         writer_functions: s
             .string_list("writer_functions")?
             .unwrap_or(d.writer_functions),
+        role: s.keyword("role")?.unwrap_or(d.role),
     })
 }
 

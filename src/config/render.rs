@@ -131,6 +131,7 @@ fn render_database(config: &Config, name: &str, db: &DatabaseConfig, out: &mut S
     line(out, "causal_wait", duration(r.causal_wait));
     line(out, "pin_after_write", duration(r.pin_after_write));
     line(out, "primary_reads", toml_string(r.primary_reads.as_str()));
+    line(out, "role", toml_string(r.role.as_str()));
     let writers: Vec<String> = r.writer_functions.iter().map(|w| toml_string(w)).collect();
     line(out, "writer_functions", format!("[{}]", writers.join(", ")));
     if db.replicas.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{PrimaryReads, ReadYourWrites, Switch};
+use super::{PrimaryReads, ReadYourWrites, RoleMode, Switch};
 
 /// How reads are spread over a database's replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub struct Routing {
     pub primary_reads: PrimaryReads,
     /// Functions that write; a trailing `*` matches any suffix.
     pub writer_functions: Vec<String>,
+    /// `auto`: follow a failover: writes go to the host that is not in
+    /// recovery (`pg_is_in_recovery()`), whichever it is.
+    pub role: RoleMode,
 }
 
 impl Default for Routing {
@@ -38,6 +41,7 @@ impl Default for Routing {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            role: RoleMode::Fixed,
         }
     }
 }

@@ -711,3 +711,39 @@ writer_functions = ["audit*"]"#,
     assert!(parse_err(&with("databases.app", "causal_wait = \"soon\""))
         .starts_with("databases.app.causal_wait: "));
 }
+
+#[test]
+fn a_hosts_list_discovers_roles() {
+    let text = MINIMAL.replace(
+        "host = \"127.0.0.1\"",
+        "hosts = [\"db1:5432\", \"db2:5433\", \"[::1]:5434\"]",
+    );
+    let db = &parse(&text).databases["app"];
+    assert_eq!((db.host.as_str(), db.port), ("db1", 5432));
+    let replicas: Vec<_> = db
+        .replicas
+        .iter()
+        .map(|r| (r.host.as_str(), r.port))
+        .collect();
+    assert_eq!(replicas, [("db2", 5433), ("::1", 5434)]);
+    assert_eq!(db.routing.role, RoleMode::Auto);
+    let fixed = text.replace("hosts = ", "role = \"fixed\"\nhosts = ");
+    assert_eq!(parse(&fixed).databases["app"].routing.role, RoleMode::Fixed);
+    assert_eq!(
+        parse(MINIMAL).databases["app"].routing.role,
+        RoleMode::Fixed
+    );
+    for bad in [
+        "hosts = [\"db1\"]",
+        "hosts = [\"db1:x\", \"db2:1\"]",
+        "hosts = [\"db1:1\"]",
+    ] {
+        let e = parse_err(&MINIMAL.replace("host = \"127.0.0.1\"", bad));
+        assert!(e.starts_with("databases.app.hosts: "), "{e}");
+    }
+    let both = MINIMAL.replace(
+        "host = \"127.0.0.1\"",
+        "host = \"x\"\nhosts = [\"a:1\", \"b:2\"]",
+    );
+    assert!(parse_err(&both).starts_with("databases.app.hosts: "));
+}

@@ -77,11 +77,11 @@ impl Session {
         &mut self,
         plan: &mut Option<Plan>,
     ) -> Result<Lease, SessionError> {
-        let primary = self.pool.clone();
+        let config = self.shared.config();
+        let primary = self.write_pool(&config);
         if self.mode != PoolMode::Transaction {
             return self.lend(&primary).await;
         }
-        let config = self.shared.config();
         let p = if std::mem::take(&mut self.force_primary) {
             Plan {
                 pool: primary.clone(),
@@ -121,6 +121,29 @@ impl Session {
         };
         *plan = Some(p);
         Ok(lease)
+    }
+
+    /// The pool writes go to: the configured primary's, or with `role =
+    /// "auto"` the pool of the host that took over after a failover.
+    fn write_pool(&self, config: &crate::config::Config) -> Arc<crate::pool::Pool> {
+        let primary = &self.pool;
+        if let Some(hosts) = self
+            .shared
+            .topology
+            .get(&primary.database)
+            .filter(|d| d.auto)
+        {
+            let writer = hosts.writer();
+            if !Arc::ptr_eq(&writer, &hosts.primary) {
+                if let Some(p) =
+                    self.shared
+                        .replica_pool_for(config, &primary.database, &primary.user, &writer)
+                {
+                    return p;
+                }
+            }
+        }
+        primary.clone()
     }
 
     /// After a request ran on a replica: if the replica refused it (25006,

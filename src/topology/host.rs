@@ -41,6 +41,8 @@ pub struct HostState {
     pub served: AtomicU64,
     /// The host answered `pg_is_in_recovery()` against its configured role.
     pub wrong_role: AtomicBool,
+    /// The last probe's `pg_is_in_recovery()` (the configured role until then).
+    pub in_recovery: AtomicBool,
 }
 
 impl HostState {
@@ -59,6 +61,7 @@ impl HostState {
             outstanding: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             wrong_role: AtomicBool::new(false),
+            in_recovery: AtomicBool::new(role == Role::Replica),
         }
     }
 

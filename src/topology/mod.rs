@@ -33,6 +33,11 @@ pub struct DbHosts {
     /// Recent (time, primary WAL position) samples, to turn a replica's
     /// byte lag into time lag.
     pub(crate) history: Mutex<probe::History>,
+    /// `role = "auto"`: follow a failover.
+    pub auto: bool,
+    /// Where writes go when it is not the configured primary (after a
+    /// promotion was seen).
+    writer: Mutex<Option<Arc<HostState>>>,
 }
 
 /// Which host a read goes to.
@@ -100,11 +105,45 @@ impl DbHosts {
             rr: AtomicUsize::new(0),
             probed: Notify::new(),
             history: Mutex::new(probe::History::default()),
+            auto: db.routing.role == crate::config::RoleMode::Auto,
+            writer: Mutex::new(None),
         }
     }
 
+    /// The host writes go to: the configured primary, or (with `role =
+    /// "auto"`) the host last seen taking over from it.
+    pub fn writer(&self) -> Arc<HostState> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.primary.clone())
+    }
+
+    /// After a probe round (`role = "auto"`): while the current writer is
+    /// healthy and not in recovery it stays, so an old primary that comes
+    /// back read-write (split brain) is never written to again. When it is
+    /// down or in recovery and exactly one other healthy host is not in
+    /// recovery, that host becomes the writer.
+    pub fn elect(&self) {
+        let current = self.writer();
+        if current.healthy() && !current.in_recovery.load(Relaxed) {
+            return;
+        }
+        let mut candidates = std::iter::once(&self.primary)
+            .chain(&self.replicas)
+            .filter(|h| !Arc::ptr_eq(h, &current) && h.healthy() && h.lsn().is_some())
+            .filter(|h| !h.in_recovery.load(Relaxed));
+        let (Some(next), None) = (candidates.next(), candidates.next()) else {
+            return;
+        };
+        tracing::warn!(from = %current.addr(), to = %next.addr(), "failover: writes now go to the new primary");
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+    }
+
     fn matches(&self, db: &DatabaseConfig) -> bool {
-        self.primary.host == db.host
+        self.auto == (db.routing.role == crate::config::RoleMode::Auto)
+            && self.primary.host == db.host
             && self.primary.port == db.port
             && self.replicas.len() == db.replicas.len()
             && self

@@ -89,6 +89,9 @@ pub async fn run(
                 let replayed = probe.host(r, &mut conns, &mut next_id).await;
                 update_lag(&db, r, replayed, primary_lsn, now);
             }
+            if db.auto {
+                db.elect();
+            }
             db.probed.notify_waiters();
         }
         let period = cfg
@@ -174,6 +177,8 @@ impl Probe<'_> {
                 let cell = |i: usize| row.and_then(|r| r.get(i).cloned().flatten());
                 let in_recovery = cell(0).as_deref() == Some("true");
                 let lsn = cell(1).and_then(|s| s.parse::<Lsn>().ok());
+                h.in_recovery
+                    .store(in_recovery, std::sync::atomic::Ordering::Relaxed);
                 let wrong = in_recovery != (h.role == Role::Replica);
                 if wrong
                     != h.wrong_role

@@ -299,3 +299,64 @@ async fn a_replica_stopped_mid_load_costs_autocommit_reads_nothing() {
     }
     assert_eq!(errors.load(Relaxed), 0, "autocommit reads saw errors");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_failover_with_role_auto() {
+    let cluster = Cluster::start(ClusterOptions {
+        max_connections: 60,
+        ..ClusterOptions::default()
+    })
+    .expect("private cluster");
+    let mut config = split_config(&cluster, ReadYourWrites::Lsn);
+    config.databases.get_mut(APP_DB).unwrap().routing.role = pglittle::config::RoleMode::Auto;
+    let p = common::pooler(config).await;
+    let c = table(&p, "failover").await;
+    c.simple_query("INSERT INTO failover VALUES (1)")
+        .await
+        .unwrap();
+    let replica = cluster.replica.as_ref().unwrap();
+    cluster.promote(replica).expect("promote the replica");
+    cluster
+        .stop_instance(&cluster.primary, "fast")
+        .expect("stop the old primary");
+    // Clients whose server died with the old primary reconnect, as
+    // applications do; writes succeed again once the probe saw the promotion.
+    let mut id = 2;
+    let url = p.url("app", pglittle::cluster::APP_PASSWORD);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            id += 1;
+            let sql = format!("INSERT INTO failover VALUES ({id})");
+            let url = url.clone();
+            async move {
+                let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return false;
+                };
+                tokio::spawn(conn);
+                c.simple_query(&sql).await.is_ok()
+            }
+        })
+        .await,
+        "writes never reached the promoted replica"
+    );
+    let c = p.connect().await;
+    let port = scalar(&c, "/* pglittle:primary */ SELECT inet_server_port()").await;
+    assert_eq!(
+        port,
+        replica.port.to_string(),
+        "writes go to the new primary"
+    );
+    assert_eq!(scalar(&c, "SELECT count(*) > 1 FROM failover").await, "t");
+    // The old primary, back and read-write (split brain), is never written to.
+    cluster
+        .start_instance(&cluster.primary)
+        .expect("restart the old primary");
+    for n in 0..20 {
+        c.simple_query(&format!("INSERT INTO failover VALUES ({})", 1000 + n))
+            .await
+            .unwrap();
+        let port = scalar(&c, "/* pglittle:primary */ SELECT inet_server_port()").await;
+        assert_eq!(port, replica.port.to_string());
+    }
+}
