@@ -87,6 +87,11 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
                 }
                 Some(sql)
             }
+            // An unnamed statement parsed in an earlier batch: unknown here.
+            FrontendMessage::Bind { statement: b"", .. } if unnamed.is_none() => {
+                req.class = Class::Write;
+                None
+            }
             FrontendMessage::Bind { statement: b"", .. } => unnamed,
             FrontendMessage::Bind { statement, .. } => match stmts.get(statement) {
                 Some(def) => Some(&def.sql[..]),
@@ -272,5 +277,122 @@ impl RouteState {
                 backend::error_response(out, backend::Severity::Error, "22023", &message, None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frontend::query;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn parse(name: &str, sql: &str) -> Vec<u8> {
+        msg(
+            b'P',
+            &[name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat(),
+        )
+    }
+
+    fn bind(stmt: &str) -> Vec<u8> {
+        msg(b'B', &[b"\0", stmt.as_bytes(), b"\0\0\0\0\0\0\0"].concat())
+    }
+
+    fn sync() -> Vec<u8> {
+        msg(b'S', b"")
+    }
+
+    fn execute() -> Vec<u8> {
+        msg(b'E', b"\0\0\0\0\0")
+    }
+
+    fn class(parts: &[Vec<u8>], stmts: &ClientStatements) -> (Class, Option<usize>) {
+        let buf = parts.concat();
+        let writers: Vec<String> = vec!["nextval".into()];
+        let r = inspect(&buf, 1 << 20, stmts, &writers);
+        (r.class, r.batch_len)
+    }
+
+    #[test]
+    fn classifies_buffered_requests() {
+        let mut stmts = ClientStatements::default();
+        stmts.insert(
+            b"s_read",
+            Arc::new(crate::session::statements::StmtDef::new(
+                b"SELECT 1",
+                b"\0\0",
+            )),
+        );
+        stmts.insert(
+            b"s_write",
+            Arc::new(crate::session::statements::StmtDef::new(
+                b"DELETE FROM t",
+                b"\0\0",
+            )),
+        );
+        let q = query("SELECT 1");
+        assert_eq!(class(&[q.clone()], &stmts), (Class::Read, Some(q.len())));
+        assert_eq!(
+            class(&[query("INSERT INTO t VALUES (1)")], &stmts).0,
+            Class::Write
+        );
+        assert_eq!(
+            class(&[query("BEGIN READ ONLY")], &stmts).0,
+            Class::ReadOnlyTx
+        );
+        // Extended: the Parse text, or the named statement a Bind uses, up to Sync.
+        let batch = [parse("", "SELECT 1"), bind(""), execute(), sync()];
+        let len = batch.concat().len();
+        assert_eq!(class(&batch, &stmts), (Class::Read, Some(len)));
+        assert_eq!(
+            class(&[bind("s_read"), execute(), sync()], &stmts).0,
+            Class::Read
+        );
+        assert_eq!(
+            class(&[bind("s_write"), execute(), sync()], &stmts).0,
+            Class::Write
+        );
+        assert_eq!(
+            class(&[bind("unknown"), execute(), sync()], &stmts).0,
+            Class::Write
+        );
+        assert_eq!(
+            class(&[bind(""), execute(), sync()], &stmts).0,
+            Class::Write
+        );
+        assert_eq!(
+            class(
+                &[
+                    parse("", "SELECT nextval('s')"),
+                    bind(""),
+                    execute(),
+                    sync()
+                ],
+                &stmts
+            )
+            .0,
+            Class::Write
+        );
+        // A read followed by a write in the same batch; a batch without its Sync.
+        let mixed = [
+            bind("s_read"),
+            execute(),
+            bind("s_write"),
+            execute(),
+            sync(),
+        ];
+        assert_eq!(class(&mixed, &stmts).0, Class::Write);
+        assert_eq!(
+            class(&[parse("", "SELECT 1"), bind("")], &stmts),
+            (Class::Write, None)
+        );
+        // Only the first batch counts: the lease serves no more than it.
+        let (c, len) = class(&[query("SELECT 1"), query("DELETE FROM t")], &stmts);
+        assert_eq!((c, len), (Class::Read, Some(query("SELECT 1").len())));
     }
 }

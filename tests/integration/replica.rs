@@ -360,3 +360,109 @@ async fn writes_follow_a_failover_with_role_auto() {
         assert_eq!(port, replica.port.to_string());
     }
 }
+
+/// Reads backend messages until one with `tag` arrives; returns its body.
+async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, tag: u8) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() < 1 + len {
+                break;
+            }
+            let msg: Vec<u8> = buf.drain(..1 + len).collect();
+            if msg[0] == tag {
+                return msg[5..].to_vec();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a reply in time")
+            .unwrap();
+        assert!(n > 0, "pglittle closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_hands_the_client_its_causal_token_as_parameter_status() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = split_config(common::cluster(), ReadYourWrites::Lsn);
+    config.users.get_mut("app").unwrap().auth = pglittle::config::AuthMethod::Trust;
+    let p = common::pooler(config).await;
+    table(&p, "ryw_token_ps").await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    s.write_all(&common::startup_packet(&[
+        ("user", "app"),
+        ("database", APP_DB),
+    ]))
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    read_until(&mut s, &mut buf, b'Z').await;
+    let query = |sql: &str| {
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        m.extend_from_slice(sql.as_bytes());
+        m.push(0);
+        m
+    };
+    s.write_all(&query("INSERT INTO ryw_token_ps VALUES (1)"))
+        .await
+        .unwrap();
+    read_until(&mut s, &mut buf, b'Z').await;
+    let status = read_until(&mut s, &mut buf, b'S').await;
+    let text = String::from_utf8_lossy(&status).to_string();
+    let mut parts = text.split('\0');
+    assert_eq!(parts.next(), Some("pglittle.lsn"));
+    let token = parts.next().unwrap().to_string();
+    // The same token SHOW pglittle.lsn reports.
+    s.write_all(&query("SHOW pglittle.lsn")).await.unwrap();
+    let row = read_until(&mut s, &mut buf, b'D').await;
+    assert!(
+        String::from_utf8_lossy(&row).ends_with(&token),
+        "{token} vs {row:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_mode_and_causal_wait_also_read_your_writes() {
+    let mut config = split_config(delayed(), ReadYourWrites::Time);
+    config
+        .databases
+        .get_mut(APP_DB)
+        .unwrap()
+        .routing
+        .pin_after_write = Duration::from_secs(2);
+    let p = common::pooler(config).await;
+    let c = table(&p, "ryw_time").await;
+    for id in 0..100 {
+        c.simple_query(&format!("INSERT INTO ryw_time VALUES ({id})"))
+            .await
+            .unwrap();
+        assert!(found(&c, "ryw_time", id).await, "stale read of row {id}");
+    }
+    assert!(p.running.shared.ryw.primary_time.load(Relaxed) >= 100);
+
+    // causal_wait: reads wait for the delayed replica instead of going to the primary.
+    let mut config = split_config(delayed(), ReadYourWrites::Lsn);
+    config
+        .databases
+        .get_mut(APP_DB)
+        .unwrap()
+        .routing
+        .causal_wait = Duration::from_secs(3);
+    let p = common::pooler(config).await;
+    let c = table(&p, "ryw_wait").await;
+    for id in 0..20 {
+        c.simple_query(&format!("INSERT INTO ryw_wait VALUES ({id})"))
+            .await
+            .unwrap();
+        assert!(found(&c, "ryw_wait", id).await, "stale read of row {id}");
+    }
+    let ryw = &p.running.shared.ryw;
+    assert!(ryw.waited.load(Relaxed) >= 15, "{ryw:?}");
+}
