@@ -336,7 +336,10 @@ mod tests {
             )),
         );
         let q = query("SELECT 1");
-        assert_eq!(class(&[q.clone()], &stmts), (Class::Read, Some(q.len())));
+        assert_eq!(
+            class(std::slice::from_ref(&q), &stmts),
+            (Class::Read, Some(q.len()))
+        );
         assert_eq!(
             class(&[query("INSERT INTO t VALUES (1)")], &stmts).0,
             Class::Write
