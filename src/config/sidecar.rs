@@ -471,6 +471,27 @@ mod tests {
     }
 
     #[test]
+    fn replicas_split_reads_with_lsn_read_your_writes_by_default() {
+        let a = args("postgres://app:pw@p/db", &["postgres://app:pw@r/db"]);
+        let c = Config::from_sidecar(&a).unwrap();
+        let r = &c.databases["db"].routing;
+        assert_eq!(
+            (r.split, r.read_your_writes),
+            (super::super::Switch::On, ReadYourWrites::Lsn)
+        );
+        let a = SidecarArgs {
+            read_your_writes: Some(ReadYourWrites::Time),
+            ..a
+        };
+        let c = Config::from_sidecar(&a).unwrap();
+        assert_eq!(
+            c.databases["db"].routing.read_your_writes,
+            ReadYourWrites::Time
+        );
+        assert_eq!("off".parse::<ReadYourWrites>(), Ok(ReadYourWrites::Off));
+    }
+
+    #[test]
     fn builds_a_config_from_flags() {
         let mut a = args(
             "postgres://app:pw@db:5433/appdb",
