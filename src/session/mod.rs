@@ -153,13 +153,12 @@ impl Session {
         let pool = lease.pool().clone();
         if let Some(p) = &plan {
             flight.one_batch.store(p.one_batch, Relaxed);
-            flight.retry_armed.store(
-                p.replica.is_some() && p.simple && p.retry.is_some(),
-                Relaxed,
-            );
+            flight
+                .retry_armed
+                .store(p.replica.is_some() && p.simple && p.retry, Relaxed);
             flight
                 .may_retry
-                .store(p.replica.is_some() && p.retry.is_some(), Relaxed);
+                .store(p.replica.is_some() && p.retry, Relaxed);
         }
         let _busy = plan.as_ref().and_then(|p| p.replica.clone()).map(Busy::new);
         let meter = meter::Meter::new(&pool.metrics);

@@ -28,6 +28,8 @@ use super::rewrite::{Books, Fate};
 use super::statements::ClientStatements;
 
 const READ_CHUNK: usize = 16 * 1024;
+/// A replica request bigger than this is not kept for a replay on the primary.
+const MAX_REPLAY: usize = 1 << 20;
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -77,8 +79,10 @@ pub struct Flight {
     /// `retry_primary` is set.
     pub retry_armed: AtomicBool,
     forwarded: AtomicBool,
-    /// The request's first batch is kept and may run on the primary instead.
+    /// What was sent to the server is kept and may run on the primary instead.
     pub may_retry: AtomicBool,
+    /// The client bytes sent to the server, while `may_retry`.
+    replay: Mutex<BytesMut>,
     pub retry_primary: AtomicBool,
 }
 
@@ -92,6 +96,23 @@ impl Flight {
     /// True when nothing is in flight: safe to roll back or release.
     pub fn quiet(&self) -> bool {
         self.outstanding.load(Relaxed) == 0 && !self.unsynced.load(Relaxed)
+    }
+
+    /// Keeps client bytes sent to the server, for a replay on the primary;
+    /// past `MAX_REPLAY` the request can no longer move.
+    fn keep_for_replay(&self, bytes: &[u8]) {
+        let mut r = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() + bytes.len() > MAX_REPLAY || self.forwarded.load(Relaxed) {
+            self.may_retry.store(false, Relaxed);
+            *r = BytesMut::new();
+        } else {
+            r.extend_from_slice(bytes);
+        }
+    }
+
+    /// The client bytes the server was sent (to run them elsewhere).
+    pub fn take_replay(&self) -> BytesMut {
+        std::mem::take(&mut *self.replay.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Nothing but notices reached the client: the request may run elsewhere.
@@ -225,6 +246,9 @@ pub async fn transaction(
             }
             if synth {
                 flight.synth_due.notify_one();
+            }
+            if n > 0 && flight.may_retry.load(Relaxed) {
+                flight.keep_for_replay(&cbuf[..n]);
             }
             cbuf.advance(n);
             if n > 0 {

@@ -38,9 +38,9 @@ pub struct Plan {
     pub replica: Option<Arc<HostState>>,
     /// The request was classified as a read (no floor to learn after it).
     pub read: bool,
-    /// Bytes of the request's only batch (a simple Query), kept so a
-    /// replica's refusal can be retried on the primary.
-    pub retry: Option<bytes::Bytes>,
+    /// A replica's refusal or death may move the request to the primary
+    /// (the relay keeps what it sends).
+    pub retry: bool,
     /// A single autocommit batch: the lease serves no more than it.
     pub one_batch: bool,
     /// A simple Query (the 25006/40001 safety net applies).
@@ -148,7 +148,7 @@ impl RouteState {
             pool: primary.clone(),
             replica: None,
             read,
-            retry: None,
+            retry: false,
             one_batch: false,
             simple: false,
         };
@@ -182,7 +182,7 @@ impl RouteState {
             one_batch,
             ..on_primary(read)
         };
-        let (Route::Replica { min_lsn }, Some(batch_len)) = (route, req.batch_len) else {
+        let (Route::Replica { min_lsn }, Some(_)) = (route, req.batch_len) else {
             if pinned && read {
                 shared.ryw.primary_time.fetch_add(1, Relaxed);
             }
@@ -220,9 +220,9 @@ impl RouteState {
             pool,
             replica: Some(host),
             read,
-            // The first batch is kept: if the replica refuses it or dies
-            // before anything reached the client, it runs on the primary.
-            retry: Some(bytes::Bytes::copy_from_slice(&buf[..batch_len])),
+            // If the replica refuses it or dies before anything reached the
+            // client, what it was sent runs on the primary instead.
+            retry: true,
             one_batch,
             simple: req.simple,
         }

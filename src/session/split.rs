@@ -87,7 +87,7 @@ impl Session {
                 pool: primary.clone(),
                 replica: None,
                 read: false,
-                retry: None,
+                retry: false,
                 one_batch: false,
                 simple: false,
             }
@@ -112,7 +112,7 @@ impl Session {
                 *plan = Some(Plan {
                     pool: primary.clone(),
                     replica: None,
-                    retry: None,
+                    retry: false,
                     ..p
                 });
                 return self.lend(&primary).await;
@@ -148,14 +148,16 @@ impl Session {
 
     /// After a request ran on a replica: if the replica refused it (25006,
     /// 40001, swallowed by the relay) or died before anything reached the
-    /// client, put the request back in front of the buffer for the primary.
+    /// client, put what it was sent back in front of the buffer for the primary.
     pub(super) fn retry_on_primary(
         &mut self,
         plan: Plan,
         outcome: &Outcome,
         flight: &Flight,
     ) -> Option<Retry> {
-        let bytes = plan.retry?;
+        if !plan.retry || !flight.may_retry.load(Relaxed) {
+            return None;
+        }
         let next = match outcome {
             Outcome::Idle if flight.retry_primary.load(Relaxed) => Retry::AfterIdle,
             Outcome::ServerGone { told: false } if flight.untouched() => {
@@ -166,6 +168,9 @@ impl Session {
             }
             _ => return None,
         };
+        // Exactly what the replica was sent (nothing, if the relay ended
+        // before forwarding) goes back in front of what the client sent since.
+        let bytes = flight.take_replay();
         let mut buf = BytesMut::with_capacity(bytes.len() + self.buf.len());
         buf.extend_from_slice(&bytes);
         buf.extend_from_slice(&self.buf);

@@ -324,7 +324,7 @@ async fn writes_follow_a_failover_with_role_auto() {
     let mut id = 2;
     let url = p.url("app", pglittle::cluster::APP_PASSWORD);
     assert!(
-        eventually(Duration::from_secs(20), || {
+        eventually(Duration::from_secs(40), || {
             id += 1;
             let sql = format!("INSERT INTO failover VALUES ({id})");
             let url = url.clone();
@@ -338,7 +338,25 @@ async fn writes_follow_a_failover_with_role_auto() {
             }
         })
         .await,
-        "writes never reached the promoted replica"
+        "writes never reached the promoted replica: {}",
+        {
+            let h = p.running.shared.topology.get(APP_DB).unwrap();
+            let show = |x: &pglittle::topology::HostState| {
+                format!(
+                    "{} healthy={} in_recovery={} lsn={:?}",
+                    x.addr(),
+                    x.healthy(),
+                    x.in_recovery.load(Relaxed),
+                    x.lsn()
+                )
+            };
+            format!(
+                "writer {}; primary {}; replica {}",
+                h.writer().addr(),
+                show(&h.primary),
+                show(&h.replicas[0])
+            )
+        }
     );
     let c = p.connect().await;
     let port = scalar(&c, "/* pglittle:primary */ SELECT inet_server_port()").await;
