@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod clients;
+mod flight;
 mod handshake;
 mod meter;
 mod relay;
