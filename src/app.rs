@@ -51,6 +51,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
     ));
     tokio::spawn(janitor(shared.clone(), shutdown.subscribe()));
     tokio::spawn(health_probe(shared.clone(), shutdown.subscribe()));
+    let config_source = shared.clone();
+    tokio::spawn(crate::topology::probe::run(
+        shared.topology.clone(),
+        move || config_source.config(),
+        shutdown.subscribe(),
+    ));
     let mut metrics_addr = None;
     if let Some(l) = metrics_listener {
         let addr = l.local_addr()?;

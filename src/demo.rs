@@ -85,6 +85,7 @@ fn demo_config(cluster: &Cluster, listen: SocketAddr) -> Config {
             min_pool_size: None,
             pool_mode: None,
             replicas,
+            routing: Default::default(),
         },
     );
     let mut users = BTreeMap::new();

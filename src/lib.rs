@@ -4,8 +4,12 @@
 //! - `protocol`: sans-IO wire protocol (frames, startup packets, the
 //!   messages pglittle decodes or encodes, SCRAM and md5).
 //! - `config`: TOML -> validated, typed `Config`; sidecar flags.
-//! - `router`: pure SQL inspection (session side effects today).
-//! - `pool`: per (database, user) pools of server connections, leases, the
+//! - `router`: pure SQL inspection: session side effects, read/write
+//!   classification with hints, the route decision, pglittle's own
+//!   `SET`/`SHOW pglittle.*`.
+//! - `topology`: hosts per database with health, WAL positions and lag,
+//!   kept by a background probe; picks the replica for a read.
+//! - `pool`: per (database, user, host) pools of server connections, leases, the
 //!   janitor, Little's Law windows and Erlang C sizing (`pool::stats`),
 //!   PAUSE/RESUME/KILL/RECONNECT.
 //! - `session`: one task per client: handshake, relay, cancel keys, the
@@ -48,6 +52,13 @@
 //!   the idle wait: every other step is boxed, and a unit test guards the size.
 //! - Server connections are boxed for life, so the pool moves pointers.
 //!
+//! - Read/write splitting happens before step 4: `session::routing`
+//!   classifies the buffered request, `router::decide` picks primary or
+//!   replica (with the client's LSN floor), and the topology picks the
+//!   replica; a replica lease serves one batch. After a write, step 7 first
+//!   reads `pg_current_wal_insert_lsn()` on the same server: the client's
+//!   new floor (and its `pglittle.lsn` token).
+//!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;
 //! the relay only bumps atomics for bytes, queries and errors.
@@ -64,6 +75,7 @@ pub mod protocol;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod topology;
 
 pub use app::{start, Running};
 pub use config::Config;

@@ -25,6 +25,9 @@ struct Cli {
     /// Sidecar mode: a streaming replica (repeatable; env is comma-separated).
     #[arg(long = "replica", env = "PGLITTLE_REPLICAS", value_delimiter = ',')]
     replicas: Vec<String>,
+    /// Sidecar mode: how reads see the client's own writes: lsn (default), time or off.
+    #[arg(long = "read-your-writes", env = "PGLITTLE_READ_YOUR_WRITES")]
+    read_your_writes: Option<pglittle::config::ReadYourWrites>,
     /// Sidecar mode: transaction (default) or session.
     #[arg(long, env = "PGLITTLE_POOL_MODE")]
     pool_mode: Option<PoolMode>,
@@ -124,9 +127,6 @@ fn load(cli: &Cli) -> Result<Config, String> {
     let Some(primary) = cli.primary.clone() else {
         return Err("give --config FILE, or --primary postgres://USER:PASS@HOST:PORT/DB for sidecar mode (see --help)".into());
     };
-    if !cli.replicas.is_empty() {
-        tracing::warn!("--replica is accepted but not routed yet: every query goes to the primary");
-    }
     Config::from_sidecar(&SidecarArgs {
         listen: cli.listen,
         primary,
@@ -135,6 +135,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
         pool_size: cli.pool_size,
         metrics: cli.metrics,
         admin_users: cli.admin_users.clone(),
+        read_your_writes: cli.read_your_writes,
     })
     .map_err(|e| e.to_string())
 }

@@ -68,6 +68,7 @@ pub fn collect(shared: &Shared) {
             m.gauge(HOST_UP, &labels).set(if *up { 1.0 } else { 0.0 });
         }
     }
+    replicas(shared);
     for p in shared.pools.all() {
         let pm = &p.metrics;
         let l = &pm.labels;
@@ -98,7 +99,7 @@ pub fn collect(shared: &Shared) {
         m.counter(SENT_BYTES_TOTAL, l).absolute(t.sent);
         m.counter(
             QUERIES_ROUTED_TOTAL,
-            &with(l, &[("route", "primary".into())]),
+            &with(l, &[("route", p.role.as_str().into())]),
         )
         .absolute(t.queries);
         for (class, n) in pm.errors() {
@@ -152,5 +153,45 @@ pub fn collect(shared: &Shared) {
                 .set(pred.unwrap_or(f64::INFINITY));
             }
         }
+    }
+}
+
+/// Replica health and lag, and read-your-writes decisions.
+fn replicas(shared: &Shared) {
+    let m = &shared.metrics;
+    let config = shared.config();
+    for (db, hosts) in shared.topology.all() {
+        if config
+            .databases
+            .get(&db)
+            .is_none_or(|d| d.replicas.is_empty())
+        {
+            continue;
+        }
+        for r in &hosts.replicas {
+            let labels = vec![
+                ("database", db.clone()),
+                ("host", r.addr()),
+                ("role", "replica".to_string()),
+            ];
+            m.gauge(HOST_UP, &labels)
+                .set(if r.healthy() { 1.0 } else { 0.0 });
+            m.gauge(REPLICA_LAG_BYTES, &labels)
+                .set(r.lag_bytes() as f64);
+            if let Some(lag) = r.lag() {
+                m.gauge(REPLICA_LAG_SECONDS, &labels).set(lag.as_secs_f64());
+            }
+        }
+    }
+    let ryw = &shared.ryw;
+    for (decision, n) in [
+        ("replica", &ryw.replica),
+        ("primary_floor", &ryw.primary_floor),
+        ("waited", &ryw.waited),
+        ("primary_time", &ryw.primary_time),
+        ("retried_on_primary", &ryw.retried),
+    ] {
+        m.counter(RYW_DECISIONS_TOTAL, &[("decision", decision.to_string())])
+            .absolute(n.load(Relaxed));
     }
 }

@@ -1,5 +1,5 @@
 //! pglittle's own SHOW commands: SIZING (Little's Law and Erlang C per
-//! pool and window) and REPLICAS (the primaries, until replicas are routed).
+//! pool and window) and REPLICAS (every host: role, health, WAL position, lag).
 
 use std::time::Instant;
 
@@ -60,7 +60,9 @@ pub fn sizing(shared: &Shared) -> Table {
     t
 }
 
-/// Only the primaries until replica routing lands: role, health, no lag.
+/// Every host of every database: role, health, WAL position, lag and the
+/// requests it served. Databases without replicas show their primary with
+/// the /health probe's view (they are not probed for WAL positions).
 pub fn replicas(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         ("database", TEXT),
@@ -81,6 +83,36 @@ pub fn replicas(shared: &Shared) -> Table {
         .clone();
     let queries = by_database(shared, |p| p.metrics.totals());
     for (name, db) in &config.databases {
+        let hosts = shared.topology.get(name);
+        if let Some(hosts) = hosts.filter(|_| !db.replicas.is_empty()) {
+            let yes_no = |b: bool| if b { "yes" } else { "no" };
+            let p = &hosts.primary;
+            t.row(vec![
+                v(name),
+                v("primary"),
+                v(&p.host),
+                v(p.port),
+                v(yes_no(p.healthy())),
+                p.lsn().map(|l| l.to_string()),
+                v(0),
+                v(0),
+                v(p.served.load(std::sync::atomic::Ordering::Relaxed)),
+            ]);
+            for r in &hosts.replicas {
+                t.row(vec![
+                    v(name),
+                    v("replica"),
+                    v(&r.host),
+                    v(r.port),
+                    v(yes_no(r.healthy())),
+                    r.lsn().map(|l| l.to_string()),
+                    v(r.lag_bytes()),
+                    r.lag().and_then(|l| num(l.as_secs_f64(), 3)),
+                    v(r.served.load(std::sync::atomic::Ordering::Relaxed)),
+                ]);
+            }
+            continue;
+        }
         let healthy = match up.get(name) {
             Some(true) => "yes",
             Some(false) => "no",

@@ -13,6 +13,7 @@
 mod error;
 mod parse;
 mod render;
+mod routing;
 pub mod sidecar;
 pub mod units;
 mod validate;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
+pub use routing::Routing;
 pub use sidecar::{PgUrl, SidecarArgs};
 
 /// Shown in place of a password or SCRAM secret in `Debug` output and in
@@ -98,6 +100,12 @@ pub struct PoolerSettings {
     pub sizing_wait_target: Duration,
     /// Sizing never recommends less than L·(1 + this/100).
     pub sizing_headroom_percent: u32,
+    /// How often every host is probed for liveness, role and WAL position.
+    pub health_check_period: Duration,
+    /// A host is banned (gets no reads) after this many failed probes in a row.
+    pub ban_after: usize,
+    /// A banned host is used again after this many good probes in a row.
+    pub unban_after: usize,
 }
 
 impl Default for PoolerSettings {
@@ -127,6 +135,9 @@ impl Default for PoolerSettings {
             metrics_listen: None,
             sizing_wait_target: Duration::from_millis(10),
             sizing_headroom_percent: 20,
+            health_check_period: Duration::from_millis(500),
+            ban_after: 2,
+            unban_after: 2,
         }
     }
 }
@@ -164,9 +175,10 @@ pub struct DatabaseConfig {
     pub min_pool_size: Option<usize>,
     /// Overrides `pooler.pool_mode` for this database.
     pub pool_mode: Option<PoolMode>,
-    /// Read replicas. Accepted and stored now so files written today keep
-    /// working once read routing lands.
+    /// Read replicas.
     pub replicas: Vec<HostConfig>,
+    /// Read/write splitting and read-your-writes.
+    pub routing: Routing,
 }
 
 /// One `[[databases.NAME.replicas]]` entry.
@@ -276,6 +288,52 @@ macro_rules! keyword_enum {
     };
 }
 
+/// `on` / `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Switch {
+    #[default]
+    On,
+    Off,
+}
+
+/// How a client is kept from reading older data than it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReadYourWrites {
+    /// Reads go only to replicas that replayed the client's last commit.
+    #[default]
+    Lsn,
+    /// Reads go to the primary for `pin_after_write` after a write (weaker).
+    Time,
+    /// No guarantee: a read right after a write may miss it.
+    Off,
+}
+
+/// Whether the primary takes reads too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PrimaryReads {
+    /// Only writes; reads wait for a replica (or fail) when none is usable.
+    Never,
+    /// Reads when no replica is eligible.
+    #[default]
+    Fallback,
+    /// As one more host among the replicas.
+    Always,
+}
+
+/// Whether host roles come from the configuration or from the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RoleMode {
+    /// `host` is the primary, `replicas` are replicas.
+    #[default]
+    Fixed,
+    /// Roles are discovered with `pg_is_in_recovery()`; a promotion is followed.
+    Auto,
+}
+
+keyword_enum!(RoleMode { Fixed => "fixed", Auto => "auto" });
+keyword_enum!(Switch { On => "on", Off => "off" });
+keyword_enum!(ReadYourWrites { Lsn => "lsn", Time => "time", Off => "off" });
+keyword_enum!(PrimaryReads { Never => "never", Fallback => "fallback", Always => "always" });
 keyword_enum!(PoolMode { Transaction => "transaction", Session => "session" });
 keyword_enum!(LogFormat { Text => "text", Json => "json" });
 keyword_enum!(AuthMethod { ScramSha256 => "scram-sha-256", Md5 => "md5", Trust => "trust" });

@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use super::units::{parse_duration, parse_size};
 use super::{
     child_key, AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, Keyword,
-    PoolerSettings, UserConfig,
+    PoolerSettings, RoleMode, Routing, UserConfig,
 };
 
 const TOP_KEYS: &[&str] = &["pooler", "databases", "users"];
@@ -40,6 +40,9 @@ const POOLER_KEYS: &[&str] = &[
     "metrics_listen",
     "sizing_wait_target",
     "sizing_headroom_percent",
+    "health_check_period",
+    "ban_after",
+    "unban_after",
 ];
 const DATABASE_KEYS: &[&str] = &[
     "host",
@@ -49,6 +52,16 @@ const DATABASE_KEYS: &[&str] = &[
     "min_pool_size",
     "pool_mode",
     "replicas",
+    "read_write_split",
+    "read_your_writes",
+    "max_replica_lag",
+    "max_replica_lag_bytes",
+    "causal_wait",
+    "pin_after_write",
+    "primary_reads",
+    "writer_functions",
+    "hosts",
+    "role",
 ];
 const HOST_KEYS: &[&str] = &["host", "port", "weight"];
 const USER_KEYS: &[&str] = &[
@@ -119,6 +132,9 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         sizing_headroom_percent: s
             .percent("sizing_headroom_percent")?
             .unwrap_or(d.sizing_headroom_percent),
+        health_check_period: duration("health_check_period", d.health_check_period)?,
+        ban_after: s.count("ban_after")?.unwrap_or(d.ban_after),
+        unban_after: s.count("unban_after")?.unwrap_or(d.unban_after),
     })
 }
 
@@ -131,14 +147,83 @@ fn database(name: &str, s: &Section<'_>) -> Result<DatabaseConfig, ConfigError> 
             weight: replica.weight("weight")?.unwrap_or(1),
         });
     }
+    let listed = s.string_list("hosts")?;
+    let from_hosts = listed.is_some();
+    let (host, port) = match listed {
+        Some(list) => {
+            let mut hosts = Vec::new();
+            for h in &list {
+                hosts.push(host_port(h).ok_or_else(|| {
+                    s.error(
+                        "hosts",
+                        format!("expected \"HOST:PORT\" strings, got {h:?}"),
+                    )
+                })?);
+            }
+            if hosts.len() < 2 || s.string("host")?.is_some() || !replicas.is_empty() {
+                return Err(s.error(
+                    "hosts",
+                    "give at least two \"HOST:PORT\" entries, instead of host and replicas",
+                ));
+            }
+            let (host, port) = hosts.remove(0);
+            replicas = hosts
+                .into_iter()
+                .map(|(host, port)| HostConfig {
+                    host,
+                    port,
+                    weight: 1,
+                })
+                .collect();
+            (host, Some(port))
+        }
+        None => (
+            s.required_string("host", "the PostgreSQL server's host name or address")?,
+            None,
+        ),
+    };
+    let mut routing = routing(s)?;
+    if from_hosts && s.keyword::<RoleMode>("role")?.is_none() {
+        // A `hosts` list discovers roles unless told otherwise.
+        routing.role = RoleMode::Auto;
+    }
     Ok(DatabaseConfig {
-        host: s.required_string("host", "the PostgreSQL server's host name or address")?,
-        port: s.port("port")?.unwrap_or(DEFAULT_PORT),
+        host,
+        port: match port {
+            Some(p) => p,
+            None => s.port("port")?.unwrap_or(DEFAULT_PORT),
+        },
         dbname: s.string("dbname")?.unwrap_or_else(|| name.to_owned()),
         pool_size: s.count("pool_size")?,
         min_pool_size: s.count("min_pool_size")?,
         pool_mode: s.keyword("pool_mode")?,
         replicas,
+        routing,
+    })
+}
+
+/// `"host:port"` (or `"[v6]:port"`).
+fn host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+fn routing(s: &Section<'_>) -> Result<Routing, ConfigError> {
+    let d = Routing::default();
+    Ok(Routing {
+        split: s.keyword("read_write_split")?.unwrap_or(d.split),
+        read_your_writes: s.keyword("read_your_writes")?.unwrap_or(d.read_your_writes),
+        max_replica_lag: s.duration("max_replica_lag")?,
+        max_replica_lag_bytes: s.size("max_replica_lag_bytes")?,
+        causal_wait: s.duration("causal_wait")?.unwrap_or(d.causal_wait),
+        pin_after_write: s.duration("pin_after_write")?.unwrap_or(d.pin_after_write),
+        primary_reads: s.keyword("primary_reads")?.unwrap_or(d.primary_reads),
+        writer_functions: s
+            .string_list("writer_functions")?
+            .unwrap_or(d.writer_functions),
+        role: s.keyword("role")?.unwrap_or(d.role),
     })
 }
 

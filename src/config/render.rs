@@ -76,6 +76,9 @@ fn render_pooler(config: &Config, out: &mut String) {
     }
     line(out, "sizing_wait_target", duration(p.sizing_wait_target));
     line(out, "sizing_headroom_percent", p.sizing_headroom_percent);
+    line(out, "health_check_period", duration(p.health_check_period));
+    line(out, "ban_after", p.ban_after);
+    line(out, "unban_after", p.unban_after);
 }
 
 fn render_database(config: &Config, name: &str, db: &DatabaseConfig, out: &mut String) {
@@ -113,6 +116,26 @@ fn render_database(config: &Config, name: &str, db: &DatabaseConfig, out: &mut S
             "pooler.pool_mode",
         ),
     }
+    let r = &db.routing;
+    let duration = |d| toml_string(&format_duration(d));
+    line(out, "read_write_split", toml_string(r.split.as_str()));
+    line(
+        out,
+        "read_your_writes",
+        toml_string(r.read_your_writes.as_str()),
+    );
+    if let Some(lag) = r.max_replica_lag {
+        line(out, "max_replica_lag", duration(lag));
+    }
+    if let Some(bytes) = r.max_replica_lag_bytes {
+        line(out, "max_replica_lag_bytes", bytes);
+    }
+    line(out, "causal_wait", duration(r.causal_wait));
+    line(out, "pin_after_write", duration(r.pin_after_write));
+    line(out, "primary_reads", toml_string(r.primary_reads.as_str()));
+    line(out, "role", toml_string(r.role.as_str()));
+    let writers: Vec<String> = r.writer_functions.iter().map(|w| toml_string(w)).collect();
+    line(out, "writer_functions", format!("[{}]", writers.join(", ")));
     if db.replicas.is_empty() {
         line(out, "replicas", "[]");
     }

@@ -11,7 +11,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 
 use super::{
     AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, PoolMode, PoolerSettings,
-    UserConfig, REDACTED,
+    ReadYourWrites, Routing, UserConfig, REDACTED,
 };
 
 const DEFAULT_PORT: u16 = 5432;
@@ -30,6 +30,8 @@ pub struct SidecarArgs {
     pub metrics: Option<SocketAddr>,
     /// `--admin-users`: console admins; empty = the `--primary` URL's user.
     pub admin_users: Vec<String>,
+    /// `--read-your-writes`: lsn (default), time or off.
+    pub read_your_writes: Option<ReadYourWrites>,
 }
 
 impl fmt::Debug for SidecarArgs {
@@ -310,6 +312,10 @@ impl Config {
             min_pool_size: None,
             pool_mode: None,
             replicas,
+            routing: Routing {
+                read_your_writes: args.read_your_writes.unwrap_or_default(),
+                ..Routing::default()
+            },
         };
         let user = UserConfig {
             password: Some(password),
@@ -462,6 +468,27 @@ mod tests {
             replicas: replicas.iter().map(|r| (*r).to_owned()).collect(),
             ..SidecarArgs::default()
         }
+    }
+
+    #[test]
+    fn replicas_split_reads_with_lsn_read_your_writes_by_default() {
+        let a = args("postgres://app:pw@p/db", &["postgres://app:pw@r/db"]);
+        let c = Config::from_sidecar(&a).unwrap();
+        let r = &c.databases["db"].routing;
+        assert_eq!(
+            (r.split, r.read_your_writes),
+            (super::super::Switch::On, ReadYourWrites::Lsn)
+        );
+        let a = SidecarArgs {
+            read_your_writes: Some(ReadYourWrites::Time),
+            ..a
+        };
+        let c = Config::from_sidecar(&a).unwrap();
+        assert_eq!(
+            c.databases["db"].routing.read_your_writes,
+            ReadYourWrites::Time
+        );
+        assert_eq!("off".parse::<ReadYourWrites>(), Ok(ReadYourWrites::Off));
     }
 
     #[test]

@@ -666,3 +666,84 @@ fn console_metrics_and_sizing_keys() {
         "{e}"
     );
 }
+
+#[test]
+fn routing_keys_are_read_and_checked() {
+    let c = parse(&with(
+        "databases.app",
+        r#"read_write_split = "off"
+read_your_writes = "time"
+max_replica_lag = "5s"
+max_replica_lag_bytes = "16MiB"
+causal_wait = "200ms"
+pin_after_write = "2s"
+primary_reads = "always"
+writer_functions = ["audit*"]"#,
+    ));
+    let r = &c.databases["app"].routing;
+    assert_eq!(r.split, Switch::Off);
+    assert_eq!(r.read_your_writes, ReadYourWrites::Time);
+    assert_eq!(r.max_replica_lag, Some(Duration::from_secs(5)));
+    assert_eq!(r.max_replica_lag_bytes, Some(16 << 20));
+    assert_eq!(r.causal_wait, Duration::from_millis(200));
+    assert_eq!(r.pin_after_write, Duration::from_secs(2));
+    assert_eq!(r.primary_reads, PrimaryReads::Always);
+    assert_eq!(r.writer_functions, vec!["audit*".to_string()]);
+    let d = &parse(MINIMAL).databases["app"].routing;
+    assert_eq!(
+        (d.split, d.read_your_writes),
+        (Switch::On, ReadYourWrites::Lsn)
+    );
+    assert!(d.writer_functions.iter().any(|w| w == "nextval"));
+    let p = parse(&with(
+        "pooler",
+        "health_check_period = \"100ms\"\nban_after = 3\nunban_after = 4",
+    ))
+    .pooler;
+    assert_eq!(
+        (p.health_check_period, p.ban_after, p.unban_after),
+        (Duration::from_millis(100), 3, 4)
+    );
+    assert_eq!(
+        parse_err(&with("databases.app", "read_your_writes = \"sometimes\"")),
+        r#"databases.app.read_your_writes: expected "lsn", "time" or "off", got "sometimes""#
+    );
+    assert!(parse_err(&with("databases.app", "causal_wait = \"soon\""))
+        .starts_with("databases.app.causal_wait: "));
+}
+
+#[test]
+fn a_hosts_list_discovers_roles() {
+    let text = MINIMAL.replace(
+        "host = \"127.0.0.1\"",
+        "hosts = [\"db1:5432\", \"db2:5433\", \"[::1]:5434\"]",
+    );
+    let db = &parse(&text).databases["app"];
+    assert_eq!((db.host.as_str(), db.port), ("db1", 5432));
+    let replicas: Vec<_> = db
+        .replicas
+        .iter()
+        .map(|r| (r.host.as_str(), r.port))
+        .collect();
+    assert_eq!(replicas, [("db2", 5433), ("::1", 5434)]);
+    assert_eq!(db.routing.role, RoleMode::Auto);
+    let fixed = text.replace("hosts = ", "role = \"fixed\"\nhosts = ");
+    assert_eq!(parse(&fixed).databases["app"].routing.role, RoleMode::Fixed);
+    assert_eq!(
+        parse(MINIMAL).databases["app"].routing.role,
+        RoleMode::Fixed
+    );
+    for bad in [
+        "hosts = [\"db1\"]",
+        "hosts = [\"db1:x\", \"db2:1\"]",
+        "hosts = [\"db1:1\"]",
+    ] {
+        let e = parse_err(&MINIMAL.replace("host = \"127.0.0.1\"", bad));
+        assert!(e.starts_with("databases.app.hosts: "), "{e}");
+    }
+    let both = MINIMAL.replace(
+        "host = \"127.0.0.1\"",
+        "host = \"x\"\nhosts = [\"a:1\", \"b:2\"]",
+    );
+    assert!(parse_err(&both).starts_with("databases.app.hosts: "));
+}

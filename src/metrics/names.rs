@@ -78,9 +78,9 @@ pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (RECOMMENDED_SIZE, "", "Pool size keeping the predicted p99 wait under target (Erlang C, floor L*(1+headroom), capped by the max_connections budget)."),
     (PREDICTED_WAIT_P99_SECONDS, "seconds", "Erlang C predicted p99 wait at the current or recommended size (+Inf when unstable)."),
     (CONNECTION_BUDGET, "", "This pool's share of the server's max_connections (0 = unknown)."),
-    (REPLICA_LAG_SECONDS, "seconds", "Replay lag of a replica (reserved; replicas are not routed yet)."),
-    (REPLICA_LAG_BYTES, "bytes", "Replay lag of a replica in WAL bytes (reserved)."),
-    (RYW_DECISIONS_TOTAL, "", "Read-your-writes decisions: replica, primary_floor, waited (reserved)."),
+    (REPLICA_LAG_SECONDS, "seconds", "Replay lag of a replica: how long ago the primary first wrote past its replay position."),
+    (REPLICA_LAG_BYTES, "bytes", "Replay lag of a replica in WAL bytes."),
+    (RYW_DECISIONS_TOTAL, "", "Read-your-writes decisions: replica, primary_floor, waited, primary_time, retried_on_primary."),
 ];
 
 #[cfg(test)]

@@ -34,6 +34,22 @@ use crate::metrics::PoolMetrics;
 
 use crate::config::PoolMode;
 
+/// Which kind of host a pool serves; primaries sort first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostRole {
+    Primary,
+    Replica,
+}
+
+impl HostRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostRole::Primary => "primary",
+            HostRole::Replica => "replica",
+        }
+    }
+}
+
 /// Per-pool settings that a reload may change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
@@ -154,6 +170,8 @@ pub struct PoolStatus {
 pub struct Pool {
     pub database: String,
     pub user: String,
+    /// The role of the host this pool's connections go to.
+    pub role: HostRole,
     target: ServerTarget,
     auth: Mutex<ServerAuth>,
     state: Mutex<State>,
@@ -189,6 +207,7 @@ impl Pool {
         Pool {
             database: database.to_string(),
             user: user.to_string(),
+            role: HostRole::Primary,
             target,
             auth: Mutex::new(auth),
             state: Mutex::new(State {
@@ -213,6 +232,12 @@ impl Pool {
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
         }
+    }
+
+    /// Marks this pool as one for a replica.
+    pub fn for_replica(mut self) -> Pool {
+        self.role = HostRole::Replica;
+        self
     }
 
     /// Attaches the instance's metric handles (labelled for this pool).

@@ -1,4 +1,5 @@
-//! The set of pools, created on first use of a (database, user) pair.
+//! The set of pools, created on first use of a (database, user, host)
+//! triple: the primary's pool and one per replica.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -7,7 +8,7 @@ use super::Pool;
 
 #[derive(Default)]
 pub struct Pools {
-    map: RwLock<HashMap<(String, String), Arc<Pool>>>,
+    map: RwLock<HashMap<(String, String, String), Arc<Pool>>>,
 }
 
 impl Pools {
@@ -15,14 +16,15 @@ impl Pools {
         Self::default()
     }
 
-    /// The pool for (database, user), built by `make` on first use.
+    /// The pool for (database, user, host), built by `make` on first use.
     pub fn get_or_create(
         &self,
         database: &str,
         user: &str,
+        host: &str,
         make: impl FnOnce() -> Pool,
     ) -> Arc<Pool> {
-        let key = (database.to_string(), user.to_string());
+        let key = (database.to_string(), user.to_string(), host.to_string());
         if let Some(p) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return p.clone();
         }
@@ -42,7 +44,17 @@ impl Pools {
             .values()
             .cloned()
             .collect();
-        v.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+        v.sort_by(|a, b| {
+            let key = |p: &Pool| {
+                (
+                    p.database.clone(),
+                    p.user.clone(),
+                    p.role,
+                    p.target().addr(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
         v
     }
 }

@@ -13,7 +13,8 @@ use crate::protocol::frontend::cancel_request;
 
 struct Entry {
     secret: i32,
-    pool: Arc<Pool>,
+    /// The pool of the server lent now (the primary's or a replica's).
+    pool: Arc<Mutex<Arc<Pool>>>,
     /// The lent server's (pid << 32 | secret), or 0 while none is lent.
     server: Arc<AtomicU64>,
 }
@@ -46,6 +47,7 @@ impl CancelRegistry {
     /// Issues a fresh key for a client of `pool`.
     pub fn register(self: &Arc<Self>, pool: Arc<Pool>) -> CancelHandle {
         let server = Arc::new(AtomicU64::new(0));
+        let pool = Arc::new(Mutex::new(pool));
         let secret = rand::random::<i32>();
         let mut map = self.map();
         let pid = loop {
@@ -58,11 +60,12 @@ impl CancelRegistry {
             pid,
             Entry {
                 secret,
-                pool,
+                pool: pool.clone(),
                 server: server.clone(),
             },
         );
         CancelHandle {
+            pool,
             registry: self.clone(),
             pid,
             secret,
@@ -77,7 +80,12 @@ impl CancelRegistry {
             match map.get(&pid) {
                 Some(e) if e.secret == secret => {
                     let key = e.server.load(Ordering::Acquire);
-                    (key != 0).then(|| (e.pool.clone(), key))
+                    (key != 0).then(|| {
+                        (
+                            e.pool.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                            key,
+                        )
+                    })
                 }
                 _ => None,
             }
@@ -107,6 +115,7 @@ pub struct CancelHandle {
     pub pid: i32,
     pub secret: i32,
     server: Arc<AtomicU64>,
+    pool: Arc<Mutex<Arc<Pool>>>,
 }
 
 impl CancelHandle {
@@ -114,6 +123,16 @@ impl CancelHandle {
     pub fn set_server(&self, pid: i32, secret: i32) {
         let key = ((pid as u32 as u64) << 32) | secret as u32 as u64;
         self.server.store(key, Ordering::Release);
+    }
+
+    /// Points cancels at a server of `pool` (a replica's, say).
+    pub fn set_server_in(&self, pool: &Arc<Pool>, pid: i32, secret: i32) {
+        let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&p, pool) {
+            *p = pool.clone();
+        }
+        drop(p);
+        self.set_server(pid, secret);
     }
 
     pub fn clear_server(&self) {

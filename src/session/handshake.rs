@@ -75,6 +75,8 @@ pub(super) async fn run(
                     idle_transaction_timeout: config.pooler.idle_transaction_timeout,
                 },
                 client_idle_timeout: config.pooler.client_idle_timeout,
+                route: greeted.route,
+                force_primary: false,
             })))
         }
         Ok(None) => Ok(None),
@@ -106,6 +108,7 @@ struct Greeted {
     defaults: Arc<Params>,
     overrides: Params,
     cancel: super::cancel::CancelHandle,
+    route: super::routing::RouteState,
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), SessionError> {
@@ -200,9 +203,31 @@ async fn login(
     for (k, v) in &params {
         if k == "options" {
             startup_settings.extend(parse_options(v).map_err(SessionError::BadStartupParameter)?);
-        } else if is_session_setting(k) {
+        } else if is_session_setting(k) || k.starts_with("pglittle.") {
             startup_settings.push((k.clone(), v.clone()));
         }
+    }
+    // pglittle's own parameters are kept here, never sent to a server.
+    let mut route = super::routing::RouteState::default();
+    let mut bad = None;
+    startup_settings.retain(|(k, v)| {
+        let Some(name) = k
+            .to_ascii_lowercase()
+            .strip_prefix("pglittle.")
+            .map(str::to_owned)
+        else {
+            return true;
+        };
+        let sql = format!("SET pglittle.{name} = '{}'", v.replace('\'', "''"));
+        match crate::router::local::parse(sql.as_bytes()) {
+            Some(Ok(cmd)) => route.answer(Ok(cmd), &mut BytesMut::new()),
+            Some(Err(e)) => bad = Some(e),
+            None => {}
+        }
+        false
+    });
+    if let Some(e) = bad {
+        return Err(SessionError::BadStartupParameter(e));
     }
     let pool = shared
         .pool_for(config, db, user)
@@ -232,6 +257,7 @@ async fn login(
         defaults,
         overrides,
         cancel,
+        route,
     })))
 }
 

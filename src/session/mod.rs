@@ -3,14 +3,18 @@
 
 pub mod cancel;
 pub mod clients;
+mod flight;
 mod handshake;
 mod meter;
 mod relay;
 mod rewrite;
+mod routing;
 mod shared;
+mod split;
 mod statements;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -27,6 +31,7 @@ use crate::protocol::frontend::{peek_message, FrontendMessage};
 use crate::shutdown::Phase;
 use cancel::CancelHandle;
 use relay::{Flight, Outcome, RelayLimits};
+use split::{Busy, Retry};
 
 /// A logged-in client.
 pub struct Session {
@@ -47,6 +52,10 @@ pub struct Session {
     client_idle_timeout: std::time::Duration,
     /// This client's entry in the registry (state changes at lease boundaries).
     entry: clients::ClientGuard,
+    /// Read/write splitting: the read-your-writes floor, `pglittle.route`.
+    route: routing::RouteState,
+    /// The next request goes to the primary (a replica refused it).
+    force_primary: bool,
 }
 
 /// Serves one client connection from accept to close.
@@ -124,9 +133,13 @@ impl Session {
             self.client.write_all(&out).await?;
             return Ok(Next::Continue);
         }
+        let mut plan = None;
         let mut lease = match self.lease.take() {
             Some(lease) => lease,
-            None => match self.lend().await {
+            None if first == First::Simple && self.answer_locally().await? => {
+                return Ok(Next::Continue);
+            }
+            None => match self.lend_planned(&mut plan).await {
                 Ok(lease) => lease,
                 Err(SessionError::Pool(e)) => {
                     let closed = matches!(e, crate::pool::PoolError::Closed(_));
@@ -140,7 +153,18 @@ impl Session {
             },
         };
         let flight = Flight::new();
-        let meter = meter::Meter::new(&self.pool.metrics);
+        let pool = lease.pool().clone();
+        if let Some(p) = &plan {
+            flight.one_batch.store(p.one_batch, Relaxed);
+            flight
+                .retry_armed
+                .store(p.replica.is_some() && p.simple && p.retry, Relaxed);
+            flight
+                .may_retry
+                .store(p.replica.is_some() && p.retry, Relaxed);
+        }
+        let _busy = plan.as_ref().and_then(|p| p.replica.clone()).map(Busy::new);
+        let meter = meter::Meter::new(&pool.metrics);
         let outcome = Box::pin(relay::transaction(
             &mut self.client,
             &mut self.buf,
@@ -154,6 +178,25 @@ impl Session {
         ))
         .await;
         self.count_statements(&mut lease, &flight);
+        if let Some(p) = plan.take() {
+            if p.replica.is_some() {
+                if let Some(next) = self.retry_on_primary(p, &outcome, &flight) {
+                    return match next {
+                        Retry::AfterIdle => {
+                            self.after_transaction(lease, &flight).await;
+                            Ok(Next::Continue)
+                        }
+                        Retry::Discard => {
+                            self.cancel.clear_server();
+                            lease.discard();
+                            Ok(Next::Continue)
+                        }
+                    };
+                }
+            } else if !p.read && matches!(outcome, Outcome::Idle | Outcome::IdleThenGone) {
+                self.learn_floor(&mut lease).await;
+            }
+        }
         match outcome {
             Outcome::Idle if self.mode == PoolMode::Session => {
                 self.lease = Some(lease);
@@ -192,8 +235,8 @@ impl Session {
 
     /// Moves the relay's prepared-statement counts into the pool's counters.
     fn count_statements(&self, lease: &mut Lease, flight: &Flight) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = &self.pool.counters;
+        let pool = lease.pool().clone();
+        let c = &pool.counters;
         let (hits, misses, evictions) = lease.conn().statements.take_counts();
         c.stmt_hits.fetch_add(hits, Relaxed);
         c.stmt_misses.fetch_add(misses, Relaxed);
@@ -250,10 +293,10 @@ impl Session {
     }
 
     /// Borrows a server and makes its session parameters match this client's.
-    async fn lend(&mut self) -> Result<Lease, SessionError> {
-        let wait = self.pool.settings().query_wait_timeout;
+    async fn lend(&mut self, pool: &Arc<Pool>) -> Result<Lease, SessionError> {
+        let wait = pool.settings().query_wait_timeout;
         self.entry.entry.set_state(clients::ClientState::Waiting);
-        let mut lease = self.pool.acquire(wait).await?;
+        let mut lease = pool.acquire(wait).await?;
         self.entry.entry.set_state(clients::ClientState::Active);
         let conn = lease.conn();
         // Skip the comparison when this server was last synced for a client
@@ -266,9 +309,7 @@ impl Session {
             self.overrides.sync_sql(&self.defaults, &conn.params)
         };
         if let Some(sql) = sync {
-            let outcome = conn
-                .simple_query(&sql, self.pool.target().connect_timeout)
-                .await;
+            let outcome = conn.simple_query(&sql, pool.target().connect_timeout).await;
             match outcome {
                 Ok(o) if o.error.is_none() => {
                     for (k, v) in self.overrides.iter() {
@@ -283,7 +324,7 @@ impl Session {
                     lease.release();
                     let (code, message) = o.error.unwrap_or_default();
                     return Err(SessionError::Pool(crate::pool::PoolError::ServerRejected {
-                        addr: self.pool.target().addr(),
+                        addr: pool.target().addr(),
                         code,
                         message,
                     }));
@@ -297,7 +338,7 @@ impl Session {
         let conn = lease.conn();
         conn.params.mark_synced();
         conn.synced_for = Some(fingerprint);
-        self.cancel.set_server(conn.pid, conn.secret);
+        self.cancel.set_server_in(pool, conn.pid, conn.secret);
         Ok(lease)
     }
 
@@ -493,6 +534,8 @@ mod tests {
                 idle_transaction_timeout: std::time::Duration::ZERO,
             },
             client_idle_timeout: std::time::Duration::ZERO,
+            route: Default::default(),
+            force_primary: false,
         };
         let run = std::mem::size_of_val(&Box::new(session).run());
         // Measured at 728 and 512 bytes when this test was written.

@@ -8,22 +8,21 @@
 //! Query/Sync the client sent has been answered, with no extended-protocol
 //! message waiting for its Sync.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::pool::params::Params;
 use crate::pool::ServerConn;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
-use crate::protocol::scan::{BackendEvent, BackendScanner, Segment};
+use crate::protocol::scan::{BackendEvent, BackendKind, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
-use crate::router::{inspect, SqlEffects};
 
+pub use super::flight::Flight;
 use super::rewrite::{Books, Fate};
 use super::statements::ClientStatements;
 
@@ -44,77 +43,6 @@ pub enum Outcome {
     IdleInTransaction,
     /// The server connection failed; `told` when a FATAL already reached the client.
     ServerGone { told: bool },
-}
-
-/// Shared between the two pumps (same task; atomics only to stay `Send`).
-#[derive(Default)]
-pub struct Flight {
-    /// Query/Sync/FunctionCall messages sent and not yet answered.
-    outstanding: AtomicUsize,
-    /// Extended-protocol messages sent since the last Sync.
-    unsynced: AtomicBool,
-    /// Transaction status from the last ReadyForQuery.
-    status: AtomicU8,
-    search_path: AtomicBool,
-    needs_reset: AtomicBool,
-    stopping: AtomicBool,
-    stop: Notify,
-    /// Wakes the client pump to re-arm its idle-in-transaction timer when a
-    /// ReadyForQuery changes the transaction status.
-    status_changed: Notify,
-    /// Wakes the server pump to emit a made-up reply that is due now.
-    synth_due: Notify,
-    /// Wakes the client pump to replay a batch (stale cached plan).
-    resend_due: Notify,
-    /// Batches replayed in this relay.
-    pub retries: std::sync::atomic::AtomicU64,
-}
-
-impl Flight {
-    pub fn new() -> Flight {
-        let f = Flight::default();
-        f.status.store(b'I', Relaxed);
-        f
-    }
-
-    /// True when nothing is in flight: safe to roll back or release.
-    pub fn quiet(&self) -> bool {
-        self.outstanding.load(Relaxed) == 0 && !self.unsynced.load(Relaxed)
-    }
-
-    pub fn status(&self) -> u8 {
-        self.status.load(Relaxed)
-    }
-
-    pub fn effects(&self) -> SqlEffects {
-        SqlEffects {
-            search_path: self.search_path.load(Relaxed),
-            needs_reset: self.needs_reset.load(Relaxed),
-            prepared: false,
-        }
-    }
-
-    /// Records what a client message means for the session; returns what
-    /// its SQL (if any) does.
-    fn note(&self, msg: &FrontendMessage<'_>) -> SqlEffects {
-        let mut found = SqlEffects::default();
-        if let FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } = msg {
-            let fx = inspect(sql);
-            found = fx;
-            if fx.search_path {
-                self.search_path.store(true, Relaxed);
-            }
-            if fx.needs_reset {
-                self.needs_reset.store(true, Relaxed);
-            }
-        }
-        if msg.ends_batch() {
-            self.unsynced.store(false, Relaxed);
-        } else if msg.is_extended() {
-            self.unsynced.store(true, Relaxed);
-        }
-        found
-    }
 }
 
 /// What the relay needs to know about the client's limits.
@@ -181,6 +109,9 @@ pub async fn transaction(
                     out.extend_from_slice(&replay);
                 }
                 loop {
+                    if flight.batch_sent.load(Relaxed) {
+                        break;
+                    }
                     match peek_message(&cbuf[n..], limits.max_message) {
                         Ok(Some((FrontendMessage::Terminate, _))) => {
                             terminated = true;
@@ -194,6 +125,9 @@ pub async fn transaction(
                             flight.outstanding.fetch_add(w.cycles, Relaxed);
                             synth |= w.synth;
                             n += len;
+                            if msg.ends_batch() && flight.one_batch.load(Relaxed) {
+                                flight.batch_sent.store(true, Relaxed);
+                            }
                         }
                         Ok(None) => break,
                         Err(e) => return ClientEnd::Protocol(e),
@@ -202,6 +136,9 @@ pub async fn transaction(
             }
             if synth {
                 flight.synth_due.notify_one();
+            }
+            if n > 0 && flight.may_retry.load(Relaxed) {
+                flight.keep_for_replay(&cbuf[..n]);
             }
             cbuf.advance(n);
             if n > 0 {
@@ -245,6 +182,7 @@ pub async fn transaction(
         let mut scanner = BackendScanner::new();
         let mut segs: Vec<Segment> = Vec::new();
         let mut gather = BytesMut::new();
+        let mut held = BytesMut::new();
         let mut told = false;
         loop {
             segs.clear();
@@ -270,8 +208,18 @@ pub async fn transaction(
                             server_params.set(&name, &value);
                         }
                         Some(BackendEvent::Error { fatal, code }) => {
-                            told |= fatal;
                             error = Some(code);
+                            let untouched = !flight.forwarded.load(Relaxed);
+                            let refused = flight.retry_armed.load(Relaxed)
+                                && (&code == b"25006" || &code == b"40001");
+                            // A replica shutting down says FATAL and hangs up:
+                            // if the client saw nothing yet, the request moves.
+                            let dying = fatal && flight.one_batch.load(Relaxed);
+                            if untouched && flight.may_retry.load(Relaxed) && (refused || dying) {
+                                flight.retry_primary.store(true, Relaxed);
+                            } else {
+                                told |= fatal;
+                            }
                         }
                         None => {}
                     }
@@ -282,8 +230,22 @@ pub async fn transaction(
                         let o = flight.outstanding.load(Relaxed);
                         flight.outstanding.store(o.saturating_sub(ignored), Relaxed);
                     }
+                    if flight.retry_primary.load(Relaxed) {
+                        return false;
+                    }
                     match fate {
-                        Fate::Forward => true,
+                        Fate::Forward => {
+                            // A notice (say, the WARNING a dying server sends)
+                            // or a RowDescription (held back below) does not
+                            // stop a retry elsewhere.
+                            if !matches!(
+                                head.kind,
+                                BackendKind::Async | BackendKind::RowDescription
+                            ) {
+                                flight.forwarded.store(true, Relaxed);
+                            }
+                            true
+                        }
                         Fate::Drop => false,
                         Fate::Retry => {
                             flight.outstanding.fetch_add(1, Relaxed);
@@ -298,18 +260,45 @@ pub async fn transaction(
                     Err(_) => return ServerEnd::Gone { told },
                 }
             };
-            let sent = match segs.as_slice() {
-                [] => Ok(()),
-                [Segment::Range(0, end)] => cw.write_all(&sbuf[..*end]).await,
-                _ => {
-                    gather.clear();
-                    for seg in &segs {
-                        match *seg {
-                            Segment::Range(a, b) => gather.extend_from_slice(&sbuf[a..b]),
-                            Segment::Static(bytes) => gather.extend_from_slice(bytes),
-                        }
+            let sent = if flight.retry_primary.load(Relaxed) {
+                // The replica refused: nothing of this reply reaches the client.
+                held.clear();
+                Ok(())
+            } else if flight.may_retry.load(Relaxed) && !flight.forwarded.load(Relaxed) {
+                // Until a row, a completion or a ReadyForQuery comes, the
+                // reply (a RowDescription, a ParseComplete pglittle made up)
+                // could still be replaced by the primary's: hold it back.
+                for seg in &segs {
+                    match *seg {
+                        Segment::Range(a, b) => held.extend_from_slice(&sbuf[a..b]),
+                        Segment::Static(bytes) => held.extend_from_slice(bytes),
                     }
-                    cw.write_all(&gather).await
+                }
+                Ok(())
+            } else if !held.is_empty() {
+                for seg in &segs {
+                    match *seg {
+                        Segment::Range(a, b) => held.extend_from_slice(&sbuf[a..b]),
+                        Segment::Static(bytes) => held.extend_from_slice(bytes),
+                    }
+                }
+                let r = cw.write_all(&held).await;
+                held.clear();
+                r
+            } else {
+                match segs.as_slice() {
+                    [] => Ok(()),
+                    [Segment::Range(0, end)] => cw.write_all(&sbuf[..*end]).await,
+                    _ => {
+                        gather.clear();
+                        for seg in &segs {
+                            match *seg {
+                                Segment::Range(a, b) => gather.extend_from_slice(&sbuf[a..b]),
+                                Segment::Static(bytes) => gather.extend_from_slice(bytes),
+                            }
+                        }
+                        cw.write_all(&gather).await
+                    }
                 }
             };
             if sent.is_err() {

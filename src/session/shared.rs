@@ -11,9 +11,10 @@ use super::cancel::CancelRegistry;
 use super::clients::ClientRegistry;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::{registry::Pools, Pool, PoolSettings, ServerAuth, ServerTarget};
+use crate::pool::{registry::Pools, HostRole, Pool, PoolSettings, ServerAuth, ServerTarget};
 use crate::protocol::auth::scram::ScramSecret;
 use crate::shutdown::{Phase, Shutdown};
+use crate::topology::{HostState, Topology};
 
 /// Re-reads the configuration for RELOAD (the file, or the sidecar flags).
 pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
@@ -41,11 +42,34 @@ pub struct Shared {
     pub paused: Mutex<std::collections::BTreeSet<Option<String>>>,
     /// SCRAM secrets derived from plaintext passwords: PBKDF2 runs once per user.
     derived: Mutex<HashMap<String, (String, ScramSecret)>>,
+    /// Hosts per database: health, WAL positions, lag (kept by the probe).
+    pub topology: Arc<Topology>,
+    /// Read-your-writes decisions: replica, primary_floor, waited, primary_time.
+    pub ryw: RywCounters,
+}
+
+/// How reads were placed with respect to the client's own writes.
+#[derive(Default, Debug)]
+pub struct RywCounters {
+    /// A replica had replayed the client's floor.
+    pub replica: AtomicU64,
+    /// No replica had: the primary served the read.
+    pub primary_floor: AtomicU64,
+    /// The read waited (causal_wait) for a replica to catch up.
+    pub waited: AtomicU64,
+    /// Time mode: the read came soon after a write and went to the primary.
+    pub primary_time: AtomicU64,
+    /// Reads retried on the primary after a replica refused them (25006, 40001).
+    pub retried: AtomicU64,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>, control: &Shutdown) -> Shared {
+        let topology = Arc::new(Topology::new());
+        topology.sync(&config);
         Shared {
+            topology,
+            ryw: RywCounters::default(),
             config: RwLock::new(config),
             pools: Pools::new(),
             cancels: Arc::new(CancelRegistry::new()),
@@ -93,9 +117,14 @@ impl Shared {
     pub fn apply_config(&self, config: Arc<Config>) {
         for pool in self.pools.all() {
             if config.databases.contains_key(&pool.database) {
-                pool.update_settings(pool_settings(&config, &pool.database, &pool.user));
+                let mut settings = pool_settings(&config, &pool.database, &pool.user);
+                if pool.role == HostRole::Replica {
+                    settings.server_check_delay = std::time::Duration::ZERO;
+                }
+                pool.update_settings(settings);
             }
         }
+        self.topology.sync(&config);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
@@ -113,18 +142,43 @@ impl Shared {
         secret
     }
 
-    /// The pool for (database, user); both must exist in the config.
+    /// The primary's pool for (database, user); both must exist in the config.
     pub fn pool_for(&self, config: &Config, db: &str, user: &str) -> Option<Arc<Pool>> {
+        let dbc = config.databases.get(db)?;
+        self.host_pool(config, db, user, &dbc.host, dbc.port, HostRole::Primary)
+    }
+
+    /// The pool for (database, user) on one replica.
+    pub fn replica_pool_for(
+        &self,
+        config: &Config,
+        db: &str,
+        user: &str,
+        host: &HostState,
+    ) -> Option<Arc<Pool>> {
+        self.host_pool(config, db, user, &host.host, host.port, HostRole::Replica)
+    }
+
+    fn host_pool(
+        &self,
+        config: &Config,
+        db: &str,
+        user: &str,
+        host: &str,
+        port: u16,
+        role: HostRole,
+    ) -> Option<Arc<Pool>> {
         let dbc = config.databases.get(db)?;
         let uc = config.users.get(user)?;
         let paused = {
             let p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
             p.contains(&None) || p.contains(&Some(db.to_string()))
         };
-        Some(self.pools.get_or_create(db, user, || {
+        let addr = format!("{host}:{port}");
+        Some(self.pools.get_or_create(db, user, &addr, || {
             let target = ServerTarget {
-                host: dbc.host.clone(),
-                port: dbc.port,
+                host: host.to_string(),
+                port,
                 dbname: dbc.dbname.clone(),
                 user: user.to_string(),
                 connect_timeout: config.pooler.server_connect_timeout,
@@ -138,10 +192,19 @@ impl Shared {
                 ("database", db.to_string()),
                 ("user", user.to_string()),
                 ("host", target.addr()),
-                ("role", "primary".to_string()),
+                ("role", role.as_str().to_string()),
             ];
-            let pool = Pool::new(db, user, target, auth, pool_settings(config, db, user))
-                .with_metrics(self.metrics.pool(labels));
+            let mut settings = pool_settings(config, db, user);
+            if role == HostRole::Replica {
+                // A replica may vanish at any moment: check every idle
+                // server (one non-blocking read) before lending it.
+                settings.server_check_delay = std::time::Duration::ZERO;
+            }
+            let mut pool = Pool::new(db, user, target, auth, settings);
+            if role == HostRole::Replica {
+                pool = pool.for_replica();
+            }
+            let pool = pool.with_metrics(self.metrics.pool(labels));
             if paused {
                 pool.hold();
             }

@@ -52,6 +52,7 @@ pub fn config() -> Config {
             min_pool_size: None,
             pool_mode: None,
             replicas: Vec::new(),
+            routing: Default::default(),
         },
     );
     let mut users = BTreeMap::new();

@@ -11,3 +11,4 @@ mod drivers;
 mod observe;
 mod pgbench;
 mod prepared;
+mod replica;

@@ -1,0 +1,220 @@
+//! The session's side of read/write splitting: pglittle's own commands,
+//! lending from the host the plan picked (falling back to the primary),
+//! retrying on the primary what a replica refused or dropped, and learning
+//! the read-your-writes floor after a write.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::relay::{Flight, Outcome};
+use super::routing::Plan;
+use super::Session;
+use crate::config::{PoolMode, ReadYourWrites, Switch};
+use crate::error::SessionError;
+use crate::pool::Lease;
+use crate::protocol::backend;
+use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::router::Lsn;
+use crate::topology::HostState;
+
+/// The insert position is at or past the end of every WAL record already
+/// inserted, including this connection's commit record, even with
+/// `synchronous_commit = off` (where `pg_current_wal_lsn()`, the write
+/// position, may still be behind it).
+const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+
+/// Counts a read in flight on a replica, for least-outstanding balancing.
+pub(super) struct Busy(Arc<HostState>);
+
+impl Busy {
+    pub(super) fn new(h: Arc<HostState>) -> Busy {
+        h.outstanding.fetch_add(1, Relaxed);
+        h.served.fetch_add(1, Relaxed);
+        Busy(h)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What becomes of a replica's lease whose request moves to the primary.
+pub(super) enum Retry {
+    /// The replica is idle and clean: give it back.
+    AfterIdle,
+    /// The replica connection is gone.
+    Discard,
+}
+
+impl Session {
+    /// Answers `SET`/`RESET`/`SHOW pglittle.*` without a server; false when
+    /// the Query at the front of the buffer is anything else.
+    pub(super) async fn answer_locally(&mut self) -> Result<bool, SessionError> {
+        let Some((FrontendMessage::Query { sql }, len)) =
+            peek_message(&self.buf, self.limits.max_message)?
+        else {
+            return Ok(false);
+        };
+        let Some(cmd) = crate::router::local::parse(sql) else {
+            return Ok(false);
+        };
+        let mut out = BytesMut::new();
+        self.route.answer(cmd, &mut out);
+        backend::ready_for_query(&mut out, b'I');
+        self.buf.advance(len);
+        self.client.write_all(&out).await?;
+        Ok(true)
+    }
+
+    /// Plans the request and lends a server of the chosen host; a replica
+    /// that cannot lend one is banned and the primary serves instead.
+    pub(super) async fn lend_planned(
+        &mut self,
+        plan: &mut Option<Plan>,
+    ) -> Result<Lease, SessionError> {
+        let config = self.shared.config();
+        let primary = self.write_pool(&config);
+        if self.mode != PoolMode::Transaction {
+            return self.lend(&primary).await;
+        }
+        let p = if std::mem::take(&mut self.force_primary) {
+            Plan {
+                pool: primary.clone(),
+                replica: None,
+                read: false,
+                retry: false,
+                one_batch: false,
+                simple: false,
+            }
+        } else {
+            let shared = self.shared.clone();
+            self.route
+                .plan(
+                    &shared,
+                    &config,
+                    &primary,
+                    &self.buf,
+                    self.limits.max_message,
+                    &self.statements,
+                )
+                .await
+        };
+        let lease = match (self.lend(&p.pool).await, &p.replica) {
+            (Ok(lease), _) => lease,
+            (Err(SessionError::Pool(e)), Some(host)) => {
+                tracing::warn!(replica = %host.addr(), error = %e, "replica unavailable; reading from the primary");
+                host.ban();
+                *plan = Some(Plan {
+                    pool: primary.clone(),
+                    replica: None,
+                    retry: false,
+                    ..p
+                });
+                return self.lend(&primary).await;
+            }
+            (Err(e), _) => return Err(e),
+        };
+        *plan = Some(p);
+        Ok(lease)
+    }
+
+    /// The pool writes go to: the configured primary's, or with `role =
+    /// "auto"` the pool of the host that took over after a failover.
+    fn write_pool(&self, config: &crate::config::Config) -> Arc<crate::pool::Pool> {
+        let primary = &self.pool;
+        if let Some(hosts) = self
+            .shared
+            .topology
+            .get(&primary.database)
+            .filter(|d| d.auto)
+        {
+            let writer = hosts.writer();
+            if !Arc::ptr_eq(&writer, &hosts.primary) {
+                if let Some(p) =
+                    self.shared
+                        .replica_pool_for(config, &primary.database, &primary.user, &writer)
+                {
+                    return p;
+                }
+            }
+        }
+        primary.clone()
+    }
+
+    /// After a request ran on a replica: if the replica refused it (25006,
+    /// 40001, swallowed by the relay) or died before anything reached the
+    /// client, put what it was sent back in front of the buffer for the primary.
+    pub(super) fn retry_on_primary(
+        &mut self,
+        plan: Plan,
+        outcome: &Outcome,
+        flight: &Flight,
+    ) -> Option<Retry> {
+        if !plan.retry || !flight.may_retry.load(Relaxed) {
+            return None;
+        }
+        let next = match outcome {
+            Outcome::Idle if flight.retry_primary.load(Relaxed) => Retry::AfterIdle,
+            Outcome::ServerGone { told: false } if flight.untouched() => {
+                if let Some(h) = &plan.replica {
+                    h.ban();
+                }
+                Retry::Discard
+            }
+            _ => return None,
+        };
+        // Exactly what the replica was sent (nothing, if the relay ended
+        // before forwarding) goes back in front of what the client sent since.
+        let bytes = flight.take_replay();
+        let mut buf = BytesMut::with_capacity(bytes.len() + self.buf.len());
+        buf.extend_from_slice(&bytes);
+        buf.extend_from_slice(&self.buf);
+        self.buf = buf;
+        self.force_primary = true;
+        self.shared.ryw.retried.fetch_add(1, Relaxed);
+        Some(next)
+    }
+
+    /// A write transaction committed on the primary: learn its position
+    /// (LSN mode) or its time (time mode), and tell the client the floor.
+    pub(super) async fn learn_floor(&mut self, lease: &mut Lease) {
+        let config = self.shared.config();
+        let Some(db) = config.databases.get(&self.pool.database) else {
+            return;
+        };
+        if db.routing.split == Switch::Off || db.replicas.is_empty() {
+            return;
+        }
+        match db.routing.read_your_writes {
+            ReadYourWrites::Off => return,
+            ReadYourWrites::Time => {
+                self.route.last_write = Some(std::time::Instant::now());
+                return;
+            }
+            ReadYourWrites::Lsn => {}
+        }
+        let timeout = self.pool.target().connect_timeout;
+        let lsn = match lease.conn().simple_query(COMMIT_LSN_SQL, timeout).await {
+            Ok(o) if o.error.is_none() => o
+                .rows
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|s| s.parse::<Lsn>().ok()),
+            _ => None,
+        };
+        let Some(lsn) = lsn else {
+            return;
+        };
+        self.route.learn(lsn);
+        let mut out = BytesMut::new();
+        self.route.announce(&mut out);
+        if !out.is_empty() {
+            let _ = self.client.write_all(&out).await;
+        }
+    }
+}

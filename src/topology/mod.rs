@@ -1,0 +1,216 @@
+//! Hosts per database: role, health, WAL position and lag, and the choice
+//! of a replica for a read. Knows nothing of sessions; `probe` keeps the
+//! state fresh from a background task, never on the request path.
+
+pub mod host;
+pub mod probe;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::{Config, DatabaseConfig, PrimaryReads};
+use crate::router::Lsn;
+
+pub use host::{HostState, Role};
+
+/// Every database's hosts.
+#[derive(Default)]
+pub struct Topology {
+    dbs: RwLock<HashMap<String, Arc<DbHosts>>>,
+}
+
+/// One database: its primary and replicas.
+pub struct DbHosts {
+    pub primary: Arc<HostState>,
+    pub replicas: Vec<Arc<HostState>>,
+    rr: AtomicUsize,
+    /// Signalled after every probe round (for `causal_wait`).
+    pub probed: Notify,
+    /// Recent (time, primary WAL position) samples, to turn a replica's
+    /// byte lag into time lag.
+    pub(crate) history: Mutex<probe::History>,
+    /// `role = "auto"`: follow a failover.
+    pub auto: bool,
+    /// Where writes go when it is not the configured primary (after a
+    /// promotion was seen).
+    writer: Mutex<Option<Arc<HostState>>>,
+}
+
+/// Which host a read goes to.
+#[derive(Clone)]
+pub enum Choice {
+    Primary,
+    Replica(Arc<HostState>),
+}
+
+/// The limits a replica must meet to take a read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Eligibility {
+    pub min_lsn: Lsn,
+    pub max_lag_bytes: Option<u64>,
+    pub max_lag: Option<Duration>,
+}
+
+impl Topology {
+    pub fn new() -> Topology {
+        Topology::default()
+    }
+
+    /// Creates (or, when its hosts changed, replaces) each database's entry.
+    pub fn sync(&self, config: &Config) {
+        let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
+        dbs.retain(|name, _| config.databases.contains_key(name));
+        for (name, db) in &config.databases {
+            let same = dbs.get(name).is_some_and(|d| d.matches(db));
+            if !same {
+                dbs.insert(name.clone(), Arc::new(DbHosts::new(db)));
+            }
+        }
+    }
+
+    pub fn get(&self, db: &str) -> Option<Arc<DbHosts>> {
+        self.dbs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(db)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<(String, Arc<DbHosts>)> {
+        let mut v: Vec<_> = self
+            .dbs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+impl DbHosts {
+    fn new(db: &DatabaseConfig) -> DbHosts {
+        DbHosts {
+            primary: Arc::new(HostState::new(&db.host, db.port, 1, Role::Primary)),
+            replicas: db
+                .replicas
+                .iter()
+                .map(|r| Arc::new(HostState::new(&r.host, r.port, r.weight, Role::Replica)))
+                .collect(),
+            rr: AtomicUsize::new(0),
+            probed: Notify::new(),
+            history: Mutex::new(probe::History::default()),
+            auto: db.routing.role == crate::config::RoleMode::Auto,
+            writer: Mutex::new(None),
+        }
+    }
+
+    /// The host writes go to: the configured primary, or (with `role =
+    /// "auto"`) the host last seen taking over from it.
+    pub fn writer(&self) -> Arc<HostState> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.primary.clone())
+    }
+
+    /// After a probe round (`role = "auto"`): while the current writer is
+    /// healthy and not in recovery it stays, so an old primary that comes
+    /// back read-write (split brain) is never written to again. When it is
+    /// down or in recovery and exactly one other healthy host is not in
+    /// recovery, that host becomes the writer.
+    pub fn elect(&self) {
+        let current = self.writer();
+        if current.healthy() && !current.in_recovery.load(Relaxed) {
+            return;
+        }
+        let mut candidates = std::iter::once(&self.primary)
+            .chain(&self.replicas)
+            .filter(|h| !Arc::ptr_eq(h, &current) && h.healthy() && h.lsn().is_some())
+            .filter(|h| !h.in_recovery.load(Relaxed));
+        let (Some(next), None) = (candidates.next(), candidates.next()) else {
+            return;
+        };
+        tracing::warn!(from = %current.addr(), to = %next.addr(), "failover: writes now go to the new primary");
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+    }
+
+    fn matches(&self, db: &DatabaseConfig) -> bool {
+        self.auto == (db.routing.role == crate::config::RoleMode::Auto)
+            && self.primary.host == db.host
+            && self.primary.port == db.port
+            && self.replicas.len() == db.replicas.len()
+            && self
+                .replicas
+                .iter()
+                .zip(&db.replicas)
+                .all(|(h, c)| h.host == c.host && h.port == c.port && h.weight == c.weight)
+    }
+
+    /// Picks a host for a read: among eligible replicas (healthy, within
+    /// lag, replayed past `min_lsn`), the least busy relative to its
+    /// weight, round robin on ties. `None` when no host may take it now.
+    pub fn pick(&self, want: &Eligibility, primary_reads: PrimaryReads) -> Option<Choice> {
+        let n = self.replicas.len();
+        let start = self.rr.fetch_add(1, Relaxed);
+        let mut best: Option<(u64, &Arc<HostState>)> = None;
+        for i in 0..n {
+            let h = &self.replicas[(start + i) % n];
+            if !h.eligible(want) {
+                continue;
+            }
+            let score = h.load_score();
+            if best.is_none_or(|(s, _)| score < s) {
+                best = Some((score, h));
+            }
+        }
+        match (best, primary_reads) {
+            (Some((score, _)), PrimaryReads::Always)
+                if self.primary.healthy() && self.primary.load_score() < score =>
+            {
+                Some(Choice::Primary)
+            }
+            (Some((_, h)), _) => Some(Choice::Replica(h.clone())),
+            (None, PrimaryReads::Never) if want.min_lsn == Lsn::ZERO => self
+                .replicas
+                .iter()
+                .find(|h| h.healthy())
+                .map(|h| Choice::Replica(h.clone()))
+                .or(Some(Choice::Primary)),
+            (None, _) => Some(Choice::Primary),
+        }
+    }
+
+    /// The replica for a read, waiting up to `wait` for one to replay
+    /// `min_lsn` (each probe round re-checks); the primary after that.
+    pub async fn pick_waiting(
+        &self,
+        want: &Eligibility,
+        primary_reads: PrimaryReads,
+        wait: Duration,
+    ) -> (Choice, bool) {
+        let first = self.pick(want, primary_reads).unwrap_or(Choice::Primary);
+        if wait.is_zero() || matches!(first, Choice::Replica(_)) || self.replicas.is_empty() {
+            return (first, false);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let probed = self.probed.notified();
+            if tokio::time::timeout_at(deadline, probed).await.is_err() {
+                return (Choice::Primary, true);
+            }
+            if let Some(c @ Choice::Replica(_)) = self.pick(want, primary_reads) {
+                return (c, true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

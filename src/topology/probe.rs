@@ -1,0 +1,239 @@
+//! The background probe: every `health_check_period`, each host is asked for
+//! its role and WAL position over a connection kept for the purpose. Results
+//! feed health (ban/unban), replay LSNs and lag. Never on the request path.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{DbHosts, HostState, Role, Topology};
+use crate::config::Config;
+use crate::pool::{ServerAuth, ServerConn, ServerTarget};
+use crate::router::Lsn;
+use crate::shutdown::{reached, Phase};
+
+/// One round trip tells role and position on primaries and standbys alike.
+const PROBE_SQL: &str = "SELECT pg_is_in_recovery()::text, \
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+      ELSE pg_current_wal_insert_lsn() END)::text";
+
+/// How far back primary positions are remembered for time lag.
+const HISTORY: Duration = Duration::from_secs(120);
+
+/// Recent (time, primary position) samples.
+#[derive(Default)]
+pub struct History {
+    samples: VecDeque<(Instant, Lsn)>,
+}
+
+impl History {
+    pub fn push(&mut self, at: Instant, lsn: Lsn) {
+        if self.samples.back().is_none_or(|&(_, l)| l != lsn) {
+            self.samples.push_back((at, lsn));
+        }
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(t, _)| at.duration_since(t) > HISTORY)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// How long ago the primary first wrote past `replayed`: the replica's
+    /// lag in time. Zero when it has caught up with the last sample.
+    pub fn lag(&self, replayed: Lsn, now: Instant) -> Option<Duration> {
+        let &(_, latest) = self.samples.back()?;
+        if replayed >= latest {
+            return Some(Duration::ZERO);
+        }
+        // Oldest sample beyond the replica's position; older than the
+        // window means "at least the window".
+        let first_ahead = self.samples.iter().find(|&&(_, l)| l > replayed)?;
+        Some(now.duration_since(first_ahead.0))
+    }
+}
+
+/// Runs until shutdown.
+pub async fn run(
+    topology: Arc<Topology>,
+    config: impl Fn() -> Arc<Config> + Send + 'static,
+    mut shutdown: watch::Receiver<Phase>,
+) {
+    let mut conns: HashMap<String, Box<ServerConn>> = HashMap::new();
+    let mut next_id = 1u64 << 48;
+    loop {
+        let cfg = config();
+        topology.sync(&cfg);
+        for (name, db) in topology.all() {
+            // Only databases with replicas are probed: a lone primary gets
+            // every request anyway, and needs no extra connection.
+            let Some(dbc) = cfg.databases.get(&name).filter(|d| !d.replicas.is_empty()) else {
+                continue;
+            };
+            let probe = Probe {
+                cfg: &cfg,
+                dbname: &dbc.dbname,
+            };
+            let now = Instant::now();
+            let primary_lsn = probe.host(&db.primary, &mut conns, &mut next_id).await;
+            if let Some(l) = primary_lsn {
+                db.history
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(now, l);
+            }
+            for r in &db.replicas {
+                let replayed = probe.host(r, &mut conns, &mut next_id).await;
+                update_lag(&db, r, replayed, primary_lsn, now);
+            }
+            if db.auto {
+                db.elect();
+            }
+            db.probed.notify_waiters();
+        }
+        let period = cfg
+            .pooler
+            .health_check_period
+            .max(Duration::from_millis(10));
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = reached(&mut shutdown, Phase::Stopping) => break,
+        }
+    }
+    for (_, c) in conns.drain() {
+        c.terminate().await;
+    }
+}
+
+fn update_lag(
+    db: &DbHosts,
+    r: &HostState,
+    replayed: Option<Lsn>,
+    primary: Option<Lsn>,
+    now: Instant,
+) {
+    let (Some(replayed), Some(primary)) = (replayed, primary) else {
+        return;
+    };
+    let bytes = primary.0.saturating_sub(replayed.0);
+    let time = db
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lag(replayed, now);
+    r.set_lag(bytes, time);
+}
+
+struct Probe<'a> {
+    cfg: &'a Config,
+    dbname: &'a str,
+}
+
+impl Probe<'_> {
+    /// Probes one host; its WAL position on success.
+    async fn host(
+        &self,
+        h: &HostState,
+        conns: &mut HashMap<String, Box<ServerConn>>,
+        next_id: &mut u64,
+    ) -> Option<Lsn> {
+        let p = &self.cfg.pooler;
+        let key = format!("{}/{}", h.addr(), self.dbname);
+        let result = match conns.remove(&key) {
+            Some(c) => Ok(c),
+            None => match self.login() {
+                Some((user, auth)) => {
+                    *next_id += 1;
+                    let target = ServerTarget {
+                        host: h.host.clone(),
+                        port: h.port,
+                        dbname: self.dbname.to_string(),
+                        user,
+                        connect_timeout: p.server_connect_timeout.min(Duration::from_secs(2)),
+                        max_prepared_statements: 0,
+                    };
+                    ServerConn::connect(&target, &auth, *next_id)
+                        .await
+                        .map(Box::new)
+                }
+                None => return self.tcp_only(h).await,
+            },
+        };
+        let mut conn = match result {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(host = %h.addr(), error = %e, "probe could not connect");
+                h.probe_failed(p.ban_after);
+                return None;
+            }
+        };
+        let timeout = p.health_check_period.max(Duration::from_secs(1));
+        match conn.simple_query(PROBE_SQL, timeout).await {
+            Ok(o) if o.error.is_none() => {
+                let row = o.rows.first();
+                let cell = |i: usize| row.and_then(|r| r.get(i).cloned().flatten());
+                let in_recovery = cell(0).as_deref() == Some("true");
+                let lsn = cell(1).and_then(|s| s.parse::<Lsn>().ok());
+                h.in_recovery
+                    .store(in_recovery, std::sync::atomic::Ordering::Relaxed);
+                let wrong = in_recovery != (h.role == Role::Replica);
+                if wrong
+                    != h.wrong_role
+                        .swap(wrong, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(host = %h.addr(), configured = h.role.as_str(), in_recovery, "host's role differs from its configuration");
+                }
+                h.probe_ok(lsn, p.unban_after);
+                conns.insert(key, conn);
+                lsn
+            }
+            _ => {
+                h.probe_failed(p.ban_after);
+                None
+            }
+        }
+    }
+
+    /// The first configured user with a password logs the probe in.
+    fn login(&self) -> Option<(String, ServerAuth)> {
+        self.cfg.users.iter().find_map(|(name, u)| {
+            u.server_password
+                .as_ref()
+                .or(u.password.as_ref())
+                .map(|p| (name.clone(), ServerAuth::Password(p.clone())))
+        })
+    }
+
+    /// Without a password to log in with, only liveness can be probed.
+    async fn tcp_only(&self, h: &HostState) -> Option<Lsn> {
+        let connect = tokio::net::TcpStream::connect((h.host.as_str(), h.port));
+        match tokio::time::timeout(Duration::from_secs(1), connect).await {
+            Ok(Ok(_)) => h.probe_ok(None, self.cfg.pooler.unban_after),
+            _ => h.probe_failed(self.cfg.pooler.ban_after),
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_lag_from_primary_history() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        assert_eq!(h.lag(Lsn(5), t0), None);
+        h.push(t0, Lsn(100));
+        h.push(t0 + Duration::from_secs(1), Lsn(200));
+        h.push(t0 + Duration::from_secs(2), Lsn(300));
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(h.lag(Lsn(300), now), Some(Duration::ZERO));
+        assert_eq!(h.lag(Lsn(250), now), Some(Duration::from_secs(1)));
+        assert_eq!(h.lag(Lsn(150), now), Some(Duration::from_secs(2)));
+        assert_eq!(h.lag(Lsn(50), now), Some(Duration::from_secs(3)));
+    }
+}

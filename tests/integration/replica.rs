@@ -1,0 +1,486 @@
+//! Read/write splitting against a real primary + streaming replica:
+//! reads reach the replica, a client always reads its own writes (by LSN,
+//! on the same connection and through the causal token on another), the
+//! control without read-your-writes does read stale data, and a replica
+//! that dies mid-load costs autocommit reads nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pglittle::cluster::{Cluster, ClusterOptions, APP_DB};
+use pglittle::config::{Config, HostConfig, ReadYourWrites};
+use tokio_postgres::Client;
+
+use crate::common::{self, eventually, scalar, Pooler};
+use crate::console;
+
+/// A cluster whose replica replays commits 300 ms late, so a read that
+/// goes to it right after a write is reliably stale.
+fn delayed() -> &'static Cluster {
+    static DELAYED: OnceLock<Cluster> = OnceLock::new();
+    DELAYED.get_or_init(|| {
+        Cluster::start(ClusterOptions {
+            max_connections: 100,
+            extra_conf: vec!["recovery_min_apply_delay = '300ms'".into()],
+            ..ClusterOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("cannot start the delayed cluster: {e}"))
+    })
+}
+
+/// Database `app` on `c`'s primary with its replica, probed every 100 ms.
+fn split_config(c: &Cluster, ryw: ReadYourWrites) -> Config {
+    let mut config = common::config();
+    let replica = c.replica.as_ref().expect("a replica");
+    let db = config.databases.get_mut(APP_DB).expect("app");
+    db.host = c.primary.host.clone();
+    db.port = c.primary.port;
+    db.replicas = vec![HostConfig {
+        host: replica.host.clone(),
+        port: replica.port,
+        weight: 1,
+    }];
+    db.routing.read_your_writes = ryw;
+    config.pooler.health_check_period = Duration::from_millis(100);
+    config
+}
+
+async fn on_replica(client: &Client, sql: &str) -> bool {
+    scalar(client, sql).await == "t"
+}
+
+/// Creates a fresh table through pglittle (DDL goes to the primary) and
+/// waits until the replica has it.
+async fn table(p: &Pooler, name: &str) -> Client {
+    let c = p.connect().await;
+    c.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id int PRIMARY KEY)"
+    ))
+    .await
+    .unwrap();
+    let sql = format!("SELECT to_regclass('{name}') IS NOT NULL");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            matches!(
+                c.query_one(&sql, &[]).await.map(|r| r.get::<_, bool>(0)),
+                Ok(true)
+            )
+        })
+        .await,
+        "the replica never saw table {name}"
+    );
+    c
+}
+
+async fn found(c: &Client, t: &str, id: i32) -> bool {
+    c.query_opt(&format!("SELECT id FROM {t} WHERE id = $1"), &[&id])
+        .await
+        .unwrap_or_else(|e| panic!("read {id}: {e:?}"))
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_reads_from_a_client_that_has_not_written_go_to_the_replica() {
+    let mut config = split_config(common::cluster(), ReadYourWrites::Lsn);
+    config.users.insert(
+        console::ADMIN.into(),
+        common::user("unused", pglittle::config::AuthMethod::Trust),
+    );
+    config.pooler.admin_users = vec![console::ADMIN.into()];
+    let p = common::pooler(config).await;
+    let c = p.connect().await;
+    for _ in 0..20 {
+        assert!(on_replica(&c, "SELECT pg_is_in_recovery()").await);
+        let row = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap();
+        assert!(
+            row.get::<_, bool>(0),
+            "extended-protocol read on the primary"
+        );
+    }
+    // Hints, the session override and read-only transactions.
+    assert!(!on_replica(&c, "/* pglittle:primary */ SELECT pg_is_in_recovery()").await);
+    c.batch_execute("SET pglittle.route = primary")
+        .await
+        .unwrap();
+    assert_eq!(scalar(&c, "SHOW pglittle.route").await, "primary");
+    assert!(!on_replica(&c, "SELECT pg_is_in_recovery()").await);
+    assert!(on_replica(&c, "/* pglittle:replica */ SELECT pg_is_in_recovery()").await);
+    c.batch_execute("RESET pglittle.route").await.unwrap();
+    assert!(on_replica(&c, "SELECT pg_is_in_recovery()").await);
+    assert!(on_replica(&c, "BEGIN READ ONLY; SELECT pg_is_in_recovery(); COMMIT").await);
+    // Per-host counts, as the console shows them: the replica served the
+    // reads, the primary only the hinted and overridden ones.
+    let admin = console::console(p.port, console::ADMIN).await.unwrap();
+    let hosts = console::rows(&admin, "SHOW REPLICAS").await;
+    let served = |role: &str| -> u64 {
+        let row = hosts
+            .iter()
+            .find(|r| console::cell(r, "role") == role)
+            .unwrap();
+        console::cell(row, "reads_served").parse().unwrap()
+    };
+    assert!(served("replica") >= 42, "{hosts:?}");
+    assert_eq!(served("primary"), 2, "{hosts:?}");
+    let replica = hosts
+        .iter()
+        .find(|r| console::cell(r, "role") == "replica")
+        .unwrap();
+    assert_eq!(console::cell(replica, "healthy"), "yes");
+    // A writing function sent to the replica by a hint is retried on the
+    // primary: the client never sees 25006.
+    assert_eq!(
+        scalar(&c, "/* pglittle:replica */ SELECT txid_current() > 0").await,
+        "t"
+    );
+    assert!(p.running.shared.ryw.retried.load(Relaxed) >= 1);
+    // Row locks are writes. A write raises the client's floor, so its next
+    // reads go to the primary until the replica has replayed it.
+    assert!(!on_replica(&c, "SELECT pg_is_in_recovery() FOR UPDATE").await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            on_replica(&c, "SELECT pg_is_in_recovery()").await
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_always_reads_its_own_writes() {
+    let p = common::pooler(split_config(delayed(), ReadYourWrites::Lsn)).await;
+    let c = table(&p, "ryw_same").await;
+    for id in 0..1000 {
+        c.simple_query(&format!("INSERT INTO ryw_same VALUES ({id})"))
+            .await
+            .unwrap();
+        assert!(found(&c, "ryw_same", id).await, "stale read of row {id}");
+    }
+    let token = scalar(&c, "SHOW pglittle.lsn").await;
+    assert!(token.contains('/'), "{token}");
+    // Reads of old rows still go to the replica once it has caught up.
+    let fresh = p.connect().await;
+    assert!(on_replica(&fresh, "SELECT pg_is_in_recovery()").await);
+    let ryw = &p.running.shared.ryw;
+    assert!(ryw.primary_floor.load(Relaxed) >= 1000, "{ryw:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_causal_token_carries_read_your_writes_to_another_connection() {
+    let p = common::pooler(split_config(delayed(), ReadYourWrites::Lsn)).await;
+    let writer = table(&p, "ryw_token").await;
+    let reader = p.connect().await;
+    for id in 0..1000 {
+        writer
+            .simple_query(&format!("INSERT INTO ryw_token VALUES ({id})"))
+            .await
+            .unwrap();
+        let token = scalar(&writer, "SHOW pglittle.lsn").await;
+        reader
+            .batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
+            .await
+            .unwrap();
+        assert!(
+            found(&reader, "ryw_token", id).await,
+            "stale read of row {id}"
+        );
+    }
+    // And through a startup parameter, on a new connection.
+    let token = scalar(&writer, "SHOW pglittle.lsn").await;
+    let url = format!(
+        "{} options='-c pglittle.min_lsn={token}'",
+        p.url("app", pglittle::cluster::APP_PASSWORD)
+    );
+    let (late, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(scalar(&late, "SHOW pglittle.min_lsn").await, token);
+    assert!(found(&late, "ryw_token", 999).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_without_read_your_writes_the_stale_read_does_occur() {
+    let p = common::pooler(split_config(delayed(), ReadYourWrites::Off)).await;
+    let c = table(&p, "ryw_off").await;
+    let mut stale = 0;
+    for id in 0..50 {
+        c.simple_query(&format!("INSERT INTO ryw_off VALUES ({id})"))
+            .await
+            .unwrap();
+        if !found(&c, "ryw_off", id).await {
+            stale += 1;
+        }
+    }
+    assert!(
+        stale > 0,
+        "the replica is delayed: some read must have been stale"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_mid_load_costs_autocommit_reads_nothing() {
+    let cluster = Cluster::start(ClusterOptions {
+        max_connections: 60,
+        ..ClusterOptions::default()
+    })
+    .expect("private cluster");
+    let p = Arc::new(common::pooler(split_config(&cluster, ReadYourWrites::Lsn)).await);
+    let errors = Arc::new(AtomicU64::new(0));
+    let on_replica_count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let (p, errors, hits, stop) = (
+            p.clone(),
+            errors.clone(),
+            on_replica_count.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let c = p.connect().await;
+            while !stop.load(Relaxed) {
+                let r = if n % 2 == 0 {
+                    c.query_one("SELECT pg_is_in_recovery()", &[]).await.map(|r| r.get::<_, bool>(0))
+                } else {
+                    c.simple_query("SELECT pg_is_in_recovery()").await.map(|m| {
+                        m.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")))
+                    })
+                };
+                match r {
+                    Ok(true) => {
+                        hits.fetch_add(1, Relaxed);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        eprintln!("client-visible error: {e:?}");
+                        errors.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            on_replica_count.load(Relaxed) > 100
+        })
+        .await
+    );
+    let replica = cluster.replica.as_ref().unwrap();
+    cluster
+        .stop_instance(replica, "immediate")
+        .expect("stop the replica");
+    let hosts = p.running.shared.topology.get(APP_DB).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !hosts.replicas[0].healthy()
+        })
+        .await,
+        "the replica was never banned"
+    );
+    let before = on_replica_count.load(Relaxed);
+    let served = hosts.primary.served.load(Relaxed);
+    let _ = served;
+    cluster
+        .start_instance(replica)
+        .expect("restart the replica");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            on_replica_count.load(Relaxed) > before + 100
+        })
+        .await,
+        "reads never came back to the replica"
+    );
+    stop.store(true, Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(errors.load(Relaxed), 0, "autocommit reads saw errors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_failover_with_role_auto() {
+    let cluster = Cluster::start(ClusterOptions {
+        max_connections: 60,
+        ..ClusterOptions::default()
+    })
+    .expect("private cluster");
+    let mut config = split_config(&cluster, ReadYourWrites::Lsn);
+    config.databases.get_mut(APP_DB).unwrap().routing.role = pglittle::config::RoleMode::Auto;
+    let p = common::pooler(config).await;
+    let c = table(&p, "failover").await;
+    c.simple_query("INSERT INTO failover VALUES (1)")
+        .await
+        .unwrap();
+    let replica = cluster.replica.as_ref().unwrap();
+    cluster.promote(replica).expect("promote the replica");
+    cluster
+        .stop_instance(&cluster.primary, "fast")
+        .expect("stop the old primary");
+    // Clients whose server died with the old primary reconnect, as
+    // applications do; writes succeed again once the probe saw the promotion.
+    let mut id = 2;
+    let url = p.url("app", pglittle::cluster::APP_PASSWORD);
+    assert!(
+        eventually(Duration::from_secs(40), || {
+            id += 1;
+            let sql = format!("INSERT INTO failover VALUES ({id})");
+            let url = url.clone();
+            async move {
+                let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return false;
+                };
+                tokio::spawn(conn);
+                c.simple_query(&sql).await.is_ok()
+            }
+        })
+        .await,
+        "writes never reached the promoted replica: {}",
+        {
+            let h = p.running.shared.topology.get(APP_DB).unwrap();
+            let show = |x: &pglittle::topology::HostState| {
+                format!(
+                    "{} healthy={} in_recovery={} lsn={:?}",
+                    x.addr(),
+                    x.healthy(),
+                    x.in_recovery.load(Relaxed),
+                    x.lsn()
+                )
+            };
+            format!(
+                "writer {}; primary {}; replica {}",
+                h.writer().addr(),
+                show(&h.primary),
+                show(&h.replicas[0])
+            )
+        }
+    );
+    let c = p.connect().await;
+    let port = scalar(&c, "/* pglittle:primary */ SELECT inet_server_port()").await;
+    assert_eq!(
+        port,
+        replica.port.to_string(),
+        "writes go to the new primary"
+    );
+    assert_eq!(scalar(&c, "SELECT count(*) > 1 FROM failover").await, "t");
+    // The old primary, back and read-write (split brain), is never written to.
+    cluster
+        .start_instance(&cluster.primary)
+        .expect("restart the old primary");
+    for n in 0..20 {
+        c.simple_query(&format!("INSERT INTO failover VALUES ({})", 1000 + n))
+            .await
+            .unwrap();
+        let port = scalar(&c, "/* pglittle:primary */ SELECT inet_server_port()").await;
+        assert_eq!(port, replica.port.to_string());
+    }
+}
+
+/// Reads backend messages until one with `tag` arrives; returns its body.
+async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, tag: u8) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() < 1 + len {
+                break;
+            }
+            let msg: Vec<u8> = buf.drain(..1 + len).collect();
+            if msg[0] == tag {
+                return msg[5..].to_vec();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a reply in time")
+            .unwrap();
+        assert!(n > 0, "pglittle closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_hands_the_client_its_causal_token_as_parameter_status() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = split_config(common::cluster(), ReadYourWrites::Lsn);
+    config.users.get_mut("app").unwrap().auth = pglittle::config::AuthMethod::Trust;
+    let p = common::pooler(config).await;
+    table(&p, "ryw_token_ps").await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    s.write_all(&common::startup_packet(&[
+        ("user", "app"),
+        ("database", APP_DB),
+    ]))
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    read_until(&mut s, &mut buf, b'Z').await;
+    let query = |sql: &str| {
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        m.extend_from_slice(sql.as_bytes());
+        m.push(0);
+        m
+    };
+    s.write_all(&query("INSERT INTO ryw_token_ps VALUES (1)"))
+        .await
+        .unwrap();
+    read_until(&mut s, &mut buf, b'Z').await;
+    let status = read_until(&mut s, &mut buf, b'S').await;
+    let text = String::from_utf8_lossy(&status).to_string();
+    let mut parts = text.split('\0');
+    assert_eq!(parts.next(), Some("pglittle.lsn"));
+    let token = parts.next().unwrap().to_string();
+    // The same token SHOW pglittle.lsn reports.
+    s.write_all(&query("SHOW pglittle.lsn")).await.unwrap();
+    let row = read_until(&mut s, &mut buf, b'D').await;
+    assert!(
+        String::from_utf8_lossy(&row).ends_with(&token),
+        "{token} vs {row:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_mode_and_causal_wait_also_read_your_writes() {
+    let mut config = split_config(delayed(), ReadYourWrites::Time);
+    config
+        .databases
+        .get_mut(APP_DB)
+        .unwrap()
+        .routing
+        .pin_after_write = Duration::from_secs(2);
+    let p = common::pooler(config).await;
+    let c = table(&p, "ryw_time").await;
+    for id in 0..100 {
+        c.simple_query(&format!("INSERT INTO ryw_time VALUES ({id})"))
+            .await
+            .unwrap();
+        assert!(found(&c, "ryw_time", id).await, "stale read of row {id}");
+    }
+    assert!(p.running.shared.ryw.primary_time.load(Relaxed) >= 100);
+
+    // causal_wait: reads wait for the delayed replica instead of going to the primary.
+    let mut config = split_config(delayed(), ReadYourWrites::Lsn);
+    config
+        .databases
+        .get_mut(APP_DB)
+        .unwrap()
+        .routing
+        .causal_wait = Duration::from_secs(3);
+    let p = common::pooler(config).await;
+    let c = table(&p, "ryw_wait").await;
+    for id in 0..20 {
+        c.simple_query(&format!("INSERT INTO ryw_wait VALUES ({id})"))
+            .await
+            .unwrap();
+        assert!(found(&c, "ryw_wait", id).await, "stale read of row {id}");
+    }
+    let ryw = &p.running.shared.ryw;
+    assert!(ryw.waited.load(Relaxed) >= 15, "{ryw:?}");
+}
