@@ -57,6 +57,12 @@ pub(super) async fn run(
                 admin: false,
             });
             let mode = greeted.pool.settings().mode;
+            let db = &greeted.pool.database;
+            let routed = config
+                .databases
+                .get(db)
+                .is_some_and(|d| !d.replicas.is_empty())
+                || shared.topology.get(db).is_some();
             Ok(Some(Box::new(Session {
                 entry,
                 shared: shared.clone(),
@@ -77,6 +83,7 @@ pub(super) async fn run(
                 client_idle_timeout: config.pooler.client_idle_timeout,
                 route: greeted.route,
                 force_primary: false,
+                routed,
             })))
         }
         Ok(None) => Ok(None),

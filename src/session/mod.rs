@@ -56,6 +56,11 @@ pub struct Session {
     route: routing::RouteState,
     /// The next request goes to the primary (a replica refused it).
     force_primary: bool,
+    /// The database has replicas or follows failovers: requests are planned.
+    /// Decided at login, so a database without either pays nothing per
+    /// transaction for routing (a reload that adds replicas applies to new
+    /// clients).
+    routed: bool,
 }
 
 /// Serves one client connection from accept to close.
@@ -536,6 +541,7 @@ mod tests {
             client_idle_timeout: std::time::Duration::ZERO,
             route: Default::default(),
             force_primary: false,
+            routed: false,
         };
         let run = std::mem::size_of_val(&Box::new(session).run());
         // Measured at 728 and 512 bytes when this test was written.

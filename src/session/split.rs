@@ -77,6 +77,10 @@ impl Session {
         &mut self,
         plan: &mut Option<Plan>,
     ) -> Result<Lease, SessionError> {
+        if !self.routed {
+            let primary = self.pool.clone();
+            return self.lend(&primary).await;
+        }
         let config = self.shared.config();
         let primary = self.write_pool(&config);
         if self.mode != PoolMode::Transaction {
