@@ -8,7 +8,9 @@
 //! per-state counts, no FIFO hand-off of a freed slot, no minimum size and no
 //! hook for admission by predicted wait, all of which a pooler needs.
 
+mod admission;
 pub mod error;
+mod janitor;
 mod lease;
 pub mod params;
 pub mod prepared;
@@ -402,51 +404,6 @@ impl Pool {
         Immediate::Queued(id, rx)
     }
 
-    /// Admission control for a request that would queue: refuse it now, with
-    /// a reason, rather than let it wait for an error. The predicted wait is
-    /// the queue ahead of it times the mean hold time W over the last 10 s,
-    /// divided by the servers working through the queue: `position * W / size`.
-    fn admission(&self, st: &State, timeout: Duration) -> Option<PoolError> {
-        let queued = st.waiters.len();
-        let size = st.settings.size.max(1);
-        if st.settings.max_queue > 0 && queued >= st.settings.max_queue {
-            return Some(PoolError::Shed {
-                pool: self.name(),
-                reason: format!(
-                    "{queued} requests already queued (max_queue = {})",
-                    st.settings.max_queue
-                ),
-            });
-        }
-        if !st.settings.shed_on_predicted_wait || timeout.is_zero() {
-            return None;
-        }
-        let hold = self
-            .stats
-            .figures(Instant::now(), stats::WINDOWS[0])
-            .hold_mean;
-        let predicted = (queued + 1) as f64 * hold / size as f64;
-        (predicted > timeout.as_secs_f64()).then(|| PoolError::Shed {
-            pool: self.name(),
-            reason: format!(
-                "predicted wait {:.1}s ({} queued ahead, {size} servers busy, mean hold {:.0}ms) exceeds query_wait_timeout ({:?})",
-                predicted,
-                queued,
-                hold * 1000.0,
-                timeout
-            ),
-        })
-    }
-
-    /// Logs shedding at most once a second per pool.
-    fn log_shed(&self, e: &PoolError) {
-        let now = self.stats_epoch.elapsed().as_secs() + 1;
-        let last = self.last_shed_log.swap(now, Ordering::Relaxed);
-        if last != now {
-            tracing::warn!(pool = %self.name(), error = %e, "shedding load");
-        }
-    }
-
     /// Leaves the queue after a timeout; `None` if a grant was already sent.
     fn give_up_waiting(&self, id: u64, waited: Duration) -> Option<PoolError> {
         let mut st = self.state();
@@ -540,64 +497,5 @@ impl Pool {
             self.drained.notify_waiters();
         }
         st.grant_slot();
-    }
-
-    /// Janitor pass: closes idle connections past their idle timeout or
-    /// lifetime (keeping `min_size`), then tops the pool up to `min_size`.
-    pub async fn maintain(self: &std::sync::Arc<Self>) {
-        let (to_close, to_open) = {
-            let mut st = self.state();
-            let now = Instant::now();
-            let idle_timeout = st.settings.server_idle_timeout;
-            let mut keep = Vec::with_capacity(st.idle.len());
-            let mut close = Vec::new();
-            let mut total = st.total();
-            // Oldest-used first: the bottom of the stack.
-            for conn in std::mem::take(&mut st.idle) {
-                let idle_too_long = !idle_timeout.is_zero()
-                    && now.duration_since(conn.last_used) >= idle_timeout
-                    && total > st.settings.min_size;
-                if st.expired(&conn, now) || idle_too_long || st.closed {
-                    total -= 1;
-                    close.push(conn);
-                } else {
-                    keep.push(conn);
-                }
-            }
-            st.idle = keep;
-            let open = if st.closed {
-                0
-            } else {
-                st.settings.min_size.saturating_sub(st.total())
-            };
-            st.connecting += open;
-            (close, open)
-        };
-        for conn in to_close {
-            conn.terminate().await;
-        }
-        for _ in 0..to_open {
-            match self.open(Instant::now()).await {
-                Ok(lease) => lease.release(),
-                Err(e) => {
-                    tracing::warn!(pool = %self.name(), error = %e, "could not open a min_pool_size connection");
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Closes the pool: waiters get an error, idle connections are closed,
-    /// lent ones are closed when they come back.
-    pub async fn close(&self) {
-        let idle = {
-            let mut st = self.state();
-            st.closed = true;
-            st.waiters.clear();
-            std::mem::take(&mut st.idle)
-        };
-        for conn in idle {
-            conn.terminate().await;
-        }
     }
 }
