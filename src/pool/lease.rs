@@ -17,11 +17,7 @@ pub struct Lease {
 impl Lease {
     pub(super) fn new(pool: Arc<Pool>, conn: Conn, requested_at: Instant) -> Lease {
         let now = Instant::now();
-        let c = &pool.counters;
         let waited = now.duration_since(requested_at);
-        c.leases.fetch_add(1, Ordering::Relaxed);
-        c.wait_micros
-            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         pool.stats.lent(now, waited);
         pool.metrics.wait.record(waited.as_secs_f64());
         pool.metrics
@@ -50,9 +46,6 @@ impl Lease {
         let held = now.duration_since(self.leased_at);
         let micros = held.as_micros() as u64;
         let pool = &self.pool;
-        pool.counters
-            .hold_micros
-            .fetch_add(micros, Ordering::Relaxed);
         pool.stats.returned(now, held);
         let m = &pool.metrics;
         m.hold.record(held.as_secs_f64());

@@ -142,9 +142,6 @@ impl State {
 /// Counters kept at lease boundaries.
 #[derive(Debug, Default)]
 pub struct PoolCounters {
-    pub leases: AtomicU64,
-    pub wait_micros: AtomicU64,
-    pub hold_micros: AtomicU64,
     pub connects: AtomicU64,
     pub connect_errors: AtomicU64,
     pub wait_timeouts: AtomicU64,

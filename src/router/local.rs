@@ -24,6 +24,11 @@ pub enum Local {
 /// `None` when `sql` is not about a `pglittle.` variable; `Some(Err)` with
 /// a message when it is, but malformed.
 pub fn parse(sql: &[u8]) -> Option<Result<Local, String>> {
+    // Runs for every simple query of a routed client: reject the common case
+    // (no "pglittle" anywhere) on bytes, without allocating or validating UTF-8.
+    if !sql.windows(8).any(|w| w.eq_ignore_ascii_case(b"pglittle")) {
+        return None;
+    }
     let text = std::str::from_utf8(sql).ok()?;
     let text = text.trim().trim_end_matches(';').trim();
     let (verb, rest) = split_word(text);

@@ -242,12 +242,19 @@ impl Session {
     fn count_statements(&self, lease: &mut Lease, flight: &Flight) {
         let pool = lease.pool().clone();
         let c = &pool.counters;
+        // Shared counters: touch them only when there is something to add.
         let (hits, misses, evictions) = lease.conn().statements.take_counts();
-        c.stmt_hits.fetch_add(hits, Relaxed);
-        c.stmt_misses.fetch_add(misses, Relaxed);
-        c.stmt_evictions.fetch_add(evictions, Relaxed);
-        c.plan_retries
-            .fetch_add(flight.retries.load(Relaxed), Relaxed);
+        let retries = flight.retries.load(Relaxed);
+        for (counter, n) in [
+            (&c.stmt_hits, hits),
+            (&c.stmt_misses, misses),
+            (&c.stmt_evictions, evictions),
+            (&c.plan_retries, retries),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
     }
 
     /// Waits until a complete message is buffered; `None` on Terminate or EOF.

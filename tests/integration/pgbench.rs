@@ -100,43 +100,11 @@ async fn pgbench_prepared_mode_through_transaction_pooling() {
     // another of its clients that holds one mid-transaction (a deadlock in
     // any transaction pooler whose pool is smaller than the client count).
     for args in [
-        &[
-            "-M",
-            "prepared",
-            "-S",
-            "-c",
-            "12",
-            "-j",
-            "12",
-            "-t",
-            "100",
-            "--no-vacuum",
-        ][..],
-        &[
-            "-M",
-            "prepared",
-            "-c",
-            "12",
-            "-j",
-            "12",
-            "-t",
-            "25",
-            "--no-vacuum",
-        ][..],
-        &[
-            "-M",
-            "extended",
-            "-S",
-            "-c",
-            "12",
-            "-j",
-            "12",
-            "-t",
-            "100",
-            "--no-vacuum",
-        ][..],
+        "-M prepared -S -c 12 -j 12 -t 100 --no-vacuum",
+        "-M prepared -c 12 -j 12 -t 25 --no-vacuum",
+        "-M extended -S -c 12 -j 12 -t 100 --no-vacuum",
     ] {
-        let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let owned: Vec<String> = args.split_whitespace().map(str::to_string).collect();
         let run = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
             pgbench(port, "prep", &refs)

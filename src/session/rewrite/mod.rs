@@ -91,7 +91,8 @@ pub struct Action {
 #[derive(Debug)]
 struct Logged {
     expect: Expect,
-    bytes: Vec<u8>,
+    /// Where its bytes are in `Books::log_buf`.
+    range: std::ops::Range<usize>,
     stmt: Option<Arc<StmtDef>>,
 }
 
@@ -116,7 +117,8 @@ pub struct Books<'a> {
     rewrite: bool,
     /// The current batch's client messages (transaction mode only).
     log: Vec<Logged>,
-    log_bytes: usize,
+    /// The logged messages' bytes, one buffer for the whole batch.
+    log_buf: Vec<u8>,
     /// An Execute in the current batch has completed: replaying is unsafe.
     batch_executed: bool,
     /// The current batch was already replayed once.
@@ -142,7 +144,7 @@ impl<'a> Books<'a> {
             server,
             rewrite,
             log: Vec::new(),
-            log_bytes: 0,
+            log_buf: Vec::new(),
             batch_executed: false,
             batch_retried: false,
             resend: None,
@@ -180,11 +182,16 @@ impl Books<'_> {
         bytes: &[u8],
         stmt: Option<Arc<StmtDef>>,
     ) {
-        let log = if self.rewrite && self.log_bytes + bytes.len() <= MAX_LOGGED_BATCH {
-            self.log_bytes += bytes.len();
+        // A replay starts at a Bind of a renamed statement, so nothing
+        // before one needs keeping: plain batches log (and copy) nothing.
+        let wanted = stmt.is_some() || !self.log.is_empty();
+        let log = if self.rewrite && wanted && self.log_buf.len() + bytes.len() <= MAX_LOGGED_BATCH
+        {
+            let start = self.log_buf.len();
+            self.log_buf.extend_from_slice(bytes);
             self.log.push(Logged {
                 expect,
-                bytes: bytes.to_vec(),
+                range: start..self.log_buf.len(),
                 stmt,
             });
             Some(self.log.len() - 1)
@@ -203,7 +210,7 @@ impl Books<'_> {
     fn start_message(&mut self) {
         if self.log.last().is_some_and(|l| l.expect == Expect::Cycle) {
             self.log.clear();
-            self.log_bytes = 0;
+            self.log_buf.clear();
         }
     }
 
@@ -265,8 +272,7 @@ impl Books<'_> {
                         self.ensure(&def, out);
                         let at = out.len();
                         frontend::encode_bind(out, portal, &def.server_name, rest);
-                        let bytes = out[at..].to_vec();
-                        self.push_logged(Expect::Bind, Reply::Forward, &bytes, Some(def));
+                        self.push_logged(Expect::Bind, Reply::Forward, &out[at..], Some(def));
                     }
                     None => {
                         out.extend_from_slice(raw);

@@ -138,7 +138,7 @@ impl Books<'_> {
         frontend::encode_close_statement(&mut bytes, &def.server_name);
         frontend::encode_parse(&mut bytes, &def.server_name, &def.sql, &def.types);
         for &i in &indices {
-            bytes.extend_from_slice(&self.log[i].bytes);
+            bytes.extend_from_slice(&self.log_buf[self.log[i].range.clone()]);
         }
         // The failed batch's ReadyForQuery is not the client's any more.
         let pending: Vec<Action> = self.actions.drain(..).collect();
