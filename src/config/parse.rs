@@ -10,7 +10,7 @@ use toml::{Table, Value};
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    child_key, AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, Keyword,
+    child_key, AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, Keyword, PoolSize,
     PoolerSettings, RoleMode, Routing, UserConfig,
 };
 
@@ -21,6 +21,10 @@ const POOLER_KEYS: &[&str] = &[
     "pool_mode",
     "pool_size",
     "min_pool_size",
+    "max_pool_size",
+    "max_db_connections",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
     "query_wait_timeout",
     "server_connect_timeout",
     "server_idle_timeout",
@@ -50,6 +54,7 @@ const DATABASE_KEYS: &[&str] = &[
     "dbname",
     "pool_size",
     "min_pool_size",
+    "max_db_connections",
     "pool_mode",
     "replicas",
     "read_write_split",
@@ -105,8 +110,14 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         listen: s.socket_addr("listen")?.unwrap_or(d.listen),
         max_client_conn: s.count("max_client_conn")?.unwrap_or(d.max_client_conn),
         pool_mode: s.keyword("pool_mode")?.unwrap_or(d.pool_mode),
-        pool_size: s.count("pool_size")?.unwrap_or(d.pool_size),
+        pool_size: s.pool_size("pool_size")?.unwrap_or(d.pool_size),
         min_pool_size: s.count("min_pool_size")?.unwrap_or(d.min_pool_size),
+        max_pool_size: s.count("max_pool_size")?.unwrap_or(d.max_pool_size),
+        max_db_connections: s
+            .count("max_db_connections")?
+            .unwrap_or(d.max_db_connections),
+        reserve_pool_size: s.count("reserve_pool_size")?.unwrap_or(d.reserve_pool_size),
+        reserve_pool_timeout: duration("reserve_pool_timeout", d.reserve_pool_timeout)?,
         query_wait_timeout: duration("query_wait_timeout", d.query_wait_timeout)?,
         server_connect_timeout: duration("server_connect_timeout", d.server_connect_timeout)?,
         server_idle_timeout: duration("server_idle_timeout", d.server_idle_timeout)?,
@@ -194,8 +205,9 @@ fn database(name: &str, s: &Section<'_>) -> Result<DatabaseConfig, ConfigError> 
             None => s.port("port")?.unwrap_or(DEFAULT_PORT),
         },
         dbname: s.string("dbname")?.unwrap_or_else(|| name.to_owned()),
-        pool_size: s.count("pool_size")?,
+        pool_size: s.pool_size("pool_size")?,
         min_pool_size: s.count("min_pool_size")?,
+        max_db_connections: s.count("max_db_connections")?,
         pool_mode: s.keyword("pool_mode")?,
         replicas,
         routing,
@@ -233,7 +245,7 @@ fn user(s: &Section<'_>) -> Result<UserConfig, ConfigError> {
         scram_secret: s.secret("scram_secret")?,
         auth: s.keyword("auth")?.unwrap_or(AuthMethod::ScramSha256),
         server_password: s.secret("server_password")?,
-        pool_size: s.count("pool_size")?,
+        pool_size: s.pool_size("pool_size")?,
     })
 }
 
@@ -343,6 +355,20 @@ impl<'a> Section<'a> {
             v.as_integer()
                 .and_then(|i| usize::try_from(i).ok())
                 .ok_or_else(|| format!("expected a non-negative integer, got {}", describe(v)))
+        })
+    }
+
+    /// A pool size: a non-negative integer or `"auto"`.
+    fn pool_size(&self, key: &str) -> Result<Option<PoolSize>, ConfigError> {
+        self.get(key, |v| match v {
+            Value::String(s) => s.parse(),
+            Value::Integer(i) => usize::try_from(*i)
+                .map(PoolSize::Fixed)
+                .map_err(|_| format!("expected a non-negative integer or \"auto\", got {i}")),
+            other => Err(format!(
+                "expected a non-negative integer or \"auto\", got {}",
+                describe(other)
+            )),
         })
     }
 

@@ -9,6 +9,9 @@
 //! hook for admission by predicted wait, all of which a pooler needs.
 
 mod admission;
+pub mod autosize;
+pub mod budget;
+pub mod controller;
 pub mod error;
 mod janitor;
 mod lease;
@@ -56,7 +59,14 @@ impl HostRole {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
     pub mode: PoolMode,
+    /// Server connections the pool may hold now: fixed, or the controller's
+    /// latest decision when `auto` is set.
     pub size: usize,
+    /// Set when `pool_size = "auto"`: the bounds the controller sizes within.
+    pub auto: Option<AutoBounds>,
+    /// Extra connections for clients that have waited `reserve_timeout`.
+    pub reserve_size: usize,
+    pub reserve_timeout: Duration,
     pub min_size: usize,
     pub query_wait_timeout: Duration,
     pub server_idle_timeout: Duration,
@@ -69,6 +79,34 @@ pub struct PoolSettings {
     pub shed_on_predicted_wait: bool,
 }
 
+/// The range an auto-sized pool moves in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoBounds {
+    pub min: usize,
+    /// 0: only the database's connection budget bounds the pool.
+    pub max: usize,
+}
+
+impl AutoBounds {
+    /// The size an auto pool starts at, before any load is measured.
+    pub fn start(self) -> usize {
+        let start = self.min.max(controller::START_SIZE);
+        match self.max {
+            0 => start,
+            max => start.min(max),
+        }
+    }
+
+    /// `size` moved into the bounds.
+    pub fn clamp(self, size: usize) -> usize {
+        let size = size.max(self.min).max(1);
+        match self.max {
+            0 => size,
+            max => size.min(max),
+        }
+    }
+}
+
 /// A server connection lives in one heap allocation for its whole life, so
 /// handing it between the idle stack, waiters and leases moves a pointer.
 pub type Conn = Box<ServerConn>;
@@ -78,11 +116,15 @@ enum Grant {
     Conn(Conn),
     /// A slot freed up: open a new connection in it.
     Slot,
+    /// Shed from the queue: it would not be served before its deadline.
+    Refused(PoolError),
 }
 
 struct Waiter {
     id: u64,
     tx: oneshot::Sender<Grant>,
+    /// When its query_wait_timeout runs out; `None`: it waits forever.
+    deadline: Option<Instant>,
 }
 
 enum Immediate {
@@ -105,6 +147,10 @@ struct State {
     lent: HashMap<u64, (i32, Instant, Instant)>,
     /// RECONNECT/KILL: connections opened before this are closed on return.
     stale_before: Option<Instant>,
+    /// Connections beyond `size` opened from the reserve for long waiters.
+    reserve_used: usize,
+    /// The last time the queue was swept for requests that cannot make it.
+    last_sweep: Option<Instant>,
 }
 
 impl State {
@@ -118,10 +164,17 @@ impl State {
         stale || (!life.is_zero() && now.duration_since(conn.created) >= life)
     }
 
-    fn lend(&mut self, conn: &ServerConn) {
+    /// Forgets reserve connections that are gone.
+    fn settle_reserve(&mut self) {
+        let over = self.total().saturating_sub(self.settings.size);
+        self.reserve_used = self.reserve_used.min(over);
+    }
+
+    fn lend(&mut self, conn: &mut ServerConn) {
+        let now = Instant::now();
+        conn.lent_at = now;
         self.active += 1;
-        self.lent
-            .insert(conn.id, (conn.pid, conn.created, Instant::now()));
+        self.lent.insert(conn.id, (conn.pid, conn.created, now));
     }
 
     /// Gives a freed slot to the first live waiter, if the pool has room.
@@ -150,6 +203,8 @@ pub struct PoolCounters {
     /// Requests refused at once by admission control (queue full, or a
     /// predicted wait beyond query_wait_timeout).
     pub shed: AtomicU64,
+    /// Reserve connections opened for clients that waited reserve_timeout.
+    pub reserve_opens: AtomicU64,
     /// Prepared statements: found on the lent server, prepared there, evicted.
     pub stmt_hits: AtomicU64,
     pub stmt_misses: AtomicU64,
@@ -193,6 +248,8 @@ pub struct Pool {
     drained: Notify,
     /// This pool's share of the server's max_connections; 0 = not known yet.
     pub budget: AtomicUsize,
+    /// The auto-sizing controller's state (touched only by the janitor).
+    controller: Mutex<controller::Controller>,
 }
 
 impl Pool {
@@ -219,6 +276,8 @@ impl Pool {
                 closed: false,
                 lent: HashMap::new(),
                 stale_before: None,
+                reserve_used: 0,
+                last_sweep: None,
             }),
             next_conn_id: AtomicU64::new(1),
             defaults: Mutex::new(None),
@@ -230,6 +289,7 @@ impl Pool {
             paused: watch::channel(false).0,
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
+            controller: Mutex::new(controller::Controller::new()),
         }
     }
 
@@ -272,9 +332,14 @@ impl Pool {
         }
     }
 
-    /// Applies reloaded settings; a larger pool serves waiters at once.
-    pub fn update_settings(&self, settings: PoolSettings) {
+    /// Applies reloaded settings; a larger pool serves waiters at once. An
+    /// auto-sized pool keeps the size its controller chose (within the new
+    /// bounds).
+    pub fn update_settings(&self, mut settings: PoolSettings) {
         let mut st = self.state();
+        if let (Some(new), Some(_)) = (settings.auto, st.settings.auto) {
+            settings.size = new.clamp(st.settings.size);
+        }
         st.settings = settings;
         st.grant_slot();
     }
@@ -350,6 +415,22 @@ impl Pool {
             }
             Immediate::Queued(id, rx) => (id, rx),
         };
+        let (reserve_size, reserve_after) = {
+            let st = self.state();
+            (st.settings.reserve_size, st.settings.reserve_timeout)
+        };
+        let mut timeout = timeout;
+        if reserve_size > 0 && (timeout.is_zero() || reserve_after < timeout) {
+            if let Ok(r) = tokio::time::timeout(reserve_after, &mut rx).await {
+                return self.granted(r.ok(), started).await;
+            }
+            if self.take_reserve(id) {
+                return self.open(started).await;
+            }
+            if !timeout.is_zero() {
+                timeout -= reserve_after;
+            }
+        }
         let granted = if timeout.is_zero() {
             (&mut rx).await.ok()
         } else {
@@ -364,11 +445,41 @@ impl Pool {
                 }
             }
         };
-        match granted {
+        self.granted(granted, started).await
+    }
+
+    async fn granted(
+        self: &std::sync::Arc<Self>,
+        grant: Option<Grant>,
+        started: Instant,
+    ) -> Result<Lease, PoolError> {
+        match grant {
             Some(Grant::Conn(conn)) => Ok(Lease::new(self.clone(), conn, started)),
             Some(Grant::Slot) => self.open(started).await,
+            Some(Grant::Refused(e)) => {
+                self.log_shed(&e);
+                Err(e)
+            }
             None => Err(PoolError::Closed(self.name())),
         }
+    }
+
+    /// A waiter that has waited `reserve_timeout` leaves the queue to open
+    /// a reserve connection, if the reserve has room.
+    fn take_reserve(&self, id: u64) -> bool {
+        let mut st = self.state();
+        let limit = st.settings.size + st.settings.reserve_size;
+        if st.closed || st.total() >= limit {
+            return false;
+        }
+        let Some(pos) = st.waiters.iter().position(|w| w.id == id) else {
+            return false;
+        };
+        st.waiters.remove(pos);
+        st.connecting += 1;
+        st.reserve_used = (st.reserve_used + 1).min(st.total().saturating_sub(st.settings.size));
+        self.counters.reserve_opens.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The synchronous part of `acquire`: an idle connection, a free slot,
@@ -379,25 +490,27 @@ impl Pool {
             return Immediate::Closed;
         }
         let now = Instant::now();
-        while let Some(conn) = st.idle.pop() {
+        while let Some(mut conn) = st.idle.pop() {
             let stale = now.duration_since(conn.last_used) >= st.settings.server_check_delay;
             if (stale && conn.is_broken()) || st.expired(&conn, now) {
                 continue;
             }
-            st.lend(&conn);
+            st.lend(&mut conn);
             return Immediate::Conn(conn);
         }
         if st.total() < st.settings.size {
             st.connecting += 1;
             return Immediate::Open;
         }
+        self.sweep_hopeless(&mut st, now);
         if let Some(e) = self.admission(&st, timeout) {
             return Immediate::Shed(e);
         }
         let (tx, rx) = oneshot::channel();
         st.next_waiter += 1;
         let id = st.next_waiter;
-        st.waiters.push_back(Waiter { id, tx });
+        let deadline = (!timeout.is_zero()).then(|| now + timeout);
+        st.waiters.push_back(Waiter { id, tx, deadline });
         Immediate::Queued(id, rx)
     }
 
@@ -421,13 +534,14 @@ impl Pool {
         let mut st = self.state();
         st.connecting -= 1;
         match conn {
-            Ok(conn) => {
-                st.lend(&conn);
+            Ok(mut conn) => {
+                st.lend(&mut conn);
                 drop(st);
                 Ok(Lease::new(self.clone(), conn, started))
             }
             Err(e) => {
                 st.grant_slot();
+                st.settle_reserve();
                 Err(e)
             }
         }
@@ -462,15 +576,22 @@ impl Pool {
         if st.active == 0 {
             self.drained.notify_waiters();
         }
-        if st.closed || st.total() >= st.settings.size || st.expired(&conn, Instant::now()) {
+        // A reserve connection keeps serving while clients still queue.
+        let for_waiters = st.reserve_used > 0
+            && !st.waiters.is_empty()
+            && st.total() < st.settings.size + st.reserve_used;
+        let surplus = st.total() >= st.settings.size && !for_waiters;
+        if st.closed || surplus || st.expired(&conn, Instant::now()) {
             st.grant_slot();
+            st.settle_reserve();
             drop(st);
             tokio::spawn(conn.terminate());
             return;
         }
         conn.last_used = Instant::now();
+        self.sweep_hopeless(&mut st, conn.last_used);
         while let Some(w) = st.waiters.pop_front() {
-            st.lend(&conn);
+            st.lend(&mut conn);
             let id = conn.id;
             match w.tx.send(Grant::Conn(conn)) {
                 Ok(()) => return,
@@ -479,7 +600,7 @@ impl Pool {
                     st.lent.remove(&id);
                     conn = c;
                 }
-                Err(Grant::Slot) => return,
+                Err(Grant::Slot | Grant::Refused(_)) => return,
             }
         }
         st.idle.push(conn);
@@ -494,5 +615,6 @@ impl Pool {
             self.drained.notify_waiters();
         }
         st.grant_slot();
+        st.settle_reserve();
     }
 }

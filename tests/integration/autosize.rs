@@ -1,0 +1,215 @@
+//! `pool_size = "auto"` and load shedding against the real primary.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pglittle::config::PoolSize;
+use pglittle::pool::stats::WINDOWS;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::common::*;
+
+/// The pool of `user` (the test's own role), once it exists.
+fn pool_of(p: &Pooler, user: &str) -> Option<Arc<pglittle::pool::Pool>> {
+    p.running
+        .shared
+        .pools
+        .all()
+        .into_iter()
+        .find(|pool| pool.user == user)
+}
+
+async fn backends(user: &str) -> i64 {
+    superuser()
+        .await
+        .query_one(
+            "select count(*) from pg_stat_activity where usename = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_pool_grows_to_littles_law_and_shrinks_back() {
+    let mut cfg = config();
+    let user = "auto_grow";
+    let password = own_role(&mut cfg, user).await;
+    cfg.pooler.pool_size = PoolSize::Auto;
+    let p = pooler(cfg).await;
+
+    // Eight clients back to back, each transaction 50 ms: L = 8 busy servers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let client = p.connect_as(user, &password).await.unwrap();
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            while !stop.load(Relaxed) {
+                client.batch_execute("select pg_sleep(0.05)").await.unwrap();
+            }
+        }));
+    }
+    let pool = pool_of(&p, user).expect("the pool exists after the logins");
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let grown = eventually(Duration::from_secs(10), || {
+        let size = pool.status().size;
+        let l = pool
+            .stats
+            .figures(Instant::now(), Duration::from_secs(2))
+            .offered_load;
+        seen.push((size, (l * 10.0).round() / 10.0));
+        async move { l >= 7.0 && size.abs_diff(l.round() as usize) <= 2 }
+    })
+    .await;
+    assert!(
+        grown,
+        "not within 2 of L after {:?}: (size, L) {:?}",
+        started.elapsed(),
+        seen.iter().step_by(25).collect::<Vec<_>>()
+    );
+    assert_eq!(seen[0].0, 2, "an auto pool starts at 2");
+    // The server never saw more connections than the pool's size.
+    assert!(backends(user).await as usize <= pool.status().size + 1);
+
+    stop.store(true, Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let shrunk = eventually(Duration::from_secs(40), || {
+        let size = pool.status().size;
+        async move { size <= 2 && backends(user).await <= 2 }
+    })
+    .await;
+    assert!(
+        shrunk,
+        "still {:?} with {} server connections",
+        pool.status(),
+        backends(user).await
+    );
+}
+
+enum Outcome {
+    Done(i32),
+    Shed(String),
+    Other(String, String),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
+    let mut cfg = config();
+    let user = "overload";
+    let password = own_role(&mut cfg, user).await;
+    let admin = superuser().await;
+    admin
+        .batch_execute(
+            "drop table if exists overload_log; create table overload_log (id int primary key);
+             grant insert, select on overload_log to overload",
+        )
+        .await
+        .unwrap();
+    // Four servers, 40 ms transactions: about 100 per second at most.
+    cfg.pooler.pool_size = 4.into();
+    cfg.pooler.query_wait_timeout = Duration::from_millis(800);
+    let p = pooler(cfg).await;
+    let (free_tx, free_rx) = async_channel();
+    for _ in 0..120 {
+        free_tx
+            .send(Arc::new(p.connect_as(user, &password).await.unwrap()))
+            .unwrap();
+    }
+    let free_rx = Arc::new(tokio::sync::Mutex::new(free_rx));
+    let mut tasks = Vec::new();
+    let mut next_id = 0;
+    // Warm-up at half the capacity (the pool learns W), then 2x for 4 s.
+    for (rate, secs) in [(50u32, 2u32), (200, 4)] {
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+        for _ in 0..rate * secs {
+            tick.tick().await;
+            next_id += 1;
+            let id = next_id;
+            let (free_rx, free_tx) = (free_rx.clone(), free_tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let client = free_rx.lock().await.recv().await.unwrap();
+                // One statement, simple protocol: one server lease each.
+                let r = client
+                    .simple_query(&format!(
+                        "insert into overload_log select {id} from pg_sleep(0.04) returning id"
+                    ))
+                    .await;
+                free_tx.send(client).unwrap();
+                match r {
+                    Ok(messages) => {
+                        let row = messages.iter().find_map(|m| match m {
+                            SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+                            _ => None,
+                        });
+                        match row {
+                            Some(id) => Outcome::Done(id),
+                            None => Outcome::Other("no row".into(), String::new()),
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.as_db_error().map(|d| d.message().to_string());
+                        match (code(&e).as_str(), msg) {
+                            ("53300", Some(m)) if m.contains("refusing now") => Outcome::Shed(m),
+                            (c, m) => Outcome::Other(c.to_string(), m.unwrap_or_default()),
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    let mut done = BTreeSet::new();
+    let (mut shed, mut other) = (Vec::new(), Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            Outcome::Done(id) => {
+                done.insert(id);
+            }
+            Outcome::Shed(m) => shed.push(m),
+            Outcome::Other(c, m) => other.push(format!("{c}: {m}")),
+        }
+    }
+    assert!(
+        other.is_empty(),
+        "errors other than shedding: {:?}",
+        &other[..other.len().min(3)]
+    );
+    assert!(!shed.is_empty(), "twice the capacity shed nothing");
+    assert!(
+        shed[0].contains("saturated") && shed[0].contains("predicted wait"),
+        "{}",
+        shed[0]
+    );
+    assert!(done.len() > 300, "only {} admitted", done.len());
+    // Every admitted transaction is there, and nothing else.
+    let rows: BTreeSet<i32> = admin
+        .query("select id from overload_log", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, done);
+    let pool = pool_of(&p, user).unwrap();
+    assert_eq!(pool.counters.wait_timeouts.load(Relaxed), 0);
+    assert_eq!(pool.counters.shed.load(Relaxed), shed.len() as u64);
+    let wait_p99 = pool.stats.figures(Instant::now(), WINDOWS[0]).wait_p99;
+    assert!(wait_p99 < 0.8, "admitted p99 wait {wait_p99}s");
+    // Still up.
+    let fresh = p.connect_as(user, &password).await.unwrap();
+    assert_eq!(scalar(&fresh, "select 'up'").await, "up");
+}
+
+/// A multi-producer queue of idle clients.
+fn async_channel<T>() -> (
+    tokio::sync::mpsc::UnboundedSender<T>,
+    tokio::sync::mpsc::UnboundedReceiver<T>,
+) {
+    tokio::sync::mpsc::unbounded_channel()
+}
