@@ -213,3 +213,86 @@ fn async_channel<T>() -> (
 ) {
     tokio::sync::mpsc::unbounded_channel()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_connection_serves_a_client_that_waited_reserve_pool_timeout() {
+    let mut cfg = config();
+    let user = "reserve";
+    let password = own_role(&mut cfg, user).await;
+    cfg.pooler.pool_size = 1.into();
+    cfg.pooler.reserve_pool_size = 1;
+    cfg.pooler.reserve_pool_timeout = Duration::from_millis(200);
+    let p = pooler(cfg).await;
+    let holder = p.connect_as(user, &password).await.unwrap();
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let waiter = p.connect_as(user, &password).await.unwrap();
+    let started = Instant::now();
+    let served = tokio::time::timeout(
+        Duration::from_secs(10),
+        scalar(&waiter, "select 'from the reserve'"),
+    )
+    .await
+    .expect("the waiter was not served while the only server was held");
+    assert_eq!(served, "from the reserve");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "no wait first"
+    );
+    let pool = pool_of(&p, user).unwrap();
+    assert_eq!(pool.counters.reserve_opens.load(Relaxed), 1);
+    // Nobody waits any more: the reserve connection is closed on return.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backends(user).await == 1
+        })
+        .await
+    );
+    holder.batch_execute("commit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_pools_of_a_database_share_max_db_connections_fairly() {
+    let mut cfg = config();
+    let users = ["budget_a", "budget_b"];
+    let mut passwords = Vec::new();
+    for u in users {
+        passwords.push(own_role(&mut cfg, u).await);
+    }
+    cfg.pooler.pool_size = PoolSize::Auto;
+    cfg.databases.get_mut("app").unwrap().max_db_connections = Some(6);
+    let p = pooler(cfg).await;
+    // Each role offers 8 busy servers' worth of load; together they get 6.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (u, pw) in users.iter().zip(&passwords) {
+        for _ in 0..8 {
+            let client = p.connect_as(u, pw).await.unwrap();
+            let stop = stop.clone();
+            load.push(tokio::spawn(async move {
+                while !stop.load(Relaxed) {
+                    client.batch_execute("select pg_sleep(0.05)").await.unwrap();
+                }
+            }));
+        }
+    }
+    let pools: Vec<_> = users.iter().map(|u| pool_of(&p, u).unwrap()).collect();
+    let worst = std::cell::Cell::new(0);
+    let fair = eventually(Duration::from_secs(15), || {
+        let sizes: Vec<usize> = pools.iter().map(|p| p.status().size).collect();
+        let worst = &worst;
+        async move {
+            let on_server = backends(users[0]).await + backends(users[1]).await;
+            worst.set(worst.get().max(on_server));
+            sizes == [3, 3]
+        }
+    })
+    .await;
+    let worst = worst.get();
+    let sizes: Vec<_> = pools.iter().map(|p| p.status()).collect();
+    stop.store(true, Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(fair, "not shared 3 + 3: {sizes:?}");
+    assert!(worst <= 6, "{worst} server connections for a budget of 6");
+}
