@@ -94,53 +94,50 @@ async fn an_auto_pool_grows_to_littles_law_and_shrinks_back() {
 }
 
 enum Outcome {
-    Done(i32),
+    Done(u32),
     Shed(String),
     Other(String, String),
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
-    let mut cfg = config();
-    let user = "overload";
-    let password = own_role(&mut cfg, user).await;
-    let admin = superuser().await;
-    admin
-        .batch_execute(
-            "drop table if exists overload_log; create table overload_log (id int primary key);
-             grant insert, select on overload_log to overload",
-        )
-        .await
-        .unwrap();
-    // Four servers, 40 ms transactions: about 100 per second at most.
-    cfg.pooler.pool_size = 4.into();
-    cfg.pooler.query_wait_timeout = Duration::from_millis(800);
-    let p = pooler(cfg).await;
-    let (free_tx, free_rx) = async_channel();
-    for _ in 0..120 {
+/// What an open-loop run saw: ids of committed transactions, shedding
+/// messages, and any other error.
+#[derive(Default)]
+struct Run {
+    done: BTreeSet<u32>,
+    shed: Vec<String>,
+    other: Vec<String>,
+}
+
+/// Drives `phases` of (requests per second, seconds, SQL for an id) at a
+/// fixed arrival rate, whatever the answers, over `clients` connections.
+/// The SQL must return the id in its first column.
+async fn open_loop(
+    p: &Pooler,
+    user: &str,
+    password: &str,
+    clients: usize,
+    phases: &[(u32, u32, fn(u32) -> String)],
+) -> Run {
+    let (free_tx, free_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..clients {
         free_tx
-            .send(Arc::new(p.connect_as(user, &password).await.unwrap()))
+            .send(Arc::new(p.connect_as(user, password).await.unwrap()))
             .unwrap();
     }
     let free_rx = Arc::new(tokio::sync::Mutex::new(free_rx));
     let mut tasks = Vec::new();
     let mut next_id = 0;
-    // Warm-up at half the capacity (the pool learns W), then 2x for 4 s.
-    for (rate, secs) in [(50u32, 2u32), (200, 4)] {
+    for &(rate, secs, sql) in phases {
         let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
         for _ in 0..rate * secs {
             tick.tick().await;
             next_id += 1;
-            let id = next_id;
+            let sql = sql(next_id);
             let (free_rx, free_tx) = (free_rx.clone(), free_tx.clone());
             tasks.push(tokio::spawn(async move {
                 let client = free_rx.lock().await.recv().await.unwrap();
                 // One statement, simple protocol: one server lease each.
-                let r = client
-                    .simple_query(&format!(
-                        "insert into overload_log select {id} from pg_sleep(0.04) returning id"
-                    ))
-                    .await;
+                let r = client.simple_query(&sql).await;
                 free_tx.send(client).unwrap();
                 match r {
                     Ok(messages) => {
@@ -164,17 +161,47 @@ async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
             }));
         }
     }
-    let mut done = BTreeSet::new();
-    let (mut shed, mut other) = (Vec::new(), Vec::new());
+    let mut run = Run::default();
     for t in tasks {
         match t.await.unwrap() {
             Outcome::Done(id) => {
-                done.insert(id);
+                run.done.insert(id);
             }
-            Outcome::Shed(m) => shed.push(m),
-            Outcome::Other(c, m) => other.push(format!("{c}: {m}")),
+            Outcome::Shed(m) => run.shed.push(m),
+            Outcome::Other(c, m) => run.other.push(format!("{c}: {m}")),
         }
     }
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
+    let mut cfg = config();
+    let user = "overload";
+    let password = own_role(&mut cfg, user).await;
+    let admin = superuser().await;
+    admin
+        .batch_execute(
+            "drop table if exists overload_log; create table overload_log (id int primary key);
+             grant insert, select on overload_log to overload",
+        )
+        .await
+        .unwrap();
+    // Four servers, 40 ms transactions: about 100 per second at most.
+    cfg.pooler.pool_size = 4.into();
+    cfg.pooler.query_wait_timeout = Duration::from_millis(800);
+    let p = pooler(cfg).await;
+    let insert: fn(u32) -> String =
+        |id| format!("insert into overload_log select {id} from pg_sleep(0.04) returning id");
+    // Warm-up at half the capacity (the pool learns W), then 2x for 4 s.
+    let Run { done, shed, other } = open_loop(
+        &p,
+        user,
+        &password,
+        120,
+        &[(50, 2, insert), (200, 4, insert)],
+    )
+    .await;
     assert!(
         other.is_empty(),
         "errors other than shedding: {:?}",
@@ -188,12 +215,12 @@ async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
     );
     assert!(done.len() > 300, "only {} admitted", done.len());
     // Every admitted transaction is there, and nothing else.
-    let rows: BTreeSet<i32> = admin
+    let rows: BTreeSet<u32> = admin
         .query("select id from overload_log", &[])
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get::<_, i32>(0) as u32)
         .collect();
     assert_eq!(rows, done);
     let pool = pool_of(&p, user).unwrap();
@@ -205,15 +232,6 @@ async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
     let fresh = p.connect_as(user, &password).await.unwrap();
     assert_eq!(scalar(&fresh, "select 'up'").await, "up");
 }
-
-/// A multi-producer queue of idle clients.
-fn async_channel<T>() -> (
-    tokio::sync::mpsc::UnboundedSender<T>,
-    tokio::sync::mpsc::UnboundedReceiver<T>,
-) {
-    tokio::sync::mpsc::unbounded_channel()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserve_connection_serves_a_client_that_waited_reserve_pool_timeout() {
     let mut cfg = config();
@@ -295,4 +313,64 @@ async fn auto_pools_of_a_database_share_max_db_connections_fairly() {
     }
     assert!(fair, "not shared 3 + 3: {sizes:?}");
     assert!(worst <= 6, "{worst} server connections for a budget of 6");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowing_database_is_met_with_growth_to_the_budget_then_shedding_not_thrash() {
+    let mut cfg = config();
+    let user = "slowdep";
+    let password = own_role(&mut cfg, user).await;
+    cfg.pooler.pool_size = PoolSize::Auto;
+    cfg.pooler.query_wait_timeout = Duration::from_secs(1);
+    cfg.databases.get_mut("app").unwrap().max_db_connections = Some(6);
+    let p = pooler(cfg).await;
+    // A monitor records every size the pool takes.
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor = {
+        let (sizes, stop) = (sizes.clone(), stop.clone());
+        let pools = p.running.shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while !stop.load(Relaxed) {
+                tick.tick().await;
+                if let Some(pool) = pools.pools.all().into_iter().find(|p| p.user == "slowdep") {
+                    sizes.lock().unwrap().push(pool.status().size);
+                }
+            }
+        })
+    };
+    // 100 requests a second of 20 ms (L = 2), then the database slows
+    // down: every other request takes 150 ms (L = 8.5 > the budget of 6,
+    // which serves about 70 a second).
+    let fast: fn(u32) -> String = |id| format!("select {id} from pg_sleep(0.02)");
+    let slow: fn(u32) -> String = |id| {
+        let secs = if id % 2 == 0 { 0.15 } else { 0.02 };
+        format!("select {id} from pg_sleep({secs})")
+    };
+    let run = open_loop(&p, user, &password, 150, &[(100, 4, fast), (100, 8, slow)]).await;
+    stop.store(true, Relaxed);
+    monitor.await.unwrap();
+    let sizes = sizes.lock().unwrap().clone();
+    assert!(
+        run.other.is_empty(),
+        "errors other than shedding: {:?}",
+        &run.other[..run.other.len().min(3)]
+    );
+    assert!(!run.shed.is_empty(), "the excess was not shed");
+    assert!(run.done.len() > 600, "only {} served", run.done.len());
+    assert!(sizes.iter().all(|s| *s <= 6), "above the budget: {sizes:?}");
+    assert!(sizes.contains(&6), "never grew to the budget: {sizes:?}");
+    let changes = sizes.windows(2).filter(|w| w[0] != w[1]).count();
+    eprintln!(
+        "slow dependency: {} served, {} shed, {changes} size changes, sizes {:?}",
+        run.done.len(),
+        run.shed.len(),
+        sizes.iter().step_by(10).collect::<Vec<_>>()
+    );
+    assert!(changes <= 8, "thrashing: {changes} changes {sizes:?}");
+    let pool = pool_of(&p, user).unwrap();
+    assert_eq!(pool.counters.wait_timeouts.load(Relaxed), 0);
+    let wait_p99 = pool.stats.figures(Instant::now(), WINDOWS[0]).wait_p99;
+    assert!(wait_p99 <= 1.0, "admitted p99 wait {wait_p99}s");
 }
