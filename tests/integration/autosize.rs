@@ -108,6 +108,9 @@ struct Run {
     other: Vec<String>,
 }
 
+/// (requests per second, seconds, the SQL for request id N).
+type Phase = (u32, u32, fn(u32) -> String);
+
 /// Drives `phases` of (requests per second, seconds, SQL for an id) at a
 /// fixed arrival rate, whatever the answers, over `clients` connections.
 /// The SQL must return the id in its first column.
@@ -116,7 +119,7 @@ async fn open_loop(
     user: &str,
     password: &str,
     clients: usize,
-    phases: &[(u32, u32, fn(u32) -> String)],
+    phases: &[Phase],
 ) -> Run {
     let (free_tx, free_rx) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..clients {
