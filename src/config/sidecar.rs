@@ -499,6 +499,17 @@ mod tests {
     }
 
     #[test]
+    fn pool_size_auto_and_a_connection_budget_from_flags() {
+        let mut a = args("postgres://app:pw@db/appdb", &[]);
+        a.pool_size = Some("auto".parse().unwrap());
+        a.max_db_connections = Some(40);
+        let c = Config::from_sidecar(&a).unwrap();
+        assert_eq!(c.pool_size_for("appdb", "app"), PoolSize::Auto);
+        assert_eq!(c.max_db_connections_for("appdb"), 40);
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn builds_a_config_from_flags() {
         let mut a = args(
             "postgres://app:pw@db:5433/appdb",

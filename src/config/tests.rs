@@ -592,6 +592,24 @@ fn render_effective_round_trips() {
 }
 
 #[test]
+fn pool_size_auto_parses_and_renders_back() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[pooler]\npool_size = \"auto\"\nmax_pool_size = 50\nmax_db_connections = 80\n\
+         reserve_pool_size = 2\nreserve_pool_timeout = \"3s\"\n"
+    ));
+    assert_eq!(c.pooler.pool_size, PoolSize::Auto);
+    assert_eq!(
+        (c.pooler.max_pool_size, c.pooler.max_db_connections),
+        (50, 80)
+    );
+    assert_eq!(c.pooler.reserve_pool_timeout, Duration::from_secs(3));
+    let rendered = c.render_effective();
+    assert!(rendered.contains("pool_size = \"auto\""), "{rendered}");
+    let reparsed = parse(&rendered);
+    assert_eq!(reparsed.pooler, c.pooler);
+}
+
+#[test]
 fn render_effective_redacts_secrets() {
     let scram = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy";
     let text = with(
