@@ -13,12 +13,14 @@ pub mod autosize;
 pub mod budget;
 pub mod controller;
 pub mod error;
+mod handoff;
 mod janitor;
 mod lease;
 pub mod params;
 pub mod prepared;
 pub mod registry;
 pub mod server;
+mod settings;
 mod sizing;
 pub mod stats;
 
@@ -30,14 +32,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
 
 pub use error::PoolError;
+use handoff::{Grant, Immediate, State, Waiter};
 pub use lease::Lease;
 use params::Params;
 pub use server::{ServerAuth, ServerConn, ServerTarget};
+pub use settings::{AutoBounds, PoolSettings};
 pub use sizing::{ServerInfo, ServerState, Sizing};
 
 use crate::metrics::PoolMetrics;
-
-use crate::config::PoolMode;
 
 /// Which kind of host a pool serves; primaries sort first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,142 +57,9 @@ impl HostRole {
     }
 }
 
-/// Per-pool settings that a reload may change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolSettings {
-    pub mode: PoolMode,
-    /// Server connections the pool may hold now: fixed, or the controller's
-    /// latest decision when `auto` is set.
-    pub size: usize,
-    /// Set when `pool_size = "auto"`: the bounds the controller sizes within.
-    pub auto: Option<AutoBounds>,
-    /// Extra connections for clients that have waited `reserve_timeout`.
-    pub reserve_size: usize,
-    pub reserve_timeout: Duration,
-    pub min_size: usize,
-    pub query_wait_timeout: Duration,
-    pub server_idle_timeout: Duration,
-    pub server_lifetime: Duration,
-    /// Idle servers unused for this long are checked before being lent.
-    pub server_check_delay: Duration,
-    /// Most clients waiting for a server; more are refused at once (0: no cap).
-    pub max_queue: usize,
-    /// Refuse at once a request whose predicted wait exceeds query_wait_timeout.
-    pub shed_on_predicted_wait: bool,
-}
-
-/// The range an auto-sized pool moves in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AutoBounds {
-    pub min: usize,
-    /// 0: only the database's connection budget bounds the pool.
-    pub max: usize,
-}
-
-impl AutoBounds {
-    /// The size an auto pool starts at, before any load is measured.
-    pub fn start(self) -> usize {
-        let start = self.min.max(controller::START_SIZE);
-        match self.max {
-            0 => start,
-            max => start.min(max),
-        }
-    }
-
-    /// `size` moved into the bounds.
-    pub fn clamp(self, size: usize) -> usize {
-        let size = size.max(self.min).max(1);
-        match self.max {
-            0 => size,
-            max => size.min(max),
-        }
-    }
-}
-
 /// A server connection lives in one heap allocation for its whole life, so
 /// handing it between the idle stack, waiters and leases moves a pointer.
 pub type Conn = Box<ServerConn>;
-
-/// What a waiting client is handed.
-enum Grant {
-    Conn(Conn),
-    /// A slot freed up: open a new connection in it.
-    Slot,
-    /// Shed from the queue: it would not be served before its deadline.
-    Refused(PoolError),
-}
-
-struct Waiter {
-    id: u64,
-    tx: oneshot::Sender<Grant>,
-    /// When its query_wait_timeout runs out; `None`: it waits forever.
-    deadline: Option<Instant>,
-}
-
-enum Immediate {
-    Conn(Conn),
-    Open,
-    Closed,
-    Shed(PoolError),
-    Queued(u64, oneshot::Receiver<Grant>),
-}
-
-struct State {
-    settings: PoolSettings,
-    idle: Vec<Conn>,
-    active: usize,
-    connecting: usize,
-    waiters: VecDeque<Waiter>,
-    next_waiter: u64,
-    closed: bool,
-    /// Lent connections, for SHOW SERVERS: id -> (pid, created, lent at).
-    lent: HashMap<u64, (i32, Instant, Instant)>,
-    /// RECONNECT/KILL: connections opened before this are closed on return.
-    stale_before: Option<Instant>,
-    /// Connections beyond `size` opened from the reserve for long waiters.
-    reserve_used: usize,
-    /// The last time the queue was swept for requests that cannot make it.
-    last_sweep: Option<Instant>,
-}
-
-impl State {
-    fn total(&self) -> usize {
-        self.idle.len() + self.active + self.connecting
-    }
-
-    fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
-        let life = self.settings.server_lifetime;
-        let stale = self.stale_before.is_some_and(|t| conn.created <= t);
-        stale || (!life.is_zero() && now.duration_since(conn.created) >= life)
-    }
-
-    /// Forgets reserve connections that are gone.
-    fn settle_reserve(&mut self) {
-        let over = self.total().saturating_sub(self.settings.size);
-        self.reserve_used = self.reserve_used.min(over);
-    }
-
-    fn lend(&mut self, conn: &mut ServerConn) {
-        let now = Instant::now();
-        conn.lent_at = now;
-        self.active += 1;
-        self.lent.insert(conn.id, (conn.pid, conn.created, now));
-    }
-
-    /// Gives a freed slot to the first live waiter, if the pool has room.
-    fn grant_slot(&mut self) {
-        while self.total() < self.settings.size {
-            let Some(w) = self.waiters.pop_front() else {
-                return;
-            };
-            self.connecting += 1;
-            if w.tx.send(Grant::Slot).is_ok() {
-                continue;
-            }
-            self.connecting -= 1;
-        }
-    }
-}
 
 /// Counters kept at lease boundaries.
 #[derive(Debug, Default)]
@@ -464,24 +333,6 @@ impl Pool {
         }
     }
 
-    /// A waiter that has waited `reserve_timeout` leaves the queue to open
-    /// a reserve connection, if the reserve has room.
-    fn take_reserve(&self, id: u64) -> bool {
-        let mut st = self.state();
-        let limit = st.settings.size + st.settings.reserve_size;
-        if st.closed || st.total() >= limit {
-            return false;
-        }
-        let Some(pos) = st.waiters.iter().position(|w| w.id == id) else {
-            return false;
-        };
-        st.waiters.remove(pos);
-        st.connecting += 1;
-        st.reserve_used = (st.reserve_used + 1).min(st.total().saturating_sub(st.settings.size));
-        self.counters.reserve_opens.fetch_add(1, Ordering::Relaxed);
-        true
-    }
-
     /// The synchronous part of `acquire`: an idle connection, a free slot,
     /// or a place in the queue. Kept apart so no lock guard lives in a future.
     fn try_lend(&self, timeout: Duration) -> Immediate {
@@ -512,20 +363,6 @@ impl Pool {
         let deadline = (!timeout.is_zero()).then(|| now + timeout);
         st.waiters.push_back(Waiter { id, tx, deadline });
         Immediate::Queued(id, rx)
-    }
-
-    /// Leaves the queue after a timeout; `None` if a grant was already sent.
-    fn give_up_waiting(&self, id: u64, waited: Duration) -> Option<PoolError> {
-        let mut st = self.state();
-        let pos = st.waiters.iter().position(|w| w.id == id)?;
-        st.waiters.remove(pos);
-        self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-        Some(PoolError::WaitTimeout {
-            pool: self.name(),
-            waited,
-            size: st.settings.size,
-            queued: st.waiters.len(),
-        })
     }
 
     /// Opens a connection in a slot already counted in `connecting`.
@@ -566,55 +403,5 @@ impl Pool {
             }
         }
         result
-    }
-
-    /// Takes back a clean connection: straight to the longest waiter, or onto the idle stack.
-    fn put_back(&self, mut conn: Conn) {
-        let mut st = self.state();
-        st.active -= 1;
-        st.lent.remove(&conn.id);
-        if st.active == 0 {
-            self.drained.notify_waiters();
-        }
-        // A reserve connection keeps serving while clients still queue.
-        let for_waiters = st.reserve_used > 0
-            && !st.waiters.is_empty()
-            && st.total() < st.settings.size + st.reserve_used;
-        let surplus = st.total() >= st.settings.size && !for_waiters;
-        if st.closed || surplus || st.expired(&conn, Instant::now()) {
-            st.grant_slot();
-            st.settle_reserve();
-            drop(st);
-            tokio::spawn(conn.terminate());
-            return;
-        }
-        conn.last_used = Instant::now();
-        self.sweep_hopeless(&mut st, conn.last_used);
-        while let Some(w) = st.waiters.pop_front() {
-            st.lend(&mut conn);
-            let id = conn.id;
-            match w.tx.send(Grant::Conn(conn)) {
-                Ok(()) => return,
-                Err(Grant::Conn(c)) => {
-                    st.active -= 1;
-                    st.lent.remove(&id);
-                    conn = c;
-                }
-                Err(Grant::Slot | Grant::Refused(_)) => return,
-            }
-        }
-        st.idle.push(conn);
-    }
-
-    /// Forgets a connection that cannot be reused; its slot goes to a waiter.
-    fn forget(&self, id: u64) {
-        let mut st = self.state();
-        st.active -= 1;
-        st.lent.remove(&id);
-        if st.active == 0 {
-            self.drained.notify_waiters();
-        }
-        st.grant_slot();
-        st.settle_reserve();
     }
 }
