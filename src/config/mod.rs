@@ -15,6 +15,7 @@ mod parse;
 mod pool_size;
 mod render;
 mod routing;
+mod section;
 pub mod sidecar;
 pub mod units;
 mod validate;
