@@ -120,25 +120,48 @@ impl DbHosts {
             .unwrap_or_else(|| self.primary.clone())
     }
 
-    /// After a probe round (`role = "auto"`): while the current writer is
-    /// healthy and not in recovery it stays, so an old primary that comes
-    /// back read-write (split brain) is never written to again. When it is
-    /// down or in recovery and exactly one other healthy host is not in
-    /// recovery, that host becomes the writer.
+    /// After a probe round (`role = "auto"`), picks the host writes go to.
+    /// Candidates are the healthy hosts that are not in recovery; the
+    /// newest timeline wins, because a promotion starts a new timeline and
+    /// an old primary that comes back read-write (split brain) stays on the
+    /// old one. The current writer stays while it is such a candidate on the
+    /// newest timeline (so two hosts on one timeline do not flap); otherwise
+    /// the one other host on the newest timeline takes over. With two or more
+    /// such hosts the choice is ambiguous and nothing changes (logged).
     pub fn elect(&self) {
         let current = self.writer();
-        if current.healthy() && !current.in_recovery.load(Relaxed) {
-            return;
-        }
-        let mut candidates = std::iter::once(&self.primary)
+        let candidates: Vec<&Arc<HostState>> = std::iter::once(&self.primary)
             .chain(&self.replicas)
-            .filter(|h| !Arc::ptr_eq(h, &current) && h.healthy() && h.lsn().is_some())
-            .filter(|h| !h.in_recovery.load(Relaxed));
-        let (Some(next), None) = (candidates.next(), candidates.next()) else {
+            .filter(|h| h.healthy() && h.lsn().is_some() && !h.in_recovery.load(Relaxed))
+            .collect();
+        let Some(newest) = candidates.iter().map(|h| h.timeline.load(Relaxed)).max() else {
             return;
         };
-        tracing::warn!(from = %current.addr(), to = %next.addr(), "failover: writes now go to the new primary");
-        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+        let on_newest = |h: &HostState| h.timeline.load(Relaxed) == newest;
+        if candidates.iter().any(|h| Arc::ptr_eq(h, &current)) && on_newest(&current) {
+            return;
+        }
+        let mut next = candidates.iter().filter(|h| on_newest(h));
+        match (next.next(), next.next()) {
+            (Some(next), None) => {
+                if !current.in_recovery.load(Relaxed) && current.healthy() {
+                    tracing::error!(
+                        stale = %current.addr(),
+                        stale_timeline = current.timeline.load(Relaxed),
+                        to = %next.addr(),
+                        timeline = newest,
+                        "two hosts accept writes; the one on the older timeline is a former primary and gets no more writes"
+                    );
+                } else {
+                    tracing::warn!(from = %current.addr(), to = %next.addr(), timeline = newest, "failover: writes now go to the new primary");
+                }
+                *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some((*next).clone());
+            }
+            (Some(a), Some(b)) => {
+                tracing::error!(a = %a.addr(), b = %b.addr(), timeline = newest, "two hosts accept writes on the same timeline; keeping writes where they were");
+            }
+            _ => {}
+        }
     }
 
     fn matches(&self, db: &DatabaseConfig) -> bool {
