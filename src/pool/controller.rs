@@ -18,7 +18,9 @@
 //!   growth. If it did not, the database is past the point where more
 //!   connections run in parallel (they only add contention and latency), so
 //!   the pool goes back to the size before the probe and stays at or below
-//!   it for [`KNEE_HOLD`], then probes again.
+//!   it for [`KNEE_HOLD`], then probes again with half the step that failed
+//!   (so repeated probes close in on the knee instead of overshooting it
+//!   the same way each time).
 //! * **Hysteresis and rate.** Growth at most doubles the size per tick, and
 //!   adds at most [`MAX_STEP`] connections, so a burst does not stampede the
 //!   server.
@@ -42,7 +44,7 @@ pub const WINDOW: Duration = Duration::from_secs(2);
 /// post-change).
 pub const SETTLE: Duration = Duration::from_secs(2);
 /// How long a detected knee caps the pool before it is probed again.
-pub const KNEE_HOLD: Duration = Duration::from_secs(30);
+pub const KNEE_HOLD: Duration = Duration::from_secs(15);
 /// Demand must stay clearly below the size this long before shrinking.
 pub const SHRINK_AFTER: Duration = Duration::from_secs(5);
 /// Growth per tick: the current size (doubling), at least this...
@@ -126,6 +128,8 @@ pub struct Controller {
     below_since: Option<Instant>,
     probe: Option<Probe>,
     knee: Option<Knee>,
+    /// After a failed probe: the largest step the next growth may take.
+    step_limit: Option<usize>,
 }
 
 impl Controller {
@@ -161,6 +165,7 @@ impl Controller {
             let gained = (s.throughput - p.before) / p.before.max(f64::EPSILON);
             let still_busy = s.busy_mean >= SATURATED * p.to as f64;
             if still_busy && gained < KNEE_EFFICIENCY * grew {
+                self.step_limit = Some(((p.to - p.from) / 2).max(1));
                 self.knee = Some(Knee {
                     size: p.from,
                     until: now + KNEE_HOLD,
@@ -180,7 +185,9 @@ impl Controller {
 
         if want > current {
             self.below_since = None;
-            let next = want.min(current + current.clamp(MIN_STEP, MAX_STEP));
+            let step = current.clamp(MIN_STEP, MAX_STEP);
+            let step = self.step_limit.map_or(step, |limit| step.min(limit));
+            let next = want.min(current + step);
             if saturated {
                 self.probe = Some(Probe {
                     from: current,
@@ -201,6 +208,8 @@ impl Controller {
             return (current, Why::Steady);
         }
         let step = ((current - want) / 4).max(1);
+        // The load has changed: a later growth may take full steps again.
+        self.step_limit = None;
         (current - step, Why::Shrink)
     }
 
