@@ -13,7 +13,7 @@ use super::Shared;
 use crate::config::{Config, ReadYourWrites, Switch};
 use crate::pool::Pool;
 use crate::protocol::backend;
-use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::protocol::frontend::{peek_message, FrontendMessage, Target};
 use crate::router::local::{Local, Var};
 use crate::router::{self, Class, Inputs, Lsn, Route, RouteOverride};
 use crate::topology::{Choice, Eligibility, HostState};
@@ -43,8 +43,10 @@ pub struct Plan {
     pub retry: bool,
     /// A single autocommit batch: the lease serves no more than it.
     pub one_batch: bool,
-    /// A simple Query (the 25006/40001 safety net applies).
-    pub simple: bool,
+    /// The 25006/40001 safety net applies: a simple Query, or a single
+    /// autocommit extended batch up to its Sync that can be sent again
+    /// as it is (it closes no statement and redefines none).
+    pub refusable: bool,
 }
 
 /// What the buffered request is, as far as routing goes.
@@ -53,6 +55,9 @@ struct Request {
     hint: Option<router::Hint>,
     batch_len: Option<usize>,
     simple: bool,
+    /// Sending the batch a second time means what it meant the first:
+    /// no Close of a statement, no Parse over a name the client had.
+    replayable: bool,
 }
 
 /// Classifies the request at the front of `buf`: a simple Query, or an
@@ -64,6 +69,7 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
         hint: None,
         batch_len: None,
         simple: false,
+        replayable: true,
     };
     let mut at = 0;
     let mut unnamed: Option<&[u8]> = None;
@@ -84,6 +90,8 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
             FrontendMessage::Parse { name, sql, .. } => {
                 if name.is_empty() {
                     unnamed = Some(sql);
+                } else if stmts.get(name).is_some() {
+                    req.replayable = false;
                 }
                 Some(sql)
             }
@@ -100,6 +108,11 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
                     None
                 }
             },
+            // The first run forgets the client's name: a replay could not bind it.
+            FrontendMessage::Close(Target::Statement(name)) if !name.is_empty() => {
+                req.replayable = false;
+                None
+            }
             FrontendMessage::Describe(_)
             | FrontendMessage::Execute
             | FrontendMessage::Close(_)
@@ -150,7 +163,7 @@ impl RouteState {
             read,
             retry: false,
             one_batch: false,
-            simple: false,
+            refusable: false,
         };
         let Some(dbc) = config.databases.get(&primary.database) else {
             return on_primary(false);
@@ -224,7 +237,7 @@ impl RouteState {
             // client, what it was sent runs on the primary instead.
             retry: true,
             one_batch,
-            simple: req.simple,
+            refusable: req.simple || (one_batch && req.replayable),
         }
     }
 
@@ -397,5 +410,45 @@ mod tests {
         // Only the first batch counts: the lease serves no more than it.
         let (c, len) = class(&[query("SELECT 1"), query("DELETE FROM t")], &stmts);
         assert_eq!((c, len), (Class::Read, Some(query("SELECT 1").len())));
+    }
+
+    #[test]
+    fn a_batch_that_closes_or_redefines_a_statement_is_not_sent_twice() {
+        let mut stmts = ClientStatements::default();
+        stmts.insert(
+            b"s1",
+            Arc::new(crate::session::statements::StmtDef::new(
+                b"SELECT 1",
+                b"\0\0",
+            )),
+        );
+        let replayable = |parts: &[Vec<u8>]| {
+            let buf = parts.concat();
+            inspect(&buf, 1 << 20, &stmts, &[]).replayable
+        };
+        assert!(replayable(&[bind("s1"), execute(), sync()]));
+        assert!(replayable(&[
+            parse("s2", "SELECT 2"),
+            bind("s2"),
+            execute(),
+            sync()
+        ]));
+        assert!(replayable(&[
+            parse("", "SELECT 2"),
+            bind(""),
+            execute(),
+            sync()
+        ]));
+        let close_s1 = msg(b'C', b"Ss1\0");
+        assert!(!replayable(&[bind("s1"), execute(), close_s1, sync()]));
+        assert!(!replayable(&[
+            parse("s1", "SELECT 3"),
+            bind("s1"),
+            execute(),
+            sync()
+        ]));
+        // Closing a portal forgets nothing a replay needs.
+        let close_portal = msg(b'C', b"P\0");
+        assert!(replayable(&[bind("s1"), execute(), close_portal, sync()]));
     }
 }

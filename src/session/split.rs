@@ -93,7 +93,7 @@ impl Session {
                 read: false,
                 retry: false,
                 one_batch: false,
-                simple: false,
+                refusable: false,
             }
         } else {
             let shared = self.shared.clone();

@@ -484,3 +484,74 @@ async fn time_mode_and_causal_wait_also_read_your_writes() {
     let ryw = &p.running.shared.ryw;
     assert!(ryw.waited.load(Relaxed) >= 15, "{ryw:?}");
 }
+
+/// An extended-protocol read (Parse/Bind/Execute/Sync, as drivers send
+/// with parameters) that the replica refuses with 25006 is retried once on
+/// the primary, where its statement is prepared afresh: the client gets
+/// its rows and never sees the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_read_the_replica_refuses_runs_on_the_primary() {
+    let p = common::pooler(split_config(common::cluster(), ReadYourWrites::Lsn)).await;
+    let c = table(&p, "ext_retry").await;
+    // A function that writes, but that the classifier cannot know writes:
+    // `SELECT ext_retry_add($1)` looks like a read and goes to the replica.
+    c.batch_execute(
+        "CREATE OR REPLACE FUNCTION ext_retry_add(v int) RETURNS int LANGUAGE sql \
+         AS 'INSERT INTO ext_retry VALUES (v) RETURNING id'",
+    )
+    .await
+    .unwrap();
+    let r = p.connect().await;
+    let retried = || p.running.shared.ryw.retried.load(Relaxed);
+    // Each retried call wrote on the primary and so raised `r`'s floor:
+    // wait until the replica has replayed it, so the next call goes there.
+    let replica_ready = || async {
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                on_replica(&r, "SELECT to_regprocedure('ext_retry_add(int)') IS NOT NULL AND pg_is_in_recovery()").await
+            })
+            .await,
+            "the replica never caught up"
+        );
+    };
+    replica_ready().await;
+    let prepared = r.prepare("SELECT ext_retry_add($1) + 0").await.unwrap();
+    for id in 0..12 {
+        replica_ready().await;
+        let before = retried();
+        let rows = match id % 3 {
+            // A new named statement per call (Parse/Describe/Sync, then Bind/Execute/Sync).
+            0 => {
+                r.query(&format!("SELECT ext_retry_add($1) + {id} - {id}"), &[&id])
+                    .await
+            }
+            // One statement, prepared once (on the replica), bound again and again.
+            1 => r.query(&prepared, &[&id]).await,
+            // The unnamed statement: Parse/Bind/Describe/Execute/Sync in one batch.
+            _ => {
+                r.query_typed(
+                    "SELECT ext_retry_add($1)",
+                    &[(&id, tokio_postgres::types::Type::INT4)],
+                )
+                .await
+            }
+        }
+        .unwrap_or_else(|e| panic!("call {id}: the client saw {e:?}"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get::<_, i32>(0), id);
+        assert_eq!(retried(), before + 1, "call {id} was not retried once");
+        // The write happened once, on the primary, and the caller reads it.
+        assert!(found(&r, "ext_retry", id).await, "row {id} not found");
+    }
+    let count = scalar(&c, "/* pglittle:primary */ SELECT count(*) FROM ext_retry").await;
+    assert_eq!(count, "12");
+    // Other errors on the replica reach the client as they are, not retried.
+    replica_ready().await;
+    let before = retried();
+    let e = r
+        .query("SELECT 1 / ($1::int - $1::int)", &[&1i32])
+        .await
+        .expect_err("division by zero");
+    assert_eq!(common::code(&e), "22012");
+    assert_eq!(retried(), before);
+}
