@@ -309,6 +309,7 @@ async fn writes_follow_a_failover_with_role_auto() {
     .expect("private cluster");
     let mut config = split_config(&cluster, ReadYourWrites::Lsn);
     config.databases.get_mut(APP_DB).unwrap().routing.role = pglittle::config::RoleMode::Auto;
+    config.pooler.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let p = common::pooler(config).await;
     let c = table(&p, "failover").await;
     c.simple_query("INSERT INTO failover VALUES (1)")
@@ -377,6 +378,28 @@ async fn writes_follow_a_failover_with_role_auto() {
         let port = scalar(&c, "/* pglittle:primary */ SELECT inet_server_port()").await;
         assert_eq!(port, replica.port.to_string());
     }
+    // Dashboards see the promoted host's writes as a primary's.
+    let maddr = p.running.metrics_addr.expect("metrics endpoint");
+    let (_, text) = pglittle::metrics::http::get(maddr, "/metrics")
+        .await
+        .expect("GET /metrics");
+    let host = format!("{}:{}", replica.host, replica.port);
+    let as_primary = |name: &str| {
+        crate::observe::sample(&text, name, &[("host", &host), ("role", "primary")]).unwrap_or(0.0)
+    };
+    assert!(
+        as_primary("pglittle_transactions_total") >= 40.0,
+        "the promoted host's writes are not labelled role=\"primary\":\n{text}"
+    );
+    assert!(
+        crate::observe::sample(
+            &text,
+            "pglittle_queries_routed_total",
+            &[("host", &host), ("route", "primary")]
+        )
+        .is_some_and(|n| n >= 40.0),
+        "{text}"
+    );
 }
 
 /// Reads backend messages until one with `tag` arrives; returns its body.
