@@ -39,13 +39,13 @@ pub struct Plan {
     /// The request was classified as a read (no floor to learn after it).
     pub read: bool,
     /// A replica's refusal or death may move the request to the primary
-    /// (the relay keeps what it sends).
+    /// (the relay keeps what it sends): it can be sent again as it is (it
+    /// closes no prepared statement and redefines none).
     pub retry: bool,
     /// A single autocommit batch: the lease serves no more than it.
     pub one_batch: bool,
     /// The 25006/40001 safety net applies: a simple Query, or a single
-    /// autocommit extended batch up to its Sync that can be sent again
-    /// as it is (it closes no statement and redefines none).
+    /// autocommit extended batch up to its Sync.
     pub refusable: bool,
 }
 
@@ -235,9 +235,9 @@ impl RouteState {
             read,
             // If the replica refuses it or dies before anything reached the
             // client, what it was sent runs on the primary instead.
-            retry: true,
+            retry: req.replayable,
             one_batch,
-            refusable: req.simple || (one_batch && req.replayable),
+            refusable: req.simple || one_batch,
         }
     }
 
