@@ -55,8 +55,10 @@ struct Request {
     hint: Option<router::Hint>,
     batch_len: Option<usize>,
     simple: bool,
-    /// Sending the batch a second time means what it meant the first:
-    /// no Close of a statement, no Parse over a name the client had.
+    /// Sending the batch a second time means what it meant the first. The
+    /// first run already applied the batch's Parse and Close of named
+    /// statements; that matters only to a Bind or Describe of a name that
+    /// a later message of the batch parses or closes.
     replayable: bool,
 }
 
@@ -73,6 +75,8 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
     };
     let mut at = 0;
     let mut unnamed: Option<&[u8]> = None;
+    // Named statements bound or described so far in this batch.
+    let mut used: Vec<&[u8]> = Vec::new();
     let worst = |c: Class, req: &mut Request| {
         req.class = match (req.class, c) {
             (Class::Write, _) | (_, Class::Write) => Class::Write,
@@ -90,7 +94,7 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
             FrontendMessage::Parse { name, sql, .. } => {
                 if name.is_empty() {
                     unnamed = Some(sql);
-                } else if stmts.get(name).is_some() {
+                } else if used.contains(&name) {
                     req.replayable = false;
                 }
                 Some(sql)
@@ -101,16 +105,24 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
                 None
             }
             FrontendMessage::Bind { statement: b"", .. } => unnamed,
-            FrontendMessage::Bind { statement, .. } => match stmts.get(statement) {
-                Some(def) => Some(&def.sql[..]),
-                None => {
-                    req.class = Class::Write;
-                    None
+            FrontendMessage::Bind { statement, .. } => {
+                used.push(statement);
+                match stmts.get(statement) {
+                    Some(def) => Some(&def.sql[..]),
+                    None => {
+                        req.class = Class::Write;
+                        None
+                    }
                 }
-            },
-            // The first run forgets the client's name: a replay could not bind it.
+            }
+            FrontendMessage::Describe(Target::Statement(name)) if !name.is_empty() => {
+                used.push(name);
+                None
+            }
             FrontendMessage::Close(Target::Statement(name)) if !name.is_empty() => {
-                req.replayable = false;
+                if used.contains(&name) {
+                    req.replayable = false;
+                }
                 None
             }
             FrontendMessage::Describe(_)
@@ -413,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_that_closes_or_redefines_a_statement_is_not_sent_twice() {
+    fn a_batch_that_closes_or_redefines_a_statement_it_uses_is_not_sent_twice() {
         let mut stmts = ClientStatements::default();
         stmts.insert(
             b"s1",
@@ -440,8 +452,25 @@ mod tests {
             sync()
         ]));
         let close_s1 = msg(b'C', b"Ss1\0");
-        assert!(!replayable(&[bind("s1"), execute(), close_s1, sync()]));
+        let describe_s1 = msg(b'D', b"Ss1\0");
+        // A replay would bind a name the first run closed or redefined.
         assert!(!replayable(&[
+            bind("s1"),
+            execute(),
+            close_s1.clone(),
+            sync()
+        ]));
+        assert!(!replayable(&[
+            bind("s1"),
+            execute(),
+            parse("s1", "SELECT 3"),
+            sync()
+        ]));
+        assert!(!replayable(&[describe_s1, close_s1.clone(), sync()]));
+        // Closing or redefining first means the same both times (drivers
+        // close a statement in a batch of its own).
+        assert!(replayable(&[close_s1, sync()]));
+        assert!(replayable(&[
             parse("s1", "SELECT 3"),
             bind("s1"),
             execute(),
