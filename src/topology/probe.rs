@@ -19,6 +19,10 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery()::text, \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
       ELSE pg_current_wal_insert_lsn() END)::text";
 
+/// Replay positions asked for on demand (`Topology::floor_missed`) are
+/// asked at most this often.
+pub const EAGER_GAP: Duration = Duration::from_millis(10);
+
 /// How far back primary positions are remembered for time lag.
 const HISTORY: Duration = Duration::from_secs(120);
 
@@ -64,7 +68,7 @@ pub async fn run(
 ) {
     let mut conns: HashMap<String, Box<ServerConn>> = HashMap::new();
     let mut next_id = 1u64 << 48;
-    loop {
+    'rounds: loop {
         let cfg = config();
         topology.sync(&cfg);
         for (name, db) in topology.all() {
@@ -98,13 +102,44 @@ pub async fn run(
             .pooler
             .health_check_period
             .max(Duration::from_millis(10));
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = reached(&mut shutdown, Phase::Stopping) => break,
+        let next = tokio::time::Instant::now() + period;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => break,
+                _ = topology.floor_missed.notified() => {
+                    replay_positions(&topology, &cfg, &mut conns, &mut next_id).await;
+                    tokio::time::sleep_until(next.min(tokio::time::Instant::now() + EAGER_GAP)).await;
+                }
+                _ = reached(&mut shutdown, Phase::Stopping) => break 'rounds,
+            }
         }
     }
     for (_, c) in conns.drain() {
         c.terminate().await;
+    }
+}
+
+/// Between rounds, on demand: the replay position of each healthy replica.
+/// A failure counts toward a ban as in a full round; lag, the primary and
+/// banned hosts are left to the full rounds.
+async fn replay_positions(
+    topology: &Topology,
+    cfg: &Config,
+    conns: &mut HashMap<String, Box<ServerConn>>,
+    next_id: &mut u64,
+) {
+    for (name, db) in topology.all() {
+        let Some(dbc) = cfg.databases.get(&name).filter(|d| !d.replicas.is_empty()) else {
+            continue;
+        };
+        let probe = Probe {
+            cfg,
+            dbname: &dbc.dbname,
+        };
+        for r in db.replicas.iter().filter(|r| r.healthy()) {
+            probe.host(r, conns, next_id).await;
+        }
+        db.probed.notify_waiters();
     }
 }
 

@@ -578,3 +578,28 @@ async fn an_extended_read_the_replica_refuses_runs_on_the_primary() {
     assert_eq!(common::code(&e), "22012");
     assert_eq!(retried(), before);
 }
+
+/// A read that missed its floor only because the last probe is old asks the
+/// replicas for their replay position at once: with a 3 s probe, a client's
+/// reads are back on the (undelayed) replica well within a second of each
+/// write, not up to 3 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_return_to_the_replica_soon_after_a_write_even_with_a_slow_probe() {
+    let mut config = split_config(common::cluster(), ReadYourWrites::Lsn);
+    config.pooler.health_check_period = Duration::from_secs(3);
+    let p = common::pooler(config).await;
+    let c = table(&p, "ryw_eager").await;
+    for id in 0..10 {
+        c.simple_query(&format!("INSERT INTO ryw_eager VALUES ({id})"))
+            .await
+            .unwrap();
+        assert!(found(&c, "ryw_eager", id).await, "stale read of row {id}");
+        assert!(
+            eventually(Duration::from_secs(1), || async {
+                on_replica(&c, "SELECT pg_is_in_recovery()").await
+            })
+            .await,
+            "a second after write {id}, reads were still on the primary"
+        );
+    }
+}
