@@ -21,6 +21,12 @@ pub use host::{HostState, Role};
 #[derive(Default)]
 pub struct Topology {
     dbs: RwLock<HashMap<String, Arc<DbHosts>>>,
+    /// A read went to the primary only because no replica was seen past
+    /// its client's floor: the probe asks the healthy replicas for their
+    /// replay position early (see `probe::EAGER_GAP`), so reads come back
+    /// to a replica a few milliseconds after a write instead of up to one
+    /// `health_check_period` later. Shared with every `DbHosts`.
+    pub floor_missed: Arc<Notify>,
 }
 
 /// One database: its primary and replicas.
@@ -35,6 +41,8 @@ pub struct DbHosts {
     pub(crate) history: Mutex<probe::History>,
     /// `role = "auto"`: follow a failover.
     pub auto: bool,
+    /// `Topology::floor_missed`.
+    floor_missed: Arc<Notify>,
     /// Where writes go when it is not the configured primary (after a
     /// promotion was seen).
     writer: Mutex<Option<Arc<HostState>>>,
@@ -67,7 +75,8 @@ impl Topology {
         for (name, db) in &config.databases {
             let same = dbs.get(name).is_some_and(|d| d.matches(db));
             if !same {
-                dbs.insert(name.clone(), Arc::new(DbHosts::new(db)));
+                let hosts = DbHosts::new(db, self.floor_missed.clone());
+                dbs.insert(name.clone(), Arc::new(hosts));
             }
         }
     }
@@ -94,7 +103,7 @@ impl Topology {
 }
 
 impl DbHosts {
-    fn new(db: &DatabaseConfig) -> DbHosts {
+    fn new(db: &DatabaseConfig, floor_missed: Arc<Notify>) -> DbHosts {
         DbHosts {
             primary: Arc::new(HostState::new(&db.host, db.port, 1, Role::Primary)),
             replicas: db
@@ -106,6 +115,7 @@ impl DbHosts {
             probed: Notify::new(),
             history: Mutex::new(probe::History::default()),
             auto: db.routing.role == crate::config::RoleMode::Auto,
+            floor_missed,
             writer: Mutex::new(None),
         }
     }
@@ -219,6 +229,10 @@ impl DbHosts {
         wait: Duration,
     ) -> (Choice, bool) {
         let first = self.pick(want, primary_reads).unwrap_or(Choice::Primary);
+        if matches!(first, Choice::Primary) && want.min_lsn > Lsn::ZERO {
+            // Perhaps only the last probe is behind: ask the replicas now.
+            self.floor_missed.notify_one();
+        }
         if wait.is_zero() || matches!(first, Choice::Replica(_)) || self.replicas.is_empty() {
             return (first, false);
         }

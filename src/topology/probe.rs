@@ -24,6 +24,10 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery()::text, \
      (CASE WHEN pg_is_in_recovery() THEN NULL \
       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::bigint END)::text";
 
+/// Replay positions asked for on demand (`Topology::floor_missed`) are
+/// asked at most this often.
+pub const EAGER_GAP: Duration = Duration::from_millis(10);
+
 /// How far back primary positions are remembered for time lag.
 const HISTORY: Duration = Duration::from_secs(120);
 
@@ -68,16 +72,23 @@ pub async fn run(
     mut shutdown: watch::Receiver<Phase>,
 ) {
     let mut conns = Conns::default();
-    loop {
+    'rounds: loop {
         let cfg = config();
         round(&topology, &cfg, &mut conns, false).await;
         let period = cfg
             .pooler
             .health_check_period
             .max(Duration::from_millis(10));
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = reached(&mut shutdown, Phase::Stopping) => break,
+        let next = tokio::time::Instant::now() + period;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => break,
+                _ = topology.floor_missed.notified() => {
+                    replay_positions(&topology, &cfg, &mut conns).await;
+                    tokio::time::sleep_until(next.min(tokio::time::Instant::now() + EAGER_GAP)).await;
+                }
+                _ = reached(&mut shutdown, Phase::Stopping) => break 'rounds,
+            }
         }
     }
     for (_, c) in conns.map.drain() {
@@ -141,6 +152,25 @@ pub async fn round(topology: &Topology, cfg: &Config, conns: &mut Conns, only_au
         }
         if db.auto {
             db.elect();
+        }
+        db.probed.notify_waiters();
+    }
+}
+
+/// Between rounds, on demand: the replay position of each healthy replica.
+/// A failure counts toward a ban as in a full round; lag, the primary and
+/// banned hosts are left to the full rounds.
+async fn replay_positions(topology: &Topology, cfg: &Config, conns: &mut Conns) {
+    for (name, db) in topology.all() {
+        let Some(dbc) = cfg.databases.get(&name).filter(|d| !d.replicas.is_empty()) else {
+            continue;
+        };
+        let probe = Probe {
+            cfg,
+            dbname: &dbc.dbname,
+        };
+        for r in db.replicas.iter().filter(|r| r.healthy()) {
+            probe.host(r, conns).await;
         }
         db.probed.notify_waiters();
     }
