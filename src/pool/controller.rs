@@ -151,9 +151,16 @@ impl Controller {
         goal: &Goal,
     ) -> (usize, Why) {
         let saturated = s.busy_mean >= SATURATED * current as f64 && s.waiting_mean > 0.05;
-        // The queue counts at most as much again as the busy servers: a
-        // backlog left by an open-loop burst should not size the pool.
-        let queued = s.waiting_mean.min(s.busy_mean);
+        // The queue is demand only while every server is busy: clients also
+        // wait while a freed server is handed over (their tasks have not run
+        // yet), and that queue would not shrink with more servers. It counts
+        // at most as much again as the busy servers, so a backlog left by an
+        // open-loop burst does not size the pool either.
+        let queued = if saturated {
+            s.waiting_mean.min(s.busy_mean)
+        } else {
+            0.0
+        };
         let demand = (s.lambda * s.hold_mean).max(s.busy_mean + queued);
         let mut want = (demand * (1.0 + goal.headroom)).ceil() as usize;
         if saturated && s.wait_p99 > goal.wait_target.as_secs_f64() {

@@ -341,3 +341,28 @@ async fn hysteresis_keeps_a_noisy_load_from_flapping() {
     let changes = sizes.windows(2).filter(|p| p[0] != p[1]).count();
     assert!(changes <= 2, "flapping: {sizes:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_beside_idle_servers_is_not_demand() {
+    // 200 clients queue, yet only 10 of 16 servers are busy on average: the
+    // bottleneck is elsewhere (the hand-over of freed servers, the CPU), and
+    // more servers would not shorten that queue.
+    let mut ctl = Controller::new();
+    let sample = Sample {
+        lambda: 10_000.0,
+        throughput: 10_000.0,
+        hold_mean: 0.001,
+        busy_mean: 10.0,
+        waiting_mean: 150.0,
+        wait_p99: 0.05,
+    };
+    let mut size = 16;
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = tokio::time::Instant::now().into_std();
+        size = ctl.decide(now, &sample, size, OPEN, &GOAL).0;
+        assert!(size <= 16, "grew on a queue beside idle servers");
+    }
+    // L = 10 plus 20% headroom.
+    assert_eq!(size, 12);
+}
