@@ -116,6 +116,7 @@ async def loadgen_main(a):
         sent = loop.time()
         reader, writer = conn
         outcome = "ok"
+        key = None
         try:
             err = await asyncio.wait_for(simple_query(reader, writer, a.sql),
                                          timeout=a.request_timeout)
@@ -125,7 +126,6 @@ async def loadgen_main(a):
                 if outcome == "shed":
                     key = "53300: " + err.get("M", "").split(":")[0] + ": ... refusing now"
                 key = re.sub(r"\(\d+ busy, \d+ waiting\)", "(N busy, M waiting)", key)
-                errors[key] = errors.get(key, 0) + 1
         except (Broken, asyncio.TimeoutError, OSError) as e:
             if isinstance(e, asyncio.TimeoutError):
                 outcome = "client_timeout"
@@ -134,7 +134,6 @@ async def loadgen_main(a):
                 err = e.args[0] if e.args and isinstance(e.args[0], dict) else {"M": str(e)}
                 outcome = classify(err) if "C" in err else "conn_lost"
                 key = f"{err.get('C', 'connection')}: {err.get('M', '')} (connection closed)"
-            errors[key] = errors.get(key, 0) + 1
             writer.close()
             conn = None
             # Replace the connection (in the background: the request is done).
@@ -152,13 +151,15 @@ async def loadgen_main(a):
             inflight.add(t)
             t.add_done_callback(inflight.discard)
         end = loop.time()
-        records.append((sched, sent, end, outcome))
+        records.append((sched, sent, end, outcome, key))
         if conn is not None:
             free.put_nowait(conn)
 
-    n = int(a.rate * a.duration)
+    # Warm-up arrivals (same rate) come first and are not recorded.
+    n = int(a.rate * (a.warmup + a.duration))
     rng = random.Random(a.seed)
-    t0 = loop.time() + 0.2
+    t_start = loop.time() + 0.2
+    t0 = t_start + a.warmup
     sched = t0
     tasks = []
     all_scheds = []
@@ -171,14 +172,20 @@ async def loadgen_main(a):
         if a.arrivals == "poisson":
             sched += rng.expovariate(a.rate)
         else:
-            sched = t0 + (i + 1) / a.rate
+            sched = t_start + (i + 1) / a.rate
     # Let requests in flight finish, up to the grace period after the last
     # arrival; the rest are unfinished (their wait so far is a lower bound).
     last_sched = all_scheds[-1] if all_scheds else t0
     _, pending = await asyncio.wait(tasks, timeout=max(0.1, last_sched + a.grace - loop.time()))
     stop = loop.time()
+    records = [rec for rec in records if rec[0] >= t0]
+    for rec in records:
+        if rec[4] is not None:
+            errors[rec[4]] = errors.get(rec[4], 0) + 1
+    records = [rec[:4] for rec in records]
     finished = {rec[0] for rec in records}
-    unfinished_lat = [stop - s for s in all_scheds if s not in finished]
+    unfinished_lat = [stop - s for s in all_scheds if s >= t0 and s not in finished]
+    n = sum(1 for s in all_scheds if s >= t0)
     for t in pending:
         t.cancel()
     window_end = max(t0 + a.duration, last_sched)
@@ -214,6 +221,7 @@ async def loadgen_main(a):
         "send_lag_p99_ms": r(pct(lag, 99)),
         "ok_per_s": round(ok_in_window / a.duration, 1),
         "ok_per_s_2nd_half": round(ok_2nd_half / (a.duration / 2), 1),
+        "bg_busy": a.bg_busy,
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:8]),
     }
     print(json.dumps(out))
@@ -238,11 +246,16 @@ def loadgen(argv):
     p.add_argument("--sql", default="SELECT pg_sleep(0.01)")
     p.add_argument("--arrivals", choices=["fixed", "poisson"], default="poisson")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="seconds of arrivals at the same rate before the measured "
+                        "ones, not recorded")
     p.add_argument("--grace", type=float, default=5.0,
                    help="seconds after the last arrival to let requests finish; "
                         "the rest count as unfinished")
     p.add_argument("--request-timeout", type=float, default=300.0)
     p.add_argument("--label", default="")
+    p.add_argument("--bg-busy", default="?",
+                   help="machine busy %% before the run (recorded as given)")
     a = p.parse_args(argv)
     asyncio.run(loadgen_main(a))
 
@@ -367,15 +380,16 @@ def peak_report(meta_path, *paths):
       "Unfinished = still waiting when the run stopped (5 s after the last arrival); "
       "the p99 with them counts their wait so far (a lower bound).")
     w("")
-    w("| target | rate /s | s | scheduled | admitted | admitted /s (2nd half) | p50 ms | p99 ms | p99.9 ms | max ms | shed | shed % | p99 of a refusal ms | wait timeouts | other errors | unfinished | p99 incl. unfinished ms |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| target | rate /s | s | scheduled | admitted | admitted /s (2nd half) | p50 ms | p99 ms | p99.9 ms | max ms | shed | shed % | p99 of a refusal ms | wait timeouts | other errors | unfinished | p99 incl. unfinished ms | generator send lag p99 ms | other work before (%) |")
+    w("|---|" + "---:|" * 18)
     for r in runs:
         other = r["other"] + r["conn_lost"] + r["client_timeout"]
         w(f"| {r['label']} | {r['rate']:.0f} | {r['duration']:.0f} | {r['scheduled']} | {r['ok']} | "
           f"{fmt(r['ok_per_s_2nd_half'])} | {fmt(r['ok_p50_ms'], 1)} | {fmt(r['ok_p99_ms'], 1)} | "
           f"{fmt(r['ok_p999_ms'], 1)} | {fmt(r['ok_max_ms'], 1)} | {r['shed']} | "
           f"{100 * r['shed'] / max(1, r['scheduled']):.1f} | {fmt(r['shed_p99_ms'], 1)} | "
-          f"{r['wait_timeout']} | {other} | {r['unfinished']} | {fmt(r['ok_p99_incl_unfinished_ms'], 1)} |")
+          f"{r['wait_timeout']} | {other} | {r['unfinished']} | {fmt(r['ok_p99_incl_unfinished_ms'], 1)} | "
+          f"{fmt(r['send_lag_p99_ms'], 1)} | {r.get('bg_busy', '?')} |")
     w("")
     errs = {}
     for r in runs:

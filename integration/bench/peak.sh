@@ -4,13 +4,15 @@
 #
 #   integration/bench/peak.sh [options]
 #
-# Workload: one query with a fixed server cost, SELECT pg_sleep(0.010) by
+# Workload: one query with a fixed server cost, SELECT pg_sleep(0.020) by
 # default, through a pool of 8 server connections. The server time per
 # request is then fixed and uses almost no CPU, so capacity is set by the
-# pool (8 / 10 ms = 800/s at most) rather than by how the 2 shared cores
-# happen to be split between PostgreSQL, the pooler and the client; and the
-# client needs only ~1,600 requests/s at 2R, which one Python process can
-# generate on time.
+# database side (8 connections / 20 ms = 400/s at most), not by how the 2
+# shared cores happen to be split between PostgreSQL, the pooler and the
+# client; and 2R is only ~800 requests/s, which one Python process can
+# generate on time while leaving the pooler CPU to work with. (With 10 ms,
+# 2R was ~1,450/s and the client's and pooler's CPU contention on this box
+# added tens of ms to every request, refusals included.)
 #
 # 1. A dedicated PostgreSQL primary (127.0.0.1, free port, temporary
 #    directory), pglittle built in release mode.
@@ -25,9 +27,12 @@
 #    arrivals, 200 persistent connections, latency from the scheduled
 #    arrival, errors classified by SQLSTATE and message; pgbench cannot be
 #    used here because it aborts a client on the first 53300) runs at R for
-#    30 s, then at 2R for 60 s.
+#    30 s, then at 2R for 60 s, each after 5 s of unrecorded arrivals at
+#    the same rate.
 # 5. The same two generator runs through PgBouncer with the same pool size
-#    (default query_wait_timeout 120s).
+#    (default query_wait_timeout 120s), interleaved: both poolers run side
+#    by side and the order is pglittle @ R, PgBouncer @ R, pglittle @ 2R,
+#    PgBouncer @ 2R.
 # 6. Markdown report to integration/bench/results/peak-<UTC timestamp>.md.
 #
 # Needs: cargo, PostgreSQL server binaries, pgbench, pgbouncer, python3
@@ -35,7 +40,7 @@
 set -euo pipefail
 
 POOL_SIZE=8
-SLEEP_MS=10
+SLEEP_MS=20
 SEARCH_CLIENTS=64
 SEARCH_DURATION=15
 SEARCH_STEPS=5
@@ -43,6 +48,7 @@ P99_LIMIT_MS=50
 R_DURATION=30
 PEAK_DURATION=60
 GEN_CONNS=200
+GEN_WARMUP=5
 WAIT_TIMEOUT=""
 MAX_QUEUE=0
 RATE=""
@@ -67,6 +73,7 @@ Options:
   --r-duration S        generator run at R, seconds (default $R_DURATION)
   --peak-duration S     generator run at 2R, seconds (default $PEAK_DURATION)
   --conns N             generator connections (default $GEN_CONNS)
+  --gen-warmup S        unrecorded arrivals before each generator run (default $GEN_WARMUP)
   --targets LIST        pglittle,pgbouncer (default both)
   --no-build            use the existing target/release/pglittle
   --keep                keep the temporary directory
@@ -85,6 +92,7 @@ while (($#)); do
     --r-duration) R_DURATION=$2; shift ;;
     --peak-duration) PEAK_DURATION=$2; shift ;;
     --conns) GEN_CONNS=$2; shift ;;
+    --gen-warmup) GEN_WARMUP=$2; shift ;;
     --targets) TARGETS=$2; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
@@ -177,38 +185,47 @@ RATE2=$((2 * RATE))
 
 RUNS=()
 gen() { # label port rate duration
-  local f="$WORK/gen-${#RUNS[@]}.json"
-  log "generator: $1 at $3/s for $4 s"
+  local f="$WORK/gen-${#RUNS[@]}.json" bg
+  bg=$(busy_pct 1)
+  log "generator: $1 at $3/s for $4 s (+${GEN_WARMUP}s warm-up); machine ${bg}% busy before"
   python3 "$GEN" loadgen --port "$2" --user "$DBUSER" --password "$DBPASS" --db "$DB" \
-    --rate "$3" --duration "$4" --conns "$GEN_CONNS" --sql "$SQL" --label "$1" >"$f" 2>"$f.err" ||
+    --rate "$3" --duration "$4" --warmup "$GEN_WARMUP" --conns "$GEN_CONNS" --sql "$SQL" --label "$1" --bg-busy "$bg" >"$f" 2>"$f.err" ||
     { cat "$f.err" >&2; die "generator $1 failed"; }
   RUNS+=("$f")
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  ok", r["ok"], "p99", r["ok_p99_ms"], "ms, shed", r["shed"], ", timeouts", r["wait_timeout"], ", other", r["other"] + r["conn_lost"] + r["client_timeout"], ", unfinished", r["unfinished"], ", admitted/s", r["ok_per_s_2nd_half"])' "$f" >&2
 }
 
-SHED_PGL="?"
+SHED_PGL="?" TIMEOUTS_PGL="?"
 if target_enabled pglittle; then
   start_pglittle shed "pool_size = $POOL_SIZE" "query_wait_timeout = \"${WAIT_TIMEOUT}ms\"" \
     "max_queue = $MAX_QUEUE" "shed_on_predicted_wait = true"
-  gen "pglittle @ R" "$PGL_PORT" "$RATE" "$R_DURATION"
-  gen "pglittle @ 2R" "$PGL_PORT" "$RATE2" "$PEAK_DURATION"
+fi
+if target_enabled pgbouncer; then start_pgbouncer peak "$POOL_SIZE"; fi
+for phase in R 2R; do
+  rate=$RATE dur=$R_DURATION
+  [ "$phase" = 2R ] && rate=$RATE2 dur=$PEAK_DURATION
+  if target_enabled pglittle; then
+    gen "pglittle @ $phase" "$PGL_PORT" "$rate" "$dur"
+    kill -0 "$PGL_PID" 2>/dev/null || die "pglittle died at $phase"
+  fi
+  if target_enabled pgbouncer; then
+    gen "PgBouncer @ $phase" "$PGB_PORT" "$rate" "$dur"
+    kill -0 "$PGB_PID" 2>/dev/null || die "PgBouncer died at $phase"
+  fi
+done
+if target_enabled pglittle; then
   SHED_PGL=$(pglittle_metric pglittle_clients_shed_total)
-  log "pglittle_clients_shed_total = $SHED_PGL, pglittle_wait_timeouts_total = $(pglittle_metric pglittle_wait_timeouts_total)"
-  kill -0 "$PGL_PID" 2>/dev/null || die "pglittle died under overload"
+  TIMEOUTS_PGL=$(pglittle_metric pglittle_wait_timeouts_total)
+  log "pglittle_clients_shed_total = $SHED_PGL, pglittle_wait_timeouts_total = $TIMEOUTS_PGL"
   stop_pid "$PGL_PID" INT
 fi
-if target_enabled pgbouncer; then
-  start_pgbouncer peak "$POOL_SIZE"
-  gen "PgBouncer @ R" "$PGB_PORT" "$RATE" "$R_DURATION"
-  gen "PgBouncer @ 2R" "$PGB_PORT" "$RATE2" "$PEAK_DURATION"
-  stop_pid "$PGB_PID" TERM
-fi
+if target_enabled pgbouncer; then stop_pid "$PGB_PID" TERM; fi
 ELAPSED=$((SECONDS - T0))
 
 mkdir -p "$HERE/results"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 REPORT="$HERE/results/peak-$STAMP.md"
-INTRO="R = **$RATE/s** (capacity probe: $CAP tx/s closed-loop; pool $POOL_SIZE x ${SLEEP_MS} ms); pgbench p99 at R: $P99_AT_R ms. Overload runs: pglittle with query_wait_timeout = ${WAIT_TIMEOUT}ms, max_queue = $MAX_QUEUE, shed_on_predicted_wait = true (pglittle_clients_shed_total at the end: $SHED_PGL); PgBouncer $("$PGBOUNCER" --version 2>/dev/null | head -1 | awk '{ print $2 }') with default_pool_size $POOL_SIZE and its default query_wait_timeout (120 s)."
+INTRO="R = **$RATE/s** (capacity probe: $CAP tx/s closed-loop; pool $POOL_SIZE x ${SLEEP_MS} ms); pgbench p99 at R: $P99_AT_R ms. Overload runs: pglittle with query_wait_timeout = ${WAIT_TIMEOUT}ms, max_queue = $MAX_QUEUE, shed_on_predicted_wait = true (over both its runs, warm-ups included: pglittle_clients_shed_total $SHED_PGL, pglittle_wait_timeouts_total $TIMEOUTS_PGL); PgBouncer $("$PGBOUNCER" --version 2>/dev/null | head -1 | awk '{ print $2 }') with default_pool_size $POOL_SIZE and its default query_wait_timeout (120 s)."
 python3 - "$WORK/meta.json" "$SEARCH_JSON" "$POOL_SIZE" "$INTRO" <<'EOF'
 import json, sys
 path, search, pool, intro = sys.argv[1:]
@@ -217,7 +234,7 @@ EOF
 {
   echo "# pglittle 2x peak, $STAMP"
   echo
-  echo "- command: \`integration/bench/peak.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (pool $POOL_SIZE, \`$SQL\`, search: $SEARCH_CLIENTS pgbench clients, -T $SEARCH_DURATION, $SEARCH_STEPS bisection steps; generator: $GEN_CONNS connections, ${R_DURATION}s at R, ${PEAK_DURATION}s at 2R)"
+  echo "- command: \`integration/bench/peak.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (pool $POOL_SIZE, \`$SQL\`, search: $SEARCH_CLIENTS pgbench clients, -T $SEARCH_DURATION, $SEARCH_STEPS bisection steps; generator: $GEN_CONNS connections, ${R_DURATION}s at R, ${PEAK_DURATION}s at 2R, each after ${GEN_WARMUP}s unrecorded)"
   echo "- pglittle $REV_DESC"
   echo "- $("$PGBIN/postgres" --version), $("$PGBENCH" --version), $("$PGBOUNCER" --version 2>/dev/null | head -1)"
   echo "- machine: $(machine_desc); shared with other work; measuring took ${ELAPSED}s"
