@@ -96,6 +96,18 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
             pool.metrics.tick(now, STATS_PERIOD);
         }
         share_budgets(&pools, &mut budgets).await;
+        let config = shared.config();
+        let goal = crate::pool::controller::Goal {
+            headroom: f64::from(config.pooler.sizing_headroom_percent) / 100.0,
+            wait_target: config.pooler.sizing_wait_target,
+        };
+        crate::pool::autosize::autosize(
+            &pools,
+            now,
+            &goal,
+            |host| budgets.get(host).copied(),
+            |db| config.max_db_connections_for(db),
+        );
         shared.metrics.upkeep();
     }
 }

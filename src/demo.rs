@@ -83,6 +83,7 @@ fn demo_config(cluster: &Cluster, listen: SocketAddr) -> Config {
             dbname: APP_DB.to_string(),
             pool_size: None,
             min_pool_size: None,
+            max_db_connections: None,
             pool_mode: None,
             replicas,
             routing: Default::default(),

@@ -31,9 +31,14 @@ struct Cli {
     /// Sidecar mode: transaction (default) or session.
     #[arg(long, env = "PGLITTLE_POOL_MODE")]
     pool_mode: Option<PoolMode>,
-    /// Sidecar mode: server connections per pool.
+    /// Sidecar mode: server connections per pool, or "auto" (sized live by
+    /// Little's Law within the database's connection budget).
     #[arg(long, env = "PGLITTLE_POOL_SIZE")]
-    pool_size: Option<usize>,
+    pool_size: Option<pglittle::config::PoolSize>,
+    /// Sidecar mode: most server connections the auto-sized pools may hold
+    /// (default: the server's max_connections less its reserved ones).
+    #[arg(long, env = "PGLITTLE_MAX_DB_CONNECTIONS")]
+    max_db_connections: Option<usize>,
     /// Sidecar mode: serve Prometheus /metrics and /health on this address.
     #[arg(long, env = "PGLITTLE_METRICS")]
     metrics: Option<SocketAddr>,
@@ -133,6 +138,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
         replicas: cli.replicas.clone(),
         pool_mode: cli.pool_mode,
         pool_size: cli.pool_size,
+        max_db_connections: cli.max_db_connections,
         metrics: cli.metrics,
         admin_users: cli.admin_users.clone(),
         read_your_writes: cli.read_your_writes,

@@ -144,7 +144,11 @@ pub fn set(config: &Config, key: &str, value: &str) -> Result<Config, AdminError
     let mut c = config.clone();
     let p = &mut c.pooler;
     match name {
-        "pool_size" => p.pool_size = count(key, value)?,
+        "pool_size" => {
+            p.pool_size = value
+                .parse()
+                .map_err(|e| AdminError::BadSetting(format!("{key}: {e}")))?
+        }
         "min_pool_size" => p.min_pool_size = count(key, value)?,
         "max_client_conn" => p.max_client_conn = count(key, value)?,
         "query_wait_timeout" => p.query_wait_timeout = duration(key, value)?,

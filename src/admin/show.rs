@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::table::{v, Table, INT4, NUMERIC, TEXT};
 use super::AdminError;
 use crate::config::units::{format_duration, format_size};
-use crate::config::{Config, PoolerSettings};
+use crate::config::{Config, PoolSize, PoolerSettings};
 use crate::metrics::Totals;
 use crate::pool::Pool;
 use crate::session::clients::ClientState;
@@ -209,7 +209,12 @@ fn databases(shared: &Shared) -> Table {
             v(db.port),
             v(&db.dbname),
             None,
-            v(db.pool_size.unwrap_or(config.pooler.pool_size)),
+            // An auto-sized database shows the size its pools have now
+            // (an integer, as PgBouncer's exporter expects).
+            v(match db.pool_size.unwrap_or(config.pooler.pool_size) {
+                PoolSize::Fixed(n) => n,
+                PoolSize::Auto => mine.iter().map(|p| p.status().size).max().unwrap_or(0),
+            }),
             v(config.min_pool_size_for(name)),
             v(0),
             v(config.pool_mode_for(name)),
@@ -232,6 +237,10 @@ pub fn config_rows(p: &PoolerSettings) -> Vec<(&'static str, String)> {
         ("pool_mode", p.pool_mode.to_string()),
         ("pool_size", p.pool_size.to_string()),
         ("min_pool_size", p.min_pool_size.to_string()),
+        ("max_pool_size", p.max_pool_size.to_string()),
+        ("max_db_connections", p.max_db_connections.to_string()),
+        ("reserve_pool_size", p.reserve_pool_size.to_string()),
+        ("reserve_pool_timeout", d(p.reserve_pool_timeout)),
         ("query_wait_timeout", d(p.query_wait_timeout)),
         ("server_connect_timeout", d(p.server_connect_timeout)),
         ("server_idle_timeout", d(p.server_idle_timeout)),

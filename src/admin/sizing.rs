@@ -26,6 +26,8 @@ pub fn sizing(shared: &Shared) -> Table {
         ("utilisation", NUMERIC),
         ("wait_p99_ms", NUMERIC),
         ("pool_size", INT4),
+        ("sizing", TEXT),
+        ("knee_size", INT4),
         ("recommended_size", INT4),
         ("budget", INT4),
         ("predicted_wait_p99_ms", NUMERIC),
@@ -34,6 +36,12 @@ pub fn sizing(shared: &Shared) -> Table {
     let goal = SizingGoal::from_settings(&shared.config().pooler);
     let now = Instant::now();
     for p in shared.pools.all() {
+        let mode = if p.settings().auto.is_some() {
+            "auto"
+        } else {
+            "fixed"
+        };
+        let knee = p.knee(now);
         for w in WINDOWS {
             let s = p.sizing(now, w, goal);
             let f = &s.figures;
@@ -50,6 +58,8 @@ pub fn sizing(shared: &Shared) -> Table {
                 num(s.utilisation, 3),
                 ms(f.wait_p99),
                 v(s.pool_size),
+                v(mode),
+                knee.map(|k| k.to_string()),
                 v(s.recommended),
                 s.budget.map(|b| b.to_string()),
                 s.predicted_current.and_then(ms),

@@ -12,8 +12,10 @@
 
 mod error;
 mod parse;
+mod pool_size;
 mod render;
 mod routing;
+mod section;
 pub mod sidecar;
 pub mod units;
 mod validate;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
+pub use pool_size::PoolSize;
 pub use routing::Routing;
 pub use sidecar::{PgUrl, SidecarArgs};
 
@@ -57,10 +60,21 @@ pub struct PoolerSettings {
     /// Client connections beyond this are refused with SQLSTATE 53300.
     pub max_client_conn: usize,
     pub pool_mode: PoolMode,
-    /// Server connections per (database, user) pool.
-    pub pool_size: usize,
-    /// Server connections per pool kept open even when idle.
+    /// Server connections per (database, user) pool, or `auto`.
+    pub pool_size: PoolSize,
+    /// Server connections per pool kept open even when idle; with
+    /// `pool_size = "auto"`, also the smallest size the controller picks.
     pub min_pool_size: usize,
+    /// With `pool_size = "auto"`: the largest size per pool (0: only the
+    /// database's budget bounds it).
+    pub max_pool_size: usize,
+    /// Server connections all auto-sized pools of one database may hold
+    /// together (0: the server's max_connections less its reserved ones).
+    pub max_db_connections: usize,
+    /// Extra connections a pool may open for clients that have waited
+    /// `reserve_pool_timeout`; 0 turns the reserve off.
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout: Duration,
     /// Longest a client waits for a server connection; zero waits forever.
     pub query_wait_timeout: Duration,
     pub server_connect_timeout: Duration,
@@ -114,8 +128,12 @@ impl Default for PoolerSettings {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 6432)),
             max_client_conn: 10_000,
             pool_mode: PoolMode::Transaction,
-            pool_size: 20,
+            pool_size: PoolSize::Fixed(20),
             min_pool_size: 0,
+            max_pool_size: 0,
+            max_db_connections: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
             query_wait_timeout: Duration::from_secs(120),
             server_connect_timeout: Duration::from_secs(15),
             server_idle_timeout: Duration::from_secs(600),
@@ -170,7 +188,9 @@ pub struct DatabaseConfig {
     /// Database name on the server; defaults to NAME.
     pub dbname: String,
     /// Overrides `pooler.pool_size` for this database.
-    pub pool_size: Option<usize>,
+    pub pool_size: Option<PoolSize>,
+    /// Overrides `pooler.max_db_connections` for this database.
+    pub max_db_connections: Option<usize>,
     /// Overrides `pooler.min_pool_size` for this database.
     pub min_pool_size: Option<usize>,
     /// Overrides `pooler.pool_mode` for this database.
@@ -204,7 +224,7 @@ pub struct UserConfig {
     /// Password for logging in to PostgreSQL, if different from `password`.
     pub server_password: Option<String>,
     /// Overrides the database's and the pooler's `pool_size` for this user.
-    pub pool_size: Option<usize>,
+    pub pool_size: Option<PoolSize>,
 }
 
 impl fmt::Debug for UserConfig {
@@ -368,7 +388,7 @@ impl Config {
 
     /// Effective pool size for (database, user): the override chain user >
     /// database > pooler. Unknown names fall through to the next level.
-    pub fn pool_size_for(&self, db: &str, user: &str) -> usize {
+    pub fn pool_size_for(&self, db: &str, user: &str) -> PoolSize {
         self.users
             .get(user)
             .and_then(|u| u.pool_size)
@@ -382,6 +402,15 @@ impl Config {
             .get(db)
             .and_then(|d| d.min_pool_size)
             .unwrap_or(self.pooler.min_pool_size)
+    }
+
+    /// The connection budget configured for a database's auto-sized pools
+    /// (0: read from the server).
+    pub fn max_db_connections_for(&self, db: &str) -> usize {
+        self.databases
+            .get(db)
+            .and_then(|d| d.max_db_connections)
+            .unwrap_or(self.pooler.max_db_connections)
     }
 
     /// Effective pool mode for a database: database > pooler.

@@ -3,15 +3,14 @@
 //! keys are checked here; rules spanning keys live in `validate`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use toml::{Table, Value};
+use toml::Table;
 
-use super::units::{parse_duration, parse_size};
+use super::section::Section;
 use super::{
-    child_key, AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, Keyword,
-    PoolerSettings, RoleMode, Routing, UserConfig,
+    AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, PoolerSettings, RoleMode, Routing,
+    UserConfig,
 };
 
 const TOP_KEYS: &[&str] = &["pooler", "databases", "users"];
@@ -21,6 +20,10 @@ const POOLER_KEYS: &[&str] = &[
     "pool_mode",
     "pool_size",
     "min_pool_size",
+    "max_pool_size",
+    "max_db_connections",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
     "query_wait_timeout",
     "server_connect_timeout",
     "server_idle_timeout",
@@ -50,6 +53,7 @@ const DATABASE_KEYS: &[&str] = &[
     "dbname",
     "pool_size",
     "min_pool_size",
+    "max_db_connections",
     "pool_mode",
     "replicas",
     "read_write_split",
@@ -105,8 +109,14 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         listen: s.socket_addr("listen")?.unwrap_or(d.listen),
         max_client_conn: s.count("max_client_conn")?.unwrap_or(d.max_client_conn),
         pool_mode: s.keyword("pool_mode")?.unwrap_or(d.pool_mode),
-        pool_size: s.count("pool_size")?.unwrap_or(d.pool_size),
+        pool_size: s.pool_size("pool_size")?.unwrap_or(d.pool_size),
         min_pool_size: s.count("min_pool_size")?.unwrap_or(d.min_pool_size),
+        max_pool_size: s.count("max_pool_size")?.unwrap_or(d.max_pool_size),
+        max_db_connections: s
+            .count("max_db_connections")?
+            .unwrap_or(d.max_db_connections),
+        reserve_pool_size: s.count("reserve_pool_size")?.unwrap_or(d.reserve_pool_size),
+        reserve_pool_timeout: duration("reserve_pool_timeout", d.reserve_pool_timeout)?,
         query_wait_timeout: duration("query_wait_timeout", d.query_wait_timeout)?,
         server_connect_timeout: duration("server_connect_timeout", d.server_connect_timeout)?,
         server_idle_timeout: duration("server_idle_timeout", d.server_idle_timeout)?,
@@ -194,8 +204,9 @@ fn database(name: &str, s: &Section<'_>) -> Result<DatabaseConfig, ConfigError> 
             None => s.port("port")?.unwrap_or(DEFAULT_PORT),
         },
         dbname: s.string("dbname")?.unwrap_or_else(|| name.to_owned()),
-        pool_size: s.count("pool_size")?,
+        pool_size: s.pool_size("pool_size")?,
         min_pool_size: s.count("min_pool_size")?,
+        max_db_connections: s.count("max_db_connections")?,
         pool_mode: s.keyword("pool_mode")?,
         replicas,
         routing,
@@ -233,291 +244,6 @@ fn user(s: &Section<'_>) -> Result<UserConfig, ConfigError> {
         scram_secret: s.secret("scram_secret")?,
         auth: s.keyword("auth")?.unwrap_or(AuthMethod::ScramSha256),
         server_password: s.secret("server_password")?,
-        pool_size: s.count("pool_size")?,
+        pool_size: s.pool_size("pool_size")?,
     })
-}
-
-/// One TOML table together with its dotted path, so each accessor can name
-/// the key it reports on. Unknown keys are rejected when it is created.
-struct Section<'a> {
-    path: String,
-    table: &'a Table,
-}
-
-impl<'a> Section<'a> {
-    fn new(path: String, table: &'a Table, known: &[&str]) -> Result<Self, ConfigError> {
-        for key in table.keys() {
-            if !known.contains(&key.as_str()) {
-                let hint = match closest(key, known) {
-                    Some(best) => format!(" (did you mean {best:?}?)"),
-                    None => String::new(),
-                };
-                return Err(ConfigError::invalid(
-                    child_key(&path, key),
-                    format!("unknown key{hint}; expected one of {}", known.join(", ")),
-                ));
-            }
-        }
-        Ok(Section { path, table })
-    }
-
-    fn key(&self, key: &str) -> String {
-        child_key(&self.path, key)
-    }
-
-    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::invalid(self.key(key), message)
-    }
-
-    /// Applies `convert` to the value if present; its error message gets the key.
-    fn get<T>(
-        &self,
-        key: &str,
-        convert: impl FnOnce(&'a Value) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(value) => convert(value).map(Some).map_err(|m| self.error(key, m)),
-        }
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        self.get(key, |v| match v {
-            Value::String(s) => Ok(s.clone()),
-            other => Err(format!("expected a string, got {}", describe(other))),
-        })
-    }
-
-    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        self.get(key, |v| match v {
-            Value::Boolean(b) => Ok(*b),
-            other => Err(format!("expected true or false, got {}", describe(other))),
-        })
-    }
-
-    fn required_string(&self, key: &str, what: &str) -> Result<String, ConfigError> {
-        self.string(key)?
-            .ok_or_else(|| self.error(key, format!("missing; set it to {what}")))
-    }
-
-    /// Like `string`, but a wrong value is described by its type only, so
-    /// a misquoted password never ends up in a message.
-    fn secret(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        self.get(key, |v| match v {
-            Value::String(s) => Ok(s.clone()),
-            other => Err(format!("expected a string, got {}", other.type_str())),
-        })
-    }
-
-    /// An array of strings (user names).
-    fn string_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        self.get(key, |v| match v {
-            Value::Array(items) => items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(format!(
-                        "expected an array of strings, found {}",
-                        describe(other)
-                    )),
-                })
-                .collect(),
-            other => Err(format!(
-                "expected an array of strings such as [\"admin\"], got {}",
-                describe(other)
-            )),
-        })
-    }
-
-    fn percent(&self, key: &str) -> Result<Option<u32>, ConfigError> {
-        self.get(key, |v| {
-            v.as_integer()
-                .and_then(|i| u32::try_from(i).ok())
-                .filter(|p| *p <= 1000)
-                .ok_or_else(|| format!("expected an integer 0-1000 (percent), got {}", describe(v)))
-        })
-    }
-
-    fn count(&self, key: &str) -> Result<Option<usize>, ConfigError> {
-        self.get(key, |v| {
-            v.as_integer()
-                .and_then(|i| usize::try_from(i).ok())
-                .ok_or_else(|| format!("expected a non-negative integer, got {}", describe(v)))
-        })
-    }
-
-    fn port(&self, key: &str) -> Result<Option<u16>, ConfigError> {
-        self.get(key, |v| {
-            v.as_integer()
-                .and_then(|i| u16::try_from(i).ok())
-                .filter(|port| *port != 0)
-                .ok_or_else(|| format!("expected an integer 1-65535, got {}", describe(v)))
-        })
-    }
-
-    fn weight(&self, key: &str) -> Result<Option<u32>, ConfigError> {
-        self.get(key, |v| {
-            v.as_integer()
-                .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| format!("expected an integer 0-{}, got {}", u32::MAX, describe(v)))
-        })
-    }
-
-    /// A duration string; a bare TOML integer goes through the same parser,
-    /// so `0` is accepted and `30` gets the "has no unit" message.
-    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        self.get(key, |v| match v {
-            Value::String(s) => parse_duration(s),
-            Value::Integer(i) => parse_duration(&i.to_string()),
-            other => Err(format!(
-                "expected a duration such as \"30s\", got {}",
-                describe(other)
-            )),
-        })
-    }
-
-    /// A size string, or a TOML integer meaning bytes.
-    fn size(&self, key: &str) -> Result<Option<usize>, ConfigError> {
-        self.get(key, |v| match v {
-            Value::String(s) => parse_size(s),
-            Value::Integer(i) => parse_size(&i.to_string()),
-            other => Err(format!(
-                "expected a size such as \"64MiB\", got {}",
-                describe(other)
-            )),
-        })
-    }
-
-    fn keyword<T: Keyword>(&self, key: &str) -> Result<Option<T>, ConfigError> {
-        self.get(key, |v| match v {
-            Value::String(s) => T::parse_keyword(s),
-            other => Err(format!(
-                "expected {}, got {}",
-                T::choices(),
-                describe(other)
-            )),
-        })
-    }
-
-    fn socket_addr(&self, key: &str) -> Result<Option<SocketAddr>, ConfigError> {
-        self.get(key, |v| {
-            v.as_str().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
-                format!(
-                    "expected an IP address and port such as \"127.0.0.1:6432\" or \"[::1]:6432\", got {}",
-                    describe(v)
-                )
-            })
-        })
-    }
-
-    fn table(&self, key: &str, known: &[&str]) -> Result<Option<Section<'a>>, ConfigError> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(value) => sub_section(self.key(key), value, known).map(Some),
-        }
-    }
-
-    /// A table of tables such as `[databases.NAME]`, in name order.
-    fn named_tables(
-        &self,
-        key: &str,
-        known: &[&str],
-    ) -> Result<Vec<(&'a str, Section<'a>)>, ConfigError> {
-        let Some(value) = self.table.get(key) else {
-            return Ok(Vec::new());
-        };
-        let path = self.key(key);
-        let Value::Table(table) = value else {
-            return Err(expected_table(&path, value));
-        };
-        let mut out = Vec::with_capacity(table.len());
-        for (name, value) in table {
-            out.push((
-                name.as_str(),
-                sub_section(child_key(&path, name), value, known)?,
-            ));
-        }
-        Ok(out)
-    }
-
-    /// An array of tables such as `[[databases.NAME.replicas]]`.
-    fn table_array(&self, key: &str, known: &[&str]) -> Result<Vec<Section<'a>>, ConfigError> {
-        let Some(value) = self.table.get(key) else {
-            return Ok(Vec::new());
-        };
-        let path = self.key(key);
-        let Value::Array(items) = value else {
-            return Err(self.error(
-                key,
-                format!(
-                    "expected an array of tables [[{path}]], got {}",
-                    describe(value)
-                ),
-            ));
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            out.push(sub_section(format!("{path}[{index}]"), item, known)?);
-        }
-        Ok(out)
-    }
-}
-
-fn sub_section<'a>(
-    path: String,
-    value: &'a Value,
-    known: &[&str],
-) -> Result<Section<'a>, ConfigError> {
-    match value {
-        Value::Table(table) => Section::new(path, table, known),
-        other => Err(expected_table(&path, other)),
-    }
-}
-
-fn expected_table(path: &str, value: &Value) -> ConfigError {
-    ConfigError::invalid(
-        path,
-        format!("expected a table [{path}], got {}", describe(value)),
-    )
-}
-
-/// A value as shown in a message: strings quoted, containers by kind only.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("{s:?}"),
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => format!("{f:?}"),
-        Value::Boolean(b) => b.to_string(),
-        Value::Datetime(d) => format!("datetime {d}"),
-        Value::Array(_) => "an array".to_owned(),
-        Value::Table(_) => "a table".to_owned(),
-    }
-}
-
-/// The known key nearest to a misspelt one, if it is near enough to be a
-/// typo rather than a different idea.
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    let limit = (key.chars().count() / 3).clamp(2, 3);
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(distance, _)| *distance <= limit)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, k)| k)
-}
-
-/// Levenshtein distance, one row at a time.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
 }

@@ -8,7 +8,15 @@
 use std::fmt::Display;
 
 use super::units::{format_duration, format_size};
-use super::{child_key, toml_string, Config, DatabaseConfig, UserConfig, REDACTED};
+use super::{child_key, toml_string, Config, DatabaseConfig, PoolSize, UserConfig, REDACTED};
+
+/// A pool size as TOML: a bare number, or the string "auto".
+fn size_value(size: PoolSize) -> String {
+    match size {
+        PoolSize::Fixed(n) => n.to_string(),
+        PoolSize::Auto => toml_string("auto"),
+    }
+}
 
 pub(super) fn render(config: &Config) -> String {
     let mut out = String::from(
@@ -32,8 +40,16 @@ fn render_pooler(config: &Config, out: &mut String) {
     line(out, "listen", toml_string(&p.listen.to_string()));
     line(out, "max_client_conn", p.max_client_conn);
     line(out, "pool_mode", toml_string(p.pool_mode.as_str()));
-    line(out, "pool_size", p.pool_size);
+    line(out, "pool_size", size_value(p.pool_size));
     line(out, "min_pool_size", p.min_pool_size);
+    line(out, "max_pool_size", p.max_pool_size);
+    line(out, "max_db_connections", p.max_db_connections);
+    line(out, "reserve_pool_size", p.reserve_pool_size);
+    line(
+        out,
+        "reserve_pool_timeout",
+        duration(p.reserve_pool_timeout),
+    );
     line(out, "query_wait_timeout", duration(p.query_wait_timeout));
     line(
         out,
@@ -90,12 +106,21 @@ fn render_database(config: &Config, name: &str, db: &DatabaseConfig, out: &mut S
     // Unset overrides stay unset (so the output parses back to the same
     // config) but show the inherited value as a comment.
     match db.pool_size {
-        Some(n) => line(out, "pool_size", n),
+        Some(n) => line(out, "pool_size", size_value(n)),
         None => inherited(
             out,
             "pool_size",
-            config.pooler.pool_size,
+            size_value(config.pooler.pool_size),
             "pooler.pool_size",
+        ),
+    }
+    match db.max_db_connections {
+        Some(n) => line(out, "max_db_connections", n),
+        None => inherited(
+            out,
+            "max_db_connections",
+            config.pooler.max_db_connections,
+            "pooler.max_db_connections",
         ),
     }
     match db.min_pool_size {
@@ -165,7 +190,7 @@ fn render_user(config: &Config, name: &str, user: &UserConfig, out: &mut String)
     };
     secret(out, "server_password", &user.server_password, server_unset);
     match user.pool_size {
-        Some(n) => line(out, "pool_size", n),
+        Some(n) => line(out, "pool_size", size_value(n)),
         None => out.push_str(&format!(
             "# pool_size: not set; each database's pool_size applies (pooler.pool_size = {})\n",
             config.pooler.pool_size

@@ -10,8 +10,8 @@ use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
 
 use super::{
-    AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, PoolMode, PoolerSettings,
-    ReadYourWrites, Routing, UserConfig, REDACTED,
+    AuthMethod, Config, ConfigError, DatabaseConfig, HostConfig, PoolMode, PoolSize,
+    PoolerSettings, ReadYourWrites, Routing, UserConfig, REDACTED,
 };
 
 const DEFAULT_PORT: u16 = 5432;
@@ -25,7 +25,10 @@ pub struct SidecarArgs {
     pub primary: String,
     pub replicas: Vec<String>,
     pub pool_mode: Option<PoolMode>,
-    pub pool_size: Option<usize>,
+    /// `--pool-size N|auto`.
+    pub pool_size: Option<PoolSize>,
+    /// `--max-db-connections N`: the budget of auto-sized pools.
+    pub max_db_connections: Option<usize>,
     /// `--metrics ADDR`: serve /metrics and /health there.
     pub metrics: Option<SocketAddr>,
     /// `--admin-users`: console admins; empty = the `--primary` URL's user.
@@ -284,7 +287,7 @@ impl Config {
                 weight: 1,
             });
         }
-        if args.pool_size == Some(0) {
+        if args.pool_size == Some(PoolSize::Fixed(0)) {
             return Err(ConfigError::flag(
                 "--pool-size",
                 "must be at least 1, got 0",
@@ -296,6 +299,9 @@ impl Config {
             listen: args.listen.unwrap_or(defaults.listen),
             pool_mode: args.pool_mode.unwrap_or(defaults.pool_mode),
             pool_size: args.pool_size.unwrap_or(defaults.pool_size),
+            max_db_connections: args
+                .max_db_connections
+                .unwrap_or(defaults.max_db_connections),
             metrics_listen: args.metrics,
             admin_users: if args.admin_users.is_empty() {
                 vec![primary.user.clone()]
@@ -310,6 +316,7 @@ impl Config {
             dbname: primary.dbname.clone(),
             pool_size: None,
             min_pool_size: None,
+            max_db_connections: None,
             pool_mode: None,
             replicas,
             routing: Routing {
@@ -492,6 +499,17 @@ mod tests {
     }
 
     #[test]
+    fn pool_size_auto_and_a_connection_budget_from_flags() {
+        let mut a = args("postgres://app:pw@db/appdb", &[]);
+        a.pool_size = Some("auto".parse().unwrap());
+        a.max_db_connections = Some(40);
+        let c = Config::from_sidecar(&a).unwrap();
+        assert_eq!(c.pool_size_for("appdb", "app"), PoolSize::Auto);
+        assert_eq!(c.max_db_connections_for("appdb"), 40);
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn builds_a_config_from_flags() {
         let mut a = args(
             "postgres://app:pw@db:5433/appdb",
@@ -502,11 +520,11 @@ mod tests {
         );
         a.listen = Some("0.0.0.0:7000".parse().unwrap());
         a.pool_mode = Some(PoolMode::Session);
-        a.pool_size = Some(7);
+        a.pool_size = Some(PoolSize::Fixed(7));
         let c = Config::from_sidecar(&a).unwrap();
         assert_eq!(c.pooler.listen.to_string(), "0.0.0.0:7000");
         assert_eq!(c.pool_mode_for("appdb"), PoolMode::Session);
-        assert_eq!(c.pool_size_for("appdb", "app"), 7);
+        assert_eq!(c.pool_size_for("appdb", "app"), PoolSize::Fixed(7));
         let db = &c.databases["appdb"];
         assert_eq!(
             (db.host.as_str(), db.port, db.dbname.as_str()),
@@ -575,7 +593,7 @@ mod tests {
         assert!(err(&args("postgres://app:pw@db/x", &["ftp://r"]))
             .starts_with("--replica: unsupported"));
         let mut a = args("postgres://app:pw@db/x", &[]);
-        a.pool_size = Some(0);
+        a.pool_size = Some(PoolSize::Fixed(0));
         assert_eq!(err(&a), "--pool-size: must be at least 1, got 0");
     }
 }

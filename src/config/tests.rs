@@ -83,7 +83,7 @@ fn defaults() {
     assert_eq!(p.listen.to_string(), "127.0.0.1:6432");
     assert_eq!(p.max_client_conn, 10_000);
     assert_eq!(p.pool_mode, PoolMode::Transaction);
-    assert_eq!((p.pool_size, p.min_pool_size), (20, 0));
+    assert_eq!((p.pool_size, p.min_pool_size), (PoolSize::Fixed(20), 0));
     assert_eq!(p.query_wait_timeout, Duration::from_secs(120));
     assert_eq!(p.server_connect_timeout, Duration::from_secs(15));
     assert_eq!(p.server_idle_timeout, Duration::from_secs(600));
@@ -134,7 +134,7 @@ log_format = "json""#,
     assert_eq!(p.listen.to_string(), "[::1]:7000");
     assert_eq!(
         (p.max_client_conn, p.pool_mode, p.pool_size, p.min_pool_size),
-        (5, PoolMode::Session, 3, 1)
+        (5, PoolMode::Session, PoolSize::Fixed(3), 1)
     );
     assert_eq!(p.query_wait_timeout, Duration::ZERO);
     assert_eq!(p.server_connect_timeout, Duration::from_millis(500));
@@ -174,11 +174,14 @@ password = "b"
 pool_size = 5
 "#,
     );
-    assert_eq!(c.pool_size_for("plain", "alice"), 10);
-    assert_eq!(c.pool_size_for("tuned", "alice"), 30);
-    assert_eq!(c.pool_size_for("plain", "bob"), 5);
-    assert_eq!(c.pool_size_for("tuned", "bob"), 5);
-    assert_eq!(c.pool_size_for("nosuchdb", "nosuchuser"), 10);
+    assert_eq!(c.pool_size_for("plain", "alice"), PoolSize::Fixed(10));
+    assert_eq!(c.pool_size_for("tuned", "alice"), PoolSize::Fixed(30));
+    assert_eq!(c.pool_size_for("plain", "bob"), PoolSize::Fixed(5));
+    assert_eq!(c.pool_size_for("tuned", "bob"), PoolSize::Fixed(5));
+    assert_eq!(
+        c.pool_size_for("nosuchdb", "nosuchuser"),
+        PoolSize::Fixed(10)
+    );
     assert_eq!(c.min_pool_size_for("plain"), 1);
     assert_eq!(c.min_pool_size_for("tuned"), 2);
     assert_eq!(c.min_pool_size_for("nosuchdb"), 1);
@@ -232,11 +235,11 @@ fn type_errors_name_the_key() {
         ),
         (
             with("pooler", "pool_size = -1"),
-            "pooler.pool_size: expected a non-negative integer, got -1",
+            "pooler.pool_size: expected a non-negative integer or \"auto\", got -1",
         ),
         (
             with("pooler", "pool_size = 2.0"),
-            "pooler.pool_size: expected a non-negative integer, got 2.0",
+            "pooler.pool_size: expected a non-negative integer or \"auto\", got 2.0",
         ),
         (
             with("pooler", "pool_mode = \"txn\""),
@@ -586,6 +589,24 @@ fn render_effective_round_trips() {
     }
     assert!(rendered.contains("server_connect_timeout = \"1500ms\""));
     assert!(rendered.contains("[databases.\"odd name\"]"));
+}
+
+#[test]
+fn pool_size_auto_parses_and_renders_back() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[pooler]\npool_size = \"auto\"\nmax_pool_size = 50\nmax_db_connections = 80\n\
+         reserve_pool_size = 2\nreserve_pool_timeout = \"3s\"\n"
+    ));
+    assert_eq!(c.pooler.pool_size, PoolSize::Auto);
+    assert_eq!(
+        (c.pooler.max_pool_size, c.pooler.max_db_connections),
+        (50, 80)
+    );
+    assert_eq!(c.pooler.reserve_pool_timeout, Duration::from_secs(3));
+    let rendered = c.render_effective();
+    assert!(rendered.contains("pool_size = \"auto\""), "{rendered}");
+    let reparsed = parse(&rendered);
+    assert_eq!(reparsed.pooler, c.pooler);
 }
 
 #[test]

@@ -21,7 +21,18 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigError> {
 
 fn check_pooler(config: &Config, errors: &mut Vec<ConfigError>) {
     let p = &config.pooler;
-    at_least_one("pooler.pool_size", p.pool_size, errors);
+    if let Some(size) = p.pool_size.fixed() {
+        at_least_one("pooler.pool_size", size, errors);
+    }
+    if p.max_pool_size > 0 && p.min_pool_size > p.max_pool_size {
+        errors.push(ConfigError::invalid(
+            "pooler.min_pool_size",
+            format!(
+                "{} is larger than pooler.max_pool_size ({}); the auto-sizing controller needs min <= max",
+                p.min_pool_size, p.max_pool_size
+            ),
+        ));
+    }
     at_least_one("pooler.max_client_conn", p.max_client_conn, errors);
     if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&p.max_message_size) {
         errors.push(ConfigError::invalid(
@@ -58,7 +69,7 @@ fn check_databases(config: &Config, errors: &mut Vec<ConfigError>) {
             not_blank(&child_key(&path, "dbname"), &db.dbname, errors);
         }
         port_not_zero(&child_key(&path, "port"), db.port, errors);
-        if let Some(size) = db.pool_size {
+        if let Some(size) = db.pool_size.and_then(|s| s.fixed()) {
             at_least_one(&child_key(&path, "pool_size"), size, errors);
         }
         for (index, replica) in db.replicas.iter().enumerate() {
@@ -82,9 +93,12 @@ fn check_databases(config: &Config, errors: &mut Vec<ConfigError>) {
             Some(_) => child_key(&path, "pool_size"),
             None => "pooler.pool_size".to_owned(),
         };
-        let mut sizes = vec![(db.pool_size.unwrap_or(config.pooler.pool_size), db_size_key)];
+        let mut sizes = Vec::new();
+        if let Some(size) = db.pool_size.unwrap_or(config.pooler.pool_size).fixed() {
+            sizes.push((size, db_size_key));
+        }
         for (user_name, user) in &config.users {
-            if let Some(size) = user.pool_size {
+            if let Some(size) = user.pool_size.and_then(|s| s.fixed()) {
                 sizes.push((size, child_key(&child_key("users", user_name), "pool_size")));
             }
         }
@@ -146,7 +160,7 @@ fn check_user(path: &str, user: &UserConfig, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
-    if let Some(size) = user.pool_size {
+    if let Some(size) = user.pool_size.and_then(|s| s.fixed()) {
         at_least_one(&key("pool_size"), size, errors);
     }
     // A user without any password can still log in to the server: through

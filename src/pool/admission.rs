@@ -4,13 +4,25 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{stats, Pool, PoolError, State};
+use std::collections::VecDeque;
+
+use super::{stats, Grant, Pool, PoolError, State};
+
+/// The predicted wait is a mean; a request is admitted only if even a wait
+/// 25% longer would fit in its timeout, so the spread of hold times does not
+/// turn admitted requests into timeouts.
+const PREDICTION_MARGIN: f64 = 1.25;
+/// The window the service rate is measured over.
+const SERVICE_WINDOW: Duration = Duration::from_secs(2);
+/// The queue is swept for requests that cannot make it at most this often.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 impl Pool {
     /// Admission control for a request that would queue: refuse it now, with
     /// a reason, rather than let it wait for an error. The predicted wait is
-    /// the queue ahead of it times the mean hold time W over the last 10 s,
-    /// divided by the servers working through the queue: `position * W / size`.
+    /// its queue position divided by the measured service rate (or, before
+    /// a queue has formed, by the capacity size / W), with
+    /// [`PREDICTION_MARGIN`].
     pub(super) fn admission(&self, st: &State, timeout: Duration) -> Option<PoolError> {
         let queued = st.waiters.len();
         let size = st.settings.size.max(1);
@@ -26,21 +38,74 @@ impl Pool {
         if !st.settings.shed_on_predicted_wait || timeout.is_zero() {
             return None;
         }
-        let hold = self
-            .stats
-            .figures(Instant::now(), stats::WINDOWS[0])
-            .hold_mean;
-        let predicted = (queued + 1) as f64 * hold / size as f64;
-        (predicted > timeout.as_secs_f64()).then(|| PoolError::Shed {
+        let now = Instant::now();
+        // How fast the queue moves: measured, while clients have been
+        // queueing (it then includes every hand-off cost); otherwise the
+        // pool's capacity, size / W.
+        let (served, queueing) = self.stats.service(now, SERVICE_WINDOW);
+        let rate = if queueing >= 1.0 && served > 0.0 {
+            served
+        } else {
+            match self.stats.figures(now, stats::WINDOWS[0]).hold_mean {
+                hold if hold > 0.0 => size as f64 / hold,
+                _ => return None,
+            }
+        };
+        let predicted = (queued + 1) as f64 / rate;
+        (predicted * PREDICTION_MARGIN > timeout.as_secs_f64()).then(|| PoolError::Shed {
             pool: self.name(),
             reason: format!(
-                "predicted wait {:.1}s ({} queued ahead, {size} servers busy, mean hold {:.0}ms) exceeds query_wait_timeout ({:?})",
+                "predicted wait {:.1}s ({} queued ahead, {size} servers busy, serving {:.0}/s) exceeds query_wait_timeout ({:?})",
                 predicted,
                 queued,
-                hold * 1000.0,
+                rate,
                 timeout
             ),
         })
+    }
+
+    /// Refuses queued requests that, at the rate the queue is moving now,
+    /// would not be served before their query_wait_timeout runs out (with
+    /// [`PREDICTION_MARGIN`]): they hear it now, with the reason, instead
+    /// of at their deadline. Runs at most every [`SWEEP_EVERY`], while a
+    /// queue has been standing.
+    pub(super) fn sweep_hopeless(&self, st: &mut State, now: Instant) {
+        if !st.settings.shed_on_predicted_wait || st.waiters.is_empty() {
+            return;
+        }
+        if st
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        st.last_sweep = Some(now);
+        let (rate, queueing) = self.stats.service(now, SERVICE_WINDOW);
+        if queueing < 1.0 || rate <= 0.0 {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(st.waiters.len());
+        for w in st.waiters.drain(..) {
+            let predicted = (kept.len() + 1) as f64 / rate;
+            let hopeless = w.deadline.is_some_and(|d| {
+                let left = d.saturating_duration_since(now).as_secs_f64();
+                predicted * PREDICTION_MARGIN > left
+            });
+            if !hopeless {
+                kept.push_back(w);
+                continue;
+            }
+            self.counters.shed.fetch_add(1, Ordering::Relaxed);
+            let _ = w.tx.send(Grant::Refused(PoolError::Shed {
+                pool: self.name(),
+                reason: format!(
+                    "the queue is moving at {rate:.0}/s: {} requests ahead would take {predicted:.1}s, past this request's query_wait_timeout ({:?})",
+                    kept.len(),
+                    st.settings.query_wait_timeout
+                ),
+            }));
+        }
+        st.waiters = kept;
     }
 
     /// Logs shedding at most once a second per pool.

@@ -7,7 +7,9 @@ use super::Pool;
 
 impl Pool {
     /// Janitor pass: closes idle connections past their idle timeout or
-    /// lifetime (keeping `min_size`), then tops the pool up to `min_size`.
+    /// lifetime (keeping `min_size`) and those beyond the pool's size (after
+    /// the auto-sizing controller shrank it), then tops the pool up to
+    /// `min_size`.
     pub async fn maintain(self: &std::sync::Arc<Self>) {
         let (to_close, to_open) = {
             let mut st = self.state();
@@ -21,7 +23,8 @@ impl Pool {
                 let idle_too_long = !idle_timeout.is_zero()
                     && now.duration_since(conn.last_used) >= idle_timeout
                     && total > st.settings.min_size;
-                if st.expired(&conn, now) || idle_too_long || st.closed {
+                let surplus = total > st.settings.size + st.reserve_used;
+                if st.expired(&conn, now) || idle_too_long || surplus || st.closed {
                     total -= 1;
                     close.push(conn);
                 } else {
@@ -29,6 +32,7 @@ impl Pool {
                 }
             }
             st.idle = keep;
+            st.settle_reserve();
             let open = if st.closed {
                 0
             } else {

@@ -23,10 +23,13 @@ impl Lease {
         pool.metrics
             .wait_micros
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        // The hold starts when the pool handed the connection over: the
+        // waiter's wake-up is time the server is unavailable to others.
+        let leased_at = conn.lent_at.min(now);
         Lease {
             pool,
             conn: Some(conn),
-            leased_at: now,
+            leased_at,
         }
     }
 

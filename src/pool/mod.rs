@@ -9,13 +9,18 @@
 //! hook for admission by predicted wait, all of which a pooler needs.
 
 mod admission;
+pub mod autosize;
+pub mod budget;
+pub mod controller;
 pub mod error;
+mod handoff;
 mod janitor;
 mod lease;
 pub mod params;
 pub mod prepared;
 pub mod registry;
 pub mod server;
+mod settings;
 mod sizing;
 pub mod stats;
 
@@ -27,14 +32,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
 
 pub use error::PoolError;
+use handoff::{Grant, Immediate, State, Waiter};
 pub use lease::Lease;
 use params::Params;
 pub use server::{ServerAuth, ServerConn, ServerTarget};
+pub use settings::{AutoBounds, PoolSettings};
 pub use sizing::{ServerInfo, ServerState, Sizing};
 
 use crate::metrics::PoolMetrics;
-
-use crate::config::PoolMode;
 
 /// Which kind of host a pool serves; primaries sort first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,92 +57,9 @@ impl HostRole {
     }
 }
 
-/// Per-pool settings that a reload may change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolSettings {
-    pub mode: PoolMode,
-    pub size: usize,
-    pub min_size: usize,
-    pub query_wait_timeout: Duration,
-    pub server_idle_timeout: Duration,
-    pub server_lifetime: Duration,
-    /// Idle servers unused for this long are checked before being lent.
-    pub server_check_delay: Duration,
-    /// Most clients waiting for a server; more are refused at once (0: no cap).
-    pub max_queue: usize,
-    /// Refuse at once a request whose predicted wait exceeds query_wait_timeout.
-    pub shed_on_predicted_wait: bool,
-}
-
 /// A server connection lives in one heap allocation for its whole life, so
 /// handing it between the idle stack, waiters and leases moves a pointer.
 pub type Conn = Box<ServerConn>;
-
-/// What a waiting client is handed.
-enum Grant {
-    Conn(Conn),
-    /// A slot freed up: open a new connection in it.
-    Slot,
-}
-
-struct Waiter {
-    id: u64,
-    tx: oneshot::Sender<Grant>,
-}
-
-enum Immediate {
-    Conn(Conn),
-    Open,
-    Closed,
-    Shed(PoolError),
-    Queued(u64, oneshot::Receiver<Grant>),
-}
-
-struct State {
-    settings: PoolSettings,
-    idle: Vec<Conn>,
-    active: usize,
-    connecting: usize,
-    waiters: VecDeque<Waiter>,
-    next_waiter: u64,
-    closed: bool,
-    /// Lent connections, for SHOW SERVERS: id -> (pid, created, lent at).
-    lent: HashMap<u64, (i32, Instant, Instant)>,
-    /// RECONNECT/KILL: connections opened before this are closed on return.
-    stale_before: Option<Instant>,
-}
-
-impl State {
-    fn total(&self) -> usize {
-        self.idle.len() + self.active + self.connecting
-    }
-
-    fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
-        let life = self.settings.server_lifetime;
-        let stale = self.stale_before.is_some_and(|t| conn.created <= t);
-        stale || (!life.is_zero() && now.duration_since(conn.created) >= life)
-    }
-
-    fn lend(&mut self, conn: &ServerConn) {
-        self.active += 1;
-        self.lent
-            .insert(conn.id, (conn.pid, conn.created, Instant::now()));
-    }
-
-    /// Gives a freed slot to the first live waiter, if the pool has room.
-    fn grant_slot(&mut self) {
-        while self.total() < self.settings.size {
-            let Some(w) = self.waiters.pop_front() else {
-                return;
-            };
-            self.connecting += 1;
-            if w.tx.send(Grant::Slot).is_ok() {
-                continue;
-            }
-            self.connecting -= 1;
-        }
-    }
-}
 
 /// Counters kept at lease boundaries.
 #[derive(Debug, Default)]
@@ -150,6 +72,8 @@ pub struct PoolCounters {
     /// Requests refused at once by admission control (queue full, or a
     /// predicted wait beyond query_wait_timeout).
     pub shed: AtomicU64,
+    /// Reserve connections opened for clients that waited reserve_timeout.
+    pub reserve_opens: AtomicU64,
     /// Prepared statements: found on the lent server, prepared there, evicted.
     pub stmt_hits: AtomicU64,
     pub stmt_misses: AtomicU64,
@@ -193,6 +117,8 @@ pub struct Pool {
     drained: Notify,
     /// This pool's share of the server's max_connections; 0 = not known yet.
     pub budget: AtomicUsize,
+    /// The auto-sizing controller's state (touched only by the janitor).
+    controller: Mutex<controller::Controller>,
 }
 
 impl Pool {
@@ -219,6 +145,8 @@ impl Pool {
                 closed: false,
                 lent: HashMap::new(),
                 stale_before: None,
+                reserve_used: 0,
+                last_sweep: None,
             }),
             next_conn_id: AtomicU64::new(1),
             defaults: Mutex::new(None),
@@ -230,6 +158,7 @@ impl Pool {
             paused: watch::channel(false).0,
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
+            controller: Mutex::new(controller::Controller::new()),
         }
     }
 
@@ -272,9 +201,14 @@ impl Pool {
         }
     }
 
-    /// Applies reloaded settings; a larger pool serves waiters at once.
-    pub fn update_settings(&self, settings: PoolSettings) {
+    /// Applies reloaded settings; a larger pool serves waiters at once. An
+    /// auto-sized pool keeps the size its controller chose (within the new
+    /// bounds).
+    pub fn update_settings(&self, mut settings: PoolSettings) {
         let mut st = self.state();
+        if let (Some(new), Some(_)) = (settings.auto, st.settings.auto) {
+            settings.size = new.clamp(st.settings.size);
+        }
         st.settings = settings;
         st.grant_slot();
     }
@@ -350,6 +284,22 @@ impl Pool {
             }
             Immediate::Queued(id, rx) => (id, rx),
         };
+        let (reserve_size, reserve_after) = {
+            let st = self.state();
+            (st.settings.reserve_size, st.settings.reserve_timeout)
+        };
+        let mut timeout = timeout;
+        if reserve_size > 0 && (timeout.is_zero() || reserve_after < timeout) {
+            if let Ok(r) = tokio::time::timeout(reserve_after, &mut rx).await {
+                return self.granted(r.ok(), started).await;
+            }
+            if self.take_reserve(id) {
+                return self.open(started).await;
+            }
+            if !timeout.is_zero() {
+                timeout -= reserve_after;
+            }
+        }
         let granted = if timeout.is_zero() {
             (&mut rx).await.ok()
         } else {
@@ -364,9 +314,21 @@ impl Pool {
                 }
             }
         };
-        match granted {
+        self.granted(granted, started).await
+    }
+
+    async fn granted(
+        self: &std::sync::Arc<Self>,
+        grant: Option<Grant>,
+        started: Instant,
+    ) -> Result<Lease, PoolError> {
+        match grant {
             Some(Grant::Conn(conn)) => Ok(Lease::new(self.clone(), conn, started)),
             Some(Grant::Slot) => self.open(started).await,
+            Some(Grant::Refused(e)) => {
+                self.log_shed(&e);
+                Err(e)
+            }
             None => Err(PoolError::Closed(self.name())),
         }
     }
@@ -379,40 +341,28 @@ impl Pool {
             return Immediate::Closed;
         }
         let now = Instant::now();
-        while let Some(conn) = st.idle.pop() {
+        while let Some(mut conn) = st.idle.pop() {
             let stale = now.duration_since(conn.last_used) >= st.settings.server_check_delay;
             if (stale && conn.is_broken()) || st.expired(&conn, now) {
                 continue;
             }
-            st.lend(&conn);
+            st.lend(&mut conn);
             return Immediate::Conn(conn);
         }
         if st.total() < st.settings.size {
             st.connecting += 1;
             return Immediate::Open;
         }
+        self.sweep_hopeless(&mut st, now);
         if let Some(e) = self.admission(&st, timeout) {
             return Immediate::Shed(e);
         }
         let (tx, rx) = oneshot::channel();
         st.next_waiter += 1;
         let id = st.next_waiter;
-        st.waiters.push_back(Waiter { id, tx });
+        let deadline = (!timeout.is_zero()).then(|| now + timeout);
+        st.waiters.push_back(Waiter { id, tx, deadline });
         Immediate::Queued(id, rx)
-    }
-
-    /// Leaves the queue after a timeout; `None` if a grant was already sent.
-    fn give_up_waiting(&self, id: u64, waited: Duration) -> Option<PoolError> {
-        let mut st = self.state();
-        let pos = st.waiters.iter().position(|w| w.id == id)?;
-        st.waiters.remove(pos);
-        self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-        Some(PoolError::WaitTimeout {
-            pool: self.name(),
-            waited,
-            size: st.settings.size,
-            queued: st.waiters.len(),
-        })
     }
 
     /// Opens a connection in a slot already counted in `connecting`.
@@ -421,13 +371,14 @@ impl Pool {
         let mut st = self.state();
         st.connecting -= 1;
         match conn {
-            Ok(conn) => {
-                st.lend(&conn);
+            Ok(mut conn) => {
+                st.lend(&mut conn);
                 drop(st);
                 Ok(Lease::new(self.clone(), conn, started))
             }
             Err(e) => {
                 st.grant_slot();
+                st.settle_reserve();
                 Err(e)
             }
         }
@@ -452,47 +403,5 @@ impl Pool {
             }
         }
         result
-    }
-
-    /// Takes back a clean connection: straight to the longest waiter, or onto the idle stack.
-    fn put_back(&self, mut conn: Conn) {
-        let mut st = self.state();
-        st.active -= 1;
-        st.lent.remove(&conn.id);
-        if st.active == 0 {
-            self.drained.notify_waiters();
-        }
-        if st.closed || st.total() >= st.settings.size || st.expired(&conn, Instant::now()) {
-            st.grant_slot();
-            drop(st);
-            tokio::spawn(conn.terminate());
-            return;
-        }
-        conn.last_used = Instant::now();
-        while let Some(w) = st.waiters.pop_front() {
-            st.lend(&conn);
-            let id = conn.id;
-            match w.tx.send(Grant::Conn(conn)) {
-                Ok(()) => return,
-                Err(Grant::Conn(c)) => {
-                    st.active -= 1;
-                    st.lent.remove(&id);
-                    conn = c;
-                }
-                Err(Grant::Slot) => return,
-            }
-        }
-        st.idle.push(conn);
-    }
-
-    /// Forgets a connection that cannot be reused; its slot goes to a waiter.
-    fn forget(&self, id: u64) {
-        let mut st = self.state();
-        st.active -= 1;
-        st.lent.remove(&id);
-        if st.active == 0 {
-            self.drained.notify_waiters();
-        }
-        st.grant_slot();
     }
 }

@@ -56,6 +56,9 @@ pub struct ServerConn {
     pub id: u64,
     pub created: Instant,
     pub last_used: Instant,
+    /// When the pool last handed it out (to a waiter, possibly not yet
+    /// running): the start of its hold time.
+    pub lent_at: Instant,
     /// Read buffer, kept with the connection so a transaction allocates nothing.
     pub buf: BytesMut,
     /// Prepared statements this server holds (transaction mode).
@@ -99,6 +102,7 @@ impl ServerConn {
                 id,
                 created: Instant::now(),
                 last_used: Instant::now(),
+                lent_at: Instant::now(),
                 buf: BytesMut::with_capacity(BUF_SIZE),
                 statements: ServerStatements::new(target.max_prepared_statements),
                 synced_for: None,

@@ -161,8 +161,8 @@ impl Pool {
         if st.closed {
             return None;
         }
-        let conn = st.idle.pop()?;
-        st.lend(&conn);
+        let mut conn = st.idle.pop()?;
+        st.lend(&mut conn);
         Some(conn)
     }
 

@@ -213,6 +213,32 @@ impl PoolStats {
         });
     }
 
+    /// The rate at which waiting clients are being served: completions per
+    /// second over the last `window`, and the mean queue length meanwhile.
+    /// Cheap (no histograms), for admission control.
+    pub fn service(&self, now: Instant, window: Duration) -> (f64, f64) {
+        let epoch = self.epoch;
+        self.with(now, |i, cur| {
+            let n = window.as_secs().clamp(1, SLOTS as u64 - 1);
+            let first = cur.saturating_sub(n - 1);
+            let since = now.max(epoch).duration_since(epoch).as_secs_f64();
+            let span = since - (first as f64);
+            let (mut done, mut waiting) = (0u64, 0.0);
+            for s in i
+                .slots
+                .iter()
+                .filter(|s| s.second >= first && s.second <= cur)
+            {
+                done += s.completions;
+                waiting += s.waiting_secs;
+            }
+            if span <= 0.0 {
+                return (0.0, 0.0);
+            }
+            (done as f64 / span, waiting / span)
+        })
+    }
+
     /// The figures for the `window` ending at `now`.
     pub fn figures(&self, now: Instant, window: Duration) -> Figures {
         let epoch = self.epoch;

@@ -10,8 +10,11 @@ use tokio::sync::watch;
 use super::cancel::CancelRegistry;
 use super::clients::ClientRegistry;
 use crate::config::Config;
+use crate::config::PoolSize;
 use crate::metrics::Metrics;
-use crate::pool::{registry::Pools, HostRole, Pool, PoolSettings, ServerAuth, ServerTarget};
+use crate::pool::{
+    registry::Pools, AutoBounds, HostRole, Pool, PoolSettings, ServerAuth, ServerTarget,
+};
 use crate::protocol::auth::scram::ScramSecret;
 use crate::shutdown::{Phase, Shutdown};
 use crate::topology::{HostState, Topology};
@@ -215,10 +218,24 @@ impl Shared {
 
 pub fn pool_settings(config: &Config, db: &str, user: &str) -> PoolSettings {
     let p = &config.pooler;
+    let min_size = config.min_pool_size_for(db);
+    let (size, auto) = match config.pool_size_for(db, user) {
+        PoolSize::Fixed(n) => (n, None),
+        PoolSize::Auto => {
+            let bounds = AutoBounds {
+                min: min_size,
+                max: p.max_pool_size,
+            };
+            (bounds.start(), Some(bounds))
+        }
+    };
     PoolSettings {
         mode: config.pool_mode_for(db),
-        size: config.pool_size_for(db, user),
-        min_size: config.min_pool_size_for(db),
+        size,
+        auto,
+        reserve_size: p.reserve_pool_size,
+        reserve_timeout: p.reserve_pool_timeout,
+        min_size,
         query_wait_timeout: p.query_wait_timeout,
         server_idle_timeout: p.server_idle_timeout,
         server_lifetime: p.server_lifetime,

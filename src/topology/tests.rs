@@ -10,6 +10,7 @@ fn db(weights: &[u32]) -> DbHosts {
         dbname: "app".into(),
         pool_size: None,
         min_pool_size: None,
+        max_db_connections: None,
         pool_mode: None,
         replicas: weights
             .iter()

@@ -50,6 +50,7 @@ pub fn config() -> Config {
             dbname: APP_DB.to_string(),
             pool_size: None,
             min_pool_size: None,
+            max_db_connections: None,
             pool_mode: None,
             replicas: Vec::new(),
             routing: Default::default(),
@@ -64,7 +65,7 @@ pub fn config() -> Config {
     Config {
         pooler: PoolerSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            pool_size: 10,
+            pool_size: 10.into(),
             query_wait_timeout: Duration::from_secs(30),
             ..PoolerSettings::default()
         },

@@ -568,7 +568,7 @@ async fn columns_match_a_real_pgbouncer_1_18() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_reconnect_replace_connections() {
     let mut cfg = console_config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     let p = pooler(cfg).await;
     let admin = console(p.port, ADMIN).await.unwrap();
     let a = p.connect().await;

@@ -31,7 +31,7 @@ async fn simple_query_through_the_pooler() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_share_ten_servers() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 10;
+    cfg.pooler.pool_size = 10.into();
     let pw = own_role(&mut cfg, "thousand").await;
     let p = Arc::new(pooler(cfg).await);
     let admin = superuser().await;
@@ -79,7 +79,7 @@ async fn a_thousand_clients_share_ten_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_state_never_leaks_between_clients() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 1; // both clients must share the one server
+    cfg.pooler.pool_size = 1.into(); // both clients must share the one server
     let p = pooler(cfg).await;
     let a = p.connect().await;
     let b = p.connect().await;
@@ -180,7 +180,7 @@ async fn terminated_backends_are_replaced_or_reported() {
     // A role of its own, so killing its backends cannot touch other tests.
     let admin = superuser().await;
     let mut cfg = config();
-    cfg.pooler.pool_size = 2;
+    cfg.pooler.pool_size = 2.into();
     cfg.pooler.server_check_delay = Duration::ZERO;
     own_role(&mut cfg, "victim").await;
     let p = pooler(cfg).await;
@@ -211,7 +211,7 @@ async fn terminated_backends_are_replaced_or_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_of_100k_rows() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     cfg.pooler.query_wait_timeout = Duration::from_secs(5);
     let p = pooler(cfg).await;
     let c = p.connect().await;
@@ -328,7 +328,7 @@ async fn oversized_message_after_login_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_times_out_with_53300() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     cfg.pooler.query_wait_timeout = Duration::from_millis(300);
     let p = pooler(cfg).await;
     let holder = p.connect().await;
@@ -372,7 +372,7 @@ async fn max_client_conn_refuses_with_53300() {
 async fn session_mode_keeps_one_server_per_client() {
     let mut cfg = config();
     cfg.pooler.pool_mode = PoolMode::Session;
-    cfg.pooler.pool_size = 2;
+    cfg.pooler.pool_size = 2.into();
     let p = pooler(cfg).await;
     let a = p.connect().await;
     let pid = scalar(&a, "select pg_backend_pid()").await;
@@ -412,11 +412,11 @@ async fn drain_lets_open_transactions_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_the_pool_size_without_dropping_clients() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     let p = pooler(cfg.clone()).await;
     let a = p.connect().await;
     assert_eq!(scalar(&a, "select 1").await, "1");
-    cfg.pooler.pool_size = 3;
+    cfg.pooler.pool_size = 3.into();
     p.running.reload(cfg);
     let pool = p.running.shared.pools.all().pop().unwrap();
     assert_eq!(pool.status().size, 3);
@@ -445,7 +445,7 @@ async fn a_silent_client_is_dropped_at_client_login_timeout() {
 async fn idle_in_transaction_clients_are_cut_off_and_rolled_back() {
     let mut cfg = config();
     cfg.pooler.idle_transaction_timeout = Duration::from_millis(300);
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     let p = pooler(cfg).await;
     let admin = superuser().await;
     admin
@@ -482,7 +482,7 @@ async fn idle_clients_are_dropped_at_client_idle_timeout() {
 async fn idle_servers_are_closed_after_server_idle_timeout() {
     let mut cfg = config();
     cfg.pooler.server_idle_timeout = Duration::from_millis(500);
-    cfg.pooler.pool_size = 3;
+    cfg.pooler.pool_size = 3.into();
     own_role(&mut cfg, "idler").await;
     let p = pooler(cfg).await;
     let c = p.connect_as("idler", "idler-pw").await.unwrap();
@@ -504,7 +504,7 @@ async fn idle_servers_are_closed_after_server_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_notices_mid_transaction_stay_with_their_client() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     let p = pooler(cfg).await;
     let a = p.connect().await;
     let b = p.connect().await;
@@ -526,7 +526,7 @@ async fn errors_and_notices_mid_transaction_stay_with_their_client() {
 async fn old_servers_are_replaced_after_server_lifetime() {
     let mut cfg = config();
     cfg.pooler.server_lifetime = Duration::from_millis(300);
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     own_role(&mut cfg, "aging").await;
     let p = pooler(cfg).await;
     let c = p.connect_as("aging", "aging-pw").await.unwrap();
@@ -602,7 +602,7 @@ async fn queued(p: &Pooler, n: usize) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_at_once_with_53300() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     cfg.pooler.max_queue = 1;
     let p = pooler(cfg).await;
     let holder = p.connect().await;
@@ -634,7 +634,7 @@ async fn a_full_queue_refuses_at_once_with_53300() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_would_time_out_is_refused_up_front() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     cfg.pooler.query_wait_timeout = Duration::from_millis(1400);
     let p = pooler(cfg).await;
     let holder = p.connect().await;

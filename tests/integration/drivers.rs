@@ -10,7 +10,7 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_prepared_statements() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 3;
+    cfg.pooler.pool_size = 3.into();
     let p = pooler(cfg).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -274,7 +274,7 @@ async fn an_undersized_pool_gets_a_recommendation_that_meets_the_target() {
     const SQL: &str = "select pg_sleep(0.05);";
     const TARGET: &str = "0.025";
     let mut cfg = console_config();
-    cfg.pooler.pool_size = 2;
+    cfg.pooler.pool_size = 2.into();
     cfg.pooler.sizing_wait_target = Duration::from_millis(25);
     cfg.pooler.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let p = pooler(cfg).await;

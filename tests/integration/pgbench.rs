@@ -29,7 +29,7 @@ fn pgbench(port: u16, schema: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tpcb_with_50_clients_loses_nothing() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 10;
+    cfg.pooler.pool_size = 10.into();
     let p = pooler(cfg).await;
     let port = p.port;
     own_schema("tpcb").await;
@@ -81,7 +81,7 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_mode_through_transaction_pooling() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 5;
+    cfg.pooler.pool_size = 5.into();
     let p = pooler(cfg).await;
     let port = p.port;
     // Its own tables (a pgbench -i of this scale is quick), so the TPC-B

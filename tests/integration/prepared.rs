@@ -12,7 +12,7 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_clients_reuse_their_statements_on_a_pool_of_five() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 5;
+    cfg.pooler.pool_size = 5.into();
     let pw = own_role(&mut cfg, "prep500").await;
     let p = Arc::new(pooler(cfg).await);
     let mut tasks = Vec::new();
@@ -51,7 +51,7 @@ async fn five_hundred_clients_reuse_their_statements_on_a_pool_of_five() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_survive_server_switches_and_close() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 2;
+    cfg.pooler.pool_size = 2.into();
     cfg.pooler.max_prepared_statements = 2; // force evictions
     let p = pooler(cfg).await;
     let mut a = p.connect().await;
@@ -85,7 +85,7 @@ async fn statements_survive_server_switches_and_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_prepare_execute_deallocate_follow_the_client() {
     let mut cfg = config();
-    cfg.pooler.pool_size = 2;
+    cfg.pooler.pool_size = 2.into();
     let p = pooler(cfg).await;
     let a = p.connect().await;
     let b = p.connect().await;
@@ -271,7 +271,7 @@ async fn a_pipeline_with_an_error_looks_exactly_as_it_does_direct() {
     assert!(want.iter().any(|(t, b)| *t == 'E' && b == b"22012"));
 
     let mut cfg = config();
-    cfg.pooler.pool_size = 1;
+    cfg.pooler.pool_size = 1.into();
     let p = pooler(cfg).await;
     // First client: the server lacks the statement (renamed Parse).
     let mut first = Raw::login(p.port, APP_USER, APP_PASSWORD).await;

@@ -1,0 +1,107 @@
+//! Running the sizing controller: each janitor tick, every auto-sized pool
+//! says what it wants, the servers' budgets are shared among the pools
+//! ([`super::budget`]), and the sizes are applied. A larger size serves
+//! waiters at once; a smaller one closes surplus idle connections on the
+//! janitor's next pass and lent ones as they come back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::budget::{allocate, Claim};
+use super::controller::{Goal, Sample, Why, WINDOW};
+use super::Pool;
+
+/// The budget assumed for a server whose max_connections is not known yet:
+/// PostgreSQL's default of 100 less its 3 reserved connections.
+pub const FALLBACK_BUDGET: usize = 97;
+
+impl Pool {
+    /// The controller's size for this pool, or `None` for a fixed-size pool.
+    fn auto_want(&self, now: Instant, goal: &Goal) -> Option<usize> {
+        let (current, bounds) = {
+            let st = self.state();
+            (st.settings.size, st.settings.auto?)
+        };
+        let figures = self.stats.figures(now, WINDOW);
+        let sample = Sample::from_figures(&figures);
+        let (size, why) = self
+            .controller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decide(now, &sample, current, bounds, goal);
+        if why == Why::Knee {
+            tracing::info!(
+                pool = %self.name(),
+                from = current,
+                to = size,
+                throughput = format_args!("{:.0}/s", sample.throughput),
+                hold_ms = format_args!("{:.2}", sample.hold_mean * 1000.0),
+                "auto-sizing: more connections did not raise throughput (the knee); backing off"
+            );
+        }
+        Some(size)
+    }
+
+    /// Applies the controller's size (after the budget).
+    fn resize(&self, size: usize) {
+        let old = {
+            let mut st = self.state();
+            let old = st.settings.size;
+            st.settings.size = size;
+            st.grant_slot();
+            old
+        };
+        self.controller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .applied(size);
+        if old != size {
+            tracing::debug!(pool = %self.name(), from = old, to = size, "auto-sizing: resized");
+        }
+    }
+
+    /// The size a detected knee currently caps this pool at.
+    pub fn knee(&self, now: Instant) -> Option<usize> {
+        self.controller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .knee(now)
+    }
+}
+
+/// One controller tick over every pool. `budget_of(host)` is the server's
+/// connection budget if known; `cap_of(database)` its max_db_connections
+/// (0: none).
+pub fn autosize(
+    pools: &[Arc<Pool>],
+    now: Instant,
+    goal: &Goal,
+    budget_of: impl Fn(&str) -> Option<usize>,
+    cap_of: impl Fn(&str) -> usize,
+) {
+    let mut any_auto = false;
+    let claims: Vec<Claim> = pools
+        .iter()
+        .map(|p| {
+            let settings = p.settings();
+            let want = p.auto_want(now, goal);
+            any_auto |= want.is_some();
+            Claim {
+                host: p.target().addr(),
+                database: p.database.clone(),
+                want: want.unwrap_or(settings.size),
+                auto: want.is_some(),
+                min: settings.min_size,
+            }
+        })
+        .collect();
+    if !any_auto {
+        return;
+    }
+    let sizes = allocate(&claims, budget_of, cap_of, FALLBACK_BUDGET);
+    for ((pool, claim), size) in pools.iter().zip(&claims).zip(sizes) {
+        if claim.auto {
+            pool.resize(size);
+        }
+    }
+}

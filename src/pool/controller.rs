@@ -1,0 +1,227 @@
+//! The sizing controller behind `pool_size = "auto"`: one per pool, run
+//! once a second by the janitor, pure (the clock and the figures are passed
+//! in) so tests drive it with synthetic traces.
+//!
+//! Each tick it reads the last two seconds of the pool's Little's Law
+//! figures and picks a size:
+//!
+//! * **Demand.** The servers the load needs: the offered load L = λ·W, or,
+//!   when the pool is the bottleneck, the busy servers plus the queue (a
+//!   closed-loop client fleet cannot arrive faster than it is served, so λ
+//!   alone under-reads it). Plus `sizing_headroom_percent`.
+//! * **Wait target.** A saturated pool whose measured p99 wait is above
+//!   `sizing_wait_target` grows by at least one. The measured wait is used
+//!   rather than the Erlang C prediction SHOW SIZING reports, because app
+//!   fleets are closed loops and the Poisson model over-sizes them.
+//! * **The knee.** Every growth of a saturated pool is a probe: two ticks
+//!   later, throughput must have risen by at least a third of the relative
+//!   growth. If it did not, the database is past the point where more
+//!   connections run in parallel (they only add contention and latency), so
+//!   the pool goes back to the size before the probe and stays at or below
+//!   it for [`KNEE_HOLD`], then probes again.
+//! * **Hysteresis and rate.** Growth at most doubles the size per tick, and
+//!   adds at most [`MAX_STEP`] connections, so a burst does not stampede the
+//!   server.
+//!   Shrinking waits until the demand has been clearly lower for
+//!   [`SHRINK_AFTER`] and then gives back a quarter of the surplus per tick.
+//!
+//! The budget (`max_db_connections`) is applied afterwards, across pools, by
+//! [`super::budget`]; [`Controller::applied`] tells the controller what it
+//! got.
+
+use std::time::{Duration, Instant};
+
+use super::stats::Figures;
+use super::AutoBounds;
+
+/// The size an auto pool starts at (raised to `min_pool_size`).
+pub const START_SIZE: usize = 2;
+/// The window the controller reads: two one-second slots.
+pub const WINDOW: Duration = Duration::from_secs(2);
+/// A growth probe is judged this long after it (the window is then all
+/// post-change).
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// How long a detected knee caps the pool before it is probed again.
+pub const KNEE_HOLD: Duration = Duration::from_secs(30);
+/// Demand must stay clearly below the size this long before shrinking.
+pub const SHRINK_AFTER: Duration = Duration::from_secs(5);
+/// Growth per tick: the current size (doubling), at least this...
+pub const MIN_STEP: usize = 2;
+/// ...and at most this many new connections a second.
+pub const MAX_STEP: usize = 16;
+/// A pool counts as saturated when this share of it is busy and clients queue.
+const SATURATED: f64 = 0.85;
+/// A probe is productive when throughput rose by at least this share of
+/// the relative growth in size.
+const KNEE_EFFICIENCY: f64 = 1.0 / 3.0;
+
+/// What the controller reads from a pool each tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Arrivals per second.
+    pub lambda: f64,
+    /// Completions per second.
+    pub throughput: f64,
+    /// Mean hold time W, seconds.
+    pub hold_mean: f64,
+    pub busy_mean: f64,
+    pub waiting_mean: f64,
+    pub wait_p99: f64,
+}
+
+impl Sample {
+    pub fn from_figures(f: &Figures) -> Sample {
+        let throughput = if f.span > 0.0 {
+            f.completions as f64 / f.span
+        } else {
+            0.0
+        };
+        Sample {
+            lambda: f.lambda,
+            throughput,
+            hold_mean: f.hold_mean,
+            busy_mean: f.busy_mean,
+            waiting_mean: f.waiting_mean,
+            wait_p99: f.wait_p99,
+        }
+    }
+}
+
+/// The operator's goals, from `sizing_headroom_percent` and `sizing_wait_target`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Goal {
+    pub headroom: f64,
+    pub wait_target: Duration,
+}
+
+/// Why the size changed (or did not), for logs and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    Steady,
+    Grow,
+    Shrink,
+    /// A probe found the knee: back to the size before it.
+    Knee,
+    /// Waiting for a probe's result.
+    Probing,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    from: usize,
+    to: usize,
+    before: f64,
+    at: Instant,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Knee {
+    size: usize,
+    until: Instant,
+}
+
+/// One pool's controller state.
+#[derive(Debug, Default)]
+pub struct Controller {
+    below_since: Option<Instant>,
+    probe: Option<Probe>,
+    knee: Option<Knee>,
+}
+
+impl Controller {
+    pub fn new() -> Controller {
+        Controller::default()
+    }
+
+    /// The size the pool should have, given the size in force (`current`).
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        s: &Sample,
+        current: usize,
+        bounds: AutoBounds,
+        goal: &Goal,
+    ) -> (usize, Why) {
+        let saturated = s.busy_mean >= SATURATED * current as f64 && s.waiting_mean > 0.05;
+        // The queue counts at most as much again as the busy servers: a
+        // backlog left by an open-loop burst should not size the pool.
+        let queued = s.waiting_mean.min(s.busy_mean);
+        let demand = (s.lambda * s.hold_mean).max(s.busy_mean + queued);
+        let mut want = (demand * (1.0 + goal.headroom)).ceil() as usize;
+        if saturated && s.wait_p99 > goal.wait_target.as_secs_f64() {
+            want = want.max(current + 1);
+        }
+
+        if let Some(p) = self.probe {
+            if now.duration_since(p.at) < SETTLE {
+                return (current, Why::Probing);
+            }
+            self.probe = None;
+            let grew = (p.to - p.from) as f64 / p.from.max(1) as f64;
+            let gained = (s.throughput - p.before) / p.before.max(f64::EPSILON);
+            let still_busy = s.busy_mean >= SATURATED * p.to as f64;
+            if still_busy && gained < KNEE_EFFICIENCY * grew {
+                self.knee = Some(Knee {
+                    size: p.from,
+                    until: now + KNEE_HOLD,
+                });
+                self.below_since = None;
+                return (bounds.clamp(p.from), Why::Knee);
+            }
+        }
+        if let Some(k) = self.knee {
+            if now >= k.until {
+                self.knee = None;
+            } else {
+                want = want.min(k.size);
+            }
+        }
+        let want = bounds.clamp(want);
+
+        if want > current {
+            self.below_since = None;
+            let next = want.min(current + current.clamp(MIN_STEP, MAX_STEP));
+            if saturated {
+                self.probe = Some(Probe {
+                    from: current,
+                    to: next,
+                    before: s.throughput,
+                    at: now,
+                });
+            }
+            return (next, Why::Grow);
+        }
+        let band = (current / 10).max(1);
+        if want + band > current {
+            self.below_since = None;
+            return (current, Why::Steady);
+        }
+        let since = *self.below_since.get_or_insert(now);
+        if now.duration_since(since) < SHRINK_AFTER {
+            return (current, Why::Steady);
+        }
+        let step = ((current - want) / 4).max(1);
+        (current - step, Why::Shrink)
+    }
+
+    /// The size actually applied after the budget; a probe that the budget
+    /// cut short is judged against what it really got, or dropped.
+    pub fn applied(&mut self, size: usize) {
+        if let Some(p) = &mut self.probe {
+            if size <= p.from {
+                self.probe = None;
+            } else {
+                p.to = p.to.min(size);
+            }
+        }
+    }
+
+    /// The size a detected knee caps the pool at, while it holds.
+    pub fn knee(&self, now: Instant) -> Option<usize> {
+        self.knee.filter(|k| now < k.until).map(|k| k.size)
+    }
+}
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;
