@@ -347,13 +347,13 @@ def sweep_report(raw):
             w("")
     w("Per run:")
     w("")
-    w("| round | workload | target | pool | warm-up s | TPS | p99 ms | mean ms | tx | failed | pool end | pool min-max | server conns | other work before (%) |")
-    w("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    w("| round | workload | target | pool | warm-up s | TPS | p99 ms | mean ms | tx | failed | pool end | pool min-max | server conns | other work before (%) | pgbench clients aborted (warm-up+measured) |")
+    w("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
         w("| " + " | ".join([r["round"], r["workload"], r["target"], r["setting"], r["warmup_s"],
                             fmt(num(r["tps"])), r["p99_ms"], r["mean_ms"], r["tx"], r["failed"],
                             r["pool_end"], f"{r['pool_min']}-{r['pool_max']}", r["server_conns"],
-                            r["bg_busy"]]) + " |")
+                            r["bg_busy"], r.get("aborted", "n/a")]) + " |")
     w("")
     print("\n".join(out))
 

@@ -88,7 +88,7 @@ bench_start_pg
 T0=$SECONDS
 
 RAW="$WORK/sweep.tsv"
-printf 'round\tworkload\ttarget\tsetting\twarmup_s\ttps\tmean_ms\tp99_ms\ttx\tfailed\tpool_end\tpool_min\tpool_max\tserver_conns\tbg_busy\n' >"$RAW"
+printf 'round\tworkload\ttarget\tsetting\twarmup_s\ttps\tmean_ms\tp99_ms\ttx\tfailed\tpool_end\tpool_min\tpool_max\tserver_conns\tbg_busy\taborted\n' >"$RAW"
 
 workload_args() { # workload -> pgbench arguments
   case $1 in
@@ -131,11 +131,17 @@ run_one() { # round workload target(pglittle|pgbouncer) setting
   fi
   local bg
   bg=$(busy_pct 1)
+  local aborted_warm=0
   if ((warm > 0)); then
     # shellcheck disable=SC2086
     "$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" $args -j 2 -T "$warm" --no-vacuum "$DB" \
       >"$WORK/pgbench-$tag-warmup.out" 2>&1 || {
-      tail -20 "$WORK/pgbench-$tag-warmup.out" >&2; die "warm-up $tag failed"; }
+      # pgbench aborts a client on an error (e.g. a 53300 from the pooler):
+      # record it and go on, unless the pooler is gone.
+      aborted_warm=$(grep -c 'aborted in command' "$WORK/pgbench-$tag-warmup.out" || true)
+      log "warm-up $tag: pgbench failed, $aborted_warm clients aborted: $(grep -m1 'aborted in command' "$WORK/pgbench-$tag-warmup.out" | cut -c1-300)"
+      kill -0 "$pid" 2>/dev/null || die "$target is gone during the warm-up of $tag"
+    }
   fi
   local samples="$WORK/pool-$tag.txt" sampler=""
   : >"$samples"
@@ -155,7 +161,12 @@ run_one() { # round workload target(pglittle|pgbouncer) setting
     stop_pid "$sampler" TERM
     pool_end=$(pglittle_pool_size)
   fi
-  if ((rc != 0)) || ! grep -q '^tps = ' "$out"; then
+  local aborted
+  aborted=$(grep -c 'aborted in command' "$out" || true)
+  if ((aborted > 0)); then
+    log "$tag: $aborted pgbench clients aborted: $(grep -m1 'aborted in command' "$out" | cut -c1-300)"
+  fi
+  if ! grep -q '^tps = ' "$out" || { ((rc != 0)) && ((aborted == 0)); }; then
     tail -20 "$out" >&2
     kill -0 "$pid" 2>/dev/null || log "$target is gone"
     die "pgbench $tag failed (exit $rc); see $WORK"
@@ -169,8 +180,9 @@ run_one() { # round workload target(pglittle|pgbouncer) setting
   rm -rf "$dir"
   read -r pmin pmax < <(awk '$1 != "?" { if (n == 0 || $1 < lo) lo = $1; if ($1 > hi) hi = $1; n++ }
     END { if (n) print lo, hi; else print "n/a n/a" }' "$samples")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$wl" "$target" "$setting" \
-    "$warm" "$tps" "$mean" "$p99" "$tx" "${failed:-0}" "$pool_end" "$pmin" "$pmax" "$conns" "$bg" >>"$RAW"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$wl" "$target" "$setting" \
+    "$warm" "$tps" "$mean" "$p99" "$tx" "${failed:-0}" "$pool_end" "$pmin" "$pmax" "$conns" "$bg" \
+    "$aborted_warm+$aborted" >>"$RAW"
   log "round $round $wl $target pool=$setting: tps=$tps p99=${p99}ms mean=${mean}ms pool_end=$pool_end (min $pmin max $pmax) server_conns=$conns other_work_before=${bg}%"
 }
 
