@@ -42,6 +42,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         None => None,
     };
     let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
+    // Databases following failovers (`role = "auto"`) are probed once before
+    // the first client is served, so no write goes to a configured primary
+    // that has since been demoted or replaced.
+    let mut first = crate::topology::probe::Conns::default();
+    crate::topology::probe::round(&shared.topology, &shared.config(), &mut first, true).await;
+    first.close().await;
     let (alive_tx, alive_rx) = mpsc::channel(1);
     tokio::spawn(crate::listener::accept_loop(
         listener,

@@ -13,12 +13,14 @@
 //!   `sizing_wait_target` grows by at least one. The measured wait is used
 //!   rather than the Erlang C prediction SHOW SIZING reports, because app
 //!   fleets are closed loops and the Poisson model over-sizes them.
-//! * **The knee.** Every growth of a saturated pool is a probe: two ticks
-//!   later, throughput must have risen by at least a third of the relative
-//!   growth. If it did not, the database is past the point where more
+//! * **The knee.** Every growth of a saturated pool of [`PROBE_FROM`] or
+//!   more is a probe: three ticks later, throughput must have risen by at
+//!   least a fifth of the relative growth. If it did not, the database is past the point where more
 //!   connections run in parallel (they only add contention and latency), so
 //!   the pool goes back to the size before the probe and stays at or below
-//!   it for [`KNEE_HOLD`], then probes again.
+//!   it for [`KNEE_HOLD`], then probes again with half the step that failed
+//!   (so repeated probes close in on the knee instead of overshooting it
+//!   the same way each time).
 //! * **Hysteresis and rate.** Growth at most doubles the size per tick, and
 //!   adds at most [`MAX_STEP`] connections, so a burst does not stampede the
 //!   server.
@@ -38,11 +40,15 @@ use super::AutoBounds;
 pub const START_SIZE: usize = 2;
 /// The window the controller reads: two one-second slots.
 pub const WINDOW: Duration = Duration::from_secs(2);
-/// A growth probe is judged this long after it (the window is then all
-/// post-change).
-pub const SETTLE: Duration = Duration::from_secs(2);
+/// A growth probe is judged this long after it: the window then holds
+/// only the new size, after the second in which its connections opened.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// Below this many connections growth is never a probe: nearly every
+/// server runs that many transactions in parallel, and single probes at
+/// small sizes are at the mercy of noise.
+pub const PROBE_FROM: usize = 8;
 /// How long a detected knee caps the pool before it is probed again.
-pub const KNEE_HOLD: Duration = Duration::from_secs(30);
+pub const KNEE_HOLD: Duration = Duration::from_secs(15);
 /// Demand must stay clearly below the size this long before shrinking.
 pub const SHRINK_AFTER: Duration = Duration::from_secs(5);
 /// Growth per tick: the current size (doubling), at least this...
@@ -53,7 +59,7 @@ pub const MAX_STEP: usize = 16;
 const SATURATED: f64 = 0.85;
 /// A probe is productive when throughput rose by at least this share of
 /// the relative growth in size.
-const KNEE_EFFICIENCY: f64 = 1.0 / 3.0;
+const KNEE_EFFICIENCY: f64 = 0.2;
 
 /// What the controller reads from a pool each tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -126,6 +132,8 @@ pub struct Controller {
     below_since: Option<Instant>,
     probe: Option<Probe>,
     knee: Option<Knee>,
+    /// After a failed probe: the largest step the next growth may take.
+    step_limit: Option<usize>,
 }
 
 impl Controller {
@@ -161,6 +169,7 @@ impl Controller {
             let gained = (s.throughput - p.before) / p.before.max(f64::EPSILON);
             let still_busy = s.busy_mean >= SATURATED * p.to as f64;
             if still_busy && gained < KNEE_EFFICIENCY * grew {
+                self.step_limit = Some(((p.to - p.from) / 2).max(1));
                 self.knee = Some(Knee {
                     size: p.from,
                     until: now + KNEE_HOLD,
@@ -180,8 +189,10 @@ impl Controller {
 
         if want > current {
             self.below_since = None;
-            let next = want.min(current + current.clamp(MIN_STEP, MAX_STEP));
-            if saturated {
+            let step = current.clamp(MIN_STEP, MAX_STEP);
+            let step = self.step_limit.map_or(step, |limit| step.min(limit));
+            let next = want.min(current + step);
+            if saturated && current >= PROBE_FROM {
                 self.probe = Some(Probe {
                     from: current,
                     to: next,
@@ -201,6 +212,8 @@ impl Controller {
             return (current, Why::Steady);
         }
         let step = ((current - want) / 4).max(1);
+        // The load has changed: a later growth may take full steps again.
+        self.step_limit = None;
         (current - step, Why::Shrink)
     }
 

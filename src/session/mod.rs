@@ -163,7 +163,7 @@ impl Session {
             flight.one_batch.store(p.one_batch, Relaxed);
             flight
                 .retry_armed
-                .store(p.replica.is_some() && p.simple && p.retry, Relaxed);
+                .store(p.replica.is_some() && p.refusable && p.retry, Relaxed);
             flight
                 .may_retry
                 .store(p.replica.is_some() && p.retry, Relaxed);

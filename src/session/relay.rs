@@ -68,6 +68,23 @@ enum ServerEnd {
     Gone { told: bool },
 }
 
+/// A reply that does not stop a retry elsewhere: a notice (say, the
+/// WARNING a dying server sends), or what a batch answers before its first
+/// row or completion (held back, and dropped if the primary answers instead).
+fn holdable(kind: BackendKind) -> bool {
+    use BackendKind as K;
+    matches!(
+        kind,
+        K::Async
+            | K::ParseComplete
+            | K::BindComplete
+            | K::CloseComplete
+            | K::ParameterDescription
+            | K::RowDescription
+            | K::NoData
+    )
+}
+
 /// Runs until the transaction ends. `cbuf` holds client bytes not yet
 /// forwarded (at least one complete message on entry).
 #[allow(clippy::too_many_arguments)]
@@ -235,13 +252,7 @@ pub async fn transaction(
                     }
                     match fate {
                         Fate::Forward => {
-                            // A notice (say, the WARNING a dying server sends)
-                            // or a RowDescription (held back below) does not
-                            // stop a retry elsewhere.
-                            if !matches!(
-                                head.kind,
-                                BackendKind::Async | BackendKind::RowDescription
-                            ) {
+                            if !holdable(head.kind) {
                                 flight.forwarded.store(true, Relaxed);
                             }
                             true
@@ -266,8 +277,9 @@ pub async fn transaction(
                 Ok(())
             } else if flight.may_retry.load(Relaxed) && !flight.forwarded.load(Relaxed) {
                 // Until a row, a completion or a ReadyForQuery comes, the
-                // reply (a RowDescription, a ParseComplete pglittle made up)
-                // could still be replaced by the primary's: hold it back.
+                // reply (ParseComplete, BindComplete, a RowDescription, one
+                // pglittle made up) could still be replaced by the
+                // primary's: hold it back.
                 for seg in &segs {
                     match *seg {
                         Segment::Range(a, b) => held.extend_from_slice(&sbuf[a..b]),

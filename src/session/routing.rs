@@ -13,7 +13,7 @@ use super::Shared;
 use crate::config::{Config, ReadYourWrites, Switch};
 use crate::pool::Pool;
 use crate::protocol::backend;
-use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::protocol::frontend::{peek_message, FrontendMessage, Target};
 use crate::router::local::{Local, Var};
 use crate::router::{self, Class, Inputs, Lsn, Route, RouteOverride};
 use crate::topology::{Choice, Eligibility, HostState};
@@ -39,12 +39,14 @@ pub struct Plan {
     /// The request was classified as a read (no floor to learn after it).
     pub read: bool,
     /// A replica's refusal or death may move the request to the primary
-    /// (the relay keeps what it sends).
+    /// (the relay keeps what it sends): it can be sent again as it is (it
+    /// closes no prepared statement and redefines none).
     pub retry: bool,
     /// A single autocommit batch: the lease serves no more than it.
     pub one_batch: bool,
-    /// A simple Query (the 25006/40001 safety net applies).
-    pub simple: bool,
+    /// The 25006/40001 safety net applies: a simple Query, or a single
+    /// autocommit extended batch up to its Sync.
+    pub refusable: bool,
 }
 
 /// What the buffered request is, as far as routing goes.
@@ -53,6 +55,11 @@ struct Request {
     hint: Option<router::Hint>,
     batch_len: Option<usize>,
     simple: bool,
+    /// Sending the batch a second time means what it meant the first. The
+    /// first run already applied the batch's Parse and Close of named
+    /// statements; that matters only to a Bind or Describe of a name that
+    /// a later message of the batch parses or closes.
+    replayable: bool,
 }
 
 /// Classifies the request at the front of `buf`: a simple Query, or an
@@ -64,9 +71,12 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
         hint: None,
         batch_len: None,
         simple: false,
+        replayable: true,
     };
     let mut at = 0;
     let mut unnamed: Option<&[u8]> = None;
+    // Named statements bound or described so far in this batch.
+    let mut used: Vec<&[u8]> = Vec::new();
     let worst = |c: Class, req: &mut Request| {
         req.class = match (req.class, c) {
             (Class::Write, _) | (_, Class::Write) => Class::Write,
@@ -84,6 +94,8 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
             FrontendMessage::Parse { name, sql, .. } => {
                 if name.is_empty() {
                     unnamed = Some(sql);
+                } else if used.contains(&name) {
+                    req.replayable = false;
                 }
                 Some(sql)
             }
@@ -93,13 +105,26 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
                 None
             }
             FrontendMessage::Bind { statement: b"", .. } => unnamed,
-            FrontendMessage::Bind { statement, .. } => match stmts.get(statement) {
-                Some(def) => Some(&def.sql[..]),
-                None => {
-                    req.class = Class::Write;
-                    None
+            FrontendMessage::Bind { statement, .. } => {
+                used.push(statement);
+                match stmts.get(statement) {
+                    Some(def) => Some(&def.sql[..]),
+                    None => {
+                        req.class = Class::Write;
+                        None
+                    }
                 }
-            },
+            }
+            FrontendMessage::Describe(Target::Statement(name)) if !name.is_empty() => {
+                used.push(name);
+                None
+            }
+            FrontendMessage::Close(Target::Statement(name)) if !name.is_empty() => {
+                if used.contains(&name) {
+                    req.replayable = false;
+                }
+                None
+            }
             FrontendMessage::Describe(_)
             | FrontendMessage::Execute
             | FrontendMessage::Close(_)
@@ -150,7 +175,7 @@ impl RouteState {
             read,
             retry: false,
             one_batch: false,
-            simple: false,
+            refusable: false,
         };
         let Some(dbc) = config.databases.get(&primary.database) else {
             return on_primary(false);
@@ -222,9 +247,9 @@ impl RouteState {
             read,
             // If the replica refuses it or dies before anything reached the
             // client, what it was sent runs on the primary instead.
-            retry: true,
+            retry: req.replayable,
             one_batch,
-            simple: req.simple,
+            refusable: req.simple || one_batch,
         }
     }
 
@@ -397,5 +422,62 @@ mod tests {
         // Only the first batch counts: the lease serves no more than it.
         let (c, len) = class(&[query("SELECT 1"), query("DELETE FROM t")], &stmts);
         assert_eq!((c, len), (Class::Read, Some(query("SELECT 1").len())));
+    }
+
+    #[test]
+    fn a_batch_that_closes_or_redefines_a_statement_it_uses_is_not_sent_twice() {
+        let mut stmts = ClientStatements::default();
+        stmts.insert(
+            b"s1",
+            Arc::new(crate::session::statements::StmtDef::new(
+                b"SELECT 1",
+                b"\0\0",
+            )),
+        );
+        let replayable = |parts: &[Vec<u8>]| {
+            let buf = parts.concat();
+            inspect(&buf, 1 << 20, &stmts, &[]).replayable
+        };
+        assert!(replayable(&[bind("s1"), execute(), sync()]));
+        assert!(replayable(&[
+            parse("s2", "SELECT 2"),
+            bind("s2"),
+            execute(),
+            sync()
+        ]));
+        assert!(replayable(&[
+            parse("", "SELECT 2"),
+            bind(""),
+            execute(),
+            sync()
+        ]));
+        let close_s1 = msg(b'C', b"Ss1\0");
+        let describe_s1 = msg(b'D', b"Ss1\0");
+        // A replay would bind a name the first run closed or redefined.
+        assert!(!replayable(&[
+            bind("s1"),
+            execute(),
+            close_s1.clone(),
+            sync()
+        ]));
+        assert!(!replayable(&[
+            bind("s1"),
+            execute(),
+            parse("s1", "SELECT 3"),
+            sync()
+        ]));
+        assert!(!replayable(&[describe_s1, close_s1.clone(), sync()]));
+        // Closing or redefining first means the same both times (drivers
+        // close a statement in a batch of its own).
+        assert!(replayable(&[close_s1, sync()]));
+        assert!(replayable(&[
+            parse("s1", "SELECT 3"),
+            bind("s1"),
+            execute(),
+            sync()
+        ]));
+        // Closing a portal forgets nothing a replay needs.
+        let close_portal = msg(b'C', b"P\0");
+        assert!(replayable(&[bind("s1"), execute(), close_portal, sync()]));
     }
 }

@@ -162,6 +162,19 @@ impl Shared {
         self.host_pool(config, db, user, &host.host, host.port, HostRole::Replica)
     }
 
+    /// The pool writes go to after a failover moved them to `host` (`role
+    /// = "auto"`): a primary's pool (settings, and `role="primary"` in its
+    /// metrics), not the one that served reads there while it was a replica.
+    pub fn writer_pool_for(
+        &self,
+        config: &Config,
+        db: &str,
+        user: &str,
+        host: &HostState,
+    ) -> Option<Arc<Pool>> {
+        self.host_pool(config, db, user, &host.host, host.port, HostRole::Primary)
+    }
+
     fn host_pool(
         &self,
         config: &Config,
@@ -177,8 +190,10 @@ impl Shared {
             let p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
             p.contains(&None) || p.contains(&Some(db.to_string()))
         };
-        let addr = format!("{host}:{port}");
-        Some(self.pools.get_or_create(db, user, &addr, || {
+        // One pool per role on a host: a promoted replica's writes do not
+        // share (or take the labels of) the pool its reads used.
+        let key = format!("{host}:{port}/{}", role.as_str());
+        Some(self.pools.get_or_create(db, user, &key, || {
             let target = ServerTarget {
                 host: host.to_string(),
                 port,

@@ -93,7 +93,7 @@ impl Session {
                 read: false,
                 retry: false,
                 one_batch: false,
-                simple: false,
+                refusable: false,
             }
         } else {
             let shared = self.shared.clone();
@@ -141,7 +141,7 @@ impl Session {
             if !Arc::ptr_eq(&writer, &hosts.primary) {
                 if let Some(p) =
                     self.shared
-                        .replica_pool_for(config, &primary.database, &primary.user, &writer)
+                        .writer_pool_for(config, &primary.database, &primary.user, &writer)
                 {
                     return p;
                 }

@@ -43,6 +43,8 @@ pub struct HostState {
     pub wrong_role: AtomicBool,
     /// The last probe's `pg_is_in_recovery()` (the configured role until then).
     pub in_recovery: AtomicBool,
+    /// A primary's timeline, from the last probe; 0 = unknown or in recovery.
+    pub timeline: AtomicU64,
 }
 
 impl HostState {
@@ -62,6 +64,7 @@ impl HostState {
             served: AtomicU64::new(0),
             wrong_role: AtomicBool::new(false),
             in_recovery: AtomicBool::new(role == Role::Replica),
+            timeline: AtomicU64::new(0),
         }
     }
 

@@ -21,6 +21,12 @@ pub use host::{HostState, Role};
 #[derive(Default)]
 pub struct Topology {
     dbs: RwLock<HashMap<String, Arc<DbHosts>>>,
+    /// A read went to the primary only because no replica was seen past
+    /// its client's floor: the probe asks the healthy replicas for their
+    /// replay position early (see `probe::EAGER_GAP`), so reads come back
+    /// to a replica a few milliseconds after a write instead of up to one
+    /// `health_check_period` later. Shared with every `DbHosts`.
+    pub floor_missed: Arc<Notify>,
 }
 
 /// One database: its primary and replicas.
@@ -35,6 +41,8 @@ pub struct DbHosts {
     pub(crate) history: Mutex<probe::History>,
     /// `role = "auto"`: follow a failover.
     pub auto: bool,
+    /// `Topology::floor_missed`.
+    floor_missed: Arc<Notify>,
     /// Where writes go when it is not the configured primary (after a
     /// promotion was seen).
     writer: Mutex<Option<Arc<HostState>>>,
@@ -67,7 +75,8 @@ impl Topology {
         for (name, db) in &config.databases {
             let same = dbs.get(name).is_some_and(|d| d.matches(db));
             if !same {
-                dbs.insert(name.clone(), Arc::new(DbHosts::new(db)));
+                let hosts = DbHosts::new(db, self.floor_missed.clone());
+                dbs.insert(name.clone(), Arc::new(hosts));
             }
         }
     }
@@ -94,7 +103,7 @@ impl Topology {
 }
 
 impl DbHosts {
-    fn new(db: &DatabaseConfig) -> DbHosts {
+    fn new(db: &DatabaseConfig, floor_missed: Arc<Notify>) -> DbHosts {
         DbHosts {
             primary: Arc::new(HostState::new(&db.host, db.port, 1, Role::Primary)),
             replicas: db
@@ -106,6 +115,7 @@ impl DbHosts {
             probed: Notify::new(),
             history: Mutex::new(probe::History::default()),
             auto: db.routing.role == crate::config::RoleMode::Auto,
+            floor_missed,
             writer: Mutex::new(None),
         }
     }
@@ -120,25 +130,48 @@ impl DbHosts {
             .unwrap_or_else(|| self.primary.clone())
     }
 
-    /// After a probe round (`role = "auto"`): while the current writer is
-    /// healthy and not in recovery it stays, so an old primary that comes
-    /// back read-write (split brain) is never written to again. When it is
-    /// down or in recovery and exactly one other healthy host is not in
-    /// recovery, that host becomes the writer.
+    /// After a probe round (`role = "auto"`), picks the host writes go to.
+    /// Candidates are the healthy hosts that are not in recovery; the
+    /// newest timeline wins, because a promotion starts a new timeline and
+    /// an old primary that comes back read-write (split brain) stays on the
+    /// old one. The current writer stays while it is such a candidate on the
+    /// newest timeline (so two hosts on one timeline do not flap); otherwise
+    /// the one other host on the newest timeline takes over. With two or more
+    /// such hosts the choice is ambiguous and nothing changes (logged).
     pub fn elect(&self) {
         let current = self.writer();
-        if current.healthy() && !current.in_recovery.load(Relaxed) {
-            return;
-        }
-        let mut candidates = std::iter::once(&self.primary)
+        let candidates: Vec<&Arc<HostState>> = std::iter::once(&self.primary)
             .chain(&self.replicas)
-            .filter(|h| !Arc::ptr_eq(h, &current) && h.healthy() && h.lsn().is_some())
-            .filter(|h| !h.in_recovery.load(Relaxed));
-        let (Some(next), None) = (candidates.next(), candidates.next()) else {
+            .filter(|h| h.healthy() && h.lsn().is_some() && !h.in_recovery.load(Relaxed))
+            .collect();
+        let Some(newest) = candidates.iter().map(|h| h.timeline.load(Relaxed)).max() else {
             return;
         };
-        tracing::warn!(from = %current.addr(), to = %next.addr(), "failover: writes now go to the new primary");
-        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+        let on_newest = |h: &HostState| h.timeline.load(Relaxed) == newest;
+        if candidates.iter().any(|h| Arc::ptr_eq(h, &current)) && on_newest(&current) {
+            return;
+        }
+        let mut next = candidates.iter().filter(|h| on_newest(h));
+        match (next.next(), next.next()) {
+            (Some(next), None) => {
+                if !current.in_recovery.load(Relaxed) && current.healthy() {
+                    tracing::error!(
+                        stale = %current.addr(),
+                        stale_timeline = current.timeline.load(Relaxed),
+                        to = %next.addr(),
+                        timeline = newest,
+                        "two hosts accept writes; the one on the older timeline is a former primary and gets no more writes"
+                    );
+                } else {
+                    tracing::warn!(from = %current.addr(), to = %next.addr(), timeline = newest, "failover: writes now go to the new primary");
+                }
+                *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some((*next).clone());
+            }
+            (Some(a), Some(b)) => {
+                tracing::error!(a = %a.addr(), b = %b.addr(), timeline = newest, "two hosts accept writes on the same timeline; keeping writes where they were");
+            }
+            _ => {}
+        }
     }
 
     fn matches(&self, db: &DatabaseConfig) -> bool {
@@ -196,6 +229,10 @@ impl DbHosts {
         wait: Duration,
     ) -> (Choice, bool) {
         let first = self.pick(want, primary_reads).unwrap_or(Choice::Primary);
+        if matches!(first, Choice::Primary) && want.min_lsn > Lsn::ZERO {
+            // Perhaps only the last probe is behind: ask the replicas now.
+            self.floor_missed.notify_one();
+        }
         if wait.is_zero() || matches!(first, Choice::Replica(_)) || self.replicas.is_empty() {
             return (first, false);
         }

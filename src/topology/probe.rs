@@ -14,10 +14,19 @@ use crate::pool::{ServerAuth, ServerConn, ServerTarget};
 use crate::router::Lsn;
 use crate::shutdown::{reached, Phase};
 
-/// One round trip tells role and position on primaries and standbys alike.
+/// One round trip tells role and position on primaries and standbys alike,
+/// and a primary's timeline (the first 8 hex digits of its current WAL file
+/// name): after a promotion the new primary is on a higher timeline than an
+/// old one that came back read-write.
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery()::text, \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-      ELSE pg_current_wal_insert_lsn() END)::text";
+      ELSE pg_current_wal_insert_lsn() END)::text, \
+     (CASE WHEN pg_is_in_recovery() THEN NULL \
+      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::bigint END)::text";
+
+/// Replay positions asked for on demand (`Topology::floor_missed`) are
+/// asked at most this often.
+pub const EAGER_GAP: Duration = Duration::from_millis(10);
 
 /// How far back primary positions are remembered for time lag.
 const HISTORY: Duration = Duration::from_secs(120);
@@ -62,49 +71,108 @@ pub async fn run(
     config: impl Fn() -> Arc<Config> + Send + 'static,
     mut shutdown: watch::Receiver<Phase>,
 ) {
-    let mut conns: HashMap<String, Box<ServerConn>> = HashMap::new();
-    let mut next_id = 1u64 << 48;
-    loop {
+    let mut conns = Conns::default();
+    'rounds: loop {
         let cfg = config();
-        topology.sync(&cfg);
-        for (name, db) in topology.all() {
-            // Only databases with replicas are probed: a lone primary gets
-            // every request anyway, and needs no extra connection.
-            let Some(dbc) = cfg.databases.get(&name).filter(|d| !d.replicas.is_empty()) else {
-                continue;
-            };
-            let probe = Probe {
-                cfg: &cfg,
-                dbname: &dbc.dbname,
-            };
-            let now = Instant::now();
-            let primary_lsn = probe.host(&db.primary, &mut conns, &mut next_id).await;
-            if let Some(l) = primary_lsn {
-                db.history
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(now, l);
-            }
-            for r in &db.replicas {
-                let replayed = probe.host(r, &mut conns, &mut next_id).await;
-                update_lag(&db, r, replayed, primary_lsn, now);
-            }
-            if db.auto {
-                db.elect();
-            }
-            db.probed.notify_waiters();
-        }
+        round(&topology, &cfg, &mut conns, false).await;
         let period = cfg
             .pooler
             .health_check_period
             .max(Duration::from_millis(10));
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = reached(&mut shutdown, Phase::Stopping) => break,
+        let next = tokio::time::Instant::now() + period;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => break,
+                _ = topology.floor_missed.notified() => {
+                    replay_positions(&topology, &cfg, &mut conns).await;
+                    tokio::time::sleep_until(next.min(tokio::time::Instant::now() + EAGER_GAP)).await;
+                }
+                _ = reached(&mut shutdown, Phase::Stopping) => break 'rounds,
+            }
         }
     }
-    for (_, c) in conns.drain() {
+    for (_, c) in conns.map.drain() {
         c.terminate().await;
+    }
+}
+
+/// The probe's connections, one per host and database, kept between rounds.
+pub struct Conns {
+    map: HashMap<String, Box<ServerConn>>,
+    next_id: u64,
+}
+
+impl Default for Conns {
+    fn default() -> Self {
+        Conns {
+            map: HashMap::new(),
+            next_id: 1u64 << 48,
+        }
+    }
+}
+
+impl Conns {
+    /// Closes the connections (after a first round run before serving).
+    pub async fn close(mut self) {
+        for (_, c) in self.map.drain() {
+            c.terminate().await;
+        }
+    }
+}
+
+/// One probe round over every database with replicas (or, with `only_auto`,
+/// those following failovers with `role = "auto"`, before pglittle serves:
+/// so the first write already goes to the host the probe elected).
+pub async fn round(topology: &Topology, cfg: &Config, conns: &mut Conns, only_auto: bool) {
+    topology.sync(cfg);
+    for (name, db) in topology.all() {
+        if only_auto && !db.auto {
+            continue;
+        }
+        // Only databases with replicas are probed: a lone primary gets
+        // every request anyway, and needs no extra connection.
+        let Some(dbc) = cfg.databases.get(&name).filter(|d| !d.replicas.is_empty()) else {
+            continue;
+        };
+        let probe = Probe {
+            cfg,
+            dbname: &dbc.dbname,
+        };
+        let now = Instant::now();
+        let primary_lsn = probe.host(&db.primary, conns).await;
+        if let Some(l) = primary_lsn {
+            db.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(now, l);
+        }
+        for r in &db.replicas {
+            let replayed = probe.host(r, conns).await;
+            update_lag(&db, r, replayed, primary_lsn, now);
+        }
+        if db.auto {
+            db.elect();
+        }
+        db.probed.notify_waiters();
+    }
+}
+
+/// Between rounds, on demand: the replay position of each healthy replica.
+/// A failure counts toward a ban as in a full round; lag, the primary and
+/// banned hosts are left to the full rounds.
+async fn replay_positions(topology: &Topology, cfg: &Config, conns: &mut Conns) {
+    for (name, db) in topology.all() {
+        let Some(dbc) = cfg.databases.get(&name).filter(|d| !d.replicas.is_empty()) else {
+            continue;
+        };
+        let probe = Probe {
+            cfg,
+            dbname: &dbc.dbname,
+        };
+        for r in db.replicas.iter().filter(|r| r.healthy()) {
+            probe.host(r, conns).await;
+        }
+        db.probed.notify_waiters();
     }
 }
 
@@ -134,19 +202,14 @@ struct Probe<'a> {
 
 impl Probe<'_> {
     /// Probes one host; its WAL position on success.
-    async fn host(
-        &self,
-        h: &HostState,
-        conns: &mut HashMap<String, Box<ServerConn>>,
-        next_id: &mut u64,
-    ) -> Option<Lsn> {
+    async fn host(&self, h: &HostState, conns: &mut Conns) -> Option<Lsn> {
         let p = &self.cfg.pooler;
         let key = format!("{}/{}", h.addr(), self.dbname);
-        let result = match conns.remove(&key) {
+        let result = match conns.map.remove(&key) {
             Some(c) => Ok(c),
             None => match self.login() {
                 Some((user, auth)) => {
-                    *next_id += 1;
+                    conns.next_id += 1;
                     let target = ServerTarget {
                         host: h.host.clone(),
                         port: h.port,
@@ -155,7 +218,7 @@ impl Probe<'_> {
                         connect_timeout: p.server_connect_timeout.min(Duration::from_secs(2)),
                         max_prepared_statements: 0,
                     };
-                    ServerConn::connect(&target, &auth, *next_id)
+                    ServerConn::connect(&target, &auth, conns.next_id)
                         .await
                         .map(Box::new)
                 }
@@ -177,6 +240,9 @@ impl Probe<'_> {
                 let cell = |i: usize| row.and_then(|r| r.get(i).cloned().flatten());
                 let in_recovery = cell(0).as_deref() == Some("true");
                 let lsn = cell(1).and_then(|s| s.parse::<Lsn>().ok());
+                let timeline = cell(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                h.timeline
+                    .store(timeline, std::sync::atomic::Ordering::Relaxed);
                 h.in_recovery
                     .store(in_recovery, std::sync::atomic::Ordering::Relaxed);
                 let wrong = in_recovery != (h.role == Role::Replica);
@@ -187,7 +253,7 @@ impl Probe<'_> {
                     tracing::warn!(host = %h.addr(), configured = h.role.as_str(), in_recovery, "host's role differs from its configuration");
                 }
                 h.probe_ok(lsn, p.unban_after);
-                conns.insert(key, conn);
+                conns.map.insert(key, conn);
                 lsn
             }
             _ => {

@@ -23,7 +23,7 @@ fn db(weights: &[u32]) -> DbHosts {
             .collect(),
         routing: Default::default(),
     };
-    DbHosts::new(&cfg)
+    DbHosts::new(&cfg, Default::default())
 }
 
 fn host(c: Option<Choice>) -> String {

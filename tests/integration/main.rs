@@ -9,6 +9,7 @@ mod console;
 mod core;
 mod dashboard;
 mod drivers;
+mod failover;
 mod observe;
 mod pgbench;
 mod prepared;

@@ -18,7 +18,7 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of `name` on the line whose labels include all of `want`.
-fn sample(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
             continue;

@@ -309,6 +309,7 @@ async fn writes_follow_a_failover_with_role_auto() {
     .expect("private cluster");
     let mut config = split_config(&cluster, ReadYourWrites::Lsn);
     config.databases.get_mut(APP_DB).unwrap().routing.role = pglittle::config::RoleMode::Auto;
+    config.pooler.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let p = common::pooler(config).await;
     let c = table(&p, "failover").await;
     c.simple_query("INSERT INTO failover VALUES (1)")
@@ -377,6 +378,28 @@ async fn writes_follow_a_failover_with_role_auto() {
         let port = scalar(&c, "/* pglittle:primary */ SELECT inet_server_port()").await;
         assert_eq!(port, replica.port.to_string());
     }
+    // Dashboards see the promoted host's writes as a primary's.
+    let maddr = p.running.metrics_addr.expect("metrics endpoint");
+    let (_, text) = pglittle::metrics::http::get(maddr, "/metrics")
+        .await
+        .expect("GET /metrics");
+    let host = format!("{}:{}", replica.host, replica.port);
+    let as_primary = |name: &str| {
+        crate::observe::sample(&text, name, &[("host", &host), ("role", "primary")]).unwrap_or(0.0)
+    };
+    assert!(
+        as_primary("pglittle_transactions_total") >= 40.0,
+        "the promoted host's writes are not labelled role=\"primary\":\n{text}"
+    );
+    assert!(
+        crate::observe::sample(
+            &text,
+            "pglittle_queries_routed_total",
+            &[("host", &host), ("route", "primary")]
+        )
+        .is_some_and(|n| n >= 40.0),
+        "{text}"
+    );
 }
 
 /// Reads backend messages until one with `tag` arrives; returns its body.
@@ -483,4 +506,100 @@ async fn time_mode_and_causal_wait_also_read_your_writes() {
     }
     let ryw = &p.running.shared.ryw;
     assert!(ryw.waited.load(Relaxed) >= 15, "{ryw:?}");
+}
+
+/// An extended-protocol read (Parse/Bind/Execute/Sync, as drivers send
+/// with parameters) that the replica refuses with 25006 is retried once on
+/// the primary, where its statement is prepared afresh: the client gets
+/// its rows and never sees the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_read_the_replica_refuses_runs_on_the_primary() {
+    let p = common::pooler(split_config(common::cluster(), ReadYourWrites::Lsn)).await;
+    let c = table(&p, "ext_retry").await;
+    // A function that writes, but that the classifier cannot know writes:
+    // `SELECT ext_retry_add($1)` looks like a read and goes to the replica.
+    c.batch_execute(
+        "CREATE OR REPLACE FUNCTION ext_retry_add(v int) RETURNS int LANGUAGE sql \
+         AS 'INSERT INTO ext_retry VALUES (v) RETURNING id'",
+    )
+    .await
+    .unwrap();
+    let r = p.connect().await;
+    let retried = || p.running.shared.ryw.retried.load(Relaxed);
+    // Each retried call wrote on the primary and so raised `r`'s floor:
+    // wait until the replica has replayed it, so the next call goes there.
+    let replica_ready = || async {
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                on_replica(&r, "SELECT to_regprocedure('ext_retry_add(int)') IS NOT NULL AND pg_is_in_recovery()").await
+            })
+            .await,
+            "the replica never caught up"
+        );
+    };
+    replica_ready().await;
+    let prepared = r.prepare("SELECT ext_retry_add($1) + 0").await.unwrap();
+    for id in 0..12 {
+        replica_ready().await;
+        let before = retried();
+        let rows = match id % 3 {
+            // A new named statement per call (Parse/Describe/Sync, then Bind/Execute/Sync).
+            0 => {
+                r.query(&format!("SELECT ext_retry_add($1) + {id} - {id}"), &[&id])
+                    .await
+            }
+            // One statement, prepared once (on the replica), bound again and again.
+            1 => r.query(&prepared, &[&id]).await,
+            // The unnamed statement: Parse/Bind/Describe/Execute/Sync in one batch.
+            _ => {
+                r.query_typed(
+                    "SELECT ext_retry_add($1)",
+                    &[(&id, tokio_postgres::types::Type::INT4)],
+                )
+                .await
+            }
+        }
+        .unwrap_or_else(|e| panic!("call {id}: the client saw {e:?}"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get::<_, i32>(0), id);
+        assert_eq!(retried(), before + 1, "call {id} was not retried once");
+        // The write happened once, on the primary, and the caller reads it.
+        assert!(found(&r, "ext_retry", id).await, "row {id} not found");
+    }
+    let count = scalar(&c, "/* pglittle:primary */ SELECT count(*) FROM ext_retry").await;
+    assert_eq!(count, "12");
+    // Other errors on the replica reach the client as they are, not retried.
+    replica_ready().await;
+    let before = retried();
+    let e = r
+        .query("SELECT 1 / ($1::int - $1::int)", &[&1i32])
+        .await
+        .expect_err("division by zero");
+    assert_eq!(common::code(&e), "22012");
+    assert_eq!(retried(), before);
+}
+
+/// A read that missed its floor only because the last probe is old asks the
+/// replicas for their replay position at once: with a 3 s probe, a client's
+/// reads are back on the (undelayed) replica well within a second of each
+/// write, not up to 3 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_return_to_the_replica_soon_after_a_write_even_with_a_slow_probe() {
+    let mut config = split_config(common::cluster(), ReadYourWrites::Lsn);
+    config.pooler.health_check_period = Duration::from_secs(3);
+    let p = common::pooler(config).await;
+    let c = table(&p, "ryw_eager").await;
+    for id in 0..10 {
+        c.simple_query(&format!("INSERT INTO ryw_eager VALUES ({id})"))
+            .await
+            .unwrap();
+        assert!(found(&c, "ryw_eager", id).await, "stale read of row {id}");
+        assert!(
+            eventually(Duration::from_secs(1), || async {
+                on_replica(&c, "SELECT pg_is_in_recovery()").await
+            })
+            .await,
+            "a second after write {id}, reads were still on the primary"
+        );
+    }
 }
