@@ -12,8 +12,12 @@ use super::{stats, Grant, Pool, PoolError, State};
 /// 25% longer would fit in its timeout, so the spread of hold times does not
 /// turn admitted requests into timeouts.
 const PREDICTION_MARGIN: f64 = 1.25;
-/// The window the service rate is measured over.
+/// The window the service rate is measured over...
 const SERVICE_WINDOW: Duration = Duration::from_secs(2);
+/// ...unless the rate over this longer one is higher: a stall of a second
+/// or two (a checkpoint, a CPU-starved box) must not make a moving queue
+/// look stopped and have it refused wholesale.
+const SERVICE_FLOOR_WINDOW: Duration = Duration::from_secs(10);
 /// The queue is swept for requests that cannot make it at most this often.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -42,7 +46,7 @@ impl Pool {
         // How fast the queue moves: measured, while clients have been
         // queueing (it then includes every hand-off cost); otherwise the
         // pool's capacity, size / W.
-        let (served, queueing) = self.stats.service(now, SERVICE_WINDOW);
+        let (served, queueing) = self.service_rate(now);
         let rate = if queueing >= 1.0 && served > 0.0 {
             served
         } else {
@@ -80,7 +84,7 @@ impl Pool {
             return;
         }
         st.last_sweep = Some(now);
-        let (rate, queueing) = self.stats.service(now, SERVICE_WINDOW);
+        let (rate, queueing) = self.service_rate(now);
         if queueing < 1.0 || rate <= 0.0 {
             return;
         }
@@ -108,6 +112,15 @@ impl Pool {
         st.waiters = kept;
     }
 
+    /// How fast the queue moves (completions per second, the higher of the
+    /// last 2 s and the last 10 s) and how long it has been (mean clients
+    /// waiting over the last 2 s).
+    fn service_rate(&self, now: Instant) -> (f64, f64) {
+        let (recent, queueing) = self.stats.service(now, SERVICE_WINDOW);
+        let (longer, _) = self.stats.service(now, SERVICE_FLOOR_WINDOW);
+        (recent.max(longer), queueing)
+    }
+
     /// Logs shedding at most once a second per pool.
     pub(super) fn log_shed(&self, e: &PoolError) {
         let now = self.stats_epoch.elapsed().as_secs() + 1;
@@ -115,5 +128,103 @@ impl Pool {
         if last != now {
             tracing::warn!(pool = %self.name(), error = %e, "shedding load");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::oneshot;
+
+    use super::super::{Grant, Pool, PoolSettings, ServerAuth, ServerTarget, Waiter};
+    use crate::config::PoolMode;
+
+    fn pool() -> Pool {
+        let target = ServerTarget {
+            host: "127.0.0.1".into(),
+            port: 1,
+            dbname: "app".into(),
+            user: "app".into(),
+            connect_timeout: Duration::from_secs(1),
+            max_prepared_statements: 0,
+        };
+        let settings = PoolSettings {
+            mode: PoolMode::Transaction,
+            size: 4,
+            auto: None,
+            reserve_size: 0,
+            reserve_timeout: Duration::ZERO,
+            min_size: 0,
+            query_wait_timeout: Duration::from_secs(2),
+            server_idle_timeout: Duration::ZERO,
+            server_lifetime: Duration::ZERO,
+            server_check_delay: Duration::ZERO,
+            max_queue: 0,
+            shed_on_predicted_wait: true,
+        };
+        Pool::new("app", "app", target, ServerAuth::None, settings)
+    }
+
+    /// 100 completions a second with 20 clients queued, for `secs` seconds
+    /// from `start`, then `stall` seconds in which one completes.
+    fn history(p: &Pool, start: Instant, secs: u32, stall: u32) -> Instant {
+        for _ in 0..20 {
+            p.stats.arrive(start);
+        }
+        for i in 0..secs * 100 {
+            let t = start + Duration::from_millis(u64::from(i) * 10);
+            p.stats.arrive(t);
+            p.stats.lent(t, Duration::from_millis(200));
+            p.stats.returned(t, Duration::from_millis(40));
+        }
+        if stall > 0 {
+            let t = start + Duration::from_secs(u64::from(secs) + 1);
+            p.stats.arrive(t);
+            p.stats.lent(t, Duration::from_secs(1));
+            p.stats.returned(t, Duration::from_millis(40));
+        }
+        start + Duration::from_secs(u64::from(secs + stall))
+    }
+
+    fn queue(p: &Pool, n: usize, now: Instant) -> Vec<oneshot::Receiver<Grant>> {
+        let mut st = p.state();
+        (0..n)
+            .map(|i| {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push_back(Waiter {
+                    id: i as u64,
+                    tx,
+                    deadline: Some(now + Duration::from_secs(1)),
+                });
+                rx
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_moving_queue_is_kept_and_the_hopeless_tail_refused() {
+        let p = pool();
+        let now = history(&p, Instant::now() + Duration::from_secs(1), 10, 0);
+        // 100/s: 60 queued fit in 1 s with the 25% margin up to position 80.
+        let mut rx = queue(&p, 120, now);
+        p.sweep_hopeless(&mut p.state(), now);
+        let kept = p.state().waiters.len();
+        assert!((70..=85).contains(&kept), "kept {kept}");
+        assert!(matches!(rx[119].try_recv(), Ok(Grant::Refused(_))));
+        assert!(rx[0].try_recv().is_err(), "the head is still waiting");
+    }
+
+    #[test]
+    fn a_two_second_stall_does_not_refuse_the_whole_queue() {
+        let p = pool();
+        let now = history(&p, Instant::now() + Duration::from_secs(1), 10, 2);
+        let _rx = queue(&p, 50, now);
+        p.sweep_hopeless(&mut p.state(), now);
+        assert_eq!(
+            p.state().waiters.len(),
+            50,
+            "a stalled second emptied the queue"
+        );
     }
 }
