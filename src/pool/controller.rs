@@ -18,7 +18,8 @@
 //!   least a fifth of the relative growth. If it did not, the database is past the point where more
 //!   connections run in parallel (they only add contention and latency), so
 //!   the pool goes back to the size before the probe and stays at or below
-//!   it for [`KNEE_HOLD`], then probes again with half the step that failed
+//!   it for [`KNEE_HOLD`] (doubled after each further failed probe in a
+//!   row, up to 8x), then probes again with half the step that failed
 //!   (so repeated probes close in on the knee instead of overshooting it
 //!   the same way each time).
 //! * **Hysteresis and rate.** Growth at most doubles the size per tick, and
@@ -134,6 +135,8 @@ pub struct Controller {
     knee: Option<Knee>,
     /// After a failed probe: the largest step the next growth may take.
     step_limit: Option<usize>,
+    /// Probes that failed in a row: each doubles the next knee hold.
+    failed_probes: u32,
 }
 
 impl Controller {
@@ -177,13 +180,16 @@ impl Controller {
             let still_busy = s.busy_mean >= SATURATED * p.to as f64;
             if still_busy && gained < KNEE_EFFICIENCY * grew {
                 self.step_limit = Some(((p.to - p.from) / 2).max(1));
+                let hold = KNEE_HOLD * 2u32.pow(self.failed_probes.min(3));
+                self.failed_probes += 1;
                 self.knee = Some(Knee {
                     size: p.from,
-                    until: now + KNEE_HOLD,
+                    until: now + hold,
                 });
                 self.below_since = None;
                 return (bounds.clamp(p.from), Why::Knee);
             }
+            self.failed_probes = 0;
         }
         if let Some(k) = self.knee {
             if now >= k.until {
@@ -221,6 +227,7 @@ impl Controller {
         let step = ((current - want) / 4).max(1);
         // The load has changed: a later growth may take full steps again.
         self.step_limit = None;
+        self.failed_probes = 0;
         (current - step, Why::Shrink)
     }
 
