@@ -14,9 +14,10 @@ use super::{stats, Grant, Pool, PoolError, State};
 const PREDICTION_MARGIN: f64 = 1.25;
 /// The window the service rate is measured over...
 const SERVICE_WINDOW: Duration = Duration::from_secs(2);
-/// ...unless the rate over this longer one is higher: a stall of a second
-/// or two (a checkpoint, a CPU-starved box) must not make a moving queue
-/// look stopped and have it refused wholesale.
+/// ...but requests already queued are judged on the higher of that and the
+/// rate over this longer window: a stall of a second or two (a checkpoint, a
+/// CPU-starved box) must not make a moving queue look stopped and have it
+/// refused wholesale.
 const SERVICE_FLOOR_WINDOW: Duration = Duration::from_secs(10);
 /// The queue is swept for requests that cannot make it at most this often.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
@@ -46,7 +47,9 @@ impl Pool {
         // How fast the queue moves: measured, while clients have been
         // queueing (it then includes every hand-off cost); otherwise the
         // pool's capacity, size / W.
-        let (served, queueing) = self.service_rate(now);
+        // New arrivals are judged on the last 2 s alone: during a stall it
+        // is right to turn them away, and cheap to be cautious.
+        let (served, queueing) = self.stats.service(now, SERVICE_WINDOW);
         let rate = if queueing >= 1.0 && served > 0.0 {
             served
         } else {
@@ -112,9 +115,9 @@ impl Pool {
         st.waiters = kept;
     }
 
-    /// How fast the queue moves (completions per second, the higher of the
-    /// last 2 s and the last 10 s) and how long it has been (mean clients
-    /// waiting over the last 2 s).
+    /// How fast the queue moves, for requests already in it (completions
+    /// per second, the higher of the last 2 s and the last 10 s), and how
+    /// long it has been (mean clients waiting over the last 2 s).
     fn service_rate(&self, now: Instant) -> (f64, f64) {
         let (recent, queueing) = self.stats.service(now, SERVICE_WINDOW);
         let (longer, _) = self.stats.service(now, SERVICE_FLOOR_WINDOW);
