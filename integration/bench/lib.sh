@@ -22,8 +22,8 @@ FAILED=0
 KEEP=${KEEP:-0}
 BUILD=${BUILD:-1}
 
-log() { printf '[%s %s] %s\n' "${BENCH_NAME:-bench}" "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; FAILED=1; exit 1; }
+# shellcheck source=proc.sh
+. "$HERE/proc.sh"
 
 bench_cleanup() {
   local rc=$?
@@ -70,31 +70,6 @@ bench_setup() {
   chmod 755 "$WORK"
   trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port seconds pid
-  local deadline=$((SECONDS + $2))
-  while ((SECONDS < deadline)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-stop_pid() { # pid signal
-  local pid=$1
-  kill "-$2" "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
 }
 
 # Whole-machine CPU busy % over an interval: how much other work is running.

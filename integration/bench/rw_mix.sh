@@ -104,8 +104,9 @@ DBUSER=bench
 DBPASS="bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 IFS=, read -r -a TARGETS <<<"$TARGETS_ARG"
 
-log() { printf '[rw_mix %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; FAILED=1; exit 1; }
+BENCH_NAME=rw_mix
+# shellcheck source=proc.sh
+. "$(dirname "$0")/proc.sh"
 
 for tool in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBIN/pg_basebackup" "$PGBIN/psql" "$PGBENCH" python3; do
   command -v "$tool" >/dev/null 2>&1 || die "missing $tool"
@@ -158,31 +159,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port seconds pid
-  local deadline=$((SECONDS + $2))
-  while ((SECONDS < deadline)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-stop_pid() { # pid signal
-  local pid=$1
-  kill "-$2" "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local keep=()
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
 
 # ---------------------------------------------------------------- build ---
 if ((BUILD)); then
