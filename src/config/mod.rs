@@ -88,6 +88,12 @@ pub struct PoolerSettings {
     pub client_login_timeout: Duration,
     /// Clients idle inside a transaction are disconnected after this; zero turns it off.
     pub idle_transaction_timeout: Duration,
+    /// What a server is cleaned of when it goes back to the pool.
+    pub server_reset: ServerReset,
+    /// A client with session state that cannot follow it (temp tables,
+    /// WITH HOLD cursors, session advisory locks) keeps its server until
+    /// the state is gone, instead of the state being discarded.
+    pub pin_on_session_state: bool,
     /// Client messages larger than this (bytes) are refused with SQLSTATE 08P01.
     pub max_message_size: usize,
     /// How long SIGTERM waits for open transactions before closing them.
@@ -141,6 +147,8 @@ impl Default for PoolerSettings {
             client_idle_timeout: Duration::ZERO,
             client_login_timeout: Duration::from_secs(60),
             idle_transaction_timeout: Duration::ZERO,
+            server_reset: ServerReset::Detect,
+            pin_on_session_state: false,
             max_message_size: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 100,
@@ -158,6 +166,19 @@ impl Default for PoolerSettings {
             unban_after: 2,
         }
     }
+}
+
+/// How a server is cleaned at check-in (transaction mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ServerReset {
+    /// Reset only when the SQL the client sent shows session state that
+    /// cannot follow it (temp tables, LISTEN, advisory locks, SET ROLE, ...).
+    #[default]
+    Detect,
+    /// Reset every server at check-in (pipelined: no round trip is waited
+    /// for), keeping pglittle's own prepared statements: catches state made
+    /// where no lexer can look (DO blocks, functions, procedures).
+    Always,
 }
 
 /// When a server connection goes back to the pool.
@@ -354,6 +375,7 @@ keyword_enum!(RoleMode { Fixed => "fixed", Auto => "auto" });
 keyword_enum!(Switch { On => "on", Off => "off" });
 keyword_enum!(ReadYourWrites { Lsn => "lsn", Time => "time", Off => "off" });
 keyword_enum!(PrimaryReads { Never => "never", Fallback => "fallback", Always => "always" });
+keyword_enum!(ServerReset { Detect => "detect", Always => "always" });
 keyword_enum!(PoolMode { Transaction => "transaction", Session => "session" });
 keyword_enum!(LogFormat { Text => "text", Json => "json" });
 keyword_enum!(AuthMethod { ScramSha256 => "scram-sha-256", Md5 => "md5", Trust => "trust" });

@@ -31,6 +31,8 @@ const POOLER_KEYS: &[&str] = &[
     "client_idle_timeout",
     "client_login_timeout",
     "idle_transaction_timeout",
+    "server_reset",
+    "pin_on_session_state",
     "max_message_size",
     "shutdown_timeout",
     "max_prepared_statements",
@@ -124,6 +126,10 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         client_idle_timeout: duration("client_idle_timeout", d.client_idle_timeout)?,
         client_login_timeout: duration("client_login_timeout", d.client_login_timeout)?,
         idle_transaction_timeout: duration("idle_transaction_timeout", d.idle_transaction_timeout)?,
+        server_reset: s.keyword("server_reset")?.unwrap_or(d.server_reset),
+        pin_on_session_state: s
+            .boolean("pin_on_session_state")?
+            .unwrap_or(d.pin_on_session_state),
         max_message_size: s.size("max_message_size")?.unwrap_or(d.max_message_size),
         shutdown_timeout: duration("shutdown_timeout", d.shutdown_timeout)?,
         server_check_delay: duration("server_check_delay", d.server_check_delay)?,

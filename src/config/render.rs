@@ -69,6 +69,8 @@ fn render_pooler(config: &Config, out: &mut String) {
         "idle_transaction_timeout",
         duration(p.idle_transaction_timeout),
     );
+    line(out, "server_reset", toml_string(p.server_reset.as_str()));
+    line(out, "pin_on_session_state", p.pin_on_session_state);
     line(
         out,
         "max_message_size",

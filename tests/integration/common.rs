@@ -249,3 +249,42 @@ pub async fn own_role(config: &mut Config, name: &str) -> String {
         .insert(name.to_string(), user(&password, AuthMethod::Md5));
     password
 }
+
+/// Like `own_role`, but clients log in to pglittle without a password
+/// (`trust`), so raw-protocol tests can log in; pglittle still logs in to
+/// the server with the role's password.
+pub async fn trust_role(config: &mut Config, name: &str) -> String {
+    let password = own_role(config, name).await;
+    config
+        .users
+        .insert(name.to_string(), user(&password, AuthMethod::Trust));
+    password
+}
+
+/// A pooler whose pool for `name` has exactly ONE server connection, so
+/// every client reuses the same backend: client A does a thing, client B
+/// checks what it sees.
+pub async fn pool_of_one(name: &str, tweak: impl FnOnce(&mut Config)) -> Pooler {
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1.into();
+    trust_role(&mut cfg, name).await;
+    tweak(&mut cfg);
+    pooler(cfg).await
+}
+
+impl Pooler {
+    /// A tokio-postgres client as a trust user, with extra conninfo.
+    pub async fn connect_trust(&self, user: &str, extra: &str) -> Client {
+        let url = format!(
+            "host=127.0.0.1 port={} user={user} dbname={APP_DB} {extra}",
+            self.port
+        );
+        let (client, conn) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .expect("connect through pglittle");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+}
