@@ -7,6 +7,7 @@ mod binary_metrics;
 mod common;
 mod console;
 mod core;
+mod differential;
 mod dashboard;
 mod drivers;
 mod failover;
