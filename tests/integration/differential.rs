@@ -51,7 +51,7 @@
 //! (default 64); failures found are kept below as fixed cases, which run
 //! first.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -456,7 +456,6 @@ impl Act {
             _ => unreachable!(),
         }
     }
-
 }
 
 // ---------------------------------------------------------------------------
@@ -562,12 +561,10 @@ fn step(clients: usize, mode: Mode) -> impl Strategy<Value = Step> {
         1 => (proptest::collection::vec(act(mode), 1..5), proptest::bool::weighted(0.7))
             .prop_map(|(acts, commit)| Block::Tx(acts, commit)),
     ];
-    (0..clients as u8, proptest::bool::weighted(0.3), block).prop_map(|(client, ext, block)| {
-        Step {
-            client,
-            ext,
-            block,
-        }
+    (0..clients as u8, proptest::bool::weighted(0.3), block).prop_map(|(client, ext, block)| Step {
+        client,
+        ext,
+        block,
     })
 }
 
@@ -909,8 +906,9 @@ impl Conn {
                     for m in msgs {
                         match m {
                             SimpleQueryMessage::Row(row) => {
-                                let values: Vec<&str> =
-                                    (0..row.len()).map(|i| row.get(i).unwrap_or("NULL")).collect();
+                                let values: Vec<&str> = (0..row.len())
+                                    .map(|i| row.get(i).unwrap_or("NULL"))
+                                    .collect();
                                 out.push(format!("D[{}]", values.join("|")));
                             }
                             SimpleQueryMessage::CommandComplete(n) => out.push(format!("C{n}")),
@@ -1054,19 +1052,27 @@ impl Unfollowed {
 }
 
 /// What one client saw in one step (one entry per round trip or action).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Seen {
     client: usize,
+    /// What was sent, for the report (not compared: lock keys differ per run).
     labels: Vec<String>,
     results: Vec<String>,
+}
+
+impl PartialEq for Seen {
+    fn eq(&self, other: &Seen) -> bool {
+        self.client == other.client && self.results == other.results
+    }
 }
 
 const STEP_LIMIT: Duration = Duration::from_secs(15);
 
 static NAMESPACE: AtomicI32 = AtomicI32::new(1);
 
-/// The actions a fresh client runs after everyone else left.
-fn epilogue(mode: Mode) -> Vec<Act> {
+/// What a fresh client checks after everyone else left: nothing of theirs
+/// may show.
+fn epilogue() -> Vec<Act> {
     let mut acts: Vec<Act> = SETTINGS.iter().map(|&s| Show(s)).collect();
     acts.push(Schemas);
     for n in 0..SQL_NAMES.len() as u8 {
@@ -1075,10 +1081,59 @@ fn epilogue(mode: Mode) -> Vec<Act> {
     for n in 0..WIRE_NAMES.len() as u8 {
         acts.push(ExtQuery(n, 0));
     }
-    if mode == Mode::Pinned {
-        acts.extend([TempTables, Locks, Channels, Cursors]);
-    }
+    acts.extend([TempTables, Locks, Channels, Cursors]);
     acts
+}
+
+/// Server connections the pool of `mode` has.
+fn pool_size(mode: Mode) -> usize {
+    match mode {
+        Mode::Detect | Mode::Always => 1,
+        Mode::Pinned => 4,
+    }
+}
+
+/// The epilogue: one fresh client runs every check; then, so that every
+/// server of a bigger pool is looked at, as many fresh clients as the pool
+/// has servers each hold one in a transaction and check the server-side
+/// state (none of these checks can fail and abort the transaction).
+async fn epilogue_run(
+    target: Target<'_>,
+    mode: Mode,
+    cx: &Cx,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let fresh = ClientSpec {
+        kind: Wire,
+        startup: None,
+    };
+    let (mut labels, mut results) = (Vec::new(), Vec::new());
+    {
+        let mut conn = Conn::connect(target, &fresh).await?;
+        for a in &epilogue() {
+            labels.push(a.label(Wire, cx));
+            results.push(conn.act(a, false, cx).await);
+        }
+    }
+    if pool_size(mode) > 1 {
+        let mut holders = Vec::new();
+        for _ in 0..pool_size(mode) {
+            let mut conn = Conn::connect(target, &fresh).await?;
+            conn.sql("BEGIN", false).await;
+            holders.push(conn);
+        }
+        let mut server_side: Vec<Act> = SETTINGS.iter().map(|&s| Show(s)).collect();
+        server_side.extend([Schemas, TempTables, Locks, Channels, Cursors]);
+        for (k, conn) in holders.iter_mut().enumerate() {
+            for a in &server_side {
+                labels.push(format!("(holding server {k}) {}", a.label(Wire, cx)));
+                results.push(conn.act(a, false, cx).await);
+            }
+        }
+        for conn in &mut holders {
+            conn.sql("COMMIT", false).await;
+        }
+    }
+    Ok((labels, results))
 }
 
 /// Runs the script against `target`; returns what each step showed. Stops
@@ -1115,7 +1170,11 @@ async fn run(script: &Script, target: Target<'_>, mode: Mode) -> Vec<Seen> {
                     labels.push(a.label(kind, &cx));
                     let hide = hidden.hides(a);
                     let r = conn.act(a, step.ext, &cx).await;
-                    results.push(if hide { "(not compared)".to_string() } else { r });
+                    results.push(if hide {
+                        "(not compared)".to_string()
+                    } else {
+                        r
+                    });
                     hidden.after(a, true);
                 }
                 Block::Tx(acts, commit) => {
@@ -1125,7 +1184,11 @@ async fn run(script: &Script, target: Target<'_>, mode: Mode) -> Vec<Seen> {
                         labels.push(a.label(kind, &cx));
                         let hide = hidden.hides(a);
                         let r = conn.act(a, step.ext, &cx).await;
-                        results.push(if hide { "(not compared)".to_string() } else { r });
+                        results.push(if hide {
+                            "(not compared)".to_string()
+                        } else {
+                            r
+                        });
                         hidden.after(a, false);
                     }
                     let end = if *commit { "COMMIT" } else { "ROLLBACK" };
@@ -1147,29 +1210,22 @@ async fn run(script: &Script, target: Target<'_>, mode: Mode) -> Vec<Seen> {
             return seen;
         }
     }
-    // Everyone leaves; a fresh client must find a clean session.
+    // Everyone leaves; fresh clients must find clean sessions.
     drop(conns);
-    let fresh = ClientSpec {
-        kind: Wire,
-        startup: None,
-    };
     let client = script.clients.len();
     let cx = Cx { client, ns };
-    let acts = epilogue(mode);
-    let labels: Vec<String> = acts.iter().map(|a| a.label(Wire, &cx)).collect();
-    let work = async {
-        let mut conn = Conn::connect(target, &fresh).await?;
-        let mut results = Vec::new();
-        for a in &acts {
-            results.push(conn.act(a, false, &cx).await);
-        }
-        Ok::<_, String>(results)
-    };
-    let results = match tokio::time::timeout(STEP_LIMIT, work).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => vec![format!("CONNECT FAILED {e}")],
-        Err(_) => vec![format!("TIMEOUT after {STEP_LIMIT:?}")],
-    };
+    let (labels, results) =
+        match tokio::time::timeout(STEP_LIMIT, epilogue_run(target, mode, &cx)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => (
+                vec!["connect".to_string()],
+                vec![format!("CONNECT FAILED {e}")],
+            ),
+            Err(_) => (
+                vec!["epilogue".to_string()],
+                vec![format!("TIMEOUT after {STEP_LIMIT:?}")],
+            ),
+        };
     seen.push(Seen {
         client,
         labels,
@@ -1195,7 +1251,9 @@ fn report(script: &Script, pooled: &[Seen], direct: &[Seen]) -> Option<String> {
         };
         let mark = if i == first { "  <== differs" } else { "" };
         let _ = writeln!(out, "step {i} ({who}){mark}");
-        let n = p.map_or(0, |s| s.results.len()).max(d.map_or(0, |s| s.results.len()));
+        let n = p
+            .map_or(0, |s| s.results.len())
+            .max(d.map_or(0, |s| s.results.len()));
         for j in 0..n {
             let label = any.labels.get(j).map_or("", String::as_str);
             let pr = p.and_then(|s| s.results.get(j)).map_or("-", String::as_str);
@@ -1304,14 +1362,105 @@ impl Harness {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("PGLITTLE_DIFF_CASES")
+fn env_number(name: &str, default: u32) -> u32 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(default)
+}
+
+/// Scripts one simplification away from `s`.
+fn simpler(s: &Script) -> Vec<Script> {
+    let mut out = Vec::new();
+    let used: Vec<usize> = (0..s.clients.len())
+        .filter(|&c| {
+            s.steps
+                .iter()
+                .any(|st| usize::from(st.client) % s.clients.len() == c)
+        })
+        .collect();
+    if used.len() < s.clients.len() && !used.is_empty() {
+        let mut t = s.clone();
+        t.clients = used.iter().map(|&c| s.clients[c].clone()).collect();
+        for st in &mut t.steps {
+            let old = usize::from(st.client) % s.clients.len();
+            st.client = used.iter().position(|&c| c == old).unwrap() as u8;
+        }
+        out.push(t);
+    }
+    for i in 0..s.steps.len() {
+        let mut t = s.clone();
+        t.steps.remove(i);
+        out.push(t);
+    }
+    for (i, st) in s.steps.iter().enumerate() {
+        if let Block::Tx(acts, commit) = &st.block {
+            for j in 0..acts.len() {
+                let mut t = s.clone();
+                let mut acts = acts.clone();
+                let a = acts.remove(j);
+                t.steps[i].block = if acts.is_empty() {
+                    Block::One(a)
+                } else {
+                    Block::Tx(acts, *commit)
+                };
+                out.push(t);
+            }
+        }
+        if st.ext {
+            let mut t = s.clone();
+            t.steps[i].ext = false;
+            out.push(t);
+        }
+    }
+    for (c, spec) in s.clients.iter().enumerate() {
+        if spec.startup.is_some() {
+            let mut t = s.clone();
+            t.clients[c].startup = None;
+            out.push(t);
+        }
+        if spec.kind == Wire {
+            let mut t = s.clone();
+            t.clients[c].kind = Driver;
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// What proptest's shrinking leaves is often not minimal (shrinking under
+/// flat_map is limited): removes steps, actions and clients one at a time
+/// while the script still fails, for at most `budget`.
+fn minimise(
+    rt: &tokio::runtime::Runtime,
+    h: &mut Harness,
+    script: Script,
+    report: String,
+    budget: Duration,
+) -> (Script, String) {
+    let started = Instant::now();
+    let (mut best, mut report) = (script, report);
+    'outer: while started.elapsed() < budget {
+        for candidate in simpler(&best) {
+            if started.elapsed() >= budget {
+                break 'outer;
+            }
+            if let Err(r) = rt.block_on(h.check(&candidate)) {
+                best = candidate;
+                report = r;
+                continue 'outer;
+            }
+        }
+        break;
+    }
+    (best, report)
 }
 
 /// Runs the fixed cases, then the generated ones; fails with every report.
+///
+/// `PGLITTLE_DIFF_CASES` (default 64) generated cases; after a failure the
+/// run goes on with fresh cases until `PGLITTLE_DIFF_FAILURES` (default 1)
+/// distinct minimised failures are found.
 fn differential(mode: Mode, fixed: Vec<Script>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1319,38 +1468,88 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
         .build()
         .unwrap();
     let started = Instant::now();
-    let harness = RefCell::new(rt.block_on(Harness::new(mode)));
+    let mut h = rt.block_on(Harness::new(mode));
     let mut failures = Vec::new();
     for (i, s) in fixed.iter().enumerate() {
-        if let Err(r) = rt.block_on(harness.borrow_mut().check(s)) {
+        if let Err(r) = rt.block_on(h.check(s)) {
             failures.push(format!("fixed case {i} of {mode:?} fails: {r}"));
         }
     }
-    let cases = cases();
-    let mut runner = TestRunner::new(PtConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 2000,
-        max_shrink_time: 300_000,
-        ..PtConfig::default()
-    });
-    let result = runner.run(&scripts(mode), |s| {
-        rt.block_on(harness.borrow_mut().check(&s))
-            .map_err(TestCaseError::fail)
-    });
+    let fixed_time = started.elapsed();
+    let cases = env_number("PGLITTLE_DIFF_CASES", 64);
+    let wanted = env_number("PGLITTLE_DIFF_FAILURES", 1).max(1) as usize;
+    let mut found: Vec<String> = Vec::new();
+    let mut ran = 0u32;
+    let passing_time = Cell::new(Duration::ZERO);
+    let passing = Cell::new(0u32);
+    while ran < cases && found.len() < wanted {
+        let harness = RefCell::new(&mut h);
+        // Cases that passed before the first failure (later runs are shrinking).
+        let passed = Cell::new(0u32);
+        let failed = Cell::new(false);
+        let mut runner = TestRunner::new(PtConfig {
+            cases: cases - ran,
+            failure_persistence: None,
+            max_shrink_iters: 500,
+            max_shrink_time: 60_000,
+            ..PtConfig::default()
+        });
+        let result = runner.run(&scripts(mode), |s| {
+            let t = Instant::now();
+            let outcome = rt.block_on(harness.borrow_mut().check(&s));
+            if outcome.is_ok() {
+                passing_time.set(passing_time.get() + t.elapsed());
+                passing.set(passing.get() + 1);
+            }
+            if !failed.get() {
+                match outcome {
+                    Ok(()) => passed.set(passed.get() + 1),
+                    Err(_) => failed.set(true),
+                }
+            }
+            outcome.map_err(TestCaseError::fail)
+        });
+        drop(harness);
+        match result {
+            Ok(()) => ran = cases,
+            Err(TestError::Fail(reason, script)) => {
+                let (script, reason) = minimise(
+                    &rt,
+                    &mut h,
+                    script,
+                    reason.message().to_string(),
+                    Duration::from_secs(90),
+                );
+                let again = (0..3)
+                    .filter(|_| rt.block_on(h.check(&script)).is_err())
+                    .count();
+                let text = script.to_rust();
+                if !found.contains(&text) {
+                    failures.push(format!(
+                        "generated case of {mode:?} fails, minimised (fails again {again} of 3 runs); \
+                         keep it as a fixed case:\n{text}\n\n{reason}"
+                    ));
+                    found.push(text);
+                }
+                ran += passed.get() + 1;
+            }
+            Err(TestError::Abort(reason)) => {
+                failures.push(format!("{mode:?} aborted: {reason}"));
+                break;
+            }
+        }
+    }
     eprintln!(
-        "differential {mode:?}: {} fixed and {cases} generated cases in {:.1?}",
+        "differential {mode:?}: {} fixed cases in {fixed_time:.1?}; {ran} of {cases} generated \
+         cases run, {} distinct failures; {} passing runs took {:.1?} ({:.0?} each); \
+         {:.1?} in all",
         fixed.len(),
+        found.len(),
+        passing.get(),
+        passing_time.get(),
+        passing_time.get() / passing.get().max(1),
         started.elapsed()
     );
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, script)) => failures.push(format!(
-            "generated case of {mode:?} fails (minimised; keep it as a fixed case):\n{}\n\n{reason}",
-            script.to_rust()
-        )),
-        Err(TestError::Abort(reason)) => failures.push(format!("{mode:?} aborted: {reason}")),
-    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -1359,15 +1558,99 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
 
 #[test]
 fn differential_settings_and_statements_on_one_server() {
-    differential(Mode::Detect, vec![]);
+    differential(
+        Mode::Detect,
+        vec![
+            // search_path learned as `"$user", public` was re-applied as
+            // one quoted name: """$user"", public".
+            script(
+                &[(Driver, None), (Driver, None)],
+                vec![
+                    one(0, false, Set(SearchPath, 0)),
+                    one(1, false, Set(SearchPath, 2)),
+                    one(0, false, Show(SearchPath)),
+                ],
+            ),
+            // An empty search_path (only set_config makes one) came back
+            // as `""`, a path of one schema named "".
+            script(
+                &[(Driver, None)],
+                vec![
+                    one(0, false, SetConfig(SearchPath, 0, false)),
+                    one(0, false, Show(SearchPath)),
+                ],
+            ),
+            // A SQL-level PREPARE stayed on the server: a fresh client
+            // could EXECUTE it, and Bind it as "a".
+            script(&[(Driver, None)], vec![one(0, false, Prepare(0, 0))]),
+            // set_config of an untracked setting was dropped at the end
+            // of the transaction (SHOW said 4MB).
+            script(
+                &[(Driver, None)],
+                vec![
+                    one(0, false, SetConfig(WorkMem, 1, false)),
+                    one(0, false, Show(WorkMem)),
+                ],
+            ),
+            // A SET sent through the extended protocol was not seen: it
+            // reached the next client.
+            script(
+                &[(Driver, None)],
+                vec![one(0, true, Set(StatementTimeout, 1))],
+            ),
+            // The unnamed statement (here a SET sent with Parse) was gone
+            // by the next round trip: 26000 instead of PostgreSQL's 08P01
+            // for binding one parameter to a statement that takes none.
+            script(
+                &[(Wire, None)],
+                vec![
+                    one(0, true, Set(SearchPath, 0)),
+                    one(0, false, ExtQuery(0, 0)),
+                ],
+            ),
+        ],
+    );
 }
 
 #[test]
 fn differential_do_blocks_with_server_reset_always() {
-    differential(Mode::Always, vec![]);
+    differential(
+        Mode::Always,
+        vec![
+            // A DO block's set_config reached the next client.
+            script(
+                &[(Driver, None)],
+                vec![one(0, false, Do(WorkMem, 1, false))],
+            ),
+            // set_config(..., is_local = true) outside a transaction block
+            // lasts for its statement only; it was kept as the session's
+            // search_path.
+            script(
+                &[(Driver, None)],
+                vec![
+                    one(0, false, SetConfig(SearchPath, 0, true)),
+                    one(0, false, Schemas),
+                ],
+            ),
+        ],
+    );
 }
 
 #[test]
 fn differential_session_state_with_pinning() {
-    differential(Mode::Pinned, vec![]);
+    differential(
+        Mode::Pinned,
+        vec![
+            // A WITH HOLD cursor vanished at the end of the transaction.
+            script(
+                &[(Driver, None)],
+                vec![one(0, false, Declare(0)), one(0, false, Cursors)],
+            ),
+            // LISTEN did not last: pg_listening_channels() was empty.
+            script(
+                &[(Driver, None)],
+                vec![one(0, false, Listen(0)), one(0, false, Channels)],
+            ),
+        ],
+    );
 }
