@@ -8,6 +8,7 @@ mod flight;
 mod handshake;
 mod idle;
 mod meter;
+mod panic;
 mod relay;
 mod rewrite;
 mod routing;
@@ -127,9 +128,19 @@ impl Session {
             let Some(first) = self.wait_for_message(&mut shutdown).await? else {
                 return Ok(());
             };
-            // Everything past the idle wait is boxed: see `serve`.
-            if Box::pin(self.handle(first)).await? == Next::Close {
-                return Ok(());
+            // Everything past the idle wait is boxed: see `serve`. A panic
+            // in it ends this session only, with an ErrorResponse.
+            match panic::CatchPanic::new(self.handle(first)).await {
+                Ok(next) => {
+                    if next? == Next::Close {
+                        return Ok(());
+                    }
+                }
+                Err(what) => {
+                    tracing::error!(panic = %what, "a session panicked; ending only that session");
+                    self.lease = None;
+                    return Err(SessionError::Panic(what));
+                }
             }
             if self.lease.is_none() && *shutdown.borrow() >= Phase::Draining {
                 return Err(SessionError::ShuttingDown);
