@@ -2,11 +2,16 @@
 //! a server lent for the length of a transaction (or the whole session).
 
 pub mod cancel;
+mod checkin;
 pub mod clients;
 mod flight;
 mod handshake;
+mod idle;
 mod meter;
+mod panic;
 mod relay;
+#[cfg(test)]
+mod relay_tests;
 mod rewrite;
 mod routing;
 mod shared;
@@ -27,7 +32,8 @@ use crate::config::PoolMode;
 use crate::error::SessionError;
 use crate::pool::{params::Params, Lease, Pool};
 use crate::protocol::backend::{self, Severity};
-use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::protocol::frame::peek_header;
+use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::shutdown::Phase;
 use cancel::CancelHandle;
 use relay::{Flight, Outcome, RelayLimits};
@@ -42,6 +48,12 @@ pub struct Session {
     defaults: Arc<Params>,
     /// Where this client's session differs from `defaults`.
     overrides: Params,
+    /// `overrides` as the session started: what RESET returns to.
+    startup: Arc<Params>,
+    /// How servers are cleaned at check-in.
+    policy: checkin::CheckinPolicy,
+    /// Why this transaction-mode client keeps its server, if it does.
+    pin: Option<checkin::PinReason>,
     cancel: CancelHandle,
     /// Named prepared statements, kept across servers in transaction mode.
     statements: statements::ClientStatements,
@@ -101,9 +113,11 @@ impl Session {
             }
         }
         if let Some(lease) = self.lease.take() {
-            // Session mode: give the server back only if it can be made clean.
+            // Session mode, or a pinned client: give the server back only if
+            // it can be made clean.
             Box::pin(self.finish_lease(lease, true)).await;
         }
+        self.set_pin(None);
         result
     }
 
@@ -116,9 +130,19 @@ impl Session {
             let Some(first) = self.wait_for_message(&mut shutdown).await? else {
                 return Ok(());
             };
-            // Everything past the idle wait is boxed: see `serve`.
-            if Box::pin(self.handle(first)).await? == Next::Close {
-                return Ok(());
+            // Everything past the idle wait is boxed: see `serve`. A panic
+            // in it ends this session only, with an ErrorResponse.
+            match panic::CatchPanic::new(self.handle(first)).await {
+                Ok(next) => {
+                    if next? == Next::Close {
+                        return Ok(());
+                    }
+                }
+                Err(what) => {
+                    tracing::error!(panic = %what, "a session panicked; ending only that session");
+                    self.lease = None;
+                    return Err(SessionError::Panic(what));
+                }
             }
             if self.lease.is_none() && *shutdown.borrow() >= Phase::Draining {
                 return Err(SessionError::ShuttingDown);
@@ -130,9 +154,12 @@ impl Session {
     async fn handle(&mut self, first: First) -> Result<Next, SessionError> {
         // A Sync with nothing before it, and no server held: nothing is in a
         // transaction, so pglittle answers it. (A held server answers itself.)
+        if first == First::Stray && self.lease.is_none() {
+            self.skip_message().await?;
+            return Ok(Next::Continue);
+        }
         if first == First::LoneSync && self.lease.is_none() {
-            self.buf
-                .advance(first_len(&self.buf, self.limits.max_message)?);
+            self.skip_message().await?;
             let mut out = BytesMut::new();
             backend::ready_for_query(&mut out, b'I');
             self.client.write_all(&out).await?;
@@ -158,6 +185,7 @@ impl Session {
             },
         };
         let flight = Flight::new();
+        flight.lex_unsafe.store(self.lex_unsafe(), Relaxed);
         let pool = lease.pool().clone();
         if let Some(p) = &plan {
             flight.one_batch.store(p.one_batch, Relaxed);
@@ -188,7 +216,7 @@ impl Session {
                 if let Some(next) = self.retry_on_primary(p, &outcome, &flight) {
                     return match next {
                         Retry::AfterIdle => {
-                            self.after_transaction(lease, &flight).await;
+                            self.lease = self.after_transaction(lease, &flight).await;
                             Ok(Next::Continue)
                         }
                         Retry::Discard => {
@@ -208,11 +236,17 @@ impl Session {
                 Ok(Next::Continue)
             }
             Outcome::Idle => {
-                self.after_transaction(lease, &flight).await;
+                self.lease = self.after_transaction(lease, &flight).await;
                 Ok(Next::Continue)
             }
+            Outcome::IdleThenGone if self.mode == PoolMode::Session => {
+                self.finish_lease(lease, true).await;
+                Ok(Next::Close)
+            }
             Outcome::IdleThenGone => {
-                self.after_transaction(lease, &flight).await;
+                if let Some(kept) = self.after_transaction(lease, &flight).await {
+                    self.finish_lease(kept, true).await;
+                }
                 Ok(Next::Close)
             }
             Outcome::ClientGone => {
@@ -229,6 +263,7 @@ impl Session {
             }
             Outcome::ServerGone { told } => {
                 self.cancel.clear_server();
+                self.set_pin(None);
                 lease.discard();
                 if told {
                     return Ok(Next::Close);
@@ -287,8 +322,24 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            // A held server (session mode, a pinned client) may speak first.
+            let client = &self.client;
+            let held = self.lease.as_mut().map(|l| l.conn());
+            let server_said = async {
+                match held {
+                    Some(conn) => conn.stream.readable().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                r = self.client.readable() => r?,
+                r = client.readable() => r?,
+                r = server_said => {
+                    r.map_err(|_| SessionError::ServerLost)?;
+                    if !Box::pin(self.relay_server_chatter()).await? {
+                        return Ok(None);
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => continue,
                 _ = expired => return Err(SessionError::ClientIdle),
             }
@@ -309,12 +360,27 @@ impl Session {
         let wait = pool.settings().query_wait_timeout;
         self.entry.entry.set_state(clients::ClientState::Waiting);
         let mut lease = pool.acquire(wait).await?;
+        // A reset written at check-in: its reply is read first (usually
+        // already here). One that failed leaves a server not known clean.
+        let mut tries = 0;
+        while let Err(e) = lease
+            .conn()
+            .finish_reset(pool.target().connect_timeout)
+            .await
+        {
+            tracing::warn!(error = %e, "a server failed its check-in reset; closing it");
+            lease.discard();
+            tries += 1;
+            if tries > 3 {
+                return Err(e.into());
+            }
+            lease = pool.acquire(wait).await?;
+        }
         self.entry.entry.set_state(clients::ClientState::Active);
         let conn = lease.conn();
         // Skip the comparison when this server was last synced for a client
         // with the same overrides and nothing changed since (the common case).
-        let fingerprint = self.overrides.fingerprint();
-        let unchanged = !conn.params.changed() && conn.synced_for == Some(fingerprint);
+        let unchanged = !conn.params.changed() && conn.synced_for.as_ref() == Some(&self.overrides);
         let sync = if unchanged {
             None
         } else {
@@ -349,41 +415,19 @@ impl Session {
         }
         let conn = lease.conn();
         conn.params.mark_synced();
-        conn.synced_for = Some(fingerprint);
+        if !unchanged {
+            conn.synced_for = Some(self.overrides.clone());
+        }
         self.cancel.set_server_in(pool, conn.pid, conn.secret);
         Ok(lease)
     }
 
-    /// Transaction over and the server idle: learn what the client changed,
-    /// reset what cannot be carried, and give the server back.
-    async fn after_transaction(&mut self, mut lease: Lease, flight: &Flight) {
-        self.cancel.clear_server();
-        let fx = flight.effects();
-        let timeout = self.pool.target().connect_timeout;
-        let conn = lease.conn();
-        if fx.search_path {
-            match conn.simple_query("SHOW search_path", timeout).await {
-                Ok(o) => {
-                    if let Some(Some(v)) = o.rows.first().and_then(|r| r.first()) {
-                        self.overrides
-                            .set_override(&self.defaults, "search_path", v);
-                        conn.params.set("search_path", v);
-                    }
-                }
-                Err(_) => return lease.discard(),
-            }
-        }
-        if fx.needs_reset {
-            match conn.simple_query("DISCARD ALL", timeout).await {
-                Ok(o) if o.error.is_none() => {
-                    let defaults = &self.defaults;
-                    conn.params.retain(|k| defaults.get(k).is_some());
-                    conn.statements.clear();
-                }
-                _ => return lease.discard(),
-            }
-        }
-        lease.release();
+    /// Transaction over and the server idle: the settings the client
+    /// changed follow it, and the server is cleaned or kept (`checkin`).
+    /// Returns the lease when the client keeps it.
+    async fn after_transaction(&mut self, lease: Lease, flight: &Flight) -> Option<Lease> {
+        self.check_in(lease, flight.effects(), flight.take_settings())
+            .await
     }
 
     /// The client left (or broke the protocol) while holding a server: roll
@@ -391,40 +435,34 @@ impl Session {
     async fn abandon(&mut self, lease: Lease, flight: &Flight) {
         self.cancel.clear_server();
         if !flight.quiet() {
+            self.set_pin(None);
             return lease.discard();
         }
-        let clean = flight.status() == b'I';
-        self.finish_lease(lease, clean).await;
+        let idle = flight.status() == b'I';
+        self.finish_lease(lease, idle).await;
     }
 
-    /// Returns a server whose client is done with it, after ROLLBACK (if it
-    /// was in a transaction) and DISCARD ALL (session mode, or stray state).
-    async fn finish_lease(&mut self, mut lease: Lease, idle: bool) {
-        self.cancel.clear_server();
-        let timeout = self.pool.target().connect_timeout;
-        let conn = lease.conn();
-        let sql = if self.mode == PoolMode::Session {
-            if idle {
-                "DISCARD ALL"
-            } else {
-                "ROLLBACK; DISCARD ALL"
-            }
-        } else if idle {
-            return lease.release();
-        } else {
-            "ROLLBACK"
+    /// The client's session makes the SQL lexer unreliable: backslashes
+    /// escape quotes (standard_conforming_strings off), or the encoding
+    /// lets a multibyte character end in a quote-like byte.
+    fn lex_unsafe(&self) -> bool {
+        const UNSAFE_ENCODINGS: &[&str] = &[
+            "sjis",
+            "shift_jis_2004",
+            "big5",
+            "gbk",
+            "gb18030",
+            "uhc",
+            "johab",
+        ];
+        let get = |k: &str| {
+            self.overrides
+                .get(k)
+                .or_else(|| self.defaults.get(k))
+                .map(str::to_ascii_lowercase)
         };
-        match conn.simple_query(sql, timeout).await {
-            Ok(o) if o.error.is_none() => {
-                if sql.contains("DISCARD") {
-                    let defaults = &self.defaults;
-                    conn.params.retain(|k| defaults.get(k).is_some());
-                    conn.statements.clear();
-                }
-                lease.release()
-            }
-            _ => lease.discard(),
-        }
+        get("standard_conforming_strings").as_deref() == Some("off")
+            || get("client_encoding").is_some_and(|e| UNSAFE_ENCODINGS.contains(&e.as_str()))
     }
 
     /// Answers a request that could not get a server: an error, then (for an
@@ -438,8 +476,7 @@ impl Session {
         if first == First::Extended {
             self.skip_to_sync().await?;
         } else {
-            self.buf
-                .advance(first_len(&self.buf, self.limits.max_message)?);
+            self.skip_message().await?;
         }
         let mut out = BytesMut::new();
         backend::ready_for_query(&mut out, b'I');
@@ -448,22 +485,38 @@ impl Session {
     }
 
     async fn skip_to_sync(&mut self) -> Result<(), SessionError> {
+        while self.skip_message().await? != b'S' {}
+        Ok(())
+    }
+
+    /// Drops the client's next message, reading (and dropping) as much of
+    /// it as has not arrived: a large one is never held whole. Its tag.
+    async fn skip_message(&mut self) -> Result<u8, SessionError> {
+        let (tag, mut left) = loop {
+            if let Some(h) = peek_header(&self.buf, self.limits.max_message)? {
+                break h;
+            }
+            self.read_more().await?;
+        };
         loop {
-            while let Some((is_sync, len)) = peek_message(&self.buf, self.limits.max_message)?
-                .map(|(msg, len)| (msg == FrontendMessage::Sync, len))
-            {
-                self.buf.advance(len);
-                if is_sync {
-                    return Ok(());
-                }
+            let k = left.min(self.buf.len());
+            self.buf.advance(k);
+            left -= k;
+            if left == 0 {
+                return Ok(tag);
             }
-            self.buf.reserve(8 * 1024);
-            if tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.buf).await? == 0 {
-                return Err(SessionError::ClientIo(
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                ));
-            }
+            self.read_more().await?;
         }
+    }
+
+    async fn read_more(&mut self) -> Result<(), SessionError> {
+        self.buf.reserve(8 * 1024);
+        if tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.buf).await? == 0 {
+            return Err(SessionError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn send_error(&mut self, severity: Severity, err: &SessionError) -> std::io::Result<()> {
@@ -492,20 +545,29 @@ enum First {
     Simple,
     Extended,
     LoneSync,
+    /// CopyData, CopyDone, CopyFail or Flush with no server held.
+    Stray,
     Terminate,
 }
 
 fn classify_first(buf: &[u8], max: usize) -> Result<Option<First>, SessionError> {
-    Ok(peek_message(buf, max)?.map(|(msg, _)| match msg {
+    let kind = |msg: &FrontendMessage<'_>| match msg {
         FrontendMessage::Terminate => First::Terminate,
         FrontendMessage::Sync => First::LoneSync,
+        // Ignored by PostgreSQL outside COPY (or, alone, with nothing to
+        // flush): no reason to lend a server.
+        FrontendMessage::CopyData
+        | FrontendMessage::CopyDone
+        | FrontendMessage::CopyFail
+        | FrontendMessage::Flush => First::Stray,
         m if m.is_extended() => First::Extended,
         _ => First::Simple,
-    }))
-}
-
-fn first_len(buf: &[u8], max: usize) -> Result<usize, SessionError> {
-    Ok(peek_message(buf, max)?.map(|(_, len)| len).unwrap_or(0))
+    };
+    if let Some((msg, _)) = peek_message(buf, max)? {
+        return Ok(Some(kind(&msg)));
+    }
+    // A large message is lent a server on its head alone (it streams).
+    Ok(peek_stream_head(buf, max)?.map(|h| kind(&h.msg)))
 }
 
 #[cfg(test)]
@@ -536,8 +598,14 @@ mod tests {
             mode: PoolMode::Transaction,
             defaults: Arc::new(Params::new()),
             overrides: Params::new(),
+            startup: Arc::new(Params::new()),
+            policy: checkin::CheckinPolicy {
+                server_reset: crate::config::ServerReset::Detect,
+                pin_on_session_state: false,
+            },
+            pin: None,
             cancel: shared.cancels.register(pool),
-            statements: Default::default(),
+            statements: statements::ClientStatements::new(),
             lease: None,
             buf: BytesMut::new(),
             limits: RelayLimits {

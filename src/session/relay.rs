@@ -13,12 +13,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pool::params::Params;
+use crate::pool::prepared::ServerStatements;
 use crate::pool::ServerConn;
-use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::protocol::scan::{BackendEvent, BackendKind, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
 
@@ -85,8 +86,25 @@ fn holdable(kind: BackendKind) -> bool {
     )
 }
 
-/// Runs until the transaction ends. `cbuf` holds client bytes not yet
-/// forwarded (at least one complete message on entry).
+/// The client's side of a relay: its unhandled bytes and what pglittle
+/// keeps of its session.
+pub struct ClientSide<'a> {
+    /// Client bytes not yet forwarded (at least one complete message, or
+    /// the head of a streamed one, on entry).
+    pub buf: &'a mut BytesMut,
+    pub params: &'a mut Params,
+    pub statements: &'a mut ClientStatements,
+    pub defaults: &'a Params,
+}
+
+/// The server's side: its read buffer and pglittle's model of its session.
+pub struct ServerSide<'a> {
+    pub buf: &'a mut BytesMut,
+    pub params: &'a mut Params,
+    pub statements: &'a mut ServerStatements,
+}
+
+/// Runs until the transaction ends, over the client's and server's sockets.
 #[allow(clippy::too_many_arguments)]
 pub async fn transaction(
     client: &mut TcpStream,
@@ -99,13 +117,50 @@ pub async fn transaction(
     limits: &RelayLimits,
     meter: &super::meter::Meter<'_>,
 ) -> Outcome {
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.stream.split();
-    let sbuf = &mut server.buf;
-    let server_params = &mut server.params;
+    let (cr, cw) = client.split();
+    let (sr, sw) = server.stream.split();
+    let client = ClientSide {
+        buf: cbuf,
+        params: client_params,
+        statements,
+        defaults,
+    };
+    let server = ServerSide {
+        buf: &mut server.buf,
+        params: &mut server.params,
+        statements: &mut server.statements,
+    };
+    pump((cr, cw), (sr, sw), client, server, flight, limits, meter).await
+}
+
+/// The relay itself, over any stream halves (sockets in production,
+/// `tokio::io::duplex` in tests).
+pub async fn pump<CR, CW, SR, SW>(
+    (mut cr, mut cw): (CR, CW),
+    (mut sr, mut sw): (SR, SW),
+    client: ClientSide<'_>,
+    server: ServerSide<'_>,
+    flight: &Flight,
+    limits: &RelayLimits,
+    meter: &super::meter::Meter<'_>,
+) -> Outcome
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let ClientSide {
+        buf: cbuf,
+        params: client_params,
+        statements,
+        defaults,
+    } = client;
+    let sbuf = server.buf;
+    let server_params = server.params;
     let books = Mutex::new(Books::new(
         statements,
-        &mut server.statements,
+        server.statements,
         limits.rewrite_statements,
     ));
     let books = &books;
@@ -113,6 +168,8 @@ pub async fn transaction(
 
     let c2s = async {
         let mut out = BytesMut::new();
+        // Bytes of a large message still to pass through untouched.
+        let mut stream_left = 0usize;
         loop {
             if flight.stopping.load(Relaxed) {
                 return ClientEnd::Stopped;
@@ -126,6 +183,16 @@ pub async fn transaction(
                     out.extend_from_slice(&replay);
                 }
                 loop {
+                    if stream_left > 0 {
+                        let k = stream_left.min(cbuf.len() - n);
+                        out.extend_from_slice(&cbuf[n..n + k]);
+                        n += k;
+                        stream_left -= k;
+                        if stream_left > 0 {
+                            break;
+                        }
+                        continue;
+                    }
                     if flight.batch_sent.load(Relaxed) {
                         break;
                     }
@@ -146,7 +213,23 @@ pub async fn transaction(
                                 flight.batch_sent.store(true, Relaxed);
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => match peek_stream_head(&cbuf[n..], limits.max_message) {
+                            // A large Bind, CopyData or FunctionCall: its head
+                            // now, the rest as it arrives, never held whole.
+                            Ok(Some(head)) => {
+                                flight.note(&head.msg);
+                                meter.client_message(&head.msg);
+                                let rest = head.total - head.head_len;
+                                let raw = &cbuf[n..n + head.head_len];
+                                let w = b.client_stream_head(&head.msg, raw, rest, &mut out);
+                                flight.outstanding.fetch_add(w.cycles, Relaxed);
+                                synth |= w.synth;
+                                n += head.head_len;
+                                stream_left = rest;
+                            }
+                            Ok(None) => break,
+                            Err(e) => return ClientEnd::Protocol(e),
+                        },
                         Err(e) => return ClientEnd::Protocol(e),
                     }
                 }
