@@ -14,23 +14,32 @@
 //! and bound in the next). Some clients start with a startup parameter.
 //!
 //! Which config each class of action runs under, so that "identical to
-//! direct" is the expected answer:
+//! direct" is the expected answer (README, "How transaction pooling
+//! behaves"):
 //! - settings (SET, SET LOCAL, RESET, RESET ALL, DISCARD ALL, set_config,
 //!   SHOW), SQL PREPARE/EXECUTE/DEALLOCATE and extended-protocol statements
 //!   follow their client in every mode: `detect` (the default) on a pool of
 //!   ONE server;
-//! - DO blocks calling set_config: `server_reset = "always"` on a pool of
-//!   ONE. Other clients must never see the value. The calling client
-//!   itself keeps it on PostgreSQL, but pglittle documents that state made
-//!   inside a DO block does not follow it (no lexer sees it), so after a
-//!   session-level set_config in a DO block, the caller's own observations
+//! - DO blocks calling set_config: on a pool of ONE, under `detect` (a DO
+//!   block is followed by DISCARD ALL) and, more of them, under
+//!   `server_reset = "always"`. Other clients must never see the value. The
+//!   caller itself keeps it on PostgreSQL, but pglittle documents that
+//!   state made inside a DO block does not follow it, so after a
+//!   session-level set_config in a DO block the caller's own observations
 //!   of that setting are not compared until it SETs or RESETs it again
 //!   (application_name is exempt: the server reports it, so it follows);
 //! - temp tables, session advisory locks, LISTEN and WITH HOLD cursors:
 //!   `pin_on_session_state = true` (LISTEN always pins). A pinned client
 //!   holds its server, so a pool of one would make the next client wait:
 //!   this mode runs on a pool of 4 servers (one per client at most), still
-//!   shared by every client that is not pinned.
+//!   shared by every client that is not pinned, and the epilogue holds all
+//!   4 to look at each. No DO blocks here: the DISCARD ALL after one would
+//!   drop the caller's temp tables, locks, cursors and LISTENs.
+//! - Inside a transaction block, after RESET of a setting the client has a
+//!   startup value for (or RESET ALL), that setting is not compared until
+//!   the block ends: pglittle documents that the server's own default
+//!   shows there (the client's startup value from the next transaction on,
+//!   which is compared).
 //!
 //! Left out, because no mode can make them identical:
 //! - `SHOW myapp.x` before the session ever set it: a custom placeholder
@@ -478,13 +487,7 @@ fn setting() -> impl Strategy<Value = Setting> + Clone {
 
 fn act(mode: Mode) -> BoxedStrategy<Act> {
     let val = 0u8..8;
-    // Under `always`, statement texts that read a setting are left out: a
-    // DO block's value is not compared for its own client.
-    let text = if mode == Mode::Always {
-        proptest::sample::select(vec![0u8, 1, 4]).boxed()
-    } else {
-        (0u8..TEXTS.len() as u8).boxed()
-    };
+    let text = 0u8..TEXTS.len() as u8;
     let settings = prop_oneof![
         4 => (setting(), val.clone()).prop_map(|(s, v)| Set(s, v)),
         2 => (setting(), val.clone()).prop_map(|(s, v)| SetLocal(s, v)),
@@ -509,7 +512,10 @@ fn act(mode: Mode) -> BoxedStrategy<Act> {
         1 => (text, 0u8..2).prop_map(|(t, a)| ExtSplit(t, a)),
     ];
     match mode {
-        Mode::Detect => prop_oneof![4 => settings, 2 => prepared, 3 => ext].boxed(),
+        Mode::Detect => {
+            let dos = (setting(), val, any::<bool>()).prop_map(|(s, v, l)| Do(s, v, l));
+            prop_oneof![4 => settings, 2 => prepared, 3 => ext, 1 => dos].boxed()
+        }
         Mode::Always => {
             let dos = (setting(), val, any::<bool>()).prop_map(|(s, v, l)| Do(s, v, l));
             prop_oneof![4 => settings, 2 => prepared, 2 => ext, 3 => dos].boxed()
@@ -1019,35 +1025,70 @@ impl Conn {
 // ---------------------------------------------------------------------------
 // Running a script
 
-/// Settings whose value for their own client is not compared, per client
-/// (server_reset = "always" discards what a DO block set; see the top).
-#[derive(Default)]
-struct Unfollowed(HashSet<Setting>);
+/// Whether what `act` shows depends on setting `s` (statement texts 2
+/// and 3 read work_mem and myapp.x).
+fn reads(act: &Act, s: Setting) -> bool {
+    match act {
+        Show(x) => *x == s,
+        Schemas => s == SearchPath,
+        Execute(..) | ExtQuery(..) | ExtOnce(..) | ExtSplit(..) => matches!(s, WorkMem | MyappX),
+        _ => false,
+    }
+}
+
+/// The settings whose value a client's own observations are not compared
+/// for, where pglittle documents that it differs from PostgreSQL:
+/// - what a DO block set at session level, until the client SETs or
+///   RESETs it again (a DO block is followed by DISCARD ALL: the value
+///   reaches nobody, its caller included), unless the server reports it;
+/// - inside a transaction block, a startup setting after RESET of it or
+///   RESET ALL ("within the same transaction the server's own defaults
+///   show"; from the next transaction on, the startup value is back).
+struct Unfollowed {
+    startup: Option<Setting>,
+    sticky: HashSet<Setting>,
+    this_tx: HashSet<Setting>,
+}
 
 impl Unfollowed {
-    fn hides(&self, act: &Act) -> bool {
-        match act {
-            Show(s) => self.0.contains(s),
-            Schemas => self.0.contains(&SearchPath),
-            _ => false,
+    fn new(spec: &ClientSpec) -> Unfollowed {
+        Unfollowed {
+            startup: spec.startup,
+            sticky: HashSet::new(),
+            this_tx: HashSet::new(),
         }
     }
 
-    fn after(&mut self, act: &Act, top_level: bool) {
+    fn hides(&self, act: &Act) -> bool {
+        self.sticky
+            .iter()
+            .chain(&self.this_tx)
+            .any(|&s| reads(act, s))
+    }
+
+    fn after(&mut self, act: &Act, in_tx: bool) {
         match *act {
             Do(s, _, false) if !s.reported() => {
-                self.0.insert(s);
+                self.sticky.insert(s);
             }
-            // Only outside a transaction block is it certain to stick.
-            Set(s, _) | Reset(s) if top_level => {
-                self.0.remove(&s);
+            Reset(s) if in_tx && self.startup == Some(s) => {
+                self.this_tx.insert(s);
             }
-            SetConfig(s, v, false) if top_level && s.valid_raw(v) => {
-                self.0.remove(&s);
+            ResetAll if in_tx => self.this_tx.extend(self.startup),
+            // Only outside a transaction block is a new value certain to stick.
+            Set(s, _) | Reset(s) if !in_tx => {
+                self.sticky.remove(&s);
             }
-            ResetAll | DiscardAll if top_level => self.0.clear(),
+            SetConfig(s, v, false) if !in_tx && s.valid_raw(v) => {
+                self.sticky.remove(&s);
+            }
+            ResetAll | DiscardAll if !in_tx => self.sticky.clear(),
             _ => {}
         }
+    }
+
+    fn end_tx(&mut self) {
+        self.this_tx.clear();
     }
 }
 
@@ -1155,7 +1196,7 @@ async fn run(script: &Script, target: Target<'_>, mode: Mode) -> Vec<Seen> {
             }
         }
     }
-    let mut unfollowed: Vec<Unfollowed> = conns.iter().map(|_| Unfollowed::default()).collect();
+    let mut unfollowed: Vec<Unfollowed> = script.clients.iter().map(Unfollowed::new).collect();
     for step in &script.steps {
         let client = usize::from(step.client) % conns.len();
         let cx = Cx { client, ns };
@@ -1175,7 +1216,7 @@ async fn run(script: &Script, target: Target<'_>, mode: Mode) -> Vec<Seen> {
                     } else {
                         r
                     });
-                    hidden.after(a, true);
+                    hidden.after(a, false);
                 }
                 Block::Tx(acts, commit) => {
                     labels.push("BEGIN".to_string());
@@ -1189,8 +1230,9 @@ async fn run(script: &Script, target: Target<'_>, mode: Mode) -> Vec<Seen> {
                         } else {
                             r
                         });
-                        hidden.after(a, false);
+                        hidden.after(a, true);
                     }
+                    hidden.end_tx();
                     let end = if *commit { "COMMIT" } else { "ROLLBACK" };
                     labels.push(end.to_string());
                     results.push(conn.sql(end, step.ext).await);
