@@ -1113,16 +1113,22 @@ static NAMESPACE: AtomicI32 = AtomicI32::new(1);
 
 /// What a fresh client checks after everyone else left: nothing of theirs
 /// may show.
-fn epilogue() -> Vec<Act> {
-    let mut acts: Vec<Act> = SETTINGS.iter().map(|&s| Show(s)).collect();
-    acts.push(Schemas);
+/// (action, through the extended protocol)
+fn epilogue() -> Vec<(Act, bool)> {
+    let mut acts: Vec<(Act, bool)> = SETTINGS.iter().map(|&s| (Show(s), false)).collect();
+    acts.push((Schemas, false));
+    // EXECUTE both as a Query and through Parse (which a pooler may not
+    // look into), so a statement left on the server is found either way.
     for n in 0..SQL_NAMES.len() as u8 {
-        acts.push(Execute(n, 0));
+        acts.push((Execute(n, 0), false));
+        acts.push((Execute(n, 0), true));
     }
     for n in 0..WIRE_NAMES.len() as u8 {
-        acts.push(ExtQuery(n, 0));
+        acts.push((ExtQuery(n, 0), false));
     }
-    acts.extend([TempTables, Locks, Channels, Cursors]);
+    for a in [TempTables, Locks, Channels, Cursors] {
+        acts.push((a, false));
+    }
     acts
 }
 
@@ -1150,9 +1156,10 @@ async fn epilogue_run(
     let (mut labels, mut results) = (Vec::new(), Vec::new());
     {
         let mut conn = Conn::connect(target, &fresh).await?;
-        for a in &epilogue() {
-            labels.push(a.label(Wire, cx));
-            results.push(conn.act(a, false, cx).await);
+        for (a, ext) in &epilogue() {
+            let via = if *ext { "(through Parse) " } else { "" };
+            labels.push(format!("{via}{}", a.label(Wire, cx)));
+            results.push(conn.act(a, *ext, cx).await);
         }
     }
     if pool_size(mode) > 1 {
@@ -1356,6 +1363,7 @@ impl Harness {
     }
 
     async fn start_pooler(&mut self) {
+        let t = Instant::now();
         if let Some(old) = self.pooler.take() {
             old.running.shutdown().advance(pglittle::Phase::Stopping);
             old.running.wait().await;
@@ -1375,6 +1383,9 @@ impl Harness {
             })
             .await,
         );
+        if std::env::var_os("PGLITTLE_DIFF_TRACE").is_some() {
+            eprintln!("pooler (re)started in {:?}", t.elapsed());
+        }
     }
 
     /// Runs the script directly and through pglittle; Err is the report.
@@ -1482,11 +1493,24 @@ fn minimise(
 ) -> (Script, String) {
     let started = Instant::now();
     let (mut best, mut report) = (script, report);
+    // Every candidate runs on a fresh pooler, so what an earlier case left
+    // on a server cannot make it fail.
+    rt.block_on(h.start_pooler());
+    if let Err(r) = rt.block_on(h.check(&best)) {
+        report = r;
+    } else {
+        report = format!(
+            "(passes on a fresh pooler: it failed only after earlier cases; the report is \
+             from the failing run)\n{report}"
+        );
+        return (best, report);
+    }
     'outer: while started.elapsed() < budget {
         for candidate in simpler(&best) {
             if started.elapsed() >= budget {
                 break 'outer;
             }
+            rt.block_on(h.start_pooler());
             if let Err(r) = rt.block_on(h.check(&candidate)) {
                 best = candidate;
                 report = r;
@@ -1512,9 +1536,22 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
     let started = Instant::now();
     let mut h = rt.block_on(Harness::new(mode));
     let mut failures = Vec::new();
+    // PGLITTLE_DIFF_REPEAT runs each fixed case that many times (to tell
+    // a flaky failure from a steady one).
+    let repeat = env_number("PGLITTLE_DIFF_REPEAT", 1).max(1);
     for (i, s) in fixed.iter().enumerate() {
-        if let Err(r) = rt.block_on(h.check(s)) {
-            failures.push(format!("fixed case {i} of {mode:?} fails: {r}"));
+        let mut failed = 0;
+        let mut first = None;
+        for _ in 0..repeat {
+            if let Err(r) = rt.block_on(h.check(s)) {
+                failed += 1;
+                first.get_or_insert(r);
+            }
+        }
+        if let Some(r) = first {
+            failures.push(format!(
+                "fixed case {i} of {mode:?} fails ({failed} of {repeat} runs): {r}"
+            ));
         }
     }
     let fixed_time = started.elapsed();
@@ -1563,7 +1600,10 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
                     Duration::from_secs(90),
                 );
                 let again = (0..3)
-                    .filter(|_| rt.block_on(h.check(&script)).is_err())
+                    .filter(|_| {
+                        rt.block_on(h.start_pooler());
+                        rt.block_on(h.check(&script)).is_err()
+                    })
                     .count();
                 let text = script.to_rust();
                 if !found.contains(&text) {
@@ -1650,6 +1690,60 @@ fn differential_settings_and_statements_on_one_server() {
                     one(0, false, ExtQuery(0, 0)),
                 ],
             ),
+            // Found on main 468695a: a second PREPARE of a name the client
+            // already prepared succeeded; PostgreSQL says 42P05.
+            script(
+                &[(Driver, None)],
+                vec![one(0, false, Prepare(0, 0)), one(0, false, Prepare(0, 0))],
+            ),
+            // SQL PREPARE and protocol Parse share one namespace on
+            // PostgreSQL: a Bind of "a" after PREPARE a runs it; pglittle
+            // said 26000.
+            script(
+                &[(Wire, None)],
+                vec![one(0, false, Prepare(0, 0)), one(0, false, ExtQuery(1, 0))],
+            ),
+            // ...and PREPARE a after a Parse of "a" is 42P05; pglittle
+            // accepted it.
+            script(
+                &[(Wire, None)],
+                vec![
+                    one(0, false, ExtPrepare(1, 0, false)),
+                    one(0, false, Prepare(0, 0)),
+                ],
+            ),
+            // A PREPARE sent through Parse (driver `query("PREPARE ...")`)
+            // was not tracked: it stayed on the server, and a fresh client
+            // could EXECUTE it.
+            script(&[(Driver, None)], vec![one(0, true, Prepare(0, 0))]),
+            // DEALLOCATE ALL sent through Parse emptied the server of
+            // pglittle's statements without pglittle knowing: another
+            // client's statement, still "prepared" in pglittle's cache of
+            // that server, then failed with 26000 (and so did the
+            // DEALLOCATE ALL statement itself, the second time).
+            script(
+                &[(Driver, None), (Driver, None)],
+                vec![
+                    one(0, false, ExtPrepare(1, 0, false)),
+                    one(1, true, DeallocateAll),
+                    one(0, false, ExtQuery(1, 0)),
+                ],
+            ),
+            script(
+                &[(Driver, None)],
+                vec![one(0, true, DeallocateAll), one(0, true, DeallocateAll)],
+            ),
+            // The same with DISCARD ALL through Parse.
+            script(
+                &[(Driver, None), (Driver, None)],
+                vec![
+                    one(0, false, ExtPrepare(1, 0, false)),
+                    one(1, true, DiscardAll),
+                    one(0, false, ExtQuery(1, 0)),
+                ],
+            ),
+            // SET of a custom setting through Parse reached the next client.
+            script(&[(Driver, None)], vec![one(0, true, Set(MyappX, 1))]),
         ],
     );
 }
@@ -1674,6 +1768,22 @@ fn differential_do_blocks_with_server_reset_always() {
                     one(0, false, Schemas),
                 ],
             ),
+            // Found on main 468695a: set_config through Parse was not
+            // followed; under `always` the reset at check-in dropped it
+            // for its own client.
+            script(
+                &[(Driver, None)],
+                vec![
+                    one(0, true, SetConfig(SearchPath, 2, false)),
+                    one(0, false, Schemas),
+                ],
+            ),
+            // As under `detect`: DEALLOCATE ALL through Parse desynced
+            // pglittle's cache of the server's statements.
+            script(
+                &[(Driver, None)],
+                vec![one(0, true, DeallocateAll), one(0, true, DeallocateAll)],
+            ),
         ],
     );
 }
@@ -1693,6 +1803,14 @@ fn differential_session_state_with_pinning() {
                 &[(Driver, None)],
                 vec![one(0, false, Listen(0)), one(0, false, Channels)],
             ),
+            // Found on main 468695a: session state made through Parse
+            // (driver `query(...)`) was not noticed: no pin, no reset, and
+            // the lock, the LISTEN, the temp table and the cursor reached
+            // the next client of that server.
+            script(&[(Driver, None)], vec![one(0, true, TryLock(0))]),
+            script(&[(Driver, None)], vec![one(0, true, Listen(0))]),
+            script(&[(Driver, None)], vec![one(0, true, TempCreate(0))]),
+            script(&[(Driver, None)], vec![one(0, true, Declare(0))]),
         ],
     );
 }
