@@ -166,7 +166,8 @@ impl Flight {
         }
         if msg.ends_batch() {
             self.unsynced.store(false, Relaxed);
-        } else if msg.is_extended() {
+        } else if msg.is_extended() && *msg != FrontendMessage::Flush {
+            // A Flush leaves nothing pending on the server by itself.
             self.unsynced.store(true, Relaxed);
         }
         found

@@ -208,6 +208,10 @@ where
                             for run in &w.runs {
                                 flight.note_bound(run);
                             }
+                            if b.skipping() {
+                                // Not over until the Sync the server waits for.
+                                flight.unsynced.store(true, Relaxed);
+                            }
                             flight.outstanding.fetch_add(w.cycles, Relaxed);
                             synth |= w.synth;
                             n += len;

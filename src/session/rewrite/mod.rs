@@ -25,6 +25,8 @@ use crate::router::prepared::{scan as scan_sql_prepared, scan_numbered, SqlPrepa
 use crate::router::SqlEffects;
 
 mod reply;
+#[cfg(test)]
+mod tests;
 
 /// Which reply ends the answer to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +145,10 @@ pub struct Books<'a> {
     pub ignored_cycles: usize,
     /// Statements of the head simple query completed so far.
     completed: usize,
+    /// An extended-protocol message failed and the client has sent no Sync
+    /// since: the server discards everything up to the next Sync, so
+    /// messages until then expect no reply and change nothing.
+    skipping: bool,
 }
 
 impl<'a> Books<'a> {
@@ -164,6 +170,7 @@ impl<'a> Books<'a> {
             copy_in: false,
             ignored_cycles: 0,
             completed: 0,
+            skipping: false,
         }
     }
 }
@@ -260,6 +267,14 @@ impl Books<'_> {
     ) -> Written {
         let sql_prepared = fx.prepared;
         let mut w = Written::default();
+        if self.skipping {
+            if !matches!(msg, FrontendMessage::Sync) {
+                // Discarded by the server: pass it on, expect nothing.
+                out.extend_from_slice(raw);
+                return w;
+            }
+            self.skipping = false;
+        }
         let rewrite = self.rewrite;
         match *msg {
             FrontendMessage::Parse { name, sql, types } if rewrite && !name.is_empty() => {
@@ -428,6 +443,11 @@ impl Books<'_> {
                 self.push(Expect::Close, Reply::Swallow, Undo::None);
             }
         }
+    }
+
+    /// The server is discarding messages until the client's next Sync.
+    pub fn skipping(&self) -> bool {
+        self.skipping
     }
 
     /// Like `client_message` for the head of a message relayed in pieces
