@@ -22,7 +22,7 @@ use crate::common::*;
 
 /// Clients sharing the one server connection, and the rounds each runs.
 const CLIENTS: usize = 8;
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 8;
 /// Rounds of the run straight against PostgreSQL.
 const BASELINE_ROUNDS: usize = 2;
 /// A script gives up on clients with no reply after this (seconds); the
@@ -198,7 +198,7 @@ fn script_env(
 }
 
 /// What the one-server scripts use, made by the superuser: schema
-/// `{prefix}_t` with enum `mood`, composite `pair` and table `log`, and per
+/// `{prefix}_t` with enum `mood`, composite `pair`, tables `log` and `copied`, and per
 /// client a schema `{prefix}_c{i}` whose `whoami()` returns its name.
 async fn driver_schemas(role: &str, prefix: &str) {
     let t = format!("{prefix}_t");
@@ -207,8 +207,9 @@ async fn driver_schemas(role: &str, prefix: &str) {
          CREATE TYPE {t}.mood AS ENUM ('sad', 'ok', 'happy');
          CREATE TYPE {t}.pair AS (k text, n int);
          CREATE TABLE {t}.log (client int NOT NULL, round int NOT NULL, note text NOT NULL);
+         CREATE TABLE {t}.copied (client int NOT NULL, round int NOT NULL, note text NOT NULL);
          GRANT USAGE ON SCHEMA {t} TO {role};
-         GRANT SELECT, INSERT ON {t}.log TO {role};"
+         GRANT SELECT, INSERT ON {t}.log, {t}.copied TO {role};"
     );
     for i in 0..CLIENTS {
         let s = format!("{prefix}_c{i}");

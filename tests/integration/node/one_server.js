@@ -354,7 +354,7 @@ function report(label, clients) {
 }
 
 async function main() {
-  const label = `node-postgres ${require('pg/package.json').version}`
+  const started = Date.now()
   const clients = [...Array(CLIENTS).keys()].map((i) => new Client(i))
   const conns = await Promise.all(clients.map((c) => guard(c, connect(c))))
   if (conns.every((x) => x)) {
@@ -369,6 +369,7 @@ async function main() {
     }
   }
   await Promise.all(conns.filter((x) => x).map(closeQuietly))
+  const label = `node-postgres ${require('pg/package.json').version} (${((Date.now() - started) / 1000).toFixed(1)}s)`
   process.exit(report(label, clients))
 }
 

@@ -13,7 +13,8 @@ IntervalStyle once, then every round checks them (on the server, and as
 asyncpg was told by ParameterStatus), runs queries whose results name the
 client, uses enum, composite, array and json/jsonb types (asyncpg
 introspects the types it does not know; json/jsonb get a set_type_codec),
-and commits or rolls back a transaction. See one_server.py for the
+copies rows in and out, and commits or rolls back a transaction that reads
+through a cursor. See one_server.py for the
 environment and the exit status.
 """
 import json
@@ -26,8 +27,8 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 from one_server import (
-    DB, HOST, INSTANT, INTERVAL, LOG, MODE, MOOD, MOODS, PAIR, PASSWORD, PORT, ROUNDS,
-    SETTINGS_SQL, USER, expect, expect_all, run,
+    COPIED, DB, HOST, INSTANT, INTERVAL, LOG, MODE, MOOD, MOODS, PAIR, PASSWORD, PORT, ROUNDS,
+    SETTINGS_SQL, TYPES, USER, expect, expect_all, run,
 )
 
 CACHE_SIZE = {"named": 100, "unnamed": 0}[MODE]
@@ -111,6 +112,19 @@ async def work(c, conn):
                 (await conn.fetchval(f"select {INTERVAL}::text"), c.interval_text, "an interval"),
             ])
 
+        async with c.step(r, "COPY in (copy_records_to_table) and out (copy_from_query)"):
+            notes = [f"{c.schema}/{r}/{k}" for k in range(3)]
+            await conn.copy_records_to_table("copied", schema_name=TYPES,
+                                             records=[(c.i, r, n) for n in notes])
+            out = []
+
+            async def sink(chunk):
+                out.append(chunk)
+            await conn.copy_from_query(
+                f"select note from {COPIED} where client = $1 and round = $2 order by note", c.i, r,
+                output=sink)
+            expect(b"".join(out).decode().splitlines(), notes, "the rows this client copied in")
+
         async with c.step(r, "transaction"):
             try:
                 async with conn.transaction():
@@ -126,6 +140,11 @@ async def work(c, conn):
                                              " and round = $2", c.i, r),
                          1, "this transaction's own insert"),
                     ])
+                    # A cursor: Bind to a portal, then Execute of 2 rows at a
+                    # time, each ending in Sync, within the transaction.
+                    notes = [rec[0] async for rec in conn.cursor(
+                        f"select '{c.schema}:' || g from generate_series(1, 5) g", prefetch=2)]
+                    expect(notes, [f"{c.schema}:{k}" for k in range(1, 6)], "a cursor's rows")
                     if r % 3 == 2:
                         raise RolledBack
                 c.committed.append(r)

@@ -10,7 +10,8 @@ step, with the first one of each.
 
 Environment (set by tests/integration/drivers.rs):
   PGL_HOST, PGL_PORT, PGL_USER, PGL_PASSWORD (may be empty), PGL_DB
-  PGL_PREFIX   schemas PREFIX_t (enum `mood`, composite `pair`, table `log`)
+  PGL_PREFIX   schemas PREFIX_t (enum `mood`, composite `pair`, tables `log`
+               and `copied`)
                and PREFIX_c0, PREFIX_c1, ... (each with `whoami()` returning
                its own schema name), made by the Rust test
   PGL_CLIENTS, PGL_ROUNDS
@@ -24,6 +25,7 @@ when the driver is not installed.
 import asyncio
 import os
 import sys
+import time
 import traceback
 
 HOST = os.environ["PGL_HOST"]
@@ -46,6 +48,7 @@ TYPES = f"{PREFIX}_t"
 MOOD = f"{TYPES}.mood"
 PAIR = f"{TYPES}.pair"
 LOG = f"{TYPES}.log"
+COPIED = f"{TYPES}.copied"
 MOODS = ["sad", "ok", "happy"]
 
 # Per-client session settings, tracked by pglittle (they must follow each
@@ -232,8 +235,9 @@ def run(driver, label, connect, work, close):
                 if conn is not None:
                     await close_quietly(conn)
 
+    started = time.monotonic()
     asyncio.run(main())
-    report(label, clients)
+    report(f"{label} ({time.monotonic() - started:.1f}s)", clients)
 
 
 def report(label, clients):

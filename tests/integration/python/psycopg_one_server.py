@@ -16,8 +16,9 @@ application_name, TimeZone and IntervalStyle once, then every round checks
 them (on the server, as psycopg was told by ParameterStatus, and through
 psycopg's timestamptz loader, which uses that TimeZone), runs queries whose
 results name the client, uses enum and composite types it registered
-(psycopg introspects them), arrays and json/jsonb, runs a pipeline, and
-commits or rolls back a transaction. See one_server.py for the environment
+(psycopg introspects them), arrays and json/jsonb, runs a pipeline, copies
+rows in and out, and commits or rolls back a transaction that reads through
+a server-side cursor. See one_server.py for the environment
 and the exit status.
 """
 import datetime
@@ -35,7 +36,7 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 from one_server import (
-    DB, HOST, INSTANT, INTERVAL, LOG, MODE, MOOD, MOODS, PAIR, PASSWORD, PORT, ROUNDS,
+    COPIED, DB, HOST, INSTANT, INTERVAL, LOG, MODE, MOOD, MOODS, PAIR, PASSWORD, PORT, ROUNDS,
     SETTINGS_SQL, USER, expect, expect_all, run,
 )
 
@@ -160,6 +161,18 @@ async def work(c, conn):
                        "three pipelined queries")
             await conn.commit()
 
+        async with c.step(r, "COPY in and out"):
+            notes = [f"{c.schema}/{r}/{k}" for k in range(3)]
+            async with conn.cursor() as cur:
+                async with cur.copy(f"COPY {COPIED} (client, round, note) FROM STDIN") as copy:
+                    for n in notes:
+                        await copy.write_row((c.i, r, n))
+                query = f"select note from {COPIED} where client = {c.i} and round = {r} order by note"
+                async with cur.copy(f"COPY ({query}) TO STDOUT") as copy:
+                    got = [x async for (x,) in copy.rows()]
+            expect(got, notes, "the rows this client copied in")
+            await conn.commit()
+
         async with c.step(r, "transaction"):
             async with conn.transaction():
                 await conn.execute(f"insert into {LOG} values (%s, %s, %s)", (c.i, r, c.schema))
@@ -175,6 +188,13 @@ async def work(c, conn):
                     (await val(conn, f"select count(*) from {LOG} where client = %s and round = %s",
                                (c.i, r)), 1, "this transaction's own insert"),
                 ])
+                # A server-side cursor (DECLARE, then FETCH 2 at a time); every
+                # client's has the same name.
+                async with conn.cursor(name="notes") as cur:
+                    cur.itersize = 2
+                    await cur.execute(f"select '{c.schema}:' || g from generate_series(1, 5) g")
+                    notes = [x async for (x,) in cur]
+                    expect(notes, [f"{c.schema}:{k}" for k in range(1, 6)], "a cursor's rows")
                 if r % 3 == 2:
                     raise psycopg.Rollback()
             if r % 3 != 2:
