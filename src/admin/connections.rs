@@ -29,8 +29,15 @@ const CONN_COLUMNS: &[(&str, u32)] = &[
     ("application_name", TEXT),
 ];
 
+/// pglittle's columns after PgBouncer's in SHOW CLIENTS: `pinned` says why
+/// a transaction-mode client keeps its server between transactions
+/// (`listen`, `temp_tables`, `hold_cursors`, `advisory_locks`), empty if not.
+const CLIENT_EXTRA: &[(&str, u32)] = &[("pinned", TEXT)];
+
 pub fn clients(shared: &Shared) -> Table {
-    let mut t = Table::new(CONN_COLUMNS);
+    let columns: Vec<(&'static str, u32)> =
+        CONN_COLUMNS.iter().chain(CLIENT_EXTRA).copied().collect();
+    let mut t = Table::new(&columns);
     let now = now_micros();
     for c in shared.client_list.all() {
         let Some(l) = c.login() else { continue };
@@ -68,6 +75,7 @@ pub fn clients(shared: &Shared) -> Table {
             v(0),
             v(""),
             v(&l.application_name),
+            v(c.pinned().unwrap_or("")),
         ]);
     }
     t

@@ -124,6 +124,8 @@ pub fn collect(shared: &Shared) {
         m.counter(SERVER_CONNECT_ERRORS_TOTAL, l)
             .absolute(p.counters.connect_errors.load(Relaxed));
         m.gauge(POOL_SIZE, l).set(s.size as f64);
+        m.gauge(CLIENTS_PINNED, l)
+            .set(p.metrics.pinned_clients.load(Relaxed) as f64);
         m.gauge(POOL_PAUSED, l)
             .set(if p.is_paused() { 1.0 } else { 0.0 });
         m.gauge(CONNECTION_BUDGET, l)

@@ -133,6 +133,8 @@ pub struct PoolMetrics {
     pub xact_micros: AtomicU64,
     pub query_micros: AtomicU64,
     pub wait_micros: AtomicU64,
+    /// Transaction-mode clients that keep their server between transactions.
+    pub pinned_clients: AtomicU64,
     /// Errors the servers returned, by SQLSTATE class (first two characters).
     errors: Mutex<BTreeMap<String, u64>>,
     /// SHOW STATS averages: (start, totals) of the current period, and the
@@ -162,6 +164,7 @@ impl Default for PoolMetrics {
             xact_micros: AtomicU64::new(0),
             query_micros: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
+            pinned_clients: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             period: Mutex::new(Period::default()),
         }

@@ -24,6 +24,7 @@ pub const SERVER_CONNECTS_TOTAL: &str = "pglittle_server_connects_total";
 pub const SERVER_CONNECT_ERRORS_TOTAL: &str = "pglittle_server_connect_errors_total";
 pub const POOL_SIZE: &str = "pglittle_pool_size";
 pub const POOL_PAUSED: &str = "pglittle_pool_paused";
+pub const CLIENTS_PINNED: &str = "pglittle_clients_pinned";
 pub const ARRIVAL_RATE: &str = "pglittle_pool_arrival_rate";
 pub const HOLD_MEAN_SECONDS: &str = "pglittle_pool_hold_mean_seconds";
 pub const HOLD_P99_SECONDS: &str = "pglittle_pool_hold_p99_seconds";
@@ -66,6 +67,11 @@ pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (SERVER_CONNECT_ERRORS_TOTAL, "", "Server connections that failed to open."),
     (POOL_SIZE, "", "Configured pool size."),
     (POOL_PAUSED, "", "1 while the pool is paused (PAUSE or KILL)."),
+    (
+        CLIENTS_PINNED,
+        "",
+        "Transaction-mode clients keeping their server between transactions (LISTEN, or session state with pin_on_session_state).",
+    ),
     (ARRIVAL_RATE, "", "Little's Law lambda: server requests per second over the window."),
     (HOLD_MEAN_SECONDS, "seconds", "Little's Law W: mean hold time over the window."),
     (HOLD_P99_SECONDS, "seconds", "p99 hold time over the window."),

@@ -40,6 +40,8 @@ pub enum PoolError {
     Io(#[from] std::io::Error),
     #[error("server did not answer within {0:?}")]
     Unresponsive(Duration),
+    #[error("resetting a server connection failed ({code}): {message}")]
+    ResetFailed { code: String, message: String },
     #[error("pool {0} is closed")]
     Closed(String),
     #[error("pool {pool} is saturated: {reason}; refusing now instead of timing out")]

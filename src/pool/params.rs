@@ -4,7 +4,10 @@
 //! A client's `Params` are what it believes its session holds: the server
 //! defaults, overlaid with its startup parameters and whatever the server
 //! reported back while it held a connection. Before a server is lent, the
-//! differences are applied with one `SET ...; RESET ...` round trip.
+//! differences are applied with one `SELECT set_config(...); RESET ...`
+//! round trip. `set_config` takes a value exactly as `SHOW` prints it, so
+//! a list such as `"$user", public` stays a list (a quoted `SET x TO '...'`
+//! would make it one name).
 
 /// Parameters the server reports that can never be SET; never synced.
 const READ_ONLY: &[&str] = &[
@@ -107,28 +110,25 @@ impl Params {
         self.changed = false;
     }
 
-    /// An order-independent fingerprint of the pairs, to recognise the
-    /// client a server was last synced for.
-    pub fn fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        self.pairs.iter().fold(0u64, |acc, pair| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            pair.hash(&mut h);
-            acc.wrapping_add(h.finish())
-        })
-    }
-
     /// The SQL that makes a server holding `server` match a client whose
     /// session is `defaults` overlaid with `overrides`, or `None` when they
     /// already agree (the common, free case). Clients keep only their
     /// overrides, so an idle client costs a few bytes, not a full map.
     pub fn sync_sql(&self, defaults: &Params, server: &Params) -> Option<String> {
-        let mut sql = String::new();
+        let mut sets = Vec::new();
         for (k, v) in self.iter() {
             if READ_ONLY.contains(&k) || server.get(k) == Some(v) {
                 continue;
             }
-            sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+            sets.push(format!(
+                "set_config({}, {}, false)",
+                quote_literal(k),
+                quote_literal(v)
+            ));
+        }
+        let mut sql = String::new();
+        if !sets.is_empty() {
+            sql = format!("SELECT {};", sets.join(", "));
         }
         for (k, v) in server.iter() {
             if READ_ONLY.contains(&k) || self.get(k).is_some() || defaults.get(k) == Some(v) {
@@ -159,7 +159,7 @@ fn quote_ident(name: &str) -> String {
 }
 
 /// A string literal that means the same whatever standard_conforming_strings says.
-fn quote_literal(value: &str) -> String {
+pub fn quote_literal(value: &str) -> String {
     if value.contains('\\') {
         format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
     } else {
@@ -204,7 +204,7 @@ mod tests {
         ]);
         assert_eq!(
             client.sync_sql(&defaults, &server).unwrap(),
-            "SET \"TimeZone\" TO 'Europe/Paris';RESET \"DateStyle\";RESET \"statement_timeout\";"
+            "SELECT set_config('TimeZone', 'Europe/Paris', false);RESET \"DateStyle\";RESET \"statement_timeout\";"
         );
     }
 
@@ -212,12 +212,27 @@ mod tests {
     fn quoting_is_injection_safe() {
         let client = p(&[("search_path", "a'; DROP TABLE x; --\\")]);
         let sql = client.sync_sql(&Params::new(), &Params::new()).unwrap();
-        assert_eq!(sql, "SET \"search_path\" TO E'a''; DROP TABLE x; --\\\\';");
+        assert_eq!(
+            sql,
+            "SELECT set_config('search_path', E'a''; DROP TABLE x; --\\\\', false);"
+        );
         assert_eq!(quote_ident("my.x\""), "\"my\".\"x\"\"\"");
     }
 
     #[test]
-    fn changes_and_fingerprints_are_tracked() {
+    fn list_values_are_applied_as_lists() {
+        // The value as SHOW prints it goes to set_config untouched: a
+        // list stays a list, never one quoted name.
+        let client = p(&[("search_path", "\"$user\", public")]);
+        let sql = client.sync_sql(&Params::new(), &Params::new()).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT set_config('search_path', '\"$user\", public', false);"
+        );
+    }
+
+    #[test]
+    fn changes_are_tracked() {
         let mut a = p(&[("TimeZone", "UTC"), ("application_name", "x")]);
         assert!(a.changed());
         a.mark_synced();
@@ -225,13 +240,7 @@ mod tests {
         assert!(!a.changed(), "same value is no change");
         a.set("TimeZone", "Asia/Tokyo");
         assert!(a.changed());
-        let b = p(&[("application_name", "x"), ("TimeZone", "Asia/Tokyo")]);
-        assert_eq!(a.fingerprint(), b.fingerprint(), "order does not matter");
-        assert_ne!(
-            a.fingerprint(),
-            p(&[("TimeZone", "Asia/Tokyo")]).fingerprint()
-        );
-        assert_eq!(Params::new().fingerprint(), 0);
+        assert_ne!(a, p(&[("TimeZone", "Asia/Tokyo")]));
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct ServerStatements {
     counts: (u64, u64, u64),
     /// SQL-level `PREPARE name` statements on this server: name -> text.
     pub sql: HashMap<Box<[u8]>, Arc<[u8]>>,
+    /// Whose unnamed statement the server holds: (client token, that
+    /// client's unnamed-statement generation). `None`: nobody's, or unknown.
+    pub unnamed: Option<(u64, u64)>,
 }
 
 impl ServerStatements {
@@ -25,6 +28,7 @@ impl ServerStatements {
             capacity: capacity.max(1),
             counts: (0, 0, 0),
             sql: HashMap::new(),
+            unnamed: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl ServerStatements {
     pub fn clear(&mut self) {
         self.used.clear();
         self.sql.clear();
+        self.unnamed = None;
     }
 
     pub fn len(&self) -> usize {

@@ -63,9 +63,14 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// Prepared statements this server holds (transaction mode).
     pub statements: ServerStatements,
-    /// Fingerprint of the client overrides `params` were last checked
-    /// against (see `Params::changed`).
-    pub synced_for: Option<u64>,
+    /// The client overrides `params` were last checked against (see
+    /// `Params::changed`): compared by value, so no client can make
+    /// another's settings look already applied.
+    pub synced_for: Option<Params>,
+    /// A reset was written at check-in and its reply not yet read: the
+    /// next borrower reads it first (`finish_reset`), usually already
+    /// arrived, so nobody waits a round trip for it.
+    pub pending_reset: bool,
 }
 
 /// What one of pglittle's own simple queries returned.
@@ -106,6 +111,7 @@ impl ServerConn {
                 buf: BytesMut::with_capacity(BUF_SIZE),
                 statements: ServerStatements::new(target.max_prepared_statements),
                 synced_for: None,
+                pending_reset: false,
             };
             conn.login(target, auth).await?;
             Ok(conn)
@@ -252,40 +258,101 @@ impl ServerConn {
         sql: &str,
         timeout: Duration,
     ) -> Result<QueryOutcome, PoolError> {
+        self.simple_queries(&[sql], timeout).await
+    }
+
+    /// Runs several of pglittle's own queries as separate Query messages,
+    /// pipelined (one round trip), so a statement that may not run in a
+    /// transaction block (DISCARD ALL) can follow a ROLLBACK. The rows of
+    /// all of them are returned in order; the first error is kept.
+    pub async fn simple_queries(
+        &mut self,
+        sqls: &[&str],
+        timeout: Duration,
+    ) -> Result<QueryOutcome, PoolError> {
         let work = async {
-            self.stream
-                .write_all(&crate::protocol::frontend::query(sql))
-                .await?;
-            let mut outcome = QueryOutcome::default();
-            loop {
-                match self.read_message().await? {
-                    Message::DataRow(row) => {
-                        let buf = row.buffer();
-                        let mut cols = Vec::new();
-                        let mut ranges = row.ranges();
-                        while let Some(r) = ranges.next()? {
-                            cols.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
-                        }
-                        outcome.rows.push(cols);
-                    }
-                    Message::ParameterStatus(p) => self.params.set(p.name()?, p.value()?),
-                    Message::ErrorResponse(e) if outcome.error.is_none() => {
-                        outcome.error = Some(error_code_message(e.fields())?);
-                    }
-                    Message::ReadyForQuery(_) => return Ok(outcome),
-                    _ => {}
-                }
+            self.finish_reset_inner().await?;
+            let mut out = Vec::new();
+            for sql in sqls {
+                out.extend_from_slice(&crate::protocol::frontend::query(sql));
             }
+            self.stream.write_all(&out).await?;
+            // A simple query destroys the unnamed statement.
+            self.statements.unnamed = None;
+            let mut outcome = QueryOutcome::default();
+            for _ in sqls {
+                self.read_cycle(&mut outcome).await?;
+            }
+            Ok(outcome)
         };
         tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| PoolError::Unresponsive(timeout))?
     }
 
+    /// Writes `sql` without waiting for its reply (see `pending_reset`).
+    pub async fn start_reset(&mut self, sql: &str) -> Result<(), PoolError> {
+        self.finish_reset_inner().await?;
+        self.stream
+            .write_all(&crate::protocol::frontend::query(sql))
+            .await?;
+        self.statements.unnamed = None;
+        self.pending_reset = true;
+        Ok(())
+    }
+
+    /// Reads the reply of a reset written at check-in; an error in it
+    /// means the server is not known to be clean.
+    pub async fn finish_reset(&mut self, timeout: Duration) -> Result<(), PoolError> {
+        tokio::time::timeout(timeout, self.finish_reset_inner())
+            .await
+            .map_err(|_| PoolError::Unresponsive(timeout))?
+    }
+
+    async fn finish_reset_inner(&mut self) -> Result<(), PoolError> {
+        if !self.pending_reset {
+            return Ok(());
+        }
+        let mut outcome = QueryOutcome::default();
+        self.read_cycle(&mut outcome).await?;
+        self.pending_reset = false;
+        match outcome.error {
+            None => Ok(()),
+            Some((code, message)) => Err(PoolError::ResetFailed { code, message }),
+        }
+    }
+
+    /// Reads one query's reply up to ReadyForQuery into `outcome`.
+    async fn read_cycle(&mut self, outcome: &mut QueryOutcome) -> Result<(), PoolError> {
+        loop {
+            match self.read_message().await? {
+                Message::DataRow(row) => {
+                    let buf = row.buffer();
+                    let mut cols = Vec::new();
+                    let mut ranges = row.ranges();
+                    while let Some(r) = ranges.next()? {
+                        cols.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                    }
+                    outcome.rows.push(cols);
+                }
+                Message::ParameterStatus(p) => self.params.set(p.name()?, p.value()?),
+                Message::ErrorResponse(e) if outcome.error.is_none() => {
+                    outcome.error = Some(error_code_message(e.fields())?);
+                }
+                Message::ReadyForQuery(_) => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
     /// Cheap liveness check before lending an idle connection: an idle
     /// server must have nothing to say. Readable data (say, a FATAL from
     /// `pg_terminate_backend`) or EOF means it is gone.
     pub fn is_broken(&self) -> bool {
+        if self.pending_reset {
+            // The reset's reply is due; reading it at lend checks liveness.
+            return false;
+        }
         let mut probe = [0u8; 1];
         !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }

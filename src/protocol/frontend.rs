@@ -232,10 +232,15 @@ pub fn terminate() -> &'static [u8] {
 
 /// Builds a simple Query message.
 pub fn query(sql: &str) -> Vec<u8> {
+    query_bytes(sql.as_bytes())
+}
+
+/// Builds a simple Query message from text in the client's encoding.
+pub fn query_bytes(sql: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len() + 6);
     out.push(b'Q');
     out.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
-    out.extend_from_slice(sql.as_bytes());
+    out.extend_from_slice(sql);
     out.push(0);
     out
 }

@@ -6,29 +6,40 @@ use super::lexer::{Lexer, Token};
 /// Session-level side effects found in a query string.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SqlEffects {
-    /// search_path may have changed; PostgreSQL before 18 does not report
-    /// it, so the session asks the server before letting the connection go.
-    pub search_path: bool,
-    /// State pglittle does not carry between servers (untracked SET, SET
-    /// ROLE, temp tables, LISTEN, session advisory locks, WITH HOLD cursors):
-    /// the server is reset with DISCARD ALL before anyone else gets it.
+    /// A session-level SET or RESET of a setting the server does not
+    /// report, RESET ALL, DISCARD ALL, or `set_config('literal', ...)`:
+    /// `settings::changes` says which, and the session reads the values
+    /// back at the end of the transaction so they follow the client.
+    pub settings: bool,
+    /// State pglittle can neither carry nor check (SET SESSION
+    /// AUTHORIZATION, `set_config` with a computed name, a DO block): the
+    /// server is reset before anyone else gets it.
     pub needs_reset: bool,
-    /// A statement starts with PREPARE, EXECUTE, DEALLOCATE or DISCARD:
-    /// worth a closer look by `router::prepared::scan`.
+    /// Temp tables, WITH HOLD cursors or session advisory locks may exist:
+    /// checked at the end of the transaction (reset, or pinned with
+    /// `pin_on_session_state`).
+    pub session_state: bool,
+    /// LISTEN or UNLISTEN: a listening client keeps its server.
+    pub listen: bool,
+    /// A statement starts with PREPARE, EXECUTE, DEALLOCATE or DISCARD, or
+    /// an EXPLAIN or CREATE ... AS runs EXECUTE: worth a closer look by
+    /// `router::prepared::scan`.
     pub prepared: bool,
 }
 
 impl SqlEffects {
     pub fn merge(&mut self, other: SqlEffects) {
-        self.search_path |= other.search_path;
+        self.settings |= other.settings;
         self.needs_reset |= other.needs_reset;
+        self.session_state |= other.session_state;
+        self.listen |= other.listen;
         self.prepared |= other.prepared;
     }
 }
 
 /// Parameters whose changes the server reports with ParameterStatus, which
-/// pglittle follows per client; SETting them needs no reset.
-const REPORTED: &[&str] = &[
+/// pglittle follows per client; SETting them needs no reading back.
+pub const REPORTED: &[&str] = &[
     "application_name",
     "client_encoding",
     "datestyle",
@@ -37,9 +48,8 @@ const REPORTED: &[&str] = &[
     "standard_conforming_strings",
 ];
 
-/// Functions that leave session state behind.
-const STATEFUL_FUNCTIONS: &[&str] = &[
-    "set_config",
+/// Functions that take session-level advisory locks.
+const LOCK_FUNCTIONS: &[&str] = &[
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",
@@ -49,73 +59,91 @@ const STATEFUL_FUNCTIONS: &[&str] = &[
 /// Scans a query string (one or many statements).
 pub fn inspect(sql: &[u8]) -> SqlEffects {
     let mut fx = SqlEffects::default();
-    let mut toks = Lexer::new(sql).peekable();
+    let mut lx = Lexer::new(sql);
     let mut at_start = true;
-    while let Some(t) = toks.next() {
+    // The first word of the current statement.
+    let mut first: Option<Token<'_>> = None;
+    while let Some(t) = lx.next() {
         if t == Token::Semicolon {
             at_start = true;
             continue;
         }
         if let Token::Word(w) = t {
-            if STATEFUL_FUNCTIONS
-                .iter()
-                .any(|f| w.eq_ignore_ascii_case(f.as_bytes()))
-                && toks.peek() == Some(&Token::Punct(b'('))
-            {
-                fx.needs_reset = true;
-                fx.search_path |= w.eq_ignore_ascii_case(b"set_config");
-            }
-            if t.is("temp") || t.is("temporary") || t.is("hold") {
-                fx.needs_reset = true;
+            word_effects(w, &mut lx, &mut fx);
+            if t.is("execute") && first.is_some_and(|f| f.is("explain") || f.is("create")) {
+                fx.prepared = true;
             }
         }
         if !at_start {
             continue;
         }
         at_start = false;
+        first = Some(t);
         if t.is("set") {
-            fx.merge(set_effects(&mut toks));
+            fx.merge(set_effects(&mut lx));
         } else if t.is("reset") || t.is("discard") {
-            fx.search_path = true;
+            fx.settings = true;
             fx.prepared |= t.is("discard");
         } else if t.is("prepare") || t.is("execute") || t.is("deallocate") {
             fx.prepared = true;
-        } else if t.is("listen") {
+        } else if t.is("listen") || t.is("unlisten") {
+            fx.listen = true;
+        } else if t.is("do") {
             fx.needs_reset = true;
         }
     }
     fx
 }
 
-fn set_effects<'a>(toks: &mut impl Iterator<Item = Token<'a>>) -> SqlEffects {
-    let mut name = toks.next();
+/// Effects of a word anywhere in a statement.
+fn word_effects(w: &[u8], lx: &mut Lexer<'_>, fx: &mut SqlEffects) {
+    let is = |k: &str| w.eq_ignore_ascii_case(k.as_bytes());
+    if is("temp") || is("temporary") || is("hold") || starts_with_ci(w, b"pg_temp") {
+        fx.session_state = true;
+    } else if LOCK_FUNCTIONS.iter().any(|f| is(f)) {
+        let mut ahead = lx.clone();
+        if ahead.next() == Some(Token::Punct(b'(')) {
+            fx.session_state = true;
+        }
+    } else if is("set_config") {
+        let mut ahead = lx.clone();
+        if ahead.next() == Some(Token::Punct(b'(')) {
+            if super::settings::literal_at(lx.source(), ahead.offset()).is_some() {
+                fx.settings = true;
+            } else {
+                fx.needs_reset = true;
+            }
+        }
+    }
+}
+
+fn starts_with_ci(w: &[u8], prefix: &[u8]) -> bool {
+    w.len() >= prefix.len() && w[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+fn set_effects(lx: &mut Lexer<'_>) -> SqlEffects {
+    let mut name = lx.next();
     if name.is_some_and(|t| t.is("local") || t.is("transaction") || t.is("constraints")) {
         return SqlEffects::default();
     }
     if name.is_some_and(|t| t.is("session")) {
-        name = toks.next();
-        if name.is_some_and(|t| t.is("characteristics") || t.is("authorization")) {
-            return reset();
+        name = lx.next();
+        if name.is_some_and(|t| t.is("authorization")) {
+            return SqlEffects {
+                needs_reset: true,
+                ..SqlEffects::default()
+            };
         }
     }
     let Some(name) = name else {
         return SqlEffects::default();
     };
-    if name.is("search_path") || name.is("schema") {
-        return SqlEffects {
-            search_path: true,
-            ..SqlEffects::default()
-        };
-    }
-    if name.is("time") || name.is("names") || REPORTED.iter().any(|r| name.is(r)) {
+    if name.is("names") || name.is("time") || REPORTED.iter().any(|r| name.is(r)) {
         return SqlEffects::default();
     }
-    reset()
-}
-
-fn reset() -> SqlEffects {
+    // A dotted name (`myapp.x`) starts with a word that is no reported name.
     SqlEffects {
-        needs_reset: true,
+        settings: true,
         ..SqlEffects::default()
     }
 }
@@ -124,43 +152,54 @@ fn reset() -> SqlEffects {
 mod tests {
     use super::*;
 
-    fn fx(sql: &str) -> (bool, bool) {
+    /// (settings, needs_reset, session_state, listen)
+    fn fx(sql: &str) -> (bool, bool, bool, bool) {
         let f = inspect(sql.as_bytes());
-        (f.search_path, f.needs_reset)
+        (f.settings, f.needs_reset, f.session_state, f.listen)
     }
 
     #[test]
     fn classifies_session_effects() {
-        let table: &[(&str, (bool, bool))] = &[
-            ("select 1", (false, false)),
-            ("UPDATE t SET a = 1", (false, false)),
-            ("SET application_name = 'x'", (false, false)),
-            ("set TimeZone to 'UTC'", (false, false)),
-            ("SET TIME ZONE 'UTC'", (false, false)),
-            ("SET LOCAL statement_timeout = 1", (false, false)),
-            ("SET statement_timeout = 1", (false, true)),
-            ("SET SESSION statement_timeout = 1", (false, true)),
-            ("set search_path = a", (true, false)),
-            ("SET SCHEMA 'a'", (true, false)),
-            ("select 1; set work_mem='1MB'", (false, true)),
-            ("select 'set work_mem=1'", (false, false)),
-            ("/* x */ SET ROLE bob", (false, true)),
-            ("SET SESSION AUTHORIZATION bob", (false, true)),
-            ("SELECT set_config('search_path', 'a', false)", (true, true)),
-            ("select pg_advisory_lock(1)", (false, true)),
-            ("select pg_advisory_xact_lock(1)", (false, false)),
-            ("CREATE TEMP TABLE t (a int)", (false, true)),
-            ("LISTEN ch", (false, true)),
-            ("RESET ALL", (true, false)),
-            ("DISCARD ALL", (true, false)),
-            (
-                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-                (false, false),
-            ),
-            ("BEGIN; SET LOCAL work_mem = '1MB'; COMMIT", (false, false)),
+        const NONE: (bool, bool, bool, bool) = (false, false, false, false);
+        const SETTINGS: (bool, bool, bool, bool) = (true, false, false, false);
+        const RESET: (bool, bool, bool, bool) = (false, true, false, false);
+        const STATE: (bool, bool, bool, bool) = (false, false, true, false);
+        const LISTEN: (bool, bool, bool, bool) = (false, false, false, true);
+        let table: &[(&str, (bool, bool, bool, bool))] = &[
+            ("select 1", NONE),
+            ("UPDATE t SET a = 1", NONE),
+            ("SET application_name = 'x'", NONE),
+            ("set TimeZone to 'UTC'", NONE),
+            ("SET TIME ZONE 'UTC'", NONE),
+            ("SET LOCAL statement_timeout = 1", NONE),
+            ("SET statement_timeout = 1", SETTINGS),
+            ("SET SESSION statement_timeout = 1", SETTINGS),
+            ("set search_path = a", SETTINGS),
+            ("SET SCHEMA 'a'", SETTINGS),
+            ("select 1; set work_mem='1MB'", SETTINGS),
+            ("select 'set work_mem=1'", NONE),
+            ("/* x */ SET ROLE bob", SETTINGS),
+            ("SET SESSION AUTHORIZATION bob", RESET),
+            ("SELECT set_config('search_path', 'a', false)", SETTINGS),
+            ("SELECT set_config(n, 'a', false) FROM t", RESET),
+            ("select pg_advisory_lock(1)", STATE),
+            ("select pg_advisory_xact_lock(1)", NONE),
+            ("CREATE TEMP TABLE t (a int)", STATE),
+            ("CREATE TABLE pg_temp.t (a int)", STATE),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", STATE),
+            ("LISTEN ch", LISTEN),
+            ("UNLISTEN *", LISTEN),
+            ("RESET ALL", SETTINGS),
+            ("DISCARD ALL", SETTINGS),
+            ("DO $$ BEGIN PERFORM 1; END $$", RESET),
+            ("-- c\rSET work_mem = 1", SETTINGS),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", NONE),
+            ("BEGIN; SET LOCAL work_mem = '1MB'; COMMIT", NONE),
         ];
         assert!(inspect(b"select 1; execute s(1)").prepared);
         assert!(inspect(b"DEALLOCATE ALL").prepared);
+        assert!(inspect(b"EXPLAIN (ANALYZE) EXECUTE s(1)").prepared);
+        assert!(inspect(b"CREATE TABLE t AS EXECUTE s").prepared);
         assert!(!inspect(b"select 'execute'").prepared);
         for (sql, want) in table {
             assert_eq!(fx(sql), *want, "{sql}");

@@ -19,6 +19,7 @@ impl Token<'_> {
     }
 }
 
+#[derive(Clone)]
 pub struct Lexer<'a> {
     sql: &'a [u8],
     pos: usize,
@@ -34,6 +35,21 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// A lexer that resumes at byte `pos` of `sql` (a token boundary).
+    pub fn at(sql: &'a [u8], pos: usize) -> Self {
+        let pos = pos.min(sql.len());
+        Lexer {
+            sql,
+            pos,
+            start: pos,
+        }
+    }
+
+    /// The text being lexed.
+    pub fn source(&self) -> &'a [u8] {
+        self.sql
+    }
+
     /// Byte offset where the last returned token starts.
     pub fn token_start(&self) -> usize {
         self.start
@@ -46,13 +62,6 @@ impl<'a> Lexer<'a> {
 
     fn peek(&self, off: usize) -> Option<u8> {
         self.sql.get(self.pos + off).copied()
-    }
-
-    fn skip_until(&mut self, end: &[u8]) {
-        match find(&self.sql[self.pos..], end) {
-            Some(i) => self.pos += i + end.len(),
-            None => self.pos = self.sql.len(),
-        }
     }
 
     fn skip_block_comment(&mut self) {
@@ -139,7 +148,13 @@ impl<'a> Iterator for Lexer<'a> {
             let c = self.peek(0)?;
             match c {
                 c if c.is_ascii_whitespace() => self.pos += 1,
-                b'-' if self.peek(1) == Some(b'-') => self.skip_until(b"\n"),
+                // PostgreSQL ends a `--` comment at a newline or a carriage return.
+                b'-' if self.peek(1) == Some(b'-') => {
+                    match memchr::memchr2(b'\n', b'\r', &self.sql[self.pos..]) {
+                        Some(i) => self.pos += i + 1,
+                        None => self.pos = self.sql.len(),
+                    }
+                }
                 b'/' if self.peek(1) == Some(b'*') => self.skip_block_comment(),
                 b'\'' => {
                     self.pos += 1;
@@ -206,6 +221,13 @@ mod tests {
             words("select $1, a$b"),
             vec!["select", "$", "1", ",", "a$b"]
         );
+    }
+
+    #[test]
+    fn a_carriage_return_ends_a_line_comment() {
+        assert_eq!(words("-- x\rSET a"), vec!["set", "a"]);
+        assert_eq!(words("-- x\nSET a"), vec!["set", "a"]);
+        assert_eq!(words("-- x SET a"), Vec::<String>::new());
     }
 
     #[test]

@@ -23,11 +23,45 @@ pub enum Local {
 
 /// `None` when `sql` is not about a `pglittle.` variable; `Some(Err)` with
 /// a message when it is, but malformed.
+/// A query of several statements, one of which is pglittle's own SET, RESET
+/// or SHOW: PostgreSQL would fail on it half-way, so none of it is run.
+fn mixed_in(sql: &[u8]) -> Option<String> {
+    use super::lexer::{Lexer, Token};
+    let mut lx = Lexer::new(sql);
+    let (mut statements, mut own, mut at_start) = (0usize, false, true);
+    while let Some(t) = lx.next() {
+        if t == Token::Semicolon {
+            at_start = true;
+            continue;
+        }
+        if !at_start {
+            continue;
+        }
+        at_start = false;
+        statements += 1;
+        if t.is("set") || t.is("reset") || t.is("show") {
+            let mut name = lx.next();
+            if name.is_some_and(|n| n.is("session")) {
+                name = lx.next();
+            }
+            own |= name.is_some_and(|n| n.is("pglittle")) && lx.next() == Some(Token::Punct(b'.'));
+        }
+    }
+    (own && statements > 1).then(|| {
+        "pglittle's own SET, RESET and SHOW of pglittle.* must be sent alone, as a query of \
+         their own; this query has other statements too, and none of it was run"
+            .to_string()
+    })
+}
+
 pub fn parse(sql: &[u8]) -> Option<Result<Local, String>> {
     // Runs for every simple query of a routed client: reject the common case
     // (no "pglittle" anywhere) on bytes, without allocating or validating UTF-8.
     if !sql.windows(8).any(|w| w.eq_ignore_ascii_case(b"pglittle")) {
         return None;
+    }
+    if let Some(e) = mixed_in(sql) {
+        return Some(Err(e));
     }
     let text = std::str::from_utf8(sql).ok()?;
     let text = text.trim().trim_end_matches(';').trim();
@@ -110,6 +144,23 @@ mod tests {
 
     fn p(s: &str) -> Option<Result<Local, String>> {
         parse(s.as_bytes())
+    }
+
+    #[test]
+    fn own_commands_among_other_statements_are_refused_whole() {
+        for sql in [
+            "INSERT INTO t VALUES (1); SHOW pglittle.lsn",
+            "SET pglittle.route = 'primary'; SELECT 1",
+            "select 1; set session pglittle.min_lsn = '0/1'",
+        ] {
+            let got = p(sql);
+            assert!(
+                matches!(&got, Some(Err(e)) if e.contains("alone")),
+                "{sql}: {got:?}"
+            );
+        }
+        assert_eq!(p("SELECT 'pglittle.lsn'; SELECT 2"), None);
+        assert!(matches!(p("SHOW pglittle.lsn;"), Some(Ok(_))));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod local;
 pub mod lsn;
 pub mod prepared;
 pub mod route;
+pub mod settings;
 
 pub use classify::{classify, hint, Class, Hint};
 pub use effects::{inspect, SqlEffects};

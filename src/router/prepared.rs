@@ -52,38 +52,86 @@ impl Unquote for [u8] {
 
 /// Every prepared-statement command in `sql`, in order.
 pub fn scan(sql: &[u8]) -> Vec<SqlPrepared<'_>> {
+    scan_numbered(sql).into_iter().map(|(_, op)| op).collect()
+}
+
+/// Like `scan`, with the index of the statement each command is in
+/// (counting non-empty statements from 0), so a PREPARE can be undone
+/// when an earlier statement of the same query failed.
+pub fn scan_numbered(sql: &[u8]) -> Vec<(usize, SqlPrepared<'_>)> {
     let mut out = Vec::new();
     let mut lx = Lexer::new(sql);
     let mut at_start = true;
+    let mut statement = 0usize;
+    let mut first: Option<Token<'_>> = None;
+    let mut prev: Option<Token<'_>> = None;
     while let Some(t) = lx.next() {
+        let before = std::mem::replace(&mut prev, Some(t));
         if t == Token::Semicolon {
+            if !at_start {
+                statement += 1;
+            }
             at_start = true;
             continue;
         }
         if !at_start {
+            // EXPLAIN [options] EXECUTE name; CREATE TABLE ... AS EXECUTE name.
+            let runs = first.is_some_and(|f| f.is("explain"))
+                || (first.is_some_and(|f| f.is("create")) && before.is_some_and(|p| p.is("as")));
+            if t.is("execute") && runs {
+                let mut ahead = lx.clone();
+                if let Some(name) = ahead.next().and_then(ident) {
+                    lx = ahead;
+                    out.push((statement, SqlPrepared::Execute { name }));
+                }
+            }
             continue;
         }
         at_start = false;
+        first = Some(t);
         let start = lx.token_start();
         if t.is("prepare") {
-            let Some(name) = lx.next().and_then(ident) else {
+            let mut ahead = lx.clone();
+            let Some(name) = ahead.next().and_then(ident) else {
                 continue;
             };
-            let mut end = lx.offset();
+            // PREPARE TRANSACTION 'gid' (two-phase commit) is no statement:
+            // its string literal leaves no token, so AS or ( never follows.
+            if name == b"transaction" {
+                let mut after = ahead.clone();
+                if !after
+                    .next()
+                    .is_some_and(|t| t.is("as") || t == Token::Punct(b'('))
+                {
+                    continue;
+                }
+            }
+            lx = ahead;
+            // The statement runs to its semicolon: string literals leave no
+            // token, so the last token is not its end.
+            let mut end = sql.len();
+            let mut ended = false;
             while let Some(t) = lx.next() {
                 if t == Token::Semicolon {
-                    at_start = true;
+                    end = lx.token_start();
+                    ended = true;
                     break;
                 }
-                end = lx.offset();
             }
-            out.push(SqlPrepared::Prepare {
-                name,
-                text: &sql[start..end],
-            });
+            out.push((
+                statement,
+                SqlPrepared::Prepare {
+                    name,
+                    text: &sql[start..end],
+                },
+            ));
+            if ended {
+                statement += 1;
+                at_start = true;
+            }
         } else if t.is("execute") {
             if let Some(name) = lx.next().and_then(ident) {
-                out.push(SqlPrepared::Execute { name });
+                out.push((statement, SqlPrepared::Execute { name }));
             }
         } else if t.is("deallocate") {
             let mut n = lx.next();
@@ -91,16 +139,16 @@ pub fn scan(sql: &[u8]) -> Vec<SqlPrepared<'_>> {
                 n = lx.next();
             }
             match n {
-                Some(t) if t.is("all") => out.push(SqlPrepared::DeallocateAll),
+                Some(t) if t.is("all") => out.push((statement, SqlPrepared::DeallocateAll)),
                 Some(t) => {
                     if let Some(name) = ident(t) {
-                        out.push(SqlPrepared::Deallocate { name });
+                        out.push((statement, SqlPrepared::Deallocate { name }));
                     }
                 }
                 None => {}
             }
         } else if t.is("discard") && lx.next().is_some_and(|t| t.is("all")) {
-            out.push(SqlPrepared::DeallocateAll);
+            out.push((statement, SqlPrepared::DeallocateAll));
         }
     }
     out
@@ -134,7 +182,33 @@ mod tests {
                 SqlPrepared::DeallocateAll,
             ]
         );
+        assert_eq!(
+            scan(b"PREPARE s AS SELECT 'a;b' ; select 2"),
+            vec![SqlPrepared::Prepare {
+                name: b"s".to_vec(),
+                text: b"PREPARE s AS SELECT 'a;b' "
+            }]
+        );
         assert!(scan(b"select 1").is_empty());
+        assert!(scan(b"PREPARE TRANSACTION 'x'").is_empty());
+        assert!(scan(b"prepare transaction 'x'; select 1").is_empty());
+        assert_eq!(
+            scan(b"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE q(1)"),
+            vec![SqlPrepared::Execute {
+                name: b"q".to_vec()
+            }]
+        );
+        assert_eq!(
+            scan(b"CREATE TEMP TABLE t AS EXECUTE q(41)"),
+            vec![SqlPrepared::Execute {
+                name: b"q".to_vec()
+            }]
+        );
+        assert!(scan(b"CREATE TRIGGER t AFTER INSERT ON x EXECUTE FUNCTION f()").is_empty());
+        let numbered =
+            scan_numbered(b"select 1;; PREPARE a AS select 1; select 2; PREPARE b AS select 3");
+        let at: Vec<usize> = numbered.iter().map(|(i, _)| *i).collect();
+        assert_eq!(at, vec![1, 3]);
         assert!(scan(b"select 'execute x'").is_empty());
         assert!(scan(b"update t set a = 1").is_empty());
         assert_eq!(

@@ -63,6 +63,8 @@ pub struct ClientEntry {
     /// Unix time (µs) of the last state change: PgBouncer's request_time.
     changed: AtomicU64,
     abort: OnceLock<AbortHandle>,
+    /// Why the client keeps its server between transactions, if it does.
+    pinned: std::sync::Mutex<Option<&'static str>>,
 }
 
 fn unix_micros(t: SystemTime) -> u64 {
@@ -79,6 +81,14 @@ impl ClientEntry {
     pub fn set_login(&self, login: ClientLogin) {
         let _ = self.login.set(login);
         self.set_state(ClientState::Idle);
+    }
+
+    pub fn set_pinned(&self, why: Option<&'static str>) {
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    pub fn pinned(&self) -> Option<&'static str> {
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn state(&self) -> ClientState {
@@ -148,6 +158,7 @@ impl ClientRegistry {
             state: AtomicU8::new(0),
             changed: AtomicU64::new(unix_micros(now)),
             abort: OnceLock::new(),
+            pinned: Default::default(),
         });
         self.map
             .lock()

@@ -9,7 +9,13 @@ use bytes::BytesMut;
 use tokio::sync::Notify;
 
 use crate::protocol::frontend::FrontendMessage;
+use crate::router::settings::{changes, SettingOp};
 use crate::router::{inspect, SqlEffects};
+
+const SETTINGS: u8 = 1;
+const NEEDS_RESET: u8 = 2;
+const SESSION_STATE: u8 = 4;
+const LISTEN: u8 = 8;
 
 /// A replica request bigger than this is not kept for a replay on the primary.
 const MAX_REPLAY: usize = 1 << 20;
@@ -23,8 +29,14 @@ pub struct Flight {
     pub(super) unsynced: AtomicBool,
     /// Transaction status from the last ReadyForQuery.
     pub(super) status: AtomicU8,
-    pub(super) search_path: AtomicBool,
-    pub(super) needs_reset: AtomicBool,
+    /// What the client's SQL did to its session (`SqlEffects` as bits).
+    effects: AtomicU8,
+    /// The setting changes of this transaction, in order.
+    settings: Mutex<Vec<SettingOp>>,
+    /// The client's session makes lexing unreliable (standard_conforming_strings
+    /// off, or a client-only multibyte encoding): any query with a byte the
+    /// lexer could misread needs a reset.
+    pub lex_unsafe: AtomicBool,
     pub(super) stopping: AtomicBool,
     pub(super) stop: Notify,
     /// Wakes the client pump to re-arm its idle-in-transaction timer when a
@@ -91,10 +103,28 @@ impl Flight {
     }
 
     pub fn effects(&self) -> SqlEffects {
+        let bits = self.effects.load(Relaxed);
         SqlEffects {
-            search_path: self.search_path.load(Relaxed),
-            needs_reset: self.needs_reset.load(Relaxed),
+            settings: bits & SETTINGS != 0,
+            needs_reset: bits & NEEDS_RESET != 0,
+            session_state: bits & SESSION_STATE != 0,
+            listen: bits & LISTEN != 0,
             prepared: false,
+        }
+    }
+
+    /// The setting changes the client made, in order (emptied).
+    pub fn take_settings(&self) -> Vec<SettingOp> {
+        std::mem::take(&mut *self.settings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn mark(&self, fx: SqlEffects) {
+        let bits = (fx.settings as u8 * SETTINGS)
+            | (fx.needs_reset as u8 * NEEDS_RESET)
+            | (fx.session_state as u8 * SESSION_STATE)
+            | (fx.listen as u8 * LISTEN);
+        if bits != 0 {
+            self.effects.fetch_or(bits, Relaxed);
         }
     }
 
@@ -103,14 +133,24 @@ impl Flight {
     pub(super) fn note(&self, msg: &FrontendMessage<'_>) -> SqlEffects {
         let mut found = SqlEffects::default();
         if let FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } = msg {
-            let fx = inspect(sql);
+            let mut fx = inspect(sql);
+            if fx.settings {
+                self.settings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(changes(sql));
+            }
+            if self.lex_unsafe.load(Relaxed) && sql.iter().any(|&b| b == b'\\' || b >= 0x80) {
+                fx.needs_reset = true;
+            }
+            self.mark(fx);
             found = fx;
-            if fx.search_path {
-                self.search_path.store(true, Relaxed);
-            }
-            if fx.needs_reset {
-                self.needs_reset.store(true, Relaxed);
-            }
+        } else if let FrontendMessage::FunctionCall = msg {
+            // A fastpath call may run any function (set_config, an advisory lock).
+            self.mark(SqlEffects {
+                needs_reset: true,
+                ..SqlEffects::default()
+            });
         }
         if msg.ends_batch() {
             self.unsynced.store(false, Relaxed);

@@ -70,9 +70,15 @@ pub(super) async fn run(
                 mode,
                 pool: greeted.pool,
                 defaults: greeted.defaults,
+                startup: Arc::new(greeted.overrides.clone()),
                 overrides: greeted.overrides,
+                policy: super::checkin::CheckinPolicy {
+                    server_reset: config.pooler.server_reset,
+                    pin_on_session_state: config.pooler.pin_on_session_state,
+                },
+                pin: None,
                 cancel: greeted.cancel,
-                statements: Default::default(),
+                statements: super::statements::ClientStatements::new(),
                 lease: None,
                 buf,
                 limits: RelayLimits {

@@ -2,9 +2,11 @@
 //! a server lent for the length of a transaction (or the whole session).
 
 pub mod cancel;
+mod checkin;
 pub mod clients;
 mod flight;
 mod handshake;
+mod idle;
 mod meter;
 mod relay;
 mod rewrite;
@@ -42,6 +44,12 @@ pub struct Session {
     defaults: Arc<Params>,
     /// Where this client's session differs from `defaults`.
     overrides: Params,
+    /// `overrides` as the session started: what RESET returns to.
+    startup: Arc<Params>,
+    /// How servers are cleaned at check-in.
+    policy: checkin::CheckinPolicy,
+    /// Why this transaction-mode client keeps its server, if it does.
+    pin: Option<checkin::PinReason>,
     cancel: CancelHandle,
     /// Named prepared statements, kept across servers in transaction mode.
     statements: statements::ClientStatements,
@@ -101,9 +109,11 @@ impl Session {
             }
         }
         if let Some(lease) = self.lease.take() {
-            // Session mode: give the server back only if it can be made clean.
+            // Session mode, or a pinned client: give the server back only if
+            // it can be made clean.
             Box::pin(self.finish_lease(lease, true)).await;
         }
+        self.set_pin(None);
         result
     }
 
@@ -158,6 +168,7 @@ impl Session {
             },
         };
         let flight = Flight::new();
+        flight.lex_unsafe.store(self.lex_unsafe(), Relaxed);
         let pool = lease.pool().clone();
         if let Some(p) = &plan {
             flight.one_batch.store(p.one_batch, Relaxed);
@@ -188,7 +199,7 @@ impl Session {
                 if let Some(next) = self.retry_on_primary(p, &outcome, &flight) {
                     return match next {
                         Retry::AfterIdle => {
-                            self.after_transaction(lease, &flight).await;
+                            self.lease = self.after_transaction(lease, &flight).await;
                             Ok(Next::Continue)
                         }
                         Retry::Discard => {
@@ -208,11 +219,17 @@ impl Session {
                 Ok(Next::Continue)
             }
             Outcome::Idle => {
-                self.after_transaction(lease, &flight).await;
+                self.lease = self.after_transaction(lease, &flight).await;
                 Ok(Next::Continue)
             }
+            Outcome::IdleThenGone if self.mode == PoolMode::Session => {
+                self.finish_lease(lease, true).await;
+                Ok(Next::Close)
+            }
             Outcome::IdleThenGone => {
-                self.after_transaction(lease, &flight).await;
+                if let Some(kept) = self.after_transaction(lease, &flight).await {
+                    self.finish_lease(kept, true).await;
+                }
                 Ok(Next::Close)
             }
             Outcome::ClientGone => {
@@ -229,6 +246,7 @@ impl Session {
             }
             Outcome::ServerGone { told } => {
                 self.cancel.clear_server();
+                self.set_pin(None);
                 lease.discard();
                 if told {
                     return Ok(Next::Close);
@@ -287,8 +305,24 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            // A held server (session mode, a pinned client) may speak first.
+            let client = &self.client;
+            let held = self.lease.as_mut().map(|l| l.conn());
+            let server_said = async {
+                match held {
+                    Some(conn) => conn.stream.readable().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                r = self.client.readable() => r?,
+                r = client.readable() => r?,
+                r = server_said => {
+                    r.map_err(|_| SessionError::ServerLost)?;
+                    if !Box::pin(self.relay_server_chatter()).await? {
+                        return Ok(None);
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => continue,
                 _ = expired => return Err(SessionError::ClientIdle),
             }
@@ -309,12 +343,27 @@ impl Session {
         let wait = pool.settings().query_wait_timeout;
         self.entry.entry.set_state(clients::ClientState::Waiting);
         let mut lease = pool.acquire(wait).await?;
+        // A reset written at check-in: its reply is read first (usually
+        // already here). One that failed leaves a server not known clean.
+        let mut tries = 0;
+        while let Err(e) = lease
+            .conn()
+            .finish_reset(pool.target().connect_timeout)
+            .await
+        {
+            tracing::warn!(error = %e, "a server failed its check-in reset; closing it");
+            lease.discard();
+            tries += 1;
+            if tries > 3 {
+                return Err(e.into());
+            }
+            lease = pool.acquire(wait).await?;
+        }
         self.entry.entry.set_state(clients::ClientState::Active);
         let conn = lease.conn();
         // Skip the comparison when this server was last synced for a client
         // with the same overrides and nothing changed since (the common case).
-        let fingerprint = self.overrides.fingerprint();
-        let unchanged = !conn.params.changed() && conn.synced_for == Some(fingerprint);
+        let unchanged = !conn.params.changed() && conn.synced_for.as_ref() == Some(&self.overrides);
         let sync = if unchanged {
             None
         } else {
@@ -349,41 +398,19 @@ impl Session {
         }
         let conn = lease.conn();
         conn.params.mark_synced();
-        conn.synced_for = Some(fingerprint);
+        if !unchanged {
+            conn.synced_for = Some(self.overrides.clone());
+        }
         self.cancel.set_server_in(pool, conn.pid, conn.secret);
         Ok(lease)
     }
 
-    /// Transaction over and the server idle: learn what the client changed,
-    /// reset what cannot be carried, and give the server back.
-    async fn after_transaction(&mut self, mut lease: Lease, flight: &Flight) {
-        self.cancel.clear_server();
-        let fx = flight.effects();
-        let timeout = self.pool.target().connect_timeout;
-        let conn = lease.conn();
-        if fx.search_path {
-            match conn.simple_query("SHOW search_path", timeout).await {
-                Ok(o) => {
-                    if let Some(Some(v)) = o.rows.first().and_then(|r| r.first()) {
-                        self.overrides
-                            .set_override(&self.defaults, "search_path", v);
-                        conn.params.set("search_path", v);
-                    }
-                }
-                Err(_) => return lease.discard(),
-            }
-        }
-        if fx.needs_reset {
-            match conn.simple_query("DISCARD ALL", timeout).await {
-                Ok(o) if o.error.is_none() => {
-                    let defaults = &self.defaults;
-                    conn.params.retain(|k| defaults.get(k).is_some());
-                    conn.statements.clear();
-                }
-                _ => return lease.discard(),
-            }
-        }
-        lease.release();
+    /// Transaction over and the server idle: the settings the client
+    /// changed follow it, and the server is cleaned or kept (`checkin`).
+    /// Returns the lease when the client keeps it.
+    async fn after_transaction(&mut self, lease: Lease, flight: &Flight) -> Option<Lease> {
+        self.check_in(lease, flight.effects(), flight.take_settings())
+            .await
     }
 
     /// The client left (or broke the protocol) while holding a server: roll
@@ -391,40 +418,34 @@ impl Session {
     async fn abandon(&mut self, lease: Lease, flight: &Flight) {
         self.cancel.clear_server();
         if !flight.quiet() {
+            self.set_pin(None);
             return lease.discard();
         }
-        let clean = flight.status() == b'I';
-        self.finish_lease(lease, clean).await;
+        let idle = flight.status() == b'I';
+        self.finish_lease(lease, idle).await;
     }
 
-    /// Returns a server whose client is done with it, after ROLLBACK (if it
-    /// was in a transaction) and DISCARD ALL (session mode, or stray state).
-    async fn finish_lease(&mut self, mut lease: Lease, idle: bool) {
-        self.cancel.clear_server();
-        let timeout = self.pool.target().connect_timeout;
-        let conn = lease.conn();
-        let sql = if self.mode == PoolMode::Session {
-            if idle {
-                "DISCARD ALL"
-            } else {
-                "ROLLBACK; DISCARD ALL"
-            }
-        } else if idle {
-            return lease.release();
-        } else {
-            "ROLLBACK"
+    /// The client's session makes the SQL lexer unreliable: backslashes
+    /// escape quotes (standard_conforming_strings off), or the encoding
+    /// lets a multibyte character end in a quote-like byte.
+    fn lex_unsafe(&self) -> bool {
+        const UNSAFE_ENCODINGS: &[&str] = &[
+            "sjis",
+            "shift_jis_2004",
+            "big5",
+            "gbk",
+            "gb18030",
+            "uhc",
+            "johab",
+        ];
+        let get = |k: &str| {
+            self.overrides
+                .get(k)
+                .or_else(|| self.defaults.get(k))
+                .map(str::to_ascii_lowercase)
         };
-        match conn.simple_query(sql, timeout).await {
-            Ok(o) if o.error.is_none() => {
-                if sql.contains("DISCARD") {
-                    let defaults = &self.defaults;
-                    conn.params.retain(|k| defaults.get(k).is_some());
-                    conn.statements.clear();
-                }
-                lease.release()
-            }
-            _ => lease.discard(),
-        }
+        get("standard_conforming_strings").as_deref() == Some("off")
+            || get("client_encoding").is_some_and(|e| UNSAFE_ENCODINGS.contains(&e.as_str()))
     }
 
     /// Answers a request that could not get a server: an error, then (for an
@@ -536,8 +557,14 @@ mod tests {
             mode: PoolMode::Transaction,
             defaults: Arc::new(Params::new()),
             overrides: Params::new(),
+            startup: Arc::new(Params::new()),
+            policy: checkin::CheckinPolicy {
+                server_reset: crate::config::ServerReset::Detect,
+                pin_on_session_state: false,
+            },
+            pin: None,
             cancel: shared.cancels.register(pool),
-            statements: Default::default(),
+            statements: statements::ClientStatements::new(),
             lease: None,
             buf: BytesMut::new(),
             limits: RelayLimits {

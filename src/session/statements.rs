@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 /// One protocol-level named statement, as needed to prepare it on any server.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StmtDef {
-    /// pglittle's server-side name: `pgl_` + 32 hex digits of SHA-256.
+    /// pglittle's server-side name: `pgl_` + the 64 hex digits of SHA-256.
+    /// At 68 bytes it is longer than any SQL identifier (63 bytes), so no
+    /// client's SQL `EXECUTE` or `DEALLOCATE` can ever name it.
     pub server_name: Arc<[u8]>,
     pub sql: Box<[u8]>,
     /// The Parse message's parameter-type section (count and OIDs).
@@ -29,7 +31,7 @@ impl StmtDef {
         h.update(types);
         let digest = h.finalize();
         let mut name = b"pgl_".to_vec();
-        for b in &digest[..16] {
+        for b in &digest[..] {
             name.extend_from_slice(format!("{b:02x}").as_bytes());
         }
         StmtDef {
@@ -40,12 +42,58 @@ impl StmtDef {
     }
 }
 
+/// What a Bind or Describe of a named statement the client never prepared
+/// is sent as: never one of pglittle's names (not hex) nor a SQL-level
+/// one (longer than 63 bytes), so the server answers 26000 whatever other
+/// clients prepared on it.
+pub const UNKNOWN_STATEMENT: &[u8] =
+    b"pgl_unknown_statement_________________________________________________";
+
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     /// Protocol-level: client's name -> definition.
     named: HashMap<Box<[u8]>, Arc<StmtDef>>,
     /// SQL-level: `PREPARE name` -> the whole PREPARE statement text.
     pub sql: HashMap<Box<[u8]>, Arc<[u8]>>,
+    /// The client's unnamed statement (SQL text and parameter types), as
+    /// its last Parse of "" made it; a simple Query or Close destroys it.
+    pub unnamed: Option<Unnamed>,
+    /// Who this client is, to servers that remember whose unnamed
+    /// statement they hold (random, so no client can guess another's).
+    pub token: u64,
+    /// Bumped by every Parse of the unnamed statement.
+    pub unnamed_generation: u64,
+}
+
+/// A client's unnamed statement, kept to prepare it again on another server.
+#[derive(Debug, Default)]
+pub struct Unnamed {
+    pub sql: Vec<u8>,
+    pub types: Vec<u8>,
+}
+
+impl ClientStatements {
+    pub fn new() -> Self {
+        ClientStatements {
+            token: rand::random(),
+            ..Default::default()
+        }
+    }
+
+    /// This client's current unnamed statement, as servers record it.
+    pub fn unnamed_owner(&self) -> (u64, u64) {
+        (self.token, self.unnamed_generation)
+    }
+
+    /// Records a Parse of the unnamed statement, reusing the buffers.
+    pub fn parse_unnamed(&mut self, sql: &[u8], types: &[u8]) {
+        let u = self.unnamed.get_or_insert_with(Unnamed::default);
+        u.sql.clear();
+        u.sql.extend_from_slice(sql);
+        u.types.clear();
+        u.types.extend_from_slice(types);
+        self.unnamed_generation += 1;
+    }
 }
 
 impl ClientStatements {
@@ -65,6 +113,7 @@ impl ClientStatements {
     pub fn clear(&mut self) {
         self.named.clear();
         self.sql.clear();
+        self.unnamed = None;
     }
 }
 
@@ -81,7 +130,8 @@ mod tests {
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert_ne!(a.server_name, d.server_name);
-        assert_eq!(a.server_name.len(), 4 + 32);
+        assert_eq!(a.server_name.len(), 4 + 64);
+        assert!(UNKNOWN_STATEMENT.len() > 63);
         assert!(a.server_name.starts_with(b"pgl_"));
     }
 }

@@ -125,7 +125,10 @@ async fn the_unnamed_statement_stays_with_its_client() {
     batch.extend(raw::execute());
     batch.extend(raw::sync());
     a.send(&batch).await;
-    assert_eq!(first_error(&a.until_ready().await).as_deref(), Some("26000"));
+    assert_eq!(
+        first_error(&a.until_ready().await).as_deref(),
+        Some("26000")
+    );
 }
 
 // Defect 2: a client that never prepared the unnamed statement gets 26000.
@@ -171,15 +174,23 @@ async fn sql_prepare_belongs_to_its_client() {
     let e = a.simple_query("EXECUTE bad").await.unwrap_err();
     assert_eq!(code(&e), "26000");
     assert_eq!(scalar(&b, "EXECUTE bad").await, "B's");
-    // A PREPARE that failed after an earlier one in the same query
-    // succeeded keeps the first (PREPARE is not transactional).
+    // A query that fails at run time after a PREPARE keeps it (PREPARE is
+    // not transactional); the PREPAREs after the failure never ran.
     assert!(a
-        .batch_execute("PREPARE good AS SELECT 'g'; PREPARE worse AS SELEC 2")
+        .batch_execute("PREPARE good AS SELECT 'g'; SELECT 1/0; PREPARE worse AS SELECT 2")
         .await
         .is_err());
     scalar(&b, "select 1").await;
     assert_eq!(scalar(&a, "EXECUTE good").await, "g");
     let e = a.simple_query("EXECUTE worse").await.unwrap_err();
+    assert_eq!(code(&e), "26000");
+    // A syntax error anywhere runs nothing of the query.
+    assert!(a
+        .batch_execute("PREPARE none1 AS SELECT 1; PREPARE none2 AS SELEC 2")
+        .await
+        .is_err());
+    scalar(&b, "select 1").await;
+    let e = a.simple_query("EXECUTE none1").await.unwrap_err();
     assert_eq!(code(&e), "26000");
 }
 
@@ -230,7 +241,10 @@ async fn hidden_session_changes_do_not_reach_the_next_client() {
     let b = p.connect_trust("iso_hidden", "").await;
     // A comment ended by a carriage return hides a SET from a lexer that
     // only ends comments at a newline.
-    assert_eq!(first_error(&a.simple("-- x\rSET work_mem = '77MB'").await), None);
+    assert_eq!(
+        first_error(&a.simple("-- x\rSET work_mem = '77MB'").await),
+        None
+    );
     assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB");
     // A temp table made without the TEMP keyword.
     assert_eq!(
@@ -238,7 +252,11 @@ async fn hidden_session_changes_do_not_reach_the_next_client() {
         None
     );
     assert_eq!(
-        scalar(&b, "select count(*) from pg_class where relname = 'hidden_t'").await,
+        scalar(
+            &b,
+            "select count(*) from pg_class where relname = 'hidden_t'"
+        )
+        .await,
         "0"
     );
     // A fastpath call of set_config (OID 2078).
@@ -307,7 +325,9 @@ async fn reset_all_returns_to_startup_values_for_every_client() {
         let opts = "options='-c statement_timeout=5s'";
         let a = p.connect_trust("iso_resetall", opts).await;
         assert_eq!(scalar(&a, "SHOW statement_timeout").await, "5s");
-        a.batch_execute("SET statement_timeout = '9s'").await.unwrap();
+        a.batch_execute("SET statement_timeout = '9s'")
+            .await
+            .unwrap();
         a.batch_execute(reset).await.unwrap();
         // On PostgreSQL, RESET returns to the value the session started with.
         assert_eq!(scalar(&a, "SHOW statement_timeout").await, "5s", "{reset}");
@@ -359,7 +379,11 @@ async fn session_mode_reuses_an_abandoned_server_cleanly() {
     assert_eq!(scalar(&b, "select pg_backend_pid()").await, pid);
     assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB");
     assert_eq!(
-        scalar(&b, "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()").await,
+        scalar(
+            &b,
+            "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()"
+        )
+        .await,
         "0"
     );
 }
@@ -442,7 +466,11 @@ async fn untracked_settings_follow_their_client() {
         .unwrap();
     assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB");
     assert_eq!(
-        scalar(&b, "select coalesce(current_setting('myapp.tenant', true), '')").await,
+        scalar(
+            &b,
+            "select coalesce(current_setting('myapp.tenant', true), '')"
+        )
+        .await,
         ""
     );
     assert_eq!(scalar(&a, "SHOW work_mem").await, "77MB");
@@ -452,7 +480,11 @@ async fn untracked_settings_follow_their_client() {
         .await
         .unwrap();
     assert_eq!(
-        scalar(&b, "select coalesce(current_setting('myapp.tenant', true), '')").await,
+        scalar(
+            &b,
+            "select coalesce(current_setting('myapp.tenant', true), '')"
+        )
+        .await,
         ""
     );
     assert_eq!(scalar(&a, "SHOW myapp.tenant").await, "globex");
@@ -481,9 +513,11 @@ async fn pglittle_commands_inside_a_multi_statement_query_are_refused_clearly() 
     );
     // Nothing of the query ran: the INSERT's table is still empty.
     let su = superuser().await;
-    su.batch_execute("CREATE TABLE IF NOT EXISTS own_cmd_t (a int); GRANT ALL ON own_cmd_t TO iso_own_cmds")
-        .await
-        .unwrap();
+    su.batch_execute(
+        "CREATE TABLE IF NOT EXISTS own_cmd_t (a int); GRANT ALL ON own_cmd_t TO iso_own_cmds",
+    )
+    .await
+    .unwrap();
     let e = a
         .simple_query("INSERT INTO own_cmd_t VALUES (1); SET pglittle.route = 'primary'")
         .await

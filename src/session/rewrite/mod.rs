@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::statements::{ClientStatements, StmtDef};
+use super::statements::{ClientStatements, StmtDef, UNKNOWN_STATEMENT};
 use crate::pool::prepared::ServerStatements;
 use crate::protocol::frontend::{self, FrontendMessage, Target};
 use crate::protocol::scan::{BackendKind, CLOSE_COMPLETE, PARSE_COMPLETE};
-use crate::router::prepared::{scan as scan_sql_prepared, SqlPrepared};
+use crate::router::prepared::{scan as scan_sql_prepared, scan_numbered, SqlPrepared};
 
 mod reply;
 
@@ -75,6 +75,13 @@ enum Undo {
     Server(Arc<[u8]>),
     /// Nor does the client have its name.
     ServerAndClient(Arc<[u8]>, Box<[u8]>),
+    /// A Parse of the unnamed statement failed or was skipped: neither the
+    /// client nor the server has one now.
+    Unnamed,
+    /// SQL-level PREPAREs of a simple query, with the index of the
+    /// statement each is in: those at or after the statement that failed
+    /// never ran.
+    SqlPrepares(Vec<(usize, Box<[u8]>)>),
 }
 
 #[derive(Debug)]
@@ -130,6 +137,8 @@ pub struct Books<'a> {
     /// Syncs dropped from the queue because the server ignores them; the
     /// relay takes this to correct its count of replies still due.
     pub ignored_cycles: usize,
+    /// Statements of the head simple query completed so far.
+    completed: usize,
 }
 
 impl<'a> Books<'a> {
@@ -150,6 +159,7 @@ impl<'a> Books<'a> {
             resend: None,
             copy_in: false,
             ignored_cycles: 0,
+            completed: 0,
         }
     }
 }
@@ -275,8 +285,9 @@ impl Books<'_> {
                         self.push_logged(Expect::Bind, Reply::Forward, &out[at..], Some(def));
                     }
                     None => {
-                        out.extend_from_slice(raw);
-                        self.push_logged(Expect::Bind, Reply::Forward, raw, None);
+                        let at = out.len();
+                        frontend::encode_bind(out, portal, UNKNOWN_STATEMENT, rest);
+                        self.push_logged(Expect::Bind, Reply::Forward, &out[at..], None);
                     }
                 }
             }
@@ -287,7 +298,7 @@ impl Books<'_> {
                         self.ensure(&def, out);
                         frontend::encode_describe_statement(out, &def.server_name);
                     }
-                    None => out.extend_from_slice(raw),
+                    None => frontend::encode_describe_statement(out, UNKNOWN_STATEMENT),
                 }
                 self.push(Expect::Describe, Reply::Forward, Undo::None);
             }
@@ -298,17 +309,53 @@ impl Books<'_> {
                 self.push(Expect::Close, Reply::Synth(CLOSE_COMPLETE), Undo::None);
                 w.synth = self.actions.len() == 1;
             }
+            FrontendMessage::Parse { name, sql, types } if rewrite => {
+                // The unnamed statement (named ones are handled above).
+                self.start_message();
+                self.client.parse_unnamed(sql, types);
+                self.server.unnamed = Some(self.client.unnamed_owner());
+                out.extend_from_slice(raw);
+                debug_assert!(name.is_empty());
+                self.push(Expect::Parse, Reply::Forward, Undo::Unnamed);
+            }
+            FrontendMessage::Bind { .. } if rewrite => {
+                self.start_message();
+                self.ensure_unnamed(out);
+                out.extend_from_slice(raw);
+                self.push_logged(Expect::Bind, Reply::Forward, raw, None);
+            }
+            FrontendMessage::Describe(Target::Statement(_)) if rewrite => {
+                self.start_message();
+                self.ensure_unnamed(out);
+                out.extend_from_slice(raw);
+                self.push(Expect::Describe, Reply::Forward, Undo::None);
+            }
+            FrontendMessage::Close(Target::Statement(_)) if rewrite => {
+                self.start_message();
+                self.client.unnamed = None;
+                self.server.unnamed = None;
+                out.extend_from_slice(raw);
+                self.push(Expect::Close, Reply::Forward, Undo::None);
+            }
             FrontendMessage::Query { sql } => {
                 self.start_message();
+                // A simple query destroys the unnamed statement.
+                self.client.unnamed = None;
+                self.server.unnamed = None;
+                let mut undo = Undo::None;
                 if rewrite && sql_prepared {
-                    if let Some(setup) = self.sql_prepared(sql) {
-                        out.extend_from_slice(&frontend::query(&setup));
+                    let (setup, prepares) = self.sql_prepared(sql);
+                    if let Some(setup) = setup {
+                        out.extend_from_slice(&frontend::query_bytes(&setup));
                         self.push(Expect::Cycle, Reply::Swallow, Undo::None);
                         w.cycles += 1;
                     }
+                    if !prepares.is_empty() {
+                        undo = Undo::SqlPrepares(prepares);
+                    }
                 }
                 out.extend_from_slice(raw);
-                self.push(Expect::Cycle, Reply::Forward, Undo::None);
+                self.push(Expect::Cycle, Reply::Forward, undo);
                 w.cycles += 1;
             }
             FrontendMessage::Sync if self.copy_in => {
@@ -344,29 +391,64 @@ impl Books<'_> {
         w
     }
 
+    /// The server must hold this client's unnamed statement (or none) before
+    /// a Bind or Describe of it: another client's may be there.
+    fn ensure_unnamed(&mut self, out: &mut BytesMut) {
+        let owner = self.client.unnamed_owner();
+        if self.client.unnamed.is_some() && self.server.unnamed == Some(owner) {
+            return;
+        }
+        match &self.client.unnamed {
+            Some(u) => {
+                frontend::encode_parse(out, b"", &u.sql, &u.types);
+                self.server.unnamed = Some(owner);
+                self.push(Expect::Parse, Reply::Swallow, Undo::Unnamed);
+            }
+            None => {
+                // The client has none: nor must the server, so PostgreSQL
+                // itself answers 26000 as on the client's own connection.
+                frontend::encode_close_statement(out, b"");
+                self.server.unnamed = None;
+                self.push(Expect::Close, Reply::Swallow, Undo::None);
+            }
+        }
+    }
+
     /// Tracks SQL-level prepared statements in a simple query; returns the
-    /// SQL to run first so this server holds what the query needs.
-    fn sql_prepared(&mut self, sql: &[u8]) -> Option<String> {
-        let mut setup = String::new();
-        for op in scan_sql_prepared(sql) {
+    /// SQL to run first so this server holds what the query needs (bytes:
+    /// the client's text may be in any encoding), and the PREPAREs to undo
+    /// if the query fails before them.
+    fn sql_prepared(&mut self, sql: &[u8]) -> (Option<Vec<u8>>, Vec<(usize, Box<[u8]>)>) {
+        let mut setup = Vec::new();
+        let mut prepares = Vec::new();
+        for (at, op) in scan_numbered(sql) {
             match op {
                 SqlPrepared::Prepare { name, text } => {
                     if self.server.sql.remove(name.as_slice()).is_some() {
-                        setup.push_str(&format!("DEALLOCATE {};", quote(&name)));
+                        deallocate(&mut setup, &name);
                     }
                     let text: Arc<[u8]> = Arc::from(text);
                     self.client.sql.insert(name.clone().into(), text.clone());
-                    self.server.sql.insert(name.into(), text);
+                    self.server.sql.insert(name.clone().into(), text);
+                    prepares.push((at, name.into()));
                 }
                 SqlPrepared::Execute { name } | SqlPrepared::Deallocate { name } => {
-                    if let Some(text) = self.client.sql.get(name.as_slice()).cloned() {
-                        if self.server.sql.get(name.as_slice()) != Some(&text) {
+                    match self.client.sql.get(name.as_slice()).cloned() {
+                        Some(text) if self.server.sql.get(name.as_slice()) != Some(&text) => {
                             if self.server.sql.contains_key(name.as_slice()) {
-                                setup.push_str(&format!("DEALLOCATE {};", quote(&name)));
+                                deallocate(&mut setup, &name);
                             }
-                            setup.push_str(&String::from_utf8_lossy(&text));
-                            setup.push(';');
+                            setup.extend_from_slice(&text);
+                            setup.push(b';');
                             self.server.sql.insert(name.clone().into(), text);
+                        }
+                        Some(_) => {}
+                        // Not this client's: another client's statement of
+                        // that name must not run; PostgreSQL answers 26000.
+                        None => {
+                            if self.server.sql.remove(name.as_slice()).is_some() {
+                                deallocate(&mut setup, &name);
+                            }
                         }
                     }
                 }
@@ -383,7 +465,7 @@ impl Books<'_> {
                 self.server.sql.remove(name.as_slice());
             }
         }
-        (!setup.is_empty()).then_some(setup)
+        ((!setup.is_empty()).then_some(setup), prepares)
     }
 
     fn undo(&mut self, undo: Undo) {
@@ -394,10 +476,32 @@ impl Books<'_> {
                 self.server.forget(&name);
                 self.client.remove(&client);
             }
+            Undo::Unnamed => {
+                self.client.unnamed = None;
+                self.server.unnamed = None;
+            }
+            Undo::SqlPrepares(list) => {
+                // Called when the query failed: PREPAREs at or after the
+                // failed statement never ran.
+                for (at, name) in list {
+                    if at >= self.completed {
+                        self.client.sql.remove(&name);
+                        self.server.sql.remove(&name);
+                    }
+                }
+            }
         }
     }
 }
 
-fn quote(name: &[u8]) -> String {
-    format!("\"{}\"", String::from_utf8_lossy(name).replace('"', "\"\""))
+/// Appends `DEALLOCATE "name";`, quoting the name byte for byte.
+fn deallocate(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b"DEALLOCATE \"");
+    for &b in name {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(b"\";");
 }

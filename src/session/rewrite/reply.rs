@@ -28,6 +28,20 @@ impl Books<'_> {
         if kind == BackendKind::CopyIn {
             self.enter_copy_in();
         }
+        let Some(front) = self.actions.front_mut() else {
+            return Fate::Forward;
+        };
+        if front.expect == Expect::Cycle {
+            match kind {
+                BackendKind::CommandComplete | BackendKind::EmptyQuery => self.completed += 1,
+                BackendKind::Error => {
+                    // A simple query failed at statement `completed`.
+                    let undo = std::mem::replace(&mut front.undo, Undo::None);
+                    self.undo(undo);
+                }
+                _ => {}
+            }
+        }
         let Some(front) = self.actions.front() else {
             return Fate::Forward;
         };
@@ -59,6 +73,9 @@ impl Books<'_> {
                     self.batch_retried = false;
                 }
                 _ => {}
+            }
+            if front.expect == Expect::Cycle {
+                self.completed = 0;
             }
             self.actions.pop_front();
         }

@@ -1,0 +1,216 @@
+//! Which session settings a query SETs or RESETs, in order, so a setting
+//! follows its client from server to server instead of vanishing at the end
+//! of the transaction. Only called for queries `effects::inspect` flagged.
+
+use super::lexer::{Lexer, Token};
+
+/// One change to session settings, in the order the query makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingOp {
+    /// `SET name ...` or `set_config('name', ...)`: the value is read back
+    /// from the server after the transaction (a rolled-back SET is undone).
+    Set(String),
+    /// `RESET name`: on PostgreSQL it returns to the session's start value.
+    Reset(String),
+    /// `RESET ALL` (`discard: false`) or `DISCARD ALL` (`discard: true`,
+    /// which also resets the role).
+    ResetAll { discard: bool },
+}
+
+/// The setting changes in `sql`, in order. Names are lower case.
+pub fn changes(sql: &[u8]) -> Vec<SettingOp> {
+    let mut out = Vec::new();
+    let mut lx = Lexer::new(sql);
+    let mut at_start = true;
+    while let Some(t) = lx.next() {
+        if t == Token::Semicolon {
+            at_start = true;
+            continue;
+        }
+        if t.is("set_config") {
+            let after = lx.offset();
+            if lx.next() == Some(Token::Punct(b'(')) {
+                if let Some((name, _)) = literal_at(sql, lx.offset()) {
+                    out.push(SettingOp::Set(lower(&name)));
+                }
+            } else {
+                lx = Lexer::at(sql, after);
+            }
+        }
+        if !at_start {
+            continue;
+        }
+        at_start = false;
+        if t.is("set") {
+            if let Some(name) = set_target(&mut lx) {
+                out.extend(name.into_iter().map(SettingOp::Set));
+            }
+        } else if t.is("reset") {
+            match lx.next() {
+                Some(t) if t.is("all") => out.push(SettingOp::ResetAll { discard: false }),
+                Some(t) if t.is("session") => out.push(SettingOp::Reset("role".into())),
+                Some(t) => {
+                    if let Some(name) = dotted_name(t, &mut lx) {
+                        out.push(SettingOp::Reset(name));
+                    }
+                }
+                None => {}
+            }
+        } else if t.is("discard") && lx.next().is_some_and(|t| t.is("all")) {
+            out.push(SettingOp::ResetAll { discard: true });
+        }
+    }
+    out
+}
+
+/// The names a session-level `SET` (after the keyword) changes.
+fn set_target(lx: &mut Lexer<'_>) -> Option<Vec<String>> {
+    let mut t = lx.next()?;
+    if t.is("local") || t.is("transaction") || t.is("constraints") {
+        return None;
+    }
+    if t.is("session") {
+        t = lx.next()?;
+        if t.is("characteristics") {
+            return Some(
+                [
+                    "default_transaction_isolation",
+                    "default_transaction_read_only",
+                    "default_transaction_deferrable",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+        }
+        if t.is("authorization") {
+            return None;
+        }
+    }
+    if t.is("time") {
+        return Some(vec!["timezone".into()]);
+    }
+    if t.is("names") {
+        return Some(vec!["client_encoding".into()]);
+    }
+    if t.is("schema") {
+        return Some(vec!["search_path".into()]);
+    }
+    dotted_name(t, lx).map(|n| vec![n])
+}
+
+/// A setting name: `word`, `"Quoted"` or `ext.name`, lower-cased as
+/// PostgreSQL matches setting names.
+fn dotted_name(first: Token<'_>, lx: &mut Lexer<'_>) -> Option<String> {
+    let part = |t: Token<'_>| match t {
+        Token::Word(w) | Token::Quoted(w) => Some(lower(w)),
+        _ => None,
+    };
+    let mut name = part(first)?;
+    let save = lx.offset();
+    if lx.next() == Some(Token::Punct(b'.')) {
+        if let Some(rest) = lx.next().and_then(part) {
+            name.push('.');
+            name.push_str(&rest);
+            return Some(name);
+        }
+    }
+    *lx = Lexer::at(lx.source(), save);
+    Some(name)
+}
+
+fn lower(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_lowercase()
+}
+
+/// A plain or `E''` string literal starting at `pos` (after whitespace):
+/// its value and the offset just past it.
+pub fn literal_at(sql: &[u8], mut pos: usize) -> Option<(Vec<u8>, usize)> {
+    while sql.get(pos).is_some_and(|c| c.is_ascii_whitespace()) {
+        pos += 1;
+    }
+    let escapes = matches!(sql.get(pos), Some(b'e' | b'E'));
+    if escapes {
+        pos += 1;
+    }
+    if sql.get(pos) != Some(&b'\'') {
+        return None;
+    }
+    pos += 1;
+    let mut value = Vec::new();
+    loop {
+        let c = *sql.get(pos)?;
+        pos += 1;
+        match c {
+            b'\\' if escapes => {
+                // Only the simple escapes a setting name could use.
+                value.push(*sql.get(pos)?);
+                pos += 1;
+            }
+            b'\'' if sql.get(pos) == Some(&b'\'') => {
+                value.push(b'\'');
+                pos += 1;
+            }
+            b'\'' => return Some((value, pos)),
+            c => value.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SettingOp::*;
+
+    fn set(n: &str) -> SettingOp {
+        Set(n.into())
+    }
+
+    #[test]
+    fn finds_sets_and_resets_in_order() {
+        let table: &[(&str, Vec<SettingOp>)] = &[
+            ("SET work_mem = '1MB'", vec![set("work_mem")]),
+            ("set session Work_Mem to 1", vec![set("work_mem")]),
+            ("SET LOCAL work_mem = 1", vec![]),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![]),
+            ("SET myapp.tenant = 'a'", vec![set("myapp.tenant")]),
+            ("SET \"MyApp\".x = 'a'", vec![set("myapp.x")]),
+            ("SET TIME ZONE 'UTC'", vec![set("timezone")]),
+            ("SET SCHEMA 'a'", vec![set("search_path")]),
+            ("SET ROLE bob", vec![set("role")]),
+            ("SET SESSION AUTHORIZATION bob", vec![]),
+            (
+                "RESET work_mem; RESET ALL; DISCARD ALL",
+                vec![
+                    Reset("work_mem".into()),
+                    ResetAll { discard: false },
+                    ResetAll { discard: true },
+                ],
+            ),
+            (
+                "select set_config('myapp.t', $1, false), set_config(e'a\\'b', 'x', true)",
+                vec![set("myapp.t"), set("a'b")],
+            ),
+            ("select set_config(name, 'x', false) from t", vec![]),
+            ("select 'set work_mem = 1'", vec![]),
+            ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", {
+                vec![
+                    set("default_transaction_isolation"),
+                    set("default_transaction_read_only"),
+                    set("default_transaction_deferrable"),
+                ]
+            }),
+        ];
+        for (sql, want) in table {
+            assert_eq!(&changes(sql.as_bytes()), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn literals_unquote() {
+        assert_eq!(literal_at(b"  'it''s' ,", 0), Some((b"it's".to_vec(), 9)));
+        assert_eq!(literal_at(b"E'a\\'b'", 0), Some((b"a'b".to_vec(), 7)));
+        assert_eq!(literal_at(b"name", 0), None);
+        assert_eq!(literal_at(b"'unterminated", 0), None);
+        assert_eq!(literal_at(b"E'\\", 0), None);
+    }
+}
