@@ -8,7 +8,8 @@
 // send each round's queries at once. Each client sets its own search_path,
 // application_name, TimeZone and IntervalStyle once, then every round checks
 // them, runs queries whose results name the client (json, arrays, an enum
-// and a composite type), and commits or rolls back a transaction.
+// and a composite type) and one that fails, and commits or rolls back a
+// transaction.
 //
 // As in tests/integration/python/one_server.py: a failed step is recorded
 // and the client goes on (a client whose connection broke stops), and the
@@ -242,6 +243,15 @@ function roundSteps(c, client, r) {
       (x) => expect(x, { jb: { i: c.i, r, who: c.schema }, j: { i: c.i } }, 'jsonb and json round trips'),
     ],
     [
+      'a query that fails',
+      () =>
+        client.query('select 1 / $1::int as v', [0]).then(
+          () => 'no error',
+          (e) => e.code
+        ),
+      (x) => expect(x, '22012', 'the SQLSTATE of select 1 / 0'),
+    ],
+    [
       "rendering under this client's TimeZone and IntervalStyle",
       () => one(client, `select ${INSTANT}::text as t, ${INTERVAL}::text as iv`),
       (x) => expect(x, { t: c.instantText, iv: c.intervalText }, 'a timestamptz and an interval'),
@@ -339,9 +349,14 @@ function report(label, clients) {
     }
     const total = clients.reduce((n, c) => n + c.failures.length, 0)
     console.log(`FAIL ${label}: ${failed.length} of ${clients.length} clients failed, ${total} failures`)
-    for (const [step, { who, times, first }] of byStep) {
+    // Hangs last: they follow from what went wrong before.
+    const steps = [...byStep].sort(([a], [b]) => (a === 'hung') - (b === 'hung'))
+    for (const [step, { who, times, first }] of steps) {
       console.log(`- ${step}: ${who.size} client(s), ${times} time(s); first: ${first}`)
     }
+    // Where each hung client waited tells who held the server.
+    const hung = clients.filter((c) => c.failures.some(([step]) => step === 'hung'))
+    for (const c of hung.slice(1)) console.log(`  also hung: client ${c.i} at ${c.where}`)
     if (firstTrace) console.error(firstTrace)
     return 1
   }

@@ -13,8 +13,8 @@ IntervalStyle once, then every round checks them (on the server, and as
 asyncpg was told by ParameterStatus), runs queries whose results name the
 client, uses enum, composite, array and json/jsonb types (asyncpg
 introspects the types it does not know; json/jsonb get a set_type_codec),
-copies rows in and out, and commits or rolls back a transaction that reads
-through a cursor. See one_server.py for the
+runs an executemany that fails, copies rows in and out, and commits or rolls
+back a transaction that reads through a cursor. See one_server.py for the
 environment and the exit status.
 """
 import json
@@ -111,6 +111,18 @@ async def work(c, conn):
                 (await conn.fetchval(f"select {INSTANT}::text"), c.instant_text, "a timestamptz"),
                 (await conn.fetchval(f"select {INTERVAL}::text"), c.interval_text, "an interval"),
             ])
+
+        async with c.step(r, "executemany whose second row fails"):
+            # Bind + Execute per row and one Sync: the server skips to it.
+            rows = [(c.i, r, "many"), (c.i, r, None), (c.i, r, "many")]
+            try:
+                await conn.executemany(f"insert into {COPIED} values ($1, $2, $3)", rows)
+                raise Mismatch("executemany of a NULL into a NOT NULL column raised nothing")
+            except asyncpg.NotNullViolationError:
+                pass
+            expect(await conn.fetchval(f"select count(*) from {COPIED} where client = $1"
+                                       " and round = $2 and note = 'many'", c.i, r),
+                   0, "rows of the failed executemany")
 
         async with c.step(r, "COPY in (copy_records_to_table) and out (copy_from_query)"):
             notes = [f"{c.schema}/{r}/{k}" for k in range(3)]

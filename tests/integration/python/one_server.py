@@ -252,8 +252,14 @@ def report(label, clients):
                 entry[1] += 1
         total = sum(len(c.failures) for c in clients)
         print(f"FAIL {label}: {len(failed)} of {len(clients)} clients failed, {total} failures")
-        for step, (who, times, first) in by_step.items():
+        # Hangs last: they follow from what went wrong before.
+        for step, (who, times, first) in sorted(by_step.items(), key=lambda kv: kv[0] == "hung"):
             print(f"- {step}: {len(who)} client(s), {times} time(s); first: {first}")
+        # Where each hung client waited tells who held the server.
+        for c in clients:
+            for step, where, message in c.failures:
+                if step == "hung" and c.i != min(by_step["hung"][0]):
+                    print(f"  also hung: client {c.i} at {where}")
         for t in _first_trace:
             print(t, file=sys.stderr)
         sys.exit(1)

@@ -16,11 +16,12 @@ application_name, TimeZone and IntervalStyle once, then every round checks
 them (on the server, as psycopg was told by ParameterStatus, and through
 psycopg's timestamptz loader, which uses that TimeZone), runs queries whose
 results name the client, uses enum and composite types it registered
-(psycopg introspects them), arrays and json/jsonb, runs a pipeline, copies
-rows in and out, and commits or rolls back a transaction that reads through
+(psycopg introspects them), arrays and json/jsonb, runs pipelines (one
+with a failing query), copies rows in and out, and commits or rolls back a transaction that reads through
 a server-side cursor. See one_server.py for the environment
 and the exit status.
 """
+import asyncio
 import datetime
 import enum
 import re
@@ -58,6 +59,21 @@ def utc_offset(text):
     sign, hours, minutes = re.search(r"([+-])(\d\d)(?::(\d\d))?$", text).groups()
     offset = datetime.timedelta(hours=int(hours), minutes=int(minutes or 0))
     return -offset if sign == "-" else offset
+
+
+async def reply_arrived(conn):
+    """Waits until the server's reply reaches this connection's socket (or
+    psycopg has already read it), without reading it."""
+    if conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.ABORTED:
+        return
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+    fd = conn.pgconn.socket
+    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+    try:
+        await asyncio.wait_for(readable, 10)
+    finally:
+        loop.remove_reader(fd)
 
 
 async def connect(c):
@@ -161,7 +177,25 @@ async def work(c, conn):
                        "three pipelined queries")
             await conn.commit()
 
-        async with c.step(r, "COPY in and out"):
+        async with c.step(r, "a pipeline whose first query fails before the rest is sent"):
+            # The server answers the first query's Parse..Execute with its
+            # error at once; an application busy between two statements of a
+            # pipeline sends the rest (and the Sync) after that error has
+            # arrived; waiting for it makes that timing certain. The server
+            # skips to the Sync; psycopg sends a Flush as it leaves.
+            try:
+                async with conn.pipeline() as p:
+                    await conn.execute("select 1 / %s::int", (0,))
+                    await reply_arrived(conn)
+                    await conn.execute(f"insert into {COPIED} values (%s, %s, 'after the error')",
+                                       (c.i, r))
+                    await p.sync()
+                raise Mismatch("select 1 / 0 in a pipeline raised nothing")
+            except psycopg.errors.DivisionByZero:
+                pass
+            await conn.rollback()
+
+        async with c.step(r, "COPY in and out, right after that pipeline"):
             notes = [f"{c.schema}/{r}/{k}" for k in range(3)]
             async with conn.cursor() as cur:
                 async with cur.copy(f"COPY {COPIED} (client, round, note) FROM STDIN") as copy:
@@ -170,7 +204,8 @@ async def work(c, conn):
                 query = f"select note from {COPIED} where client = {c.i} and round = {r} order by note"
                 async with cur.copy(f"COPY ({query}) TO STDOUT") as copy:
                     got = [x async for (x,) in copy.rows()]
-            expect(got, notes, "the rows this client copied in")
+            expect(got, notes, "the rows this client copied in this round (and not the insert"
+                   " the server skipped after the error)")
             await conn.commit()
 
         async with c.step(r, "transaction"):
