@@ -34,6 +34,10 @@ pub enum SessionError {
     ShuttingDown,
     #[error("server connection lost in the middle of a transaction")]
     ServerLost,
+    #[error(
+        "internal error in pglittle ({0}); this session was ended, other sessions are unaffected"
+    )]
+    Panic(String),
     #[error("permission denied: user \"{0}\" is not in admin_users or stats_users")]
     NotAdmin(String),
 }
@@ -55,6 +59,7 @@ impl SessionError {
             SessionError::IdleInTransaction => "25P03",
             SessionError::ShuttingDown => "57P01",
             SessionError::ServerLost => "08006",
+            SessionError::Panic(_) => "XX000",
             SessionError::NotAdmin(_) => "42501",
         }
     }

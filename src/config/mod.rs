@@ -149,7 +149,7 @@ impl Default for PoolerSettings {
             idle_transaction_timeout: Duration::ZERO,
             server_reset: ServerReset::Detect,
             pin_on_session_state: false,
-            max_message_size: 64 * 1024 * 1024,
+            max_message_size: 1 << 30,
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 100,
             server_check_delay: Duration::from_secs(1),

@@ -174,6 +174,80 @@ pub fn peek_message(
     Ok(Some((msg, total)))
 }
 
+/// Messages at least this large that may pass through in pieces (see
+/// `peek_stream_head`) are never buffered whole.
+pub const STREAM_MIN: usize = 256 * 1024;
+
+/// The head of a large message that is relayed in pieces: what the pooler
+/// must read of it, then `total - head_len` bytes passed on untouched.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamHead<'a> {
+    /// What the message is, with an empty `rest` for a Bind.
+    pub msg: FrontendMessage<'a>,
+    /// Bytes of the message the head covers (header and names).
+    pub head_len: usize,
+    /// The whole message's length, header included.
+    pub total: usize,
+}
+
+/// For an incomplete message of at least `STREAM_MIN` bytes at the start of
+/// `buf` whose kind can stream (Bind, whose parameters are opaque after its
+/// two names; CopyData; FunctionCall), its head once that much is buffered.
+/// Query and Parse are never streamed: their SQL is inspected.
+pub fn peek_stream_head(
+    buf: &[u8],
+    max_len: usize,
+) -> Result<Option<StreamHead<'_>>, ProtocolError> {
+    let Some((tag, total)) = super::frame::peek_header(buf, max_len)? else {
+        return Ok(None);
+    };
+    if total < STREAM_MIN || buf.len() >= total {
+        return Ok(None);
+    }
+    let body = &buf[super::frame::HEADER_LEN..];
+    let (msg, head_len) = match tag {
+        b'B' => {
+            let Some((portal, pos)) = read_cstr(body, 0) else {
+                return Ok(None);
+            };
+            let Some((statement, pos)) = read_cstr(body, pos) else {
+                return Ok(None);
+            };
+            let msg = FrontendMessage::Bind {
+                portal,
+                statement,
+                rest: &[],
+            };
+            (msg, super::frame::HEADER_LEN + pos)
+        }
+        b'd' => (FrontendMessage::CopyData, super::frame::HEADER_LEN),
+        b'F' => (FrontendMessage::FunctionCall, super::frame::HEADER_LEN),
+        _ => return Ok(None),
+    };
+    Ok(Some(StreamHead {
+        msg,
+        head_len,
+        total,
+    }))
+}
+
+/// Bind's header and names for a Bind whose `rest_len` bytes of
+/// parameters follow untouched (a streamed Bind, see `peek_stream_head`).
+pub fn encode_bind_head(
+    out: &mut bytes::BytesMut,
+    portal: &[u8],
+    statement: &[u8],
+    rest_len: usize,
+) {
+    let len = 4 + portal.len() + 1 + statement.len() + 1 + rest_len;
+    out.extend_from_slice(b"B");
+    out.extend_from_slice(&(len as i32).to_be_bytes());
+    out.extend_from_slice(portal);
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(statement);
+    out.extend_from_slice(&[0]);
+}
+
 /// The tag of a password-family message, for the auth exchange.
 pub const PASSWORD_TAG: u8 = b'p';
 
@@ -264,6 +338,45 @@ mod tests {
         crate::protocol::decode_frame(&mut BytesMut::from(bytes), 1 << 20)
             .unwrap()
             .unwrap()
+    }
+
+    #[test]
+    fn large_binds_stream_after_their_names() {
+        let mut full = BytesMut::new();
+        let params = vec![7u8; STREAM_MIN];
+        encode_bind(&mut full, b"p", b"stmt", &params);
+        // Only the first few KiB arrived: the head is known.
+        let head = peek_stream_head(&full[..4096], 1 << 30).unwrap().unwrap();
+        assert_eq!(head.head_len, 5 + 2 + 5);
+        assert_eq!(head.total, full.len());
+        assert_eq!(
+            head.msg,
+            FrontendMessage::Bind {
+                portal: b"p",
+                statement: b"stmt",
+                rest: &[]
+            }
+        );
+        // Re-encoding the head with another name keeps the rest valid.
+        let mut re = BytesMut::new();
+        encode_bind_head(&mut re, b"p", b"other", params.len());
+        re.extend_from_slice(&full[head.head_len..]);
+        assert_eq!(
+            peek_message(&re, 1 << 30).unwrap().map(|(m, _)| m),
+            Some(FrontendMessage::Bind {
+                portal: b"p",
+                statement: b"other",
+                rest: &params
+            })
+        );
+        // Complete, small, not yet named, or not streamable: no head.
+        assert_eq!(peek_stream_head(&full, 1 << 30).unwrap(), None);
+        assert_eq!(peek_stream_head(&full[..7], 1 << 30).unwrap(), None);
+        let mut q = BytesMut::from(&query("x")[..]);
+        q[1..5].copy_from_slice(&(STREAM_MIN as i32 * 2).to_be_bytes());
+        assert_eq!(peek_stream_head(&q, 1 << 30).unwrap(), None);
+        // Over max_message_size is still an error.
+        assert!(peek_stream_head(&full[..4096], 1024).is_err());
     }
 
     #[test]

@@ -153,19 +153,21 @@ mod tests {
     use super::*;
 
     /// (settings, needs_reset, session_state, listen)
-    fn fx(sql: &str) -> (bool, bool, bool, bool) {
+    type Fx = (bool, bool, bool, bool);
+
+    fn fx(sql: &str) -> Fx {
         let f = inspect(sql.as_bytes());
         (f.settings, f.needs_reset, f.session_state, f.listen)
     }
 
     #[test]
     fn classifies_session_effects() {
-        const NONE: (bool, bool, bool, bool) = (false, false, false, false);
-        const SETTINGS: (bool, bool, bool, bool) = (true, false, false, false);
-        const RESET: (bool, bool, bool, bool) = (false, true, false, false);
-        const STATE: (bool, bool, bool, bool) = (false, false, true, false);
-        const LISTEN: (bool, bool, bool, bool) = (false, false, false, true);
-        let table: &[(&str, (bool, bool, bool, bool))] = &[
+        const NONE: Fx = (false, false, false, false);
+        const SETTINGS: Fx = (true, false, false, false);
+        const RESET: Fx = (false, true, false, false);
+        const STATE: Fx = (false, false, true, false);
+        const LISTEN: Fx = (false, false, false, true);
+        let table: &[(&str, Fx)] = &[
             ("select 1", NONE),
             ("UPDATE t SET a = 1", NONE),
             ("SET application_name = 'x'", NONE),

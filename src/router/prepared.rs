@@ -66,7 +66,7 @@ pub fn scan_numbered(sql: &[u8]) -> Vec<(usize, SqlPrepared<'_>)> {
     let mut first: Option<Token<'_>> = None;
     let mut prev: Option<Token<'_>> = None;
     while let Some(t) = lx.next() {
-        let before = std::mem::replace(&mut prev, Some(t));
+        let before = prev.replace(t);
         if t == Token::Semicolon {
             if !at_start {
                 statement += 1;

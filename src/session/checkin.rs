@@ -180,11 +180,11 @@ pub fn apply_settings(
     }
     for name in &plan.restore {
         match startup.get(name) {
-            Some(v) => overrides.set(name, &v.to_string()),
+            Some(v) => overrides.set(name, v),
             None => overrides.remove(name),
         }
         match defaults.get(name) {
-            Some(v) => server.set(name, &v.to_string()),
+            Some(v) => server.set(name, v),
             None => server.remove(name),
         }
     }

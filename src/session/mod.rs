@@ -8,6 +8,7 @@ mod flight;
 mod handshake;
 mod idle;
 mod meter;
+mod panic;
 mod relay;
 mod rewrite;
 mod routing;
@@ -29,7 +30,8 @@ use crate::config::PoolMode;
 use crate::error::SessionError;
 use crate::pool::{params::Params, Lease, Pool};
 use crate::protocol::backend::{self, Severity};
-use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::protocol::frame::peek_header;
+use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::shutdown::Phase;
 use cancel::CancelHandle;
 use relay::{Flight, Outcome, RelayLimits};
@@ -126,9 +128,19 @@ impl Session {
             let Some(first) = self.wait_for_message(&mut shutdown).await? else {
                 return Ok(());
             };
-            // Everything past the idle wait is boxed: see `serve`.
-            if Box::pin(self.handle(first)).await? == Next::Close {
-                return Ok(());
+            // Everything past the idle wait is boxed: see `serve`. A panic
+            // in it ends this session only, with an ErrorResponse.
+            match panic::CatchPanic::new(self.handle(first)).await {
+                Ok(next) => {
+                    if next? == Next::Close {
+                        return Ok(());
+                    }
+                }
+                Err(what) => {
+                    tracing::error!(panic = %what, "a session panicked; ending only that session");
+                    self.lease = None;
+                    return Err(SessionError::Panic(what));
+                }
             }
             if self.lease.is_none() && *shutdown.borrow() >= Phase::Draining {
                 return Err(SessionError::ShuttingDown);
@@ -140,9 +152,12 @@ impl Session {
     async fn handle(&mut self, first: First) -> Result<Next, SessionError> {
         // A Sync with nothing before it, and no server held: nothing is in a
         // transaction, so pglittle answers it. (A held server answers itself.)
+        if first == First::Stray && self.lease.is_none() {
+            self.skip_message().await?;
+            return Ok(Next::Continue);
+        }
         if first == First::LoneSync && self.lease.is_none() {
-            self.buf
-                .advance(first_len(&self.buf, self.limits.max_message)?);
+            self.skip_message().await?;
             let mut out = BytesMut::new();
             backend::ready_for_query(&mut out, b'I');
             self.client.write_all(&out).await?;
@@ -459,8 +474,7 @@ impl Session {
         if first == First::Extended {
             self.skip_to_sync().await?;
         } else {
-            self.buf
-                .advance(first_len(&self.buf, self.limits.max_message)?);
+            self.skip_message().await?;
         }
         let mut out = BytesMut::new();
         backend::ready_for_query(&mut out, b'I');
@@ -469,22 +483,38 @@ impl Session {
     }
 
     async fn skip_to_sync(&mut self) -> Result<(), SessionError> {
+        while self.skip_message().await? != b'S' {}
+        Ok(())
+    }
+
+    /// Drops the client's next message, reading (and dropping) as much of
+    /// it as has not arrived: a large one is never held whole. Its tag.
+    async fn skip_message(&mut self) -> Result<u8, SessionError> {
+        let (tag, mut left) = loop {
+            if let Some(h) = peek_header(&self.buf, self.limits.max_message)? {
+                break h;
+            }
+            self.read_more().await?;
+        };
         loop {
-            while let Some((is_sync, len)) = peek_message(&self.buf, self.limits.max_message)?
-                .map(|(msg, len)| (msg == FrontendMessage::Sync, len))
-            {
-                self.buf.advance(len);
-                if is_sync {
-                    return Ok(());
-                }
+            let k = left.min(self.buf.len());
+            self.buf.advance(k);
+            left -= k;
+            if left == 0 {
+                return Ok(tag);
             }
-            self.buf.reserve(8 * 1024);
-            if tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.buf).await? == 0 {
-                return Err(SessionError::ClientIo(
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                ));
-            }
+            self.read_more().await?;
         }
+    }
+
+    async fn read_more(&mut self) -> Result<(), SessionError> {
+        self.buf.reserve(8 * 1024);
+        if tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.buf).await? == 0 {
+            return Err(SessionError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn send_error(&mut self, severity: Severity, err: &SessionError) -> std::io::Result<()> {
@@ -513,20 +543,29 @@ enum First {
     Simple,
     Extended,
     LoneSync,
+    /// CopyData, CopyDone, CopyFail or Flush with no server held.
+    Stray,
     Terminate,
 }
 
 fn classify_first(buf: &[u8], max: usize) -> Result<Option<First>, SessionError> {
-    Ok(peek_message(buf, max)?.map(|(msg, _)| match msg {
+    let kind = |msg: &FrontendMessage<'_>| match msg {
         FrontendMessage::Terminate => First::Terminate,
         FrontendMessage::Sync => First::LoneSync,
+        // Ignored by PostgreSQL outside COPY (or, alone, with nothing to
+        // flush): no reason to lend a server.
+        FrontendMessage::CopyData
+        | FrontendMessage::CopyDone
+        | FrontendMessage::CopyFail
+        | FrontendMessage::Flush => First::Stray,
         m if m.is_extended() => First::Extended,
         _ => First::Simple,
-    }))
-}
-
-fn first_len(buf: &[u8], max: usize) -> Result<usize, SessionError> {
-    Ok(peek_message(buf, max)?.map(|(_, len)| len).unwrap_or(0))
+    };
+    if let Some((msg, _)) = peek_message(buf, max)? {
+        return Ok(Some(kind(&msg)));
+    }
+    // A large message is lent a server on its head alone (it streams).
+    Ok(peek_stream_head(buf, max)?.map(|h| kind(&h.msg)))
 }
 
 #[cfg(test)]

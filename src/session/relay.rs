@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::pool::params::Params;
 use crate::pool::ServerConn;
-use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::protocol::scan::{BackendEvent, BackendKind, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
 
@@ -113,6 +113,8 @@ pub async fn transaction(
 
     let c2s = async {
         let mut out = BytesMut::new();
+        // Bytes of a large message still to pass through untouched.
+        let mut stream_left = 0usize;
         loop {
             if flight.stopping.load(Relaxed) {
                 return ClientEnd::Stopped;
@@ -126,6 +128,16 @@ pub async fn transaction(
                     out.extend_from_slice(&replay);
                 }
                 loop {
+                    if stream_left > 0 {
+                        let k = stream_left.min(cbuf.len() - n);
+                        out.extend_from_slice(&cbuf[n..n + k]);
+                        n += k;
+                        stream_left -= k;
+                        if stream_left > 0 {
+                            break;
+                        }
+                        continue;
+                    }
                     if flight.batch_sent.load(Relaxed) {
                         break;
                     }
@@ -146,7 +158,23 @@ pub async fn transaction(
                                 flight.batch_sent.store(true, Relaxed);
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => match peek_stream_head(&cbuf[n..], limits.max_message) {
+                            // A large Bind, CopyData or FunctionCall: its head
+                            // now, the rest as it arrives, never held whole.
+                            Ok(Some(head)) => {
+                                flight.note(&head.msg);
+                                meter.client_message(&head.msg);
+                                let rest = head.total - head.head_len;
+                                let raw = &cbuf[n..n + head.head_len];
+                                let w = b.client_stream_head(&head.msg, raw, rest, &mut out);
+                                flight.outstanding.fetch_add(w.cycles, Relaxed);
+                                synth |= w.synth;
+                                n += head.head_len;
+                                stream_left = rest;
+                            }
+                            Ok(None) => break,
+                            Err(e) => return ClientEnd::Protocol(e),
+                        },
                         Err(e) => return ClientEnd::Protocol(e),
                     }
                 }

@@ -145,6 +145,8 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
             return req;
         }
     }
+    // No Sync yet (a large message still arriving, or a batch left open):
+    // the primary.
     req.class = Class::Write;
     req
 }

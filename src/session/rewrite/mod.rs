@@ -67,6 +67,9 @@ pub enum Reply {
     Synth(&'static [u8]),
 }
 
+/// A statement name and the index of the statement of a query it is in.
+type NumberedName = (usize, Box<[u8]>);
+
 /// Bookkeeping to undo when the server skips or fails a Parse.
 #[derive(Debug, Clone)]
 enum Undo {
@@ -81,7 +84,7 @@ enum Undo {
     /// SQL-level PREPAREs of a simple query, with the index of the
     /// statement each is in: those at or after the statement that failed
     /// never ran.
-    SqlPrepares(Vec<(usize, Box<[u8]>)>),
+    SqlPrepares(Vec<NumberedName>),
 }
 
 #[derive(Debug)]
@@ -414,11 +417,52 @@ impl Books<'_> {
         }
     }
 
+    /// Like `client_message` for the head of a message relayed in pieces
+    /// (`frontend::peek_stream_head`): a Bind's names are rewritten and
+    /// its `rest_len` bytes of parameters follow untouched; CopyData and
+    /// FunctionCall pass as they are (`raw_head` is their header). A
+    /// streamed Bind is never kept for a replay.
+    pub fn client_stream_head(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        raw_head: &[u8],
+        rest_len: usize,
+        out: &mut BytesMut,
+    ) -> Written {
+        let FrontendMessage::Bind {
+            portal, statement, ..
+        } = *msg
+        else {
+            return self.client_message(msg, raw_head, false, out);
+        };
+        self.start_message();
+        let def = if self.rewrite && !statement.is_empty() {
+            self.client.get(statement).cloned()
+        } else {
+            None
+        };
+        let name: &[u8] = match &def {
+            _ if !self.rewrite => statement,
+            Some(def) => {
+                self.ensure(def, out);
+                &def.server_name
+            }
+            None if statement.is_empty() => {
+                self.ensure_unnamed(out);
+                b""
+            }
+            None => UNKNOWN_STATEMENT,
+        };
+        frontend::encode_bind_head(out, portal, name, rest_len);
+        self.push(Expect::Bind, Reply::Forward, Undo::None);
+        Written::default()
+    }
+
     /// Tracks SQL-level prepared statements in a simple query; returns the
     /// SQL to run first so this server holds what the query needs (bytes:
     /// the client's text may be in any encoding), and the PREPAREs to undo
     /// if the query fails before them.
-    fn sql_prepared(&mut self, sql: &[u8]) -> (Option<Vec<u8>>, Vec<(usize, Box<[u8]>)>) {
+    fn sql_prepared(&mut self, sql: &[u8]) -> (Option<Vec<u8>>, Vec<NumberedName>) {
         let mut setup = Vec::new();
         let mut prepares = Vec::new();
         for (at, op) in scan_numbered(sql) {
