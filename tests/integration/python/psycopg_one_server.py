@@ -24,6 +24,7 @@ and the exit status.
 import asyncio
 import datetime
 import enum
+import logging
 import re
 import sys
 
@@ -42,6 +43,10 @@ from one_server import (
 )
 
 THRESHOLD = {"0": 0, "none": None}[MODE]
+
+# psycopg warns of each pipeline left with an error, which this script makes
+# on purpose; failures are reported on stdout.
+logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 Mood = enum.Enum("Mood", [(m, m) for m in MOODS])
 
