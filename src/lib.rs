@@ -59,6 +59,29 @@
 //!   reads `pg_current_wal_insert_lsn()` on the same server: the client's
 //!   new floor (and its `pglittle.lsn` token).
 //!
+//! - Check-in is one place, `session::checkin`, used by every path (end of
+//!   a transaction, a client leaving or cut off, session mode): settings the
+//!   client SET or RESET are read back so they follow it (RESET returns to
+//!   the session's start value), one query asks what session state is left
+//!   when the SQL may have made some, and a pure `decide` keeps the server
+//!   (LISTEN, or `pin_on_session_state`), resets it (DISCARD ALL, or the
+//!   pipelined `server_reset = "always"` reset whose reply the next borrower
+//!   reads), or releases it. Abandoned servers get ROLLBACK and DISCARD ALL
+//!   as two pipelined queries.
+//! - A client that keeps its server while idle (session mode, pinned)
+//!   waits on both sockets: `session::idle` passes on what the server says
+//!   by itself (notifications, notices, ParameterStatus, a FATAL).
+//! - The relay runs over generic stream halves (`relay::pump`), so
+//!   `session::relay_tests` drive it with `tokio::io::duplex` and a scripted
+//!   server. Large Bind/CopyData/FunctionCall messages stream through after
+//!   their head (`frontend::peek_stream_head`). Its shared state is still
+//!   atomics (`Flight`), not yet one plain struct; the prepared-statement
+//!   code still lives in `session::rewrite`, `session::statements` and
+//!   `pool::prepared` until the `sql/` room exists for it to import.
+//! - A panic while serving a request is caught at the session boundary
+//!   (`session::panic`): XX000 to that client, an error log line, the lent
+//!   server closed.
+//!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;
 //! the relay only bumps atomics for bytes, queries and errors.

@@ -10,6 +10,8 @@ mod idle;
 mod meter;
 mod panic;
 mod relay;
+#[cfg(test)]
+mod relay_tests;
 mod rewrite;
 mod routing;
 mod shared;

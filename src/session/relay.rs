@@ -13,10 +13,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pool::params::Params;
+use crate::pool::prepared::ServerStatements;
 use crate::pool::ServerConn;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::protocol::scan::{BackendEvent, BackendKind, BackendScanner, Segment};
@@ -85,8 +86,25 @@ fn holdable(kind: BackendKind) -> bool {
     )
 }
 
-/// Runs until the transaction ends. `cbuf` holds client bytes not yet
-/// forwarded (at least one complete message on entry).
+/// The client's side of a relay: its unhandled bytes and what pglittle
+/// keeps of its session.
+pub struct ClientSide<'a> {
+    /// Client bytes not yet forwarded (at least one complete message, or
+    /// the head of a streamed one, on entry).
+    pub buf: &'a mut BytesMut,
+    pub params: &'a mut Params,
+    pub statements: &'a mut ClientStatements,
+    pub defaults: &'a Params,
+}
+
+/// The server's side: its read buffer and pglittle's model of its session.
+pub struct ServerSide<'a> {
+    pub buf: &'a mut BytesMut,
+    pub params: &'a mut Params,
+    pub statements: &'a mut ServerStatements,
+}
+
+/// Runs until the transaction ends, over the client's and server's sockets.
 #[allow(clippy::too_many_arguments)]
 pub async fn transaction(
     client: &mut TcpStream,
@@ -99,13 +117,50 @@ pub async fn transaction(
     limits: &RelayLimits,
     meter: &super::meter::Meter<'_>,
 ) -> Outcome {
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.stream.split();
-    let sbuf = &mut server.buf;
-    let server_params = &mut server.params;
+    let (cr, cw) = client.split();
+    let (sr, sw) = server.stream.split();
+    let client = ClientSide {
+        buf: cbuf,
+        params: client_params,
+        statements,
+        defaults,
+    };
+    let server = ServerSide {
+        buf: &mut server.buf,
+        params: &mut server.params,
+        statements: &mut server.statements,
+    };
+    pump((cr, cw), (sr, sw), client, server, flight, limits, meter).await
+}
+
+/// The relay itself, over any stream halves (sockets in production,
+/// `tokio::io::duplex` in tests).
+pub async fn pump<CR, CW, SR, SW>(
+    (mut cr, mut cw): (CR, CW),
+    (mut sr, mut sw): (SR, SW),
+    client: ClientSide<'_>,
+    server: ServerSide<'_>,
+    flight: &Flight,
+    limits: &RelayLimits,
+    meter: &super::meter::Meter<'_>,
+) -> Outcome
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let ClientSide {
+        buf: cbuf,
+        params: client_params,
+        statements,
+        defaults,
+    } = client;
+    let sbuf = server.buf;
+    let server_params = server.params;
     let books = Mutex::new(Books::new(
         statements,
-        &mut server.statements,
+        server.statements,
         limits.rewrite_statements,
     ));
     let books = &books;

@@ -1,0 +1,360 @@
+//! The relay over `tokio::io::duplex` pipes and a scripted server: what the
+//! server is sent and what the client sees, without sockets or PostgreSQL.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use super::flight::Flight;
+use super::meter::Meter;
+use super::relay::{pump, ClientSide, Outcome, RelayLimits, ServerSide};
+use super::statements::ClientStatements;
+use crate::metrics::PoolMetrics;
+use crate::pool::params::Params;
+use crate::pool::prepared::ServerStatements;
+use crate::protocol::frontend::{self, peek_message, FrontendMessage};
+
+/// One frame as (tag, body).
+type Frame = (u8, Vec<u8>);
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::encode_parse(&mut b, name.as_bytes(), sql.as_bytes(), b"\0\0");
+    b.to_vec()
+}
+
+fn bind(statement: &str, rest: &[u8]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::encode_bind(&mut b, b"", statement.as_bytes(), rest);
+    b.to_vec()
+}
+
+/// Bind's formats, one text parameter of `len` bytes, and result formats.
+fn one_param(len: usize) -> Vec<u8> {
+    let mut r = vec![0, 0, 0, 1];
+    r.extend_from_slice(&(len as i32).to_be_bytes());
+    r.extend(std::iter::repeat_n(b'x', len));
+    r.extend_from_slice(&[0, 0]);
+    r
+}
+
+fn execute() -> Vec<u8> {
+    msg(b'E', b"\0\0\0\0\0")
+}
+
+fn sync() -> Vec<u8> {
+    msg(b'S', b"")
+}
+
+/// A scripted server: answers what PostgreSQL would for a trivial
+/// database, fails a Parse whose SQL contains "fail" (then skips to Sync),
+/// and returns every frame it was sent.
+async fn scripted_server(mut io: DuplexStream) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    let mut seen = Vec::new();
+    let mut skipping = false;
+    let mut status = b'I';
+    loop {
+        while let Ok(Some((m, len))) = peek_message(&buf, 1 << 30) {
+            let tag = buf[0];
+            let body = buf[5..len].to_vec();
+            let mut out = Vec::new();
+            match m {
+                FrontendMessage::Sync => {
+                    skipping = false;
+                    out.extend(msg(b'Z', &[status]));
+                }
+                _ if skipping => {}
+                FrontendMessage::Query { sql } => {
+                    if sql.eq_ignore_ascii_case(b"begin") {
+                        status = b'T';
+                    }
+                    out.extend(msg(b'C', b"SELECT 1\0"));
+                    out.extend(msg(b'Z', &[status]));
+                }
+                FrontendMessage::Parse { sql, .. }
+                    if memchr::memmem::find(sql, b"fail").is_some() =>
+                {
+                    skipping = true;
+                    out.extend(msg(b'E', b"SERROR\0C42601\0Msyntax\0\0"));
+                }
+                FrontendMessage::Parse { .. } => out.extend(msg(b'1', b"")),
+                FrontendMessage::Bind { .. } => out.extend(msg(b'2', b"")),
+                FrontendMessage::Describe(_) => out.extend(msg(b'n', b"")),
+                FrontendMessage::Execute => out.extend(msg(b'C', b"SELECT 1\0")),
+                FrontendMessage::Close(_) => out.extend(msg(b'3', b"")),
+                _ => {}
+            }
+            seen.push((tag, body));
+            buf.advance(len);
+            if io.write_all(&out).await.is_err() {
+                return seen;
+            }
+        }
+        buf.reserve(64 * 1024);
+        match io.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return seen,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The tags of the complete frames in `bytes` (backend messages).
+fn tags(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Ok(Some((tag, len))) = crate::protocol::frame::peek_header(&bytes[at..], 1 << 30) {
+        if bytes.len() < at + len {
+            break;
+        }
+        out.push(tag);
+        at += len;
+    }
+    out
+}
+
+struct Relayed {
+    outcome: Outcome,
+    /// What the client was sent.
+    client_saw: Vec<u8>,
+    /// What the server was sent.
+    server_saw: Vec<Frame>,
+    /// The largest the relay's client buffer grew.
+    cbuf_capacity: usize,
+}
+
+/// Relays `first` (already buffered) then `later` (written by the client
+/// as the relay runs) against a scripted server with `server` statements.
+async fn relay(
+    stmts: &mut ClientStatements,
+    server: &mut ServerStatements,
+    first: Vec<u8>,
+    later: Vec<u8>,
+) -> Relayed {
+    relay_then(stmts, server, first, later, false).await
+}
+
+/// `relay`, with the client hanging up after writing `later` if `hang_up`.
+async fn relay_then(
+    stmts: &mut ClientStatements,
+    server: &mut ServerStatements,
+    first: Vec<u8>,
+    later: Vec<u8>,
+    hang_up: bool,
+) -> Relayed {
+    let (client_app, relay_client) = tokio::io::duplex(64 * 1024);
+    let (relay_server, server_io) = tokio::io::duplex(64 * 1024);
+    let fake = tokio::spawn(scripted_server(server_io));
+    let (mut app_read, mut app_write) = tokio::io::split(client_app);
+    let writer = tokio::spawn(async move {
+        app_write.write_all(&later).await.unwrap();
+        if hang_up {
+            // The other half keeps the pipe: shut the write side down.
+            app_write.shutdown().await.unwrap();
+        }
+        app_write
+    });
+    let reader = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let _ = app_read.read_to_end(&mut all).await;
+        all
+    });
+    let mut cbuf = BytesMut::from(&first[..]);
+    let mut params = Params::new();
+    let defaults = Params::new();
+    let mut sbuf = BytesMut::new();
+    let mut sparams = Params::new();
+    let flight = Flight::new();
+    let metrics = PoolMetrics::default();
+    let meter = Meter::new(&metrics);
+    let limits = RelayLimits {
+        max_message: 1 << 30,
+        rewrite_statements: true,
+        idle_transaction_timeout: std::time::Duration::ZERO,
+    };
+    let outcome = {
+        let (cr, cw) = tokio::io::split(relay_client);
+        let (sr, sw) = tokio::io::split(relay_server);
+        let client = ClientSide {
+            buf: &mut cbuf,
+            params: &mut params,
+            statements: stmts,
+            defaults: &defaults,
+        };
+        let server_side = ServerSide {
+            buf: &mut sbuf,
+            params: &mut sparams,
+            statements: server,
+        };
+        pump(
+            (cr, cw),
+            (sr, sw),
+            client,
+            server_side,
+            &flight,
+            &limits,
+            &meter,
+        )
+        .await
+        // The halves drop here: both pipes close.
+    };
+    let cbuf_capacity = cbuf.capacity();
+    drop(writer.await.unwrap());
+    Relayed {
+        outcome,
+        client_saw: reader.await.unwrap(),
+        server_saw: fake.await.unwrap(),
+        cbuf_capacity,
+    }
+}
+
+fn names_sent(frames: &[Frame], tag: u8) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|(t, _)| *t == tag)
+        .map(|(_, body)| {
+            // Parse: name first; Bind: portal, then statement.
+            let mut parts = body.split(|&b| b == 0);
+            if tag == b'B' {
+                parts.next();
+            }
+            String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_named_statement_is_renamed_and_reused_on_the_same_server() {
+    let mut stmts = ClientStatements::new();
+    let mut server = ServerStatements::new(10);
+    let batch = [
+        parse("s1", "select 1"),
+        bind("s1", &one_param(1)),
+        execute(),
+        sync(),
+    ]
+    .concat();
+    let r = relay(&mut stmts, &mut server, batch, Vec::new()).await;
+    assert!(matches!(r.outcome, Outcome::Idle), "{:?}", r.outcome);
+    assert_eq!(tags(&r.client_saw), b"12CZ");
+    let parsed = names_sent(&r.server_saw, b'P');
+    assert_eq!(parsed.len(), 1);
+    assert!(
+        parsed[0].starts_with("pgl_") && parsed[0].len() == 68,
+        "{parsed:?}"
+    );
+    assert_eq!(names_sent(&r.server_saw, b'B'), parsed);
+    // The next transaction on the same server binds without a Parse, and a
+    // Parse of the same text is answered by pglittle itself.
+    let batch = [
+        parse("s1", "select 1"),
+        bind("s1", &one_param(1)),
+        execute(),
+        sync(),
+    ]
+    .concat();
+    let r = relay(&mut stmts, &mut server, batch, Vec::new()).await;
+    assert_eq!(tags(&r.client_saw), b"12CZ");
+    assert!(names_sent(&r.server_saw, b'P').is_empty());
+}
+
+#[tokio::test]
+async fn the_unnamed_statement_is_parsed_again_on_another_server() {
+    let mut stmts = ClientStatements::new();
+    let mut first_server = ServerStatements::new(10);
+    let batch = [parse("", "select 'mine'"), msg(b'D', b"S\0"), sync()].concat();
+    let r = relay(&mut stmts, &mut first_server, batch, Vec::new()).await;
+    assert_eq!(tags(&r.client_saw), b"1nZ");
+    // Bind in the next round trip, on another server: the client's own
+    // statement is prepared there first, and its ParseComplete swallowed.
+    let mut other = ServerStatements::new(10);
+    let batch = [bind("", &one_param(1)), execute(), sync()].concat();
+    let r = relay(&mut stmts, &mut other, batch, Vec::new()).await;
+    assert_eq!(tags(&r.client_saw), b"2CZ");
+    let sent: Vec<u8> = r.server_saw.iter().map(|(t, _)| *t).collect();
+    assert_eq!(sent, b"PBES");
+    assert!(r.server_saw[0].1.starts_with(b"\0select 'mine'\0"));
+    // Back on the first server, which still holds it: no Parse.
+    let batch = [bind("", &one_param(1)), execute(), sync()].concat();
+    let r = relay(&mut stmts, &mut first_server, batch, Vec::new()).await;
+    let sent: Vec<u8> = r.server_saw.iter().map(|(t, _)| *t).collect();
+    assert_eq!(sent, b"BES");
+    // A client with no unnamed statement gets the server's closed first.
+    let mut stranger = ClientStatements::new();
+    let batch = [bind("", &one_param(1)), execute(), sync()].concat();
+    let r = relay(&mut stranger, &mut first_server, batch, Vec::new()).await;
+    let sent: Vec<u8> = r.server_saw.iter().map(|(t, _)| *t).collect();
+    assert_eq!(sent, b"CBES");
+}
+
+#[tokio::test]
+async fn an_error_mid_pipeline_skips_to_sync_and_forgets_the_statement() {
+    let mut stmts = ClientStatements::new();
+    let mut server = ServerStatements::new(10);
+    let batch = [
+        parse("bad", "fail here"),
+        bind("bad", &one_param(1)),
+        execute(),
+        sync(),
+        parse("good", "select 2"),
+        sync(),
+    ]
+    .concat();
+    let r = relay(&mut stmts, &mut server, batch, Vec::new()).await;
+    assert!(matches!(r.outcome, Outcome::Idle), "{:?}", r.outcome);
+    assert_eq!(tags(&r.client_saw), b"EZ1Z");
+    assert!(stmts.get(b"bad").is_none());
+    assert!(stmts.get(b"good").is_some());
+}
+
+#[tokio::test]
+async fn a_large_bind_streams_through_without_being_held() {
+    let mut stmts = ClientStatements::new();
+    let mut server = ServerStatements::new(10);
+    let r = relay(
+        &mut stmts,
+        &mut server,
+        [parse("big", "select $1"), sync()].concat(),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(tags(&r.client_saw), b"1Z");
+    let size = 8 << 20;
+    let whole = [bind("big", &one_param(size)), execute(), sync()].concat();
+    // The relay starts with only the head; the rest arrives as it runs.
+    let (head, rest) = whole.split_at(64 * 1024);
+    let r = relay(&mut stmts, &mut server, head.to_vec(), rest.to_vec()).await;
+    assert!(matches!(r.outcome, Outcome::Idle), "{:?}", r.outcome);
+    assert_eq!(tags(&r.client_saw), b"2CZ");
+    let (tag, body) = &r.server_saw[0];
+    assert_eq!(*tag, b'B');
+    assert_eq!(body.len(), 1 + 69 + 2 + 2 + 4 + size + 2);
+    assert!(body[70..].ends_with(b"xx\0\0"));
+    assert!(
+        r.cbuf_capacity < size / 4,
+        "the client buffer grew to {} bytes",
+        r.cbuf_capacity
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_transaction_is_reported_gone() {
+    let mut stmts = ClientStatements::new();
+    let mut server = ServerStatements::new(10);
+    let r = relay_then(
+        &mut stmts,
+        &mut server,
+        msg(b'Q', b"begin\0"),
+        Vec::new(),
+        true,
+    )
+    .await;
+    assert!(matches!(r.outcome, Outcome::ClientGone), "{:?}", r.outcome);
+    assert_eq!(r.server_saw.first().map(|(t, _)| *t), Some(b'Q'));
+}
