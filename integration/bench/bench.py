@@ -219,6 +219,7 @@ def idle(argv):
 # --------------------------------------------------------------------------
 
 TARGETS = [("direct", "direct Postgres"), ("pglittle", "pglittle"),
+           ("pglittle_always", "pglittle, server_reset = always"),
            ("pgbouncer", "PgBouncer")]
 
 
@@ -288,15 +289,22 @@ def report(raw_path, idle_path, meta_path):
             "pooler CPU s / 100k tx", "RSS per idle client (KiB)"]
     w("| " + " | ".join(head) + " |")
     w("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    present = {r["target"] for r in rows} | {r["target"] for r in idle_rows}
     for t, label in TARGETS:
+        if t == "pglittle_always" and t not in present:
+            continue
         cells = [label]
         for key, _, digits, _ in metrics:
             cells.append(fmt(summary[(t, key)], digits))
         cells.append("n/a" if t == "direct" else fmt(summary[(t, "kib")], 3))
         w("| " + " | ".join(cells) + " |")
-    for a, b, label in (("pglittle", "pgbouncer", "pglittle / PgBouncer"),
-                        ("pglittle", "direct", "pglittle / direct"),
-                        ("pgbouncer", "direct", "PgBouncer / direct")):
+    pairs = [("pglittle", "pgbouncer", "pglittle / PgBouncer"),
+             ("pglittle", "direct", "pglittle / direct"),
+             ("pgbouncer", "direct", "PgBouncer / direct")]
+    if "pglittle_always" in present:
+        pairs += [("pglittle_always", "pglittle", "always / detect"),
+                  ("pglittle_always", "pgbouncer", "always / PgBouncer")]
+    for a, b, label in pairs:
         cells = [f"*{label}*"]
         for key, _, _, _ in metrics:
             cells.append(ratio(summary[(a, key)], summary[(b, key)]))

@@ -47,7 +47,9 @@ Options:
   --clients N         pgbench clients (default $CLIENTS)
   --pool-size N       server connections per pool (default $POOL_SIZE)
   --idle-clients N    idle clients for the memory test (default $IDLE_CLIENTS)
-  --targets LIST      comma-separated subset of direct,pglittle,pgbouncer
+  --targets LIST      comma-separated subset of direct,pglittle,pgbouncer,
+                      pglittle_always (a second pglittle with
+                      server_reset = "always"; only when named here)
   --rev REV           benchmark a commit (git archive REV, built in
                       target/bench-rev) instead of the working tree
   --no-build          use the existing target/release/pglittle
@@ -96,7 +98,10 @@ die() { log "ERROR: $*"; FAILED=1; exit 1; }
 for tool in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBIN/postgres" "$PGBENCH" python3; do
   command -v "$tool" >/dev/null 2>&1 || die "missing $tool"
 done
-target_enabled() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+target_enabled() {
+  if [ "$1" = pglittle_always ]; then [[ ",$ONLY," == *",$1,"* ]]; return; fi
+  [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]
+}
 if target_enabled pgbouncer && ! [ -x "$PGBOUNCER" ]; then
   die "pgbouncer not found (install it, or --targets direct,pglittle)"
 fi
@@ -264,11 +269,12 @@ log "pgbench -i -s $SCALE"
 # Both poolers authenticate clients with md5 against a password they hold
 # (cheap, so the connection phase barely shows in the CPU figures) and log
 # in to PostgreSQL with SCRAM. Transaction pooling, $POOL_SIZE servers.
-start_pglittle() { # tag -> sets PGL_PID PGL_PORT
+start_pglittle() { # tag [extra [pooler] line] -> sets PGL_PID PGL_PORT
   PGL_PORT=$(free_port)
   cat >"$WORK/pglittle.toml" <<EOF
 [pooler]
 listen = "127.0.0.1:$PGL_PORT"
+${2:-}
 pool_mode = "transaction"
 pool_size = $POOL_SIZE
 max_client_conn = $((IDLE_CLIENTS + 1000))
@@ -388,11 +394,15 @@ run_pgbench() { # round order target port pooler-pid|"" duration
 
 if ((RUN_TPS)); then
   TARGETS=()
-  for t in direct pglittle pgbouncer; do target_enabled "$t" && TARGETS+=("$t"); done
+  for t in direct pglittle pglittle_always pgbouncer; do target_enabled "$t" && TARGETS+=("$t"); done
+  if target_enabled pglittle_always; then
+    start_pglittle tps-always 'server_reset = "always"'
+    PGLA_PID=$PGL_PID; PGLA_PORT=$PGL_PORT
+  fi
   target_enabled pglittle && start_pglittle tps
   target_enabled pgbouncer && start_pgbouncer tps
-  port_of() { case $1 in direct) echo "$PGPORT" ;; pglittle) echo "$PGL_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; esac; }
-  pid_of() { case $1 in direct) echo "" ;; pglittle) echo "$PGL_PID" ;; pgbouncer) echo "$PGB_PID" ;; esac; }
+  port_of() { case $1 in direct) echo "$PGPORT" ;; pglittle) echo "$PGL_PORT" ;; pglittle_always) echo "$PGLA_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; esac; }
+  pid_of() { case $1 in direct) echo "" ;; pglittle) echo "$PGL_PID" ;; pglittle_always) echo "$PGLA_PID" ;; pgbouncer) echo "$PGB_PID" ;; esac; }
   # Warm-up (not recorded): fills the pools and the caches.
   for t in "${TARGETS[@]}"; do
     log "warm-up through $t (5s)"
@@ -418,8 +428,9 @@ if ((RUN_TPS)); then
     done
   done
   [ -n "${PGL_PID:-}" ] && stop_pid "$PGL_PID" INT
+  [ -n "${PGLA_PID:-}" ] && stop_pid "$PGLA_PID" INT
   [ -n "${PGB_PID:-}" ] && stop_pid "$PGB_PID" TERM
-  PGL_PID=""; PGB_PID=""
+  PGL_PID=""; PGLA_PID=""; PGB_PID=""
 fi
 
 # --------------------------------------------------------- idle clients ---

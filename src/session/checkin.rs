@@ -114,6 +114,17 @@ pub fn decide(policy: CheckinPolicy, fx: &SqlEffects, state: Option<&ServerState
     Checkin::Release
 }
 
+/// Pure: whether the check-in must ask the server what session state is
+/// left. Not when `server_reset = "always"` removes it anyway and nothing
+/// could pin the client.
+pub fn needs_probe(policy: CheckinPolicy, fx: &SqlEffects, pinned: bool) -> bool {
+    if pinned || fx.listen {
+        return true;
+    }
+    fx.session_state
+        && (policy.pin_on_session_state || policy.server_reset == ServerReset::Detect)
+}
+
 /// The end state of each setting a transaction changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SettingPlan {
@@ -253,7 +264,7 @@ impl Session {
         ops: Vec<SettingOp>,
     ) -> Option<Lease> {
         let plan = plan_settings(&ops);
-        let probe = fx.listen || fx.session_state || self.pin.is_some();
+        let probe = needs_probe(self.policy, &fx, self.pin.is_some());
         let timeout = self.pool.target().connect_timeout;
         let conn = lease.conn();
         let mut state = None;
@@ -419,6 +430,32 @@ mod tests {
             decide(always, &none, Some(&listening)),
             Checkin::Pin(PinReason::Listen)
         );
+    }
+
+    #[test]
+    fn the_server_is_asked_only_when_the_answer_matters() {
+        let state = SqlEffects {
+            session_state: true,
+            ..SqlEffects::default()
+        };
+        let listen = SqlEffects {
+            listen: true,
+            ..SqlEffects::default()
+        };
+        let always = CheckinPolicy {
+            server_reset: ServerReset::Always,
+            ..DETECT
+        };
+        assert!(!needs_probe(DETECT, &SqlEffects::default(), false));
+        assert!(needs_probe(DETECT, &SqlEffects::default(), true));
+        assert!(needs_probe(DETECT, &state, false));
+        assert!(!needs_probe(always, &state, false));
+        assert!(needs_probe(always, &listen, false));
+        let always_pin = CheckinPolicy {
+            pin_on_session_state: true,
+            ..always
+        };
+        assert!(needs_probe(always_pin, &state, false));
     }
 
     #[test]

@@ -118,6 +118,18 @@ impl Flight {
         std::mem::take(&mut *self.settings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// A statement parsed earlier runs now (a Bind, an SQL EXECUTE): what
+    /// it does counts for this transaction.
+    pub(super) fn note_bound(&self, run: &super::statements::Bound) {
+        self.mark(run.effects);
+        if !run.settings.is_empty() {
+            self.settings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(run.settings.iter().cloned());
+        }
+    }
+
     fn mark(&self, fx: SqlEffects) {
         let bits = (fx.settings as u8 * SETTINGS)
             | (fx.needs_reset as u8 * NEEDS_RESET)
@@ -154,7 +166,8 @@ impl Flight {
         }
         if msg.ends_batch() {
             self.unsynced.store(false, Relaxed);
-        } else if msg.is_extended() {
+        } else if msg.is_extended() && *msg != FrontendMessage::Flush {
+            // A Flush leaves nothing pending on the server by itself.
             self.unsynced.store(true, Relaxed);
         }
         found

@@ -204,8 +204,14 @@ where
                         Ok(Some((msg, len))) => {
                             let fx = flight.note(&msg);
                             meter.client_message(&msg);
-                            let w =
-                                b.client_message(&msg, &cbuf[n..n + len], fx.prepared, &mut out);
+                            let w = b.client_message(&msg, &cbuf[n..n + len], fx, &mut out);
+                            for run in &w.runs {
+                                flight.note_bound(run);
+                            }
+                            if b.skipping() {
+                                // Not over until the Sync the server waits for.
+                                flight.unsynced.store(true, Relaxed);
+                            }
                             flight.outstanding.fetch_add(w.cycles, Relaxed);
                             synth |= w.synth;
                             n += len;

@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::router::settings::{changes, SettingOp};
+use crate::router::SqlEffects;
+
 /// One protocol-level named statement, as needed to prepare it on any server.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StmtDef {
@@ -21,6 +24,35 @@ pub struct StmtDef {
     pub sql: Box<[u8]>,
     /// The Parse message's parameter-type section (count and OIDs).
     pub types: Box<[u8]>,
+    /// What running it does to the session (see `Bound`).
+    pub bound: Bound,
+}
+
+/// What running a prepared statement does to session state, found once
+/// when it is parsed: every later Bind of it (in another transaction, on
+/// another server) must count it again, or a cached
+/// `SELECT set_config('app.tenant', $1, false)` would not follow its client.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub effects: SqlEffects,
+    pub settings: Arc<[SettingOp]>,
+}
+
+impl Bound {
+    pub fn of(sql: &[u8], effects: SqlEffects) -> Bound {
+        let settings: Arc<[SettingOp]> = if effects.settings {
+            changes(sql).into()
+        } else {
+            Arc::new([])
+        };
+        Bound { effects, settings }
+    }
+
+    /// True when binding it changes nothing pglittle follows.
+    pub fn is_inert(&self) -> bool {
+        let fx = self.effects;
+        !(fx.settings || fx.needs_reset || fx.session_state || fx.listen)
+    }
 }
 
 impl StmtDef {
@@ -38,6 +70,7 @@ impl StmtDef {
             server_name: Arc::from(name),
             sql: sql.into(),
             types: types.into(),
+            bound: Bound::default(),
         }
     }
 }
@@ -70,6 +103,7 @@ pub struct ClientStatements {
 pub struct Unnamed {
     pub sql: Vec<u8>,
     pub types: Vec<u8>,
+    pub bound: Bound,
 }
 
 impl ClientStatements {
@@ -86,8 +120,9 @@ impl ClientStatements {
     }
 
     /// Records a Parse of the unnamed statement, reusing the buffers.
-    pub fn parse_unnamed(&mut self, sql: &[u8], types: &[u8]) {
+    pub fn parse_unnamed(&mut self, sql: &[u8], types: &[u8], effects: SqlEffects) {
         let u = self.unnamed.get_or_insert_with(Unnamed::default);
+        u.bound = Bound::of(sql, effects);
         u.sql.clear();
         u.sql.extend_from_slice(sql);
         u.types.clear();

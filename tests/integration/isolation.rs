@@ -525,3 +525,48 @@ async fn pglittle_commands_inside_a_multi_statement_query_are_refused_clearly() 
     assert!(e.as_db_error().is_some(), "{e:?}");
     assert_eq!(scalar(&su, "select count(*) from own_cmd_t").await, "0");
 }
+
+// A setting changed by a statement prepared earlier (the multi-tenant
+// pattern with a driver's statement cache) follows its client too: every
+// later Bind or EXECUTE of it counts, not only its Parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_changed_by_a_cached_statement_follow_their_client() {
+    let p = pool_of_one("iso_cached_set", |_| {}).await;
+    let a = p.connect_trust("iso_cached_set", "").await;
+    let b = p.connect_trust("iso_cached_set", "").await;
+    let tenant = "select coalesce(current_setting('myapp.tenant', true), '')";
+    // Protocol level, named (tokio-postgres prepares once, binds many times).
+    let set = a
+        .prepare("select set_config('myapp.tenant', $1, false)")
+        .await
+        .unwrap();
+    for t in ["t1", "t2", "t3"] {
+        a.query(&set, &[&t]).await.unwrap();
+        assert_eq!(scalar(&b, tenant).await, "");
+        assert_eq!(scalar(&a, tenant).await, t);
+    }
+    // SQL level.
+    a.batch_execute("PREPARE set_t (text) AS SELECT set_config('myapp.tenant', $1, false)")
+        .await
+        .unwrap();
+    for t in ["s1", "s2"] {
+        a.batch_execute(&format!("EXECUTE set_t('{t}')"))
+            .await
+            .unwrap();
+        assert_eq!(scalar(&b, tenant).await, "");
+        assert_eq!(scalar(&a, tenant).await, t);
+    }
+    // The unnamed statement, parsed in one round trip and bound in the next.
+    let mut r = Raw::connect(p.port, "iso_cached_set", &[]).await;
+    let mut batch = raw::parse("", "select set_config('myapp.tenant', $1, false)");
+    batch.extend(raw::sync());
+    r.send(&batch).await;
+    r.until_ready().await;
+    let mut batch = raw::bind("", "", &[b"u1"]);
+    batch.extend(raw::execute());
+    batch.extend(raw::sync());
+    r.send(&batch).await;
+    assert_eq!(first_error(&r.until_ready().await), None);
+    assert_eq!(scalar(&b, tenant).await, "");
+    assert_eq!(first_value(&r.simple(tenant).await).as_deref(), Some("u1"));
+}

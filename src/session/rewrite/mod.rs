@@ -17,13 +17,16 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::statements::{ClientStatements, StmtDef, UNKNOWN_STATEMENT};
+use super::statements::{Bound, ClientStatements, StmtDef, UNKNOWN_STATEMENT};
 use crate::pool::prepared::ServerStatements;
 use crate::protocol::frontend::{self, FrontendMessage, Target};
 use crate::protocol::scan::{BackendKind, CLOSE_COMPLETE, PARSE_COMPLETE};
 use crate::router::prepared::{scan as scan_sql_prepared, scan_numbered, SqlPrepared};
+use crate::router::SqlEffects;
 
 mod reply;
+#[cfg(test)]
+mod tests;
 
 /// Which reply ends the answer to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +145,10 @@ pub struct Books<'a> {
     pub ignored_cycles: usize,
     /// Statements of the head simple query completed so far.
     completed: usize,
+    /// An extended-protocol message failed and the client has sent no Sync
+    /// since: the server discards everything up to the next Sync, so
+    /// messages until then expect no reply and change nothing.
+    skipping: bool,
 }
 
 impl<'a> Books<'a> {
@@ -163,6 +170,7 @@ impl<'a> Books<'a> {
             copy_in: false,
             ignored_cycles: 0,
             completed: 0,
+            skipping: false,
         }
     }
 }
@@ -174,6 +182,9 @@ pub struct Written {
     pub cycles: usize,
     /// A made-up reply is at the head of the queue and may be due now.
     pub synth: bool,
+    /// What the statements this message runs do to the session, when they
+    /// were parsed earlier (a Bind, an SQL EXECUTE) and do something.
+    pub runs: Vec<Bound>,
 }
 
 impl Books<'_> {
@@ -246,20 +257,31 @@ impl Books<'_> {
 
     /// Appends what to send the server for one client message (`raw` is
     /// its bytes) and queues how to treat the replies.
-    /// `sql_prepared`: the SQL mentions PREPARE/EXECUTE/DEALLOCATE/DISCARD.
+    /// `fx`: what the message's own SQL does (`router::inspect`).
     pub fn client_message(
         &mut self,
         msg: &FrontendMessage<'_>,
         raw: &[u8],
-        sql_prepared: bool,
+        fx: SqlEffects,
         out: &mut BytesMut,
     ) -> Written {
+        let sql_prepared = fx.prepared;
         let mut w = Written::default();
+        if self.skipping {
+            if !matches!(msg, FrontendMessage::Sync) {
+                // Discarded by the server: pass it on, expect nothing.
+                out.extend_from_slice(raw);
+                return w;
+            }
+            self.skipping = false;
+        }
         let rewrite = self.rewrite;
         match *msg {
             FrontendMessage::Parse { name, sql, types } if rewrite && !name.is_empty() => {
                 self.start_message();
-                let def = Arc::new(StmtDef::new(sql, types));
+                let mut def = StmtDef::new(sql, types);
+                def.bound = Bound::of(sql, fx);
+                let def = Arc::new(def);
                 self.client.insert(name, def.clone());
                 if self.server.touch(&def.server_name) {
                     self.push(Expect::Parse, Reply::Synth(PARSE_COMPLETE), Undo::None);
@@ -283,6 +305,9 @@ impl Books<'_> {
                 match self.client.get(statement).cloned() {
                     Some(def) => {
                         self.ensure(&def, out);
+                        if !def.bound.is_inert() {
+                            w.runs.push(def.bound.clone());
+                        }
                         let at = out.len();
                         frontend::encode_bind(out, portal, &def.server_name, rest);
                         self.push_logged(Expect::Bind, Reply::Forward, &out[at..], Some(def));
@@ -315,7 +340,7 @@ impl Books<'_> {
             FrontendMessage::Parse { name, sql, types } if rewrite => {
                 // The unnamed statement (named ones are handled above).
                 self.start_message();
-                self.client.parse_unnamed(sql, types);
+                self.client.parse_unnamed(sql, types, fx);
                 self.server.unnamed = Some(self.client.unnamed_owner());
                 out.extend_from_slice(raw);
                 debug_assert!(name.is_empty());
@@ -324,6 +349,9 @@ impl Books<'_> {
             FrontendMessage::Bind { .. } if rewrite => {
                 self.start_message();
                 self.ensure_unnamed(out);
+                if let Some(u) = self.client.unnamed.as_ref().filter(|u| !u.bound.is_inert()) {
+                    w.runs.push(u.bound.clone());
+                }
                 out.extend_from_slice(raw);
                 self.push_logged(Expect::Bind, Reply::Forward, raw, None);
             }
@@ -347,7 +375,7 @@ impl Books<'_> {
                 self.server.unnamed = None;
                 let mut undo = Undo::None;
                 if rewrite && sql_prepared {
-                    let (setup, prepares) = self.sql_prepared(sql);
+                    let (setup, prepares) = self.sql_prepared(sql, &mut w.runs);
                     if let Some(setup) = setup {
                         out.extend_from_slice(&frontend::query_bytes(&setup));
                         self.push(Expect::Cycle, Reply::Swallow, Undo::None);
@@ -417,6 +445,11 @@ impl Books<'_> {
         }
     }
 
+    /// The server is discarding messages until the client's next Sync.
+    pub fn skipping(&self) -> bool {
+        self.skipping
+    }
+
     /// Like `client_message` for the head of a message relayed in pieces
     /// (`frontend::peek_stream_head`): a Bind's names are rewritten and
     /// its `rest_len` bytes of parameters follow untouched; CopyData and
@@ -433,7 +466,7 @@ impl Books<'_> {
             portal, statement, ..
         } = *msg
         else {
-            return self.client_message(msg, raw_head, false, out);
+            return self.client_message(msg, raw_head, SqlEffects::default(), out);
         };
         self.start_message();
         let def = if self.rewrite && !statement.is_empty() {
@@ -462,10 +495,15 @@ impl Books<'_> {
     /// SQL to run first so this server holds what the query needs (bytes:
     /// the client's text may be in any encoding), and the PREPAREs to undo
     /// if the query fails before them.
-    fn sql_prepared(&mut self, sql: &[u8]) -> (Option<Vec<u8>>, Vec<NumberedName>) {
+    fn sql_prepared(
+        &mut self,
+        sql: &[u8],
+        runs: &mut Vec<Bound>,
+    ) -> (Option<Vec<u8>>, Vec<NumberedName>) {
         let mut setup = Vec::new();
         let mut prepares = Vec::new();
         for (at, op) in scan_numbered(sql) {
+            let executes = matches!(op, SqlPrepared::Execute { .. });
             match op {
                 SqlPrepared::Prepare { name, text } => {
                     if self.server.sql.remove(name.as_slice()).is_some() {
@@ -477,6 +515,12 @@ impl Books<'_> {
                     prepares.push((at, name.into()));
                 }
                 SqlPrepared::Execute { name } | SqlPrepared::Deallocate { name } => {
+                    if let Some(text) = self.client.sql.get(name.as_slice()).filter(|_| executes) {
+                        let bound = Bound::of(text, crate::router::inspect(text));
+                        if !bound.is_inert() {
+                            runs.push(bound);
+                        }
+                    }
                     match self.client.sql.get(name.as_slice()).cloned() {
                         Some(text) if self.server.sql.get(name.as_slice()) != Some(&text) => {
                             if self.server.sql.contains_key(name.as_slice()) {

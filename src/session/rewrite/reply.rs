@@ -62,6 +62,9 @@ impl Books<'_> {
                     self.undo(a.undo);
                 }
             }
+            // No Sync sent yet: what the client sends until its Sync is
+            // discarded too.
+            self.skipping = self.actions.is_empty();
             return Fate::Forward;
         }
         let forward = front.reply == Reply::Forward;

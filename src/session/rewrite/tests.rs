@@ -1,0 +1,309 @@
+//! The prepared-statement books driven by message sequences, without
+//! sockets: what is sent to the server, and the fate of every reply.
+
+use bytes::BytesMut;
+
+use super::{Books, Fate};
+use crate::pool::prepared::ServerStatements;
+use crate::protocol::frontend::{self, peek_message};
+use crate::protocol::scan::{BackendKind as K, Segment, PARSE_COMPLETE};
+use crate::router::inspect;
+use crate::session::statements::ClientStatements;
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::encode_parse(&mut b, name.as_bytes(), sql.as_bytes(), b"\0\0");
+    b.to_vec()
+}
+
+fn bind(statement: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::encode_bind(&mut b, b"", statement.as_bytes(), b"\0\0\0\0\0\0");
+    b.to_vec()
+}
+
+fn execute() -> Vec<u8> {
+    msg(b'E', b"\0\0\0\0\0")
+}
+
+fn sync() -> Vec<u8> {
+    msg(b'S', b"")
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    frontend::query(sql)
+}
+
+/// Feeds client messages; returns the bytes for the server.
+fn send(b: &mut Books<'_>, msgs: &[Vec<u8>]) -> BytesMut {
+    let mut out = BytesMut::new();
+    for raw in msgs {
+        let (m, _) = peek_message(raw, 1 << 20).unwrap().unwrap();
+        let fx = match m {
+            frontend::FrontendMessage::Query { sql } | frontend::FrontendMessage::Parse { sql, .. } => {
+                inspect(sql)
+            }
+            _ => Default::default(),
+        };
+        b.client_message(&m, raw, fx, &mut out);
+    }
+    out
+}
+
+/// What the client gets for each server reply: `F` forwarded, `-` dropped,
+/// `R` dropped for a replay, each preceded by `+` for a reply pglittle
+/// made up that became due.
+fn replies(b: &mut Books<'_>, kinds: &[(K, Option<&[u8; 5]>)]) -> String {
+    let mut s = String::new();
+    for (kind, err) in kinds {
+        let mut segs = Vec::new();
+        let fate = b.server_message(*kind, *err, false, &mut segs);
+        for seg in &segs {
+            if let Segment::Static(bytes) = seg {
+                assert_eq!(*bytes, PARSE_COMPLETE);
+                s.push('+');
+            }
+        }
+        s.push(match fate {
+            Fate::Forward => 'F',
+            Fate::Drop => '-',
+            Fate::Retry => 'R',
+        });
+    }
+    s
+}
+
+/// The tags of the messages in `out`.
+fn tags(out: &[u8]) -> String {
+    let mut s = String::new();
+    let mut at = 0;
+    while let Ok(Some((_, len))) = peek_message(&out[at..], 1 << 20) {
+        s.push(out[at] as char);
+        at += len;
+    }
+    s
+}
+
+#[test]
+fn a_pipeline_prepares_once_and_forwards_every_reply() {
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    let mut b = Books::new(&mut c, &mut s, true);
+    let out = send(
+        &mut b,
+        &[parse("s1", "select 1"), bind("s1"), execute(), sync(), bind("s1"), execute(), sync()],
+    );
+    assert_eq!(tags(&out), "PBESBES");
+    let r = replies(
+        &mut b,
+        &[
+            (K::ParseComplete, None),
+            (K::BindComplete, None),
+            (K::CommandComplete, None),
+            (K::ReadyForQuery, None),
+            (K::BindComplete, None),
+            (K::CommandComplete, None),
+            (K::ReadyForQuery, None),
+        ],
+    );
+    assert_eq!(r, "FFFFFFF");
+}
+
+#[test]
+fn a_parse_the_server_already_has_is_answered_in_its_turn() {
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    {
+        let mut b = Books::new(&mut c, &mut s, true);
+        send(&mut b, &[parse("s1", "select 1"), sync()]);
+        replies(&mut b, &[(K::ParseComplete, None), (K::ReadyForQuery, None)]);
+    }
+    // Another client, same text: nothing is sent for its Parse, and its
+    // ParseComplete comes before the BindComplete, as PostgreSQL's would.
+    let mut other = ClientStatements::new();
+    let mut b = Books::new(&mut other, &mut s, true);
+    let out = send(&mut b, &[parse("mine", "select 1"), bind("mine"), execute(), sync()]);
+    assert_eq!(tags(&out), "BES");
+    let r = replies(
+        &mut b,
+        &[
+            (K::BindComplete, None),
+            (K::CommandComplete, None),
+            (K::ReadyForQuery, None),
+        ],
+    );
+    assert_eq!(r, "+FFF");
+}
+
+#[test]
+fn an_error_mid_pipeline_skips_to_sync_and_undoes_the_failed_parse() {
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    let mut b = Books::new(&mut c, &mut s, true);
+    send(
+        &mut b,
+        &[parse("bad", "selec"), bind("bad"), execute(), sync(), parse("ok", "select 2"), sync()],
+    );
+    let r = replies(
+        &mut b,
+        &[
+            (K::Error, Some(b"42601")),
+            (K::ReadyForQuery, None),
+            (K::ParseComplete, None),
+            (K::ReadyForQuery, None),
+        ],
+    );
+    assert_eq!(r, "FFFF");
+    drop(b);
+    assert!(c.get(b"bad").is_none());
+    assert!(c.get(b"ok").is_some());
+    // The server does not have the failed statement either: a new Parse of
+    // the same text is sent again.
+    let mut b = Books::new(&mut c, &mut s, true);
+    assert_eq!(tags(&send(&mut b, &[parse("bad2", "selec"), sync()])), "PS");
+}
+
+#[test]
+fn syncs_sent_during_copy_in_are_not_waited_for() {
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    let mut b = Books::new(&mut c, &mut s, true);
+    send(&mut b, &[parse("", "copy t from stdin"), bind(""), execute(), sync()]);
+    let r = replies(
+        &mut b,
+        &[
+            (K::ParseComplete, None),
+            (K::BindComplete, None),
+            (K::CopyIn, None),
+        ],
+    );
+    assert_eq!(r, "FFF");
+    // The Sync before CopyDone reached the server during COPY: ignored there.
+    assert_eq!(std::mem::take(&mut b.ignored_cycles), 1);
+    send(&mut b, &[msg(b'd', b"1\n"), sync(), msg(b'c', b""), sync()]);
+    assert_eq!(b.ignored_cycles, 0);
+    let r = replies(&mut b, &[(K::CommandComplete, None), (K::ReadyForQuery, None)]);
+    assert_eq!(r, "FF");
+}
+
+#[test]
+fn a_stale_plan_is_prepared_again_and_the_batch_replayed_once() {
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    {
+        let mut b = Books::new(&mut c, &mut s, true);
+        send(&mut b, &[parse("s", "select * from t"), sync()]);
+        replies(&mut b, &[(K::ParseComplete, None), (K::ReadyForQuery, None)]);
+    }
+    let mut b = Books::new(&mut c, &mut s, true);
+    send(&mut b, &[bind("s"), execute(), sync()]);
+    // "cached plan must not change result type": replayed, unseen.
+    assert_eq!(replies(&mut b, &[(K::Error, Some(b"0A000"))]), "R");
+    let resend = b.resend.take().expect("a replay to send");
+    assert_eq!(tags(&resend), "CPBES");
+    let r = replies(
+        &mut b,
+        &[
+            (K::ReadyForQuery, None), // the failed batch's
+            (K::CloseComplete, None),
+            (K::ParseComplete, None),
+            (K::BindComplete, None),
+            (K::CommandComplete, None),
+            (K::ReadyForQuery, None),
+        ],
+    );
+    assert_eq!(r, "---FFF");
+    // A later batch may be replayed again.
+    send(&mut b, &[bind("s"), execute(), sync()]);
+    assert_eq!(replies(&mut b, &[(K::Error, Some(b"0A000"))]), "R");
+}
+
+#[test]
+fn the_unnamed_statement_is_re_established_or_closed() {
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    {
+        let mut b = Books::new(&mut c, &mut s, true);
+        send(&mut b, &[parse("", "select 1"), sync()]);
+    }
+    // Another server: the client's own unnamed statement goes first.
+    let mut elsewhere = ServerStatements::new(10);
+    let mut b = Books::new(&mut c, &mut elsewhere, true);
+    assert_eq!(tags(&send(&mut b, &[bind(""), execute(), sync()])), "PBES");
+    assert_eq!(
+        replies(
+            &mut b,
+            &[
+                (K::ParseComplete, None),
+                (K::BindComplete, None),
+                (K::CommandComplete, None),
+                (K::ReadyForQuery, None)
+            ]
+        ),
+        "-FFF"
+    );
+    drop(b);
+    // A simple query destroys it: the next Bind gets the server's closed.
+    let mut b = Books::new(&mut c, &mut elsewhere, true);
+    send(&mut b, &[query("select 1")]);
+    assert_eq!(tags(&send(&mut b, &[bind(""), sync()])), "CBS");
+}
+
+#[test]
+fn sql_prepare_replays_and_refuses_strangers() {
+    let (mut a, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    {
+        let mut b = Books::new(&mut a, &mut s, true);
+        send(&mut b, &[query("PREPARE p AS SELECT 'a'")]);
+    }
+    // A stranger's EXECUTE of the name: the server's copy goes first.
+    let mut stranger = ClientStatements::new();
+    let mut b = Books::new(&mut stranger, &mut s, true);
+    let out = send(&mut b, &[query("EXECUTE p")]);
+    assert_eq!(tags(&out), "QQ");
+    assert!(out.windows(12).any(|w| w == b"DEALLOCATE \""));
+    drop(b);
+    // The owner on a server without it: its PREPARE is replayed first.
+    let mut fresh = ServerStatements::new(10);
+    let mut b = Books::new(&mut a, &mut fresh, true);
+    let out = send(&mut b, &[query("EXECUTE p")]);
+    assert_eq!(tags(&out), "QQ");
+    assert!(out.windows(23).any(|w| w == b"PREPARE p AS SELECT 'a'"));
+}
+
+#[test]
+fn after_an_unsynced_error_the_server_discards_until_sync() {
+    // psycopg's pipeline when its first query fails before the rest is sent.
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    let mut b = Books::new(&mut c, &mut s, true);
+    let describe = msg(b'D', b"P\0");
+    send(&mut b, &[parse("", "select 1/0"), bind(""), describe.clone(), execute()]);
+    let r = replies(
+        &mut b,
+        &[
+            (K::ParseComplete, None),
+            (K::BindComplete, None),
+            (K::RowDescription, None),
+            (K::Error, Some(b"22012")),
+        ],
+    );
+    assert_eq!(r, "FFFF");
+    assert!(b.skipping());
+    // What follows up to the Sync is discarded by the server: no replies
+    // are expected for it, only the Sync's ReadyForQuery.
+    let out = send(
+        &mut b,
+        &[parse("", "select 2"), bind(""), describe, execute(), sync(), msg(b'H', b"")],
+    );
+    assert_eq!(tags(&out), "PBDESH");
+    assert!(!b.skipping());
+    assert_eq!(replies(&mut b, &[(K::ReadyForQuery, None)]), "F");
+    // A COPY after it lines up: no stale expectation swallows its Syncs.
+    send(&mut b, &[query("copy t from stdin")]);
+    assert_eq!(replies(&mut b, &[(K::CopyIn, None)]), "F");
+    assert_eq!(b.ignored_cycles, 0);
+    send(&mut b, &[msg(b'd', b"1\n"), msg(b'c', b"")]);
+    let r = replies(&mut b, &[(K::CommandComplete, None), (K::ReadyForQuery, None)]);
+    assert_eq!(r, "FF");
+}
