@@ -59,9 +59,19 @@
 //!   documents that it replaces the statement instead of answering 42P05,
 //!   so wire clients Close a name before they Parse it again.
 //!
-//! `PGLITTLE_DIFF_CASES` sets the number of generated cases per mode
-//! (default 64); failures found are kept below as fixed cases, which run
-//! first.
+//! Failures found are kept below as fixed cases, which run first. Knobs
+//! (environment variables):
+//! - `PGLITTLE_DIFF_CASES`: generated cases per mode (default 64; the bar
+//!   for a release is 10000);
+//! - `PGLITTLE_DIFF_FAILURES`: go on after a failure until this many
+//!   distinct minimised failures are found (default 1);
+//! - `PGLITTLE_DIFF_REPEAT`: run each fixed case this many times, to tell a
+//!   flaky failure from a steady one (default 1);
+//! - `PGLITTLE_DIFF_FRESH_POOLER`: a new pooler for every case, so that
+//!   what one case left on a server cannot fail the next (slower; by
+//!   default one pooler serves all cases of a mode, and is replaced only
+//!   after a failure);
+//! - `PROPTEST_RNG_SEED` and the other `PROPTEST_*` variables, as usual.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -1153,8 +1163,7 @@ fn pool_size(mode: Mode) -> usize {
 
 /// The epilogue: one fresh client runs every check; then, so that every
 /// server of a bigger pool is looked at, as many fresh clients as the pool
-/// has servers each hold one in a transaction and check the server-side
-/// state (none of these checks can fail and abort the transaction).
+/// has servers each hold one in a transaction and run them all again.
 async fn epilogue_run(
     target: Target<'_>,
     mode: Mode,
@@ -1180,12 +1189,20 @@ async fn epilogue_run(
             conn.sql("BEGIN", false).await;
             holders.push(conn);
         }
-        let mut server_side: Vec<Act> = SETTINGS.iter().map(|&s| Show(s)).collect();
-        server_side.extend([Schemas, TempTables, Locks, Channels, Cursors]);
         for (k, conn) in holders.iter_mut().enumerate() {
-            for a in &server_side {
-                labels.push(format!("(holding server {k}) {}", a.label(Wire, cx)));
-                results.push(conn.act(a, false, cx).await);
+            for (a, ext) in &epilogue() {
+                let via = if *ext { "(through Parse) " } else { "" };
+                labels.push(format!("(holding server {k}) {via}{}", a.label(Wire, cx)));
+                // A check that may fail runs in a savepoint, so the
+                // transaction that holds the server goes on.
+                let may_fail = matches!(a, Execute(..) | ExtQuery(..));
+                if may_fail {
+                    conn.sql("SAVEPOINT check", false).await;
+                }
+                results.push(conn.act(a, *ext, cx).await);
+                if may_fail {
+                    conn.sql("ROLLBACK TO SAVEPOINT check", false).await;
+                }
             }
         }
         for conn in &mut holders {
@@ -1403,6 +1420,9 @@ impl Harness {
     /// After a failure the pooler is replaced, so whatever the failure left
     /// on its server cannot leak into the next (shrunk) case.
     async fn check(&mut self, script: &Script) -> Result<(), String> {
+        if std::env::var_os("PGLITTLE_DIFF_FRESH_POOLER").is_some() {
+            self.start_pooler().await;
+        }
         let c = cluster();
         let direct = Target {
             port: c.primary.port,
@@ -1616,7 +1636,13 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
                     })
                     .count();
                 let text = script.to_rust();
-                if !found.contains(&text) {
+                if let Some(i) = fixed.iter().position(|f| f.to_rust() == text) {
+                    failures.push(format!(
+                        "generated case of {mode:?} fails, minimised to fixed case {i} \
+                         (fails again {again} of 3 runs)"
+                    ));
+                    found.push(text);
+                } else if !found.contains(&text) {
                     failures.push(format!(
                         "generated case of {mode:?} fails, minimised (fails again {again} of 3 runs); \
                          keep it as a fixed case:\n{text}\n\n{reason}"
