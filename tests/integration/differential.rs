@@ -480,6 +480,49 @@ impl Act {
     }
 }
 
+impl Act {
+    /// The same action with one number made smaller (for the minimiser).
+    fn smaller(&self) -> Vec<Act> {
+        let down = |v: u8| if v > 0 { vec![0] } else { vec![] };
+        let mut out = Vec::new();
+        match *self {
+            Set(s, v) => out.extend(down(v).into_iter().map(|v| Set(s, v))),
+            SetLocal(s, v) => out.extend(down(v).into_iter().map(|v| SetLocal(s, v))),
+            SetConfig(s, v, l) => out.extend(down(v).into_iter().map(|v| SetConfig(s, v, l))),
+            Do(s, v, l) => out.extend(down(v).into_iter().map(|v| Do(s, v, l))),
+            Prepare(n, t) => {
+                out.extend(down(n).into_iter().map(|n| Prepare(n, t)));
+                out.extend(down(t).into_iter().map(|t| Prepare(n, t)));
+            }
+            Execute(n, a) => {
+                out.extend(down(n).into_iter().map(|n| Execute(n, a)));
+                out.extend(down(a).into_iter().map(|a| Execute(n, a)));
+            }
+            Deallocate(n) => out.extend(down(n).into_iter().map(Deallocate)),
+            ExtPrepare(s, t, ty) => {
+                out.extend(down(t).into_iter().map(|t| ExtPrepare(s, t, ty)));
+                if ty {
+                    out.push(ExtPrepare(s, t, false));
+                }
+            }
+            ExtQuery(s, a) => out.extend(down(a).into_iter().map(|a| ExtQuery(s, a))),
+            ExtOnce(t, a) => {
+                out.extend(down(t).into_iter().map(|t| ExtOnce(t, a)));
+                out.extend(down(a).into_iter().map(|a| ExtOnce(t, a)));
+            }
+            ExtSplit(t, a) => {
+                out.extend(down(t).into_iter().map(|t| ExtSplit(t, a)));
+                out.extend(down(a).into_iter().map(|a| ExtSplit(t, a)));
+            }
+            TryLock(k) => out.extend(down(k).into_iter().map(TryLock)),
+            Lock(k) => out.extend(down(k).into_iter().map(Lock)),
+            Listen(c) => out.extend(down(c).into_iter().map(Listen)),
+            _ => {}
+        }
+        out
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Generators
 
@@ -1495,6 +1538,26 @@ fn simpler(s: &Script) -> Vec<Script> {
             let mut t = s.clone();
             t.steps[i].ext = false;
             out.push(t);
+        }
+        match &st.block {
+            Block::One(a) => {
+                for b in a.smaller() {
+                    let mut t = s.clone();
+                    t.steps[i].block = Block::One(b);
+                    out.push(t);
+                }
+            }
+            Block::Tx(acts, commit) => {
+                for (j, a) in acts.iter().enumerate() {
+                    for b in a.smaller() {
+                        let mut t = s.clone();
+                        let mut acts = acts.clone();
+                        acts[j] = b;
+                        t.steps[i].block = Block::Tx(acts, *commit);
+                        out.push(t);
+                    }
+                }
+            }
         }
     }
     for (c, spec) in s.clients.iter().enumerate() {
