@@ -11,6 +11,9 @@ pub mod lsn;
 pub mod prepared;
 pub mod route;
 
+#[cfg(test)]
+mod no_panic_tests;
+
 pub use classify::{classify, hint, Class, Hint};
 pub use effects::{inspect, SqlEffects};
 pub use lsn::Lsn;

@@ -125,7 +125,10 @@ async fn the_unnamed_statement_stays_with_its_client() {
     batch.extend(raw::execute());
     batch.extend(raw::sync());
     a.send(&batch).await;
-    assert_eq!(first_error(&a.until_ready().await).as_deref(), Some("26000"));
+    assert_eq!(
+        first_error(&a.until_ready().await).as_deref(),
+        Some("26000")
+    );
 }
 
 // Defect 2: a client that never prepared the unnamed statement gets 26000.
@@ -230,7 +233,10 @@ async fn hidden_session_changes_do_not_reach_the_next_client() {
     let b = p.connect_trust("iso_hidden", "").await;
     // A comment ended by a carriage return hides a SET from a lexer that
     // only ends comments at a newline.
-    assert_eq!(first_error(&a.simple("-- x\rSET work_mem = '77MB'").await), None);
+    assert_eq!(
+        first_error(&a.simple("-- x\rSET work_mem = '77MB'").await),
+        None
+    );
     assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB");
     // A temp table made without the TEMP keyword.
     assert_eq!(
@@ -238,7 +244,11 @@ async fn hidden_session_changes_do_not_reach_the_next_client() {
         None
     );
     assert_eq!(
-        scalar(&b, "select count(*) from pg_class where relname = 'hidden_t'").await,
+        scalar(
+            &b,
+            "select count(*) from pg_class where relname = 'hidden_t'"
+        )
+        .await,
         "0"
     );
     // A fastpath call of set_config (OID 2078).
@@ -307,7 +317,9 @@ async fn reset_all_returns_to_startup_values_for_every_client() {
         let opts = "options='-c statement_timeout=5s'";
         let a = p.connect_trust("iso_resetall", opts).await;
         assert_eq!(scalar(&a, "SHOW statement_timeout").await, "5s");
-        a.batch_execute("SET statement_timeout = '9s'").await.unwrap();
+        a.batch_execute("SET statement_timeout = '9s'")
+            .await
+            .unwrap();
         a.batch_execute(reset).await.unwrap();
         // On PostgreSQL, RESET returns to the value the session started with.
         assert_eq!(scalar(&a, "SHOW statement_timeout").await, "5s", "{reset}");
@@ -359,7 +371,11 @@ async fn session_mode_reuses_an_abandoned_server_cleanly() {
     assert_eq!(scalar(&b, "select pg_backend_pid()").await, pid);
     assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB");
     assert_eq!(
-        scalar(&b, "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()").await,
+        scalar(
+            &b,
+            "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()"
+        )
+        .await,
         "0"
     );
 }
@@ -442,7 +458,11 @@ async fn untracked_settings_follow_their_client() {
         .unwrap();
     assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB");
     assert_eq!(
-        scalar(&b, "select coalesce(current_setting('myapp.tenant', true), '')").await,
+        scalar(
+            &b,
+            "select coalesce(current_setting('myapp.tenant', true), '')"
+        )
+        .await,
         ""
     );
     assert_eq!(scalar(&a, "SHOW work_mem").await, "77MB");
@@ -452,7 +472,11 @@ async fn untracked_settings_follow_their_client() {
         .await
         .unwrap();
     assert_eq!(
-        scalar(&b, "select coalesce(current_setting('myapp.tenant', true), '')").await,
+        scalar(
+            &b,
+            "select coalesce(current_setting('myapp.tenant', true), '')"
+        )
+        .await,
         ""
     );
     assert_eq!(scalar(&a, "SHOW myapp.tenant").await, "globex");
@@ -481,9 +505,11 @@ async fn pglittle_commands_inside_a_multi_statement_query_are_refused_clearly() 
     );
     // Nothing of the query ran: the INSERT's table is still empty.
     let su = superuser().await;
-    su.batch_execute("CREATE TABLE IF NOT EXISTS own_cmd_t (a int); GRANT ALL ON own_cmd_t TO iso_own_cmds")
-        .await
-        .unwrap();
+    su.batch_execute(
+        "CREATE TABLE IF NOT EXISTS own_cmd_t (a int); GRANT ALL ON own_cmd_t TO iso_own_cmds",
+    )
+    .await
+    .unwrap();
     let e = a
         .simple_query("INSERT INTO own_cmd_t VALUES (1); SET pglittle.route = 'primary'")
         .await

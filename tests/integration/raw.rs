@@ -19,7 +19,9 @@ pub struct Msg {
 impl Msg {
     /// The SQLSTATE of an ErrorResponse.
     pub fn code(&self) -> Option<String> {
-        (self.tag == b'E').then(|| field(&self.body, b'C')).flatten()
+        (self.tag == b'E')
+            .then(|| field(&self.body, b'C'))
+            .flatten()
     }
 
     /// The first column of a DataRow, as bytes.
@@ -133,10 +135,7 @@ impl Raw {
         };
         raw.send(&startup_packet(&params)).await;
         let msgs = raw.until_ready().await;
-        assert!(
-            msgs.iter().all(|m| m.tag != b'E'),
-            "login failed: {msgs:?}"
-        );
+        assert!(msgs.iter().all(|m| m.tag != b'E'), "login failed: {msgs:?}");
         raw
     }
 
