@@ -12,12 +12,17 @@
 //!   of queueing. While a queue stands every server is busy, so this is
 //!   the pool's service rate, hand-offs included; idle time, before or
 //!   between bursts, does not dilute it.
-//! - floor: size / W, with W the mean hold of every lease completed in
-//!   the window, whatever its kind. A Parse/Describe batch and the
-//!   Bind/Execute batch after it are two leases with very different
-//!   holds; the mean over leases is the server time per queue place, so
-//!   a queue of both kinds moves at size / W. (A pace per client or per
-//!   query would count an extended-protocol client's two leases as one.)
+//! - floor: size / W, with W the mean hold of the leases completed while
+//!   the queue stood, whatever their kind. Holds from before the queue
+//!   formed are left out: a database that slows down is what makes a
+//!   queue, and its old, short holds would promise a pace it has lost. A
+//!   Parse/Describe batch and the Bind/Execute batch after it are two
+//!   leases with very different holds; the mean over leases is the server
+//!   time per queue place, so a queue of both kinds moves at size / W. (A
+//!   pace per client or per query would count an extended-protocol
+//!   client's two leases as one.) The floor covers what the measured pace
+//!   cannot see: queueing while servers were still being opened (a cold
+//!   start, a pool that just grew) is time the pool was not yet at size.
 //! - evidence: at least [`MIN_EVIDENCE`] (and at least one per server)
 //!   leases completed while a queue stood, in the last
 //!   [`SERVICE_FLOOR_WINDOW`]: an estimate from 20 events is within about
@@ -65,8 +70,8 @@ pub(super) fn queue_pace(recent: &Service, evidence: &Service, size: usize) -> O
     } else {
         0.0
     };
-    let floor = if recent.hold_sum > 0.0 {
-        size.max(1) as f64 * recent.completions as f64 / recent.hold_sum
+    let floor = if recent.queued_hold_sum > 0.0 {
+        size.max(1) as f64 * recent.queued_completions as f64 / recent.queued_hold_sum
     } else {
         0.0
     };
@@ -267,11 +272,14 @@ mod tests {
             .collect()
     }
 
-    fn service(completions: u64, hold_sum: f64, queued: u64, queued_secs: f64) -> Service {
+    /// `queued` leases done, holding `held` seconds in all, while a queue
+    /// stood for `queued_secs` (and nothing else in the window).
+    fn service(queued: u64, held: f64, queued_secs: f64) -> Service {
         Service {
-            completions,
-            hold_sum,
+            completions: queued,
+            hold_sum: held,
             queued_completions: queued,
+            queued_hold_sum: held,
             queued_secs,
         }
     }
@@ -279,24 +287,40 @@ mod tests {
     #[test]
     fn the_pace_needs_evidence_and_takes_the_higher_of_measured_and_size_over_w() {
         // 19 leases done while a queue stood: not enough to refuse anyone.
-        let thin = service(19, 0.019, 19, 1.0);
+        let thin = service(19, 0.019, 1.0);
         assert_eq!(queue_pace(&thin, &thin, 10), None);
         // At least one per server, too.
-        let some = service(30, 0.03, 30, 1.0);
+        let some = service(30, 0.03, 1.0);
         assert_eq!(queue_pace(&some, &some, 50), None);
         assert!(queue_pace(&some, &some, 10).is_some());
         // Measured 50/s (a queue that stood 1 s while servers were still
         // opening) but W = 10 ms on 10 servers: the floor, 1,000/s, wins.
-        let cold = service(100, 1.0, 50, 1.0);
+        let cold = service(50, 0.5, 1.0);
         let pace = queue_pace(&cold, &cold, 10).unwrap();
         assert!((pace - 1000.0).abs() < 1e-6, "{pace}");
         // Measured above the floor (the mean hold overstated): measured wins.
-        let fast = service(100, 10.0, 400, 0.5);
+        let fast = service(400, 40.0, 0.5);
         let pace = queue_pace(&fast, &fast, 10).unwrap();
         assert!((pace - 800.0).abs() < 1e-6, "{pace}");
         // Evidence comes from the longer window; the pace from the recent one.
-        let recent = service(0, 0.0, 0, 0.0);
-        assert_eq!(queue_pace(&recent, &cold, 10), None, "no pace measured");
+        let none = service(0, 0.0, 0.0);
+        assert_eq!(queue_pace(&none, &cold, 10), None, "no pace measured");
+    }
+
+    #[test]
+    fn holds_from_before_the_queue_formed_do_not_raise_the_floor() {
+        // 1,000 leases of 20 ms with no queue, then the database slows
+        // down: 100 leases of 85 ms while a queue stood for 1.5 s. Six
+        // servers now move the queue at 6 / 85 ms = 71/s, not 6 / 26 ms.
+        let slowed = Service {
+            completions: 1100,
+            hold_sum: 20.0 + 8.5,
+            queued_completions: 100,
+            queued_hold_sum: 8.5,
+            queued_secs: 1.5,
+        };
+        let pace = queue_pace(&slowed, &slowed, 6).unwrap();
+        assert!((pace - 6.0 / 0.085).abs() < 0.01, "{pace}");
     }
 
     #[test]
@@ -305,9 +329,8 @@ mod tests {
         // leases of 1 ms: each is a queue place, the mean hold over leases
         // is 0.525 ms, and 10 servers move the queue at 19,048 places a
         // second (not 10 / 1 ms, and not 10 / 1.05 ms per query).
-        let mix = service(2000, 1000.0 * 50e-6 + 1000.0 * 1e-3, 0, 0.0);
-        let evidence = service(0, 0.0, 20, 1.0);
-        let pace = queue_pace(&mix, &evidence, 10).unwrap();
+        let mix = service(2000, 1000.0 * 50e-6 + 1000.0 * 1e-3, 10.0);
+        let pace = queue_pace(&mix, &mix, 10).unwrap();
         assert!((pace - 10.0 / 0.000_525).abs() < 1.0, "{pace}");
         assert!(!misses(
             predicted_wait(1000, pace),

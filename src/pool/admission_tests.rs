@@ -78,6 +78,8 @@ struct Sim {
     /// cores are busy with a thousand sessions reading their first query,
     /// so a woken waiter (whose wake-up is part of its hold) runs late.
     crowded: Option<(Instant, Duration)>,
+    /// The pool grows to this size at this instant (as auto-sizing does).
+    grow: Option<(Instant, usize)>,
     idle: usize,
     opened: usize,
     events: BinaryHeap<Reverse<(Instant, Event)>>,
@@ -94,6 +96,7 @@ impl Sim {
             clients,
             connect,
             crowded: None,
+            grow: None,
             idle: open,
             opened: open,
             events: BinaryHeap::new(),
@@ -114,10 +117,28 @@ impl Sim {
     }
 
     fn run(&mut self) -> &Outcome {
-        let size = self.p.state().settings.size;
+        let mut size = self.p.state().settings.size;
         let timeout = self.p.state().settings.query_wait_timeout;
         while let Some(Reverse((t, ev))) = self.events.pop() {
             self.expire(t);
+            if let Some((at, to)) = self.grow.filter(|(at, _)| t >= *at) {
+                self.grow = None;
+                size = to;
+                self.p.state().settings.size = to;
+                // The new slots go to the longest waiters, as grant_slot does.
+                while self.opened < size {
+                    let Some(w) = self.p.state().waiters.pop_front() else {
+                        break;
+                    };
+                    if let Some((c, n, asked)) = self.queued.remove(&w.id) {
+                        self.opened += 1;
+                        self.p.state().connecting += 1;
+                        let ready = at + self.connect;
+                        self.events
+                            .push(Reverse((ready, Event::Connected { c, n, asked })));
+                    }
+                }
+            }
             match ev {
                 Event::Arrive { c, n } => {
                     self.p.stats.arrive(t);
@@ -324,20 +345,33 @@ fn with_a_short_deadline_the_burst_is_still_served_when_it_fits() {
 /// Open loop: `rate` requests a second of `hold` each, for `secs`, in
 /// clumps of `clump` arriving together.
 fn open_loop(p: Pool, phases: &[(u32, u32)], clump: u32, hold: Duration, open: usize) -> Outcome {
+    open_loop_with(p, phases, clump, &|_| hold, open, None)
+}
+
+/// `open_loop` with the hold of request `i` (counted from 0) given.
+fn open_loop_with(
+    p: Pool,
+    phases: &[(u32, u32)],
+    clump: u32,
+    hold: &dyn Fn(usize) -> Duration,
+    open: usize,
+    grow: Option<(Duration, usize)>,
+) -> Outcome {
     let start = Instant::now() + Duration::from_secs(1);
     let mut clients = Vec::new();
     let mut arrivals = Vec::new();
     let mut t = start;
     for &(rate, secs) in phases {
         for i in 0..rate * secs {
+            clients.push(simple(1, hold(arrivals.len())));
             arrivals.push(t);
-            clients.push(simple(1, hold));
             if (i + 1) % clump == 0 {
                 t += Duration::from_secs(1) * clump / rate;
             }
         }
     }
     let mut sim = Sim::new(p, clients, open, 10 * MS);
+    sim.grow = grow.map(|(after, size)| (start + after, size));
     for (c, at) in arrivals.into_iter().enumerate() {
         sim.events.push(Reverse((at, Event::Arrive { c, n: 0 })));
     }
@@ -356,6 +390,31 @@ fn twice_the_sustainable_rate_is_still_shed_and_nothing_admitted_times_out() {
     assert_eq!(out.timed_out, 0, "{out:?}");
     assert!(out.served > 450, "{out:?}");
     assert!(out.max_wait < Duration::from_millis(800), "{out:?}");
+}
+
+#[test]
+fn a_database_that_slows_down_is_shed_on_its_new_pace_not_its_old_one() {
+    // Three servers; 100 a second of 20 ms for 4 s (L = 2), then every
+    // other request takes 150 ms (L = 8.5), and a second later the pool
+    // grows to six (which serve ~70 a second). Shedding must follow the
+    // new holds at once: the old, short ones promise a pace the database
+    // has lost, and what is admitted on that promise times out (the
+    // integration test of the same shape saw it when the floor used every
+    // hold in the window).
+    let p = pool(3, Duration::from_secs(1));
+    let slow_from = 400;
+    let hold = |i: usize| {
+        if i >= slow_from && i % 2 == 0 {
+            150 * MS
+        } else {
+            20 * MS
+        }
+    };
+    let grow = Some((Duration::from_secs(5), 6));
+    let out = open_loop_with(p, &[(100, 4), (100, 8)], 1, &hold, 3, grow);
+    eprintln!("{out:?}");
+    assert!(out.refused > 100, "{out:?}");
+    assert_eq!(out.timed_out, 0, "{out:?}");
 }
 
 #[test]

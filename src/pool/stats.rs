@@ -35,9 +35,11 @@ struct Slot {
     busy_secs: f64,
     waiting_secs: f64,
     /// Time during which at least one client was waiting, and the
-    /// completions in that time: how fast a standing queue moves.
+    /// completions in that time (and their holds): how fast a standing
+    /// queue moves.
     queued_secs: f64,
     queued_completions: u64,
+    queued_hold_sum: f64,
     hold_hist: [u32; BUCKETS],
     wait_hist: [u32; BUCKETS],
 }
@@ -55,6 +57,7 @@ impl Slot {
             waiting_secs: 0.0,
             queued_secs: 0.0,
             queued_completions: 0,
+            queued_hold_sum: 0.0,
             hold_hist: [0; BUCKETS],
             wait_hist: [0; BUCKETS],
         }
@@ -76,14 +79,16 @@ pub struct PoolStats {
 
 /// What a window says about how fast a pool serves: all its completions
 /// and the time they held a server, and the part of the window in which
-/// clients were queueing with the completions in it. Completions are
-/// leases of any kind (a simple Query, a Parse/Describe batch, a
-/// Bind/Execute batch): each is one place in the queue, whatever its hold.
+/// clients were queueing with the completions in it and their holds.
+/// Completions are leases of any kind (a simple Query, a Parse/Describe
+/// batch, a Bind/Execute batch): each is one place in the queue, whatever
+/// its hold.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Service {
     pub completions: u64,
     pub hold_sum: f64,
     pub queued_completions: u64,
+    pub queued_hold_sum: f64,
     pub queued_secs: f64,
 }
 
@@ -233,7 +238,10 @@ impl PoolStats {
             let queued = i.waiting > 0;
             let s = i.slot(sec);
             s.completions += 1;
-            s.queued_completions += u64::from(queued);
+            if queued {
+                s.queued_completions += 1;
+                s.queued_hold_sum += held.as_secs_f64();
+            }
             s.hold_sum += held.as_secs_f64();
             s.hold_hist[bucket(held)] += 1;
         });
@@ -254,6 +262,7 @@ impl PoolStats {
                 out.completions += s.completions;
                 out.hold_sum += s.hold_sum;
                 out.queued_completions += s.queued_completions;
+                out.queued_hold_sum += s.queued_hold_sum;
                 out.queued_secs += s.queued_secs;
             }
             out
@@ -502,6 +511,7 @@ mod tests {
         assert_eq!(s.queued_completions, 1);
         assert!((s.queued_secs - 0.2).abs() < 1e-9, "{s:?}");
         assert!((s.hold_sum - 1.2).abs() < 1e-9, "{s:?}");
+        assert!((s.queued_hold_sum - 0.2).abs() < 1e-9, "{s:?}");
     }
 
     #[test]
