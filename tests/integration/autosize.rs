@@ -179,6 +179,7 @@ async fn open_loop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
+    let _heavy = HEAVY.lock().await;
     let mut cfg = config();
     let user = "overload";
     let password = own_role(&mut cfg, user).await;
@@ -320,6 +321,7 @@ async fn auto_pools_of_a_database_share_max_db_connections_fairly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowing_database_is_met_with_growth_to_the_budget_then_shedding_not_thrash() {
+    let _heavy = HEAVY.lock().await;
     let mut cfg = config();
     let user = "slowdep";
     let password = own_role(&mut cfg, user).await;
@@ -388,6 +390,7 @@ async fn a_slowing_database_is_met_with_growth_to_the_budget_then_shedding_not_t
 /// fast as it lets them, and no burst would form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_start_of_a_thousand_clients_is_served_without_a_refusal() {
+    let _heavy = HEAVY.lock().await;
     let mut cfg = config();
     let user = "coldstart";
     let password = own_role(&mut cfg, user).await;
