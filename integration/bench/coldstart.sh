@@ -15,15 +15,18 @@
 # PGLITTLE_BIN=path runs that binary instead of building release (for a
 # before/after comparison of two builds of the same profile).
 #
-# Issue 12, debug builds, 2 shared cores (load 8-12), -T 10, aborted
-# clients of 1,000 (cold run / warm run):
+# Issue 12, debug builds, 2 shared cores, -T 10, aborted clients of
+# 1,000 (cold run / warm run). With other builds running (load 8-12):
 #   before, pool 10: simple 692/0 and 335/0, extended 0/57 and 641/0,
 #                    prepared 0/0
 #   before, pool 20: simple 830/0, extended 729/0
 #   after,  pool 10: simple 0/0 (x2), extended 0/0 (x2), prepared 0/0
 #   after,  pool 20: simple 0/0, extended 0/0
-# (tps on that box swung 700-3,700 with the other builds running: not a
-# throughput comparison.)
+# On a quieter box (load 3-5) the old code refused less, or nothing:
+#   before, pool 10: simple 0/0, extended 0/0, prepared 0/0
+#   before, pool 20: simple 109/0, extended 0/0
+#   after,  pool 10: simple 0/0, extended 0/0, prepared 0/0
+# (tps swung 700-6,800 with the load: not a throughput comparison.)
 # Needs: PostgreSQL server binaries, pgbench, python3.
 set -euo pipefail
 
