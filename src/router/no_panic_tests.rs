@@ -129,14 +129,13 @@ proptest! {
 
     #[test]
     fn a_hint_after_any_leading_comments_is_found(
-        comments in prop::collection::vec("[a-z /]{0,8}", 0..4),
+        comments in prop::collection::vec("([a-z /]{0,7}[a-z ])?", 0..4),
         replica in any::<bool>(),
         query in fragments(),
     ) {
-        // Leading comments that close cleanly (no `*` inside, so none ends
-        // early; a body ending in `/` would open a nested comment with the
-        // closing `*/`), then the hint: the hint is always seen.
-        prop_assume!(!comments.iter().any(|c| c.ends_with('/')));
+        // Leading comments that close cleanly: no `*` inside, so none
+        // ends early, and no body ends in `/`, which would open a nested
+        // comment with the closing `*/`. Then the hint: it is always seen.
         let mut sql = String::new();
         for c in &comments {
             sql.push_str(&format!("/*{c}*/ "));
