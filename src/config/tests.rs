@@ -91,7 +91,9 @@ fn defaults() {
     assert_eq!(p.client_idle_timeout, Duration::ZERO);
     assert_eq!(p.client_login_timeout, Duration::from_secs(60));
     assert_eq!(p.idle_transaction_timeout, Duration::ZERO);
-    assert_eq!(p.max_message_size, 64 << 20);
+    assert_eq!(p.max_message_size, 1 << 30);
+    assert_eq!(p.server_reset, crate::config::ServerReset::Detect);
+    assert!(!p.pin_on_session_state);
     assert_eq!(p.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(p.log_format, LogFormat::Text);
     let db = &c.databases["app"];
@@ -575,7 +577,9 @@ fn render_effective_round_trips() {
         "query_wait_timeout = \"2m\"",
         "server_lifetime = \"1h\"",
         "client_idle_timeout = \"0\"",
-        "max_message_size = \"64MiB\"",
+        "max_message_size = \"1GiB\"",
+        "server_reset = \"detect\"",
+        "pin_on_session_state = false",
         "port = 5432",
         "dbname = \"app\"",
         "replicas = []",
@@ -767,4 +771,18 @@ fn a_hosts_list_discovers_roles() {
         "host = \"x\"\nhosts = [\"a:1\", \"b:2\"]",
     );
     assert!(parse_err(&both).starts_with("databases.app.hosts: "));
+}
+
+#[test]
+fn server_reset_and_pinning_parse_and_name_their_key() {
+    let c = parse(&with(
+        "pooler",
+        "server_reset = \"always\"\npin_on_session_state = true",
+    ));
+    assert_eq!(c.pooler.server_reset, crate::config::ServerReset::Always);
+    assert!(c.pooler.pin_on_session_state);
+    let e = parse_err(&with("pooler", "server_reset = \"sometimes\""));
+    assert!(e.starts_with("pooler.server_reset:"), "{e}");
+    let e = parse_err(&with("pooler", "pin_on_session_state = \"yes\""));
+    assert!(e.starts_with("pooler.pin_on_session_state:"), "{e}");
 }

@@ -354,7 +354,7 @@ impl Pool {
             return Immediate::Open;
         }
         self.sweep_hopeless(&mut st, now);
-        if let Some(e) = self.admission(&st, timeout) {
+        if let Some(e) = self.admission(&st, timeout, now) {
             return Immediate::Shed(e);
         }
         let (tx, rx) = oneshot::channel();

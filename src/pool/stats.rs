@@ -34,6 +34,12 @@ struct Slot {
     wait_sum: f64,
     busy_secs: f64,
     waiting_secs: f64,
+    /// Time during which at least one client was waiting, and the
+    /// completions in that time (and their holds): how fast a standing
+    /// queue moves.
+    queued_secs: f64,
+    queued_completions: u64,
+    queued_hold_sum: f64,
     hold_hist: [u32; BUCKETS],
     wait_hist: [u32; BUCKETS],
 }
@@ -49,6 +55,9 @@ impl Slot {
             wait_sum: 0.0,
             busy_secs: 0.0,
             waiting_secs: 0.0,
+            queued_secs: 0.0,
+            queued_completions: 0,
+            queued_hold_sum: 0.0,
             hold_hist: [0; BUCKETS],
             wait_hist: [0; BUCKETS],
         }
@@ -66,6 +75,18 @@ struct Inner {
 pub struct PoolStats {
     epoch: Instant,
     inner: Mutex<Inner>,
+}
+
+/// What a window says about how fast a standing queue moves: the part of
+/// the window in which clients were queueing, the completions in it and
+/// their holds. Completions are leases of any kind (a simple Query, a
+/// Parse/Describe batch, a Bind/Execute batch): each is one place in the
+/// queue, whatever its hold. Time and holds with no queue are left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Service {
+    pub queued_completions: u64,
+    pub queued_hold_sum: f64,
+    pub queued_secs: f64,
 }
 
 /// What a window says about a pool.
@@ -150,6 +171,9 @@ impl Inner {
             let s = self.slot(second as u64);
             s.busy_secs += busy * dt;
             s.waiting_secs += waiting * dt;
+            if waiting > 0.0 {
+                s.queued_secs += dt;
+            }
             from = end;
         }
         self.last_change = now;
@@ -206,36 +230,37 @@ impl PoolStats {
     pub fn returned(&self, now: Instant, held: Duration) {
         self.with(now, |i, sec| {
             i.busy = i.busy.saturating_sub(1);
+            // The next waiter (if any) is still counted as waiting: the
+            // connection is handed to it after this.
+            let queued = i.waiting > 0;
             let s = i.slot(sec);
             s.completions += 1;
+            if queued {
+                s.queued_completions += 1;
+                s.queued_hold_sum += held.as_secs_f64();
+            }
             s.hold_sum += held.as_secs_f64();
             s.hold_hist[bucket(held)] += 1;
         });
     }
 
-    /// The rate at which waiting clients are being served: completions per
-    /// second over the last `window`, and the mean queue length meanwhile.
-    /// Cheap (no histograms), for admission control.
-    pub fn service(&self, now: Instant, window: Duration) -> (f64, f64) {
-        let epoch = self.epoch;
+    /// What the last `window` shows about how fast a standing queue moves,
+    /// for admission control. Cheap (no histograms).
+    pub fn service(&self, now: Instant, window: Duration) -> Service {
         self.with(now, |i, cur| {
             let n = window.as_secs().clamp(1, SLOTS as u64 - 1);
             let first = cur.saturating_sub(n - 1);
-            let since = now.max(epoch).duration_since(epoch).as_secs_f64();
-            let span = since - (first as f64);
-            let (mut done, mut waiting) = (0u64, 0.0);
+            let mut out = Service::default();
             for s in i
                 .slots
                 .iter()
                 .filter(|s| s.second >= first && s.second <= cur)
             {
-                done += s.completions;
-                waiting += s.waiting_secs;
+                out.queued_completions += s.queued_completions;
+                out.queued_hold_sum += s.queued_hold_sum;
+                out.queued_secs += s.queued_secs;
             }
-            if span <= 0.0 {
-                return (0.0, 0.0);
-            }
-            (done as f64 / span, waiting / span)
+            out
         })
     }
 
@@ -456,6 +481,33 @@ mod tests {
         assert!((f.waiting_mean - 1.0).abs() < 1e-9, "{f:?}");
         assert!((f.busy_mean - 0.5).abs() < 1e-9, "{f:?}");
         assert!((f.wait_p99 / 4.0 - 1.0).abs() < 0.2, "{f:?}");
+    }
+
+    #[test]
+    fn service_counts_only_the_time_a_queue_stood_and_the_completions_in_it() {
+        let t0 = Instant::now();
+        let stats = PoolStats::new(t0);
+        // One busy server, no queue, for 1 s: 100 completions of 10 ms.
+        for i in 0..100u32 {
+            let t = t0 + 10 * MS * i;
+            stats.arrive(t);
+            stats.lent(t, Duration::ZERO);
+            stats.returned(t + 10 * MS, 10 * MS);
+        }
+        // Then a client queues for 200 ms behind a held server, and gets it.
+        let q = t0 + Duration::from_millis(1500);
+        stats.arrive(q);
+        stats.lent(q, Duration::ZERO);
+        stats.arrive(q);
+        stats.returned(q + 200 * MS, 200 * MS);
+        stats.lent(q + 200 * MS, 200 * MS);
+        let s = stats.service(q + Duration::from_millis(300), Duration::from_secs(2));
+        // The second of short holds with no queue is not in it: a
+        // database that slowed down (and so made the queue) is judged on
+        // its new holds only.
+        assert_eq!(s.queued_completions, 1);
+        assert!((s.queued_secs - 0.2).abs() < 1e-9, "{s:?}");
+        assert!((s.queued_hold_sum - 0.2).abs() < 1e-9, "{s:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! as a read is a write, because a write sent to a replica fails while a
 //! read sent to the primary only costs the primary a little.
 
-use super::lexer::{Lexer, Token};
+use super::lexer::{block_comment_end, Lexer, Token};
 
 /// What a query string does, as far as routing goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,24 +74,23 @@ pub fn classify<S: AsRef<str>>(sql: &[u8], writers: &[S]) -> Class {
     }
 }
 
-/// The hint in the query's leading comments, if any.
+/// The hint in the query's leading comments, if any. Comments nest as in
+/// PostgreSQL, and the opening `/*` never counts towards the closing `*/`
+/// (`/*/ x */ SELECT 1` is one comment, then a query). Never panics.
 pub fn hint(sql: &[u8]) -> Option<Hint> {
     let mut rest = sql;
     loop {
-        let start = rest.iter().position(|c| !c.is_ascii_whitespace())?;
-        rest = &rest[start..];
-        if !rest.starts_with(b"/*") {
-            return None;
-        }
-        let end = memchr::memmem::find(rest, b"*/")?;
-        let body = rest[2..end].trim_ascii();
+        rest = rest.trim_ascii_start();
+        let len = block_comment_end(rest)?;
+        // `len` >= 4 and covers the `/*` and the `*/`.
+        let body = rest.get(2..len - 2)?.trim_ascii();
         if body.eq_ignore_ascii_case(b"pglittle:primary") {
             return Some(Hint::Primary);
         }
         if body.eq_ignore_ascii_case(b"pglittle:replica") {
             return Some(Hint::Replica);
         }
-        rest = &rest[end + 2..];
+        rest = rest.get(len..)?;
     }
 }
 

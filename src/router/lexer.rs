@@ -65,23 +65,10 @@ impl<'a> Lexer<'a> {
     }
 
     fn skip_block_comment(&mut self) {
-        let mut depth = 0usize;
-        while self.pos < self.sql.len() {
-            match (self.peek(0), self.peek(1)) {
-                (Some(b'/'), Some(b'*')) => {
-                    depth += 1;
-                    self.pos += 2;
-                }
-                (Some(b'*'), Some(b'/')) => {
-                    self.pos += 2;
-                    depth -= 1;
-                    if depth == 0 {
-                        return;
-                    }
-                }
-                _ => self.pos += 1,
-            }
-        }
+        self.pos = match block_comment_end(&self.sql[self.pos..]) {
+            Some(len) => self.pos + len,
+            None => self.sql.len(),
+        };
     }
 
     /// Skips a quoted run; `backslash` enables E'' escapes. Doubled quotes stay inside.
@@ -90,7 +77,8 @@ impl<'a> Lexer<'a> {
         while let Some(c) = self.peek(0) {
             self.pos += 1;
             if backslash && c == b'\\' {
-                self.pos += 1;
+                // An escaped character, unless the input ends at the backslash.
+                self.pos = (self.pos + 1).min(self.sql.len());
             } else if c == quote {
                 if self.peek(0) == Some(quote) {
                     self.pos += 1;
@@ -99,7 +87,7 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
-        self.pos.min(self.sql.len()) - start
+        self.pos - start
     }
 
     /// `$tag$ ... $tag$`; returns false if this `$` does not open a dollar quote.
@@ -125,6 +113,35 @@ impl<'a> Lexer<'a> {
         }
         true
     }
+}
+
+/// The length of the block comment `sql` starts with (`/*` up to and
+/// including its matching `*/`, nesting as PostgreSQL does), or `None` when
+/// `sql` does not start with `/*` or the comment is not closed. The opening
+/// `/*` is never part of the closing `*/`: `/*/ x */` is one comment.
+pub fn block_comment_end(sql: &[u8]) -> Option<usize> {
+    if !sql.starts_with(b"/*") {
+        return None;
+    }
+    let mut depth = 1usize;
+    let mut pos = 2;
+    while let Some(pair) = sql.get(pos..pos + 2) {
+        match pair {
+            b"/*" => {
+                depth += 1;
+                pos += 2;
+            }
+            b"*/" => {
+                depth -= 1;
+                pos += 2;
+                if depth == 0 {
+                    return Some(pos);
+                }
+            }
+            _ => pos += 1,
+        }
+    }
+    None
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -231,8 +248,22 @@ mod tests {
     }
 
     #[test]
+    fn block_comments_nest_and_never_close_on_their_opening() {
+        assert_eq!(block_comment_end(b"/*/ x */ SELECT 1"), Some(8));
+        assert_eq!(block_comment_end(b"/**/x"), Some(4));
+        assert_eq!(block_comment_end(b"/*/"), None);
+        assert_eq!(block_comment_end(b"/* /* */ */x"), Some(11));
+        assert_eq!(block_comment_end(b"/* /* */"), None);
+        assert_eq!(block_comment_end(b"x/**/"), None);
+        assert_eq!(words("/*/ x */ SELECT 1"), vec!["select", "1"]);
+        assert_eq!(words("/*/*/ x */ */ SELECT"), vec!["select"]);
+    }
+
+    #[test]
     fn unterminated_input_never_panics() {
-        for s in ["'abc", "\"abc", "/* abc", "$a$ abc", "E'\\", "$", "--"] {
+        for s in [
+            "'abc", "\"abc", "/* abc", "$a$ abc", "E'\\", "$", "--", "/*/", "$$", "$a", "e'",
+        ] {
             let _ = words(s);
         }
     }

@@ -12,6 +12,9 @@ pub mod prepared;
 pub mod route;
 pub mod settings;
 
+#[cfg(test)]
+mod no_panic_tests;
+
 pub use classify::{classify, hint, Class, Hint};
 pub use effects::{inspect, SqlEffects};
 pub use lsn::Lsn;

@@ -121,8 +121,7 @@ pub fn needs_probe(policy: CheckinPolicy, fx: &SqlEffects, pinned: bool) -> bool
     if pinned || fx.listen {
         return true;
     }
-    fx.session_state
-        && (policy.pin_on_session_state || policy.server_reset == ServerReset::Detect)
+    fx.session_state && (policy.pin_on_session_state || policy.server_reset == ServerReset::Detect)
 }
 
 /// The end state of each setting a transaction changed.

@@ -70,7 +70,7 @@ pub(super) async fn run(
                 mode,
                 pool: greeted.pool,
                 defaults: greeted.defaults,
-                startup: Arc::new(greeted.overrides.clone()),
+                startup: greeted.overrides.clone(),
                 overrides: greeted.overrides,
                 policy: super::checkin::CheckinPolicy {
                     server_reset: config.pooler.server_reset,

@@ -409,7 +409,12 @@ where
             if n > 0 {
                 meter.server_bytes(n);
             }
-            if n > 0 && flight.status() == b'I' && flight.quiet() && scanner.at_boundary() {
+            if n > 0
+                && flight.status() == b'I'
+                && flight.quiet()
+                && scanner.at_boundary()
+                && !lock().in_copy_in()
+            {
                 return ServerEnd::Done;
             }
             if sbuf.capacity() - sbuf.len() < 1024 {

@@ -358,3 +358,109 @@ async fn a_client_that_hangs_up_mid_transaction_is_reported_gone() {
     assert!(matches!(r.outcome, Outcome::ClientGone), "{:?}", r.outcome);
     assert_eq!(r.server_saw.first().map(|(t, _)| *t), Some(b'Q'));
 }
+
+#[tokio::test]
+async fn an_extended_protocol_copy_in_keeps_its_server_until_done() {
+    // tokio-postgres: Bind, Execute, Sync; CopyInResponse; then the data,
+    // CopyDone and Sync. The first Sync is ignored by a server in COPY, so
+    // no reply is due while the data comes: the relay must not end there.
+    let mut stmts = ClientStatements::new();
+    let mut server = ServerStatements::new(10);
+    let (client_app, relay_client) = tokio::io::duplex(64 * 1024);
+    let (relay_server, mut server_io) = tokio::io::duplex(64 * 1024);
+    let fake = tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        // Until the client's CopyDone and the Sync after it.
+        while !(got.ends_with(b"cS")) {
+            while let Ok(Some((_, len))) = crate::protocol::frame::peek_header(&buf, 1 << 30) {
+                if buf.len() < len {
+                    break;
+                }
+                let tag = buf[0];
+                buf.advance(len);
+                got.push(tag);
+                if tag == b'C' {
+                    server_io.write_all(&msg(b'3', b"")).await.unwrap();
+                }
+                if got.ends_with(b"BES") && !got.contains(&b'd') {
+                    server_io
+                        .write_all(&[msg(b'2', b""), msg(b'G', b"\0\0\0")].concat())
+                        .await
+                        .unwrap();
+                }
+            }
+            if got.ends_with(b"cS") {
+                break;
+            }
+            buf.reserve(4096);
+            assert!(server_io.read_buf(&mut buf).await.unwrap() > 0);
+        }
+        server_io
+            .write_all(&[msg(b'C', b"COPY 1\0"), msg(b'Z', b"I")].concat())
+            .await
+            .unwrap();
+        got
+    });
+    let (mut app_read, mut app_write) = tokio::io::split(client_app);
+    let app = tokio::spawn(async move {
+        // The data goes only once the client has seen CopyInResponse.
+        let mut seen = BytesMut::new();
+        while !tags(&seen).ends_with(b"G") {
+            seen.reserve(4096);
+            app_read.read_buf(&mut seen).await.unwrap();
+        }
+        app_write
+            .write_all(&[msg(b'd', b"1\n"), msg(b'c', b""), sync()].concat())
+            .await
+            .unwrap();
+        while !tags(&seen).ends_with(b"Z") {
+            seen.reserve(4096);
+            let n = app_read.read_buf(&mut seen).await.unwrap();
+            assert!(n > 0, "the relay ended before the COPY did");
+        }
+        (tags(&seen), app_read, app_write)
+    });
+    let mut cbuf = BytesMut::from(&[bind("", &[0, 0, 0, 0, 0, 0]), execute(), sync()].concat()[..]);
+    let (mut params, defaults) = (Params::new(), Params::new());
+    let (mut sbuf, mut sparams) = (BytesMut::new(), Params::new());
+    let flight = Flight::new();
+    let metrics = PoolMetrics::default();
+    let meter = Meter::new(&metrics);
+    let limits = RelayLimits {
+        max_message: 1 << 30,
+        rewrite_statements: true,
+        idle_transaction_timeout: std::time::Duration::ZERO,
+    };
+    let (cr, cw) = tokio::io::split(relay_client);
+    let (sr, sw) = tokio::io::split(relay_server);
+    let client = ClientSide {
+        buf: &mut cbuf,
+        params: &mut params,
+        statements: &mut stmts,
+        defaults: &defaults,
+    };
+    let server_side = ServerSide {
+        buf: &mut sbuf,
+        params: &mut sparams,
+        statements: &mut server,
+    };
+    let relayed = pump(
+        (cr, cw),
+        (sr, sw),
+        client,
+        server_side,
+        &flight,
+        &limits,
+        &meter,
+    );
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), relayed)
+        .await
+        .expect("the relay ends once the COPY is done");
+    assert!(matches!(outcome, Outcome::Idle), "{outcome:?}");
+    let (client_saw, _r, _w) = app.await.unwrap();
+    assert_eq!(client_saw, b"2GCZ");
+    // The server got the Bind's statement closed first (the client has no
+    // unnamed statement), then everything the client sent, in order.
+    assert_eq!(fake.await.unwrap(), b"CBESdcS");
+}

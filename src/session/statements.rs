@@ -90,7 +90,7 @@ pub struct ClientStatements {
     pub sql: HashMap<Box<[u8]>, Arc<[u8]>>,
     /// The client's unnamed statement (SQL text and parameter types), as
     /// its last Parse of "" made it; a simple Query or Close destroys it.
-    pub unnamed: Option<Unnamed>,
+    pub unnamed: Option<Box<Unnamed>>,
     /// Who this client is, to servers that remember whose unnamed
     /// statement they hold (random, so no client can guess another's).
     pub token: u64,
@@ -121,7 +121,7 @@ impl ClientStatements {
 
     /// Records a Parse of the unnamed statement, reusing the buffers.
     pub fn parse_unnamed(&mut self, sql: &[u8], types: &[u8], effects: SqlEffects) {
-        let u = self.unnamed.get_or_insert_with(Unnamed::default);
+        let u = self.unnamed.get_or_insert_with(Box::default);
         u.bound = Bound::of(sql, effects);
         u.sql.clear();
         u.sql.extend_from_slice(sql);

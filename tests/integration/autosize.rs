@@ -179,6 +179,7 @@ async fn open_loop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twice_the_sustainable_rate_is_shed_with_53300_and_nothing_times_out() {
+    let _heavy = HEAVY.lock().await;
     let mut cfg = config();
     let user = "overload";
     let password = own_role(&mut cfg, user).await;
@@ -320,6 +321,7 @@ async fn auto_pools_of_a_database_share_max_db_connections_fairly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowing_database_is_met_with_growth_to_the_budget_then_shedding_not_thrash() {
+    let _heavy = HEAVY.lock().await;
     let mut cfg = config();
     let user = "slowdep";
     let password = own_role(&mut cfg, user).await;
@@ -376,4 +378,130 @@ async fn a_slowing_database_is_met_with_growth_to_the_budget_then_shedding_not_t
     assert_eq!(pool.counters.wait_timeouts.load(Relaxed), 0);
     let wait_p99 = pool.stats.figures(Instant::now(), WINDOWS[0]).wait_p99;
     assert!(wait_p99 <= 1.0, "admitted p99 wait {wait_p99}s");
+}
+
+/// Issue 12: 1,000 clients log in to a fresh pglittle (a pool of 10,
+/// defaults otherwise) and then all query at once, by the simple and the
+/// extended protocol. The pool serves thousands a second, so nobody may be
+/// refused; before the fix hundreds were ("predicted wait 96.9s (305
+/// queued ahead, 10 servers busy, serving 3/s)"; 259 in this test). The
+/// clients run on a runtime (and threads) of their own, as pgbench would
+/// in its own process: on the pooler's runtime they could only send as
+/// fast as it lets them, and no burst would form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_of_a_thousand_clients_is_served_without_a_refusal() {
+    let _heavy = HEAVY.lock().await;
+    let mut cfg = config();
+    let user = "coldstart";
+    let password = own_role(&mut cfg, user).await;
+    cfg.pooler.pool_size = 10.into();
+    cfg.pooler.query_wait_timeout = pglittle::config::PoolerSettings::default().query_wait_timeout;
+    let p = pooler(cfg).await;
+    let url = p.url(user, &password);
+    let clients = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the clients' runtime")
+            .block_on(cold_start_clients(url, 1000))
+    });
+    let errors = tokio::task::spawn_blocking(move || clients.join())
+        .await
+        .unwrap()
+        .expect("the clients' thread");
+    let pool = pool_of(&p, user).unwrap();
+    let shed = pool.counters.shed.load(Relaxed);
+    let refused = errors.iter().filter(|e| e.contains("saturated")).count();
+    eprintln!(
+        "cold start: 1000 clients, {} errors ({refused} refusals), shed counter {shed}, {:?}",
+        errors.len(),
+        pool.stats.figures(Instant::now(), WINDOWS[0])
+    );
+    let first = &errors[..errors.len().min(3)];
+    assert_eq!(shed, 0, "shed {shed}; first errors {first:?}");
+    assert!(
+        errors.is_empty(),
+        "{} errors, first {first:?}",
+        errors.len()
+    );
+    assert_eq!(pool.counters.wait_timeouts.load(Relaxed), 0);
+}
+
+/// `n` clients log in, two at a time as pgbench -j 2 does (each of its
+/// threads logs its clients in one after another), wait for each other,
+/// then each runs two simple queries and two extended-protocol ones.
+/// Returns every error.
+async fn cold_start_clients(url: String, n: usize) -> Vec<String> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let lanes = Arc::new(tokio::sync::Semaphore::new(2));
+    let mut tasks = Vec::new();
+    for i in 0..n as i32 {
+        let (url, barrier, lanes) = (url.clone(), barrier.clone(), lanes.clone());
+        tasks.push(tokio::spawn(async move {
+            let login = {
+                let _lane = lanes.acquire().await;
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            };
+            let (c, conn) = match login {
+                Ok(c) => c,
+                Err(e) => {
+                    barrier.wait().await;
+                    return vec![format!("login: {e}")];
+                }
+            };
+            tokio::spawn(conn);
+            barrier.wait().await;
+            // pgbench's logins take seconds; here they take a fraction of
+            // one. The pool sits idle for longer than its 2 s window, as
+            // it does at the end of pgbench's logins, then the burst.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let mut errors = Vec::new();
+            for j in 0..2 {
+                let want = (i * 10 + j).to_string();
+                // Simple protocol: one lease each.
+                let sql = format!("select {i} * 10 + {j}");
+                let r = c.simple_query(&sql).await.map(|m| {
+                    m.iter()
+                        .find_map(|m| match m {
+                            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                            _ => None,
+                        })
+                        .unwrap_or_default()
+                });
+                errors.extend(check(r, &want));
+                // Extended protocol: a Parse/Describe lease, then a
+                // Bind/Execute lease.
+                let r = c
+                    .query_one("select $1::int * 10 + $2::int", &[&i, &j])
+                    .await
+                    .map(|row| row.get::<_, i32>(0).to_string());
+                errors.extend(check(r, &want));
+            }
+            errors
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(e) => errors.extend(e),
+            Err(e) => errors.push(format!("client task: {e}")),
+        }
+    }
+    errors
+}
+
+/// An error (with its SQLSTATE) or a wrong answer, if any.
+fn check(r: Result<String, tokio_postgres::Error>, want: &str) -> Option<String> {
+    match r {
+        Ok(got) if got == want => None,
+        Ok(got) => Some(format!("wrong answer {got}, not {want}")),
+        Err(e) => Some(format!(
+            "{}: {}",
+            e.code().map(|c| c.code().to_string()).unwrap_or_default(),
+            e.as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string())
+        )),
+    }
 }

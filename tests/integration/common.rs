@@ -15,6 +15,12 @@ use tokio_postgres::{Client, NoTls};
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
+/// Tests whose assertions hang on timing (shedding at a measured pace) and
+/// the ones that load the two cores hardest (1,000 clients at once) take
+/// this in turn: a thousand-client burst beside a shedding test stalls the
+/// pace the shedding was predicted on, and what was admitted times out.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The shared cluster, started on first use. Its watchdog removes it when
 /// the test process exits.
 pub fn cluster() -> &'static Cluster {

@@ -30,6 +30,7 @@ async fn simple_query_through_the_pooler() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_share_ten_servers() {
+    let _heavy = HEAVY.lock().await;
     let mut cfg = config();
     cfg.pooler.pool_size = 10.into();
     let pw = own_role(&mut cfg, "thousand").await;

@@ -603,3 +603,46 @@ async fn reads_return_to_the_replica_soon_after_a_write_even_with_a_slow_probe()
         );
     }
 }
+
+/// Issue 12: `/*/ x */ SELECT 1` is a legal comment, then a query. The hint
+/// parser used to slice `rest[2..1]` on it and panic, killing the session
+/// with no ErrorResponse, on any database with replicas. It gets its row,
+/// by either protocol, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_opening_with_slash_star_slash_is_served_and_the_session_lives() {
+    let p = common::pooler(split_config(common::cluster(), ReadYourWrites::Lsn)).await;
+    let c = p.connect().await;
+    assert_eq!(scalar(&c, "/*/ x */ SELECT 1").await, "1");
+    assert_eq!(scalar(&c, "SELECT 2").await, "2", "the session died");
+    let row = c
+        .query_one("/*/ x */ SELECT $1::int", &[&3i32])
+        .await
+        .expect("extended protocol");
+    assert_eq!(row.get::<_, i32>(0), 3);
+    // A hint after such a comment still routes.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            on_replica(
+                &c,
+                "/*/ x */ /* pglittle:replica */ SELECT pg_is_in_recovery()",
+            )
+            .await
+        })
+        .await
+    );
+    assert!(
+        !on_replica(
+            &c,
+            "/*/ x */ /* pglittle:primary */ SELECT pg_is_in_recovery()"
+        )
+        .await
+    );
+    // Unterminated comments: PostgreSQL's own syntax error, not a panic.
+    // (Last: an error on the primary counts as a write and raises the
+    // client's read-your-writes floor.)
+    for sql in ["/*/", "/*/*/ SELECT 1", "/*/ x */ /*/"] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(common::code(&e), "42601", "{sql}: {e:?}");
+    }
+    assert_eq!(scalar(&c, "SELECT 'alive'").await, "alive");
+}

@@ -140,3 +140,29 @@ fn reads_hints_from_leading_comments() {
     assert_eq!(hint(b"/* pglittle:replica"), None);
     assert_eq!(hint(b""), None);
 }
+
+#[test]
+fn a_comment_whose_opening_slash_star_touches_a_slash_is_one_comment() {
+    // Issue 12: `/*/` used to be read as an opening `/*` and a closing
+    // `*/` that overlap, and sliced rest[2..1].
+    assert_eq!(hint(b"/*/ x */ SELECT 1"), None);
+    assert_eq!(hint(b"/*/"), None);
+    assert_eq!(hint(b"/*/*/"), None);
+    assert_eq!(hint(b"/**/ SELECT 1"), None);
+    assert_eq!(
+        hint(b"/**/ /* pglittle:replica */ SELECT 1"),
+        Some(Hint::Replica)
+    );
+    assert_eq!(
+        hint(b"/*/ x */ /*pglittle:primary*/ SELECT 1"),
+        Some(Hint::Primary)
+    );
+    // Comments nest: the hint inside an outer comment is not a leading hint.
+    assert_eq!(hint(b"/* a /* pglittle:replica */ */ SELECT 1"), None);
+    assert_eq!(
+        hint(b"/* a /* b */ */ /* pglittle:replica */ SELECT 1"),
+        Some(Hint::Replica)
+    );
+    assert_eq!(classify(b"/*/ x */ SELECT 1", DEFAULT_WRITERS), R);
+    assert_eq!(classify(b"/*/ x */ DELETE FROM t", DEFAULT_WRITERS), W);
+}

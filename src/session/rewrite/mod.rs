@@ -445,6 +445,12 @@ impl Books<'_> {
         }
     }
 
+    /// The server is reading COPY data: the transaction is not over, even
+    /// with no reply due (an extended-protocol COPY's Sync is ignored).
+    pub fn in_copy_in(&self) -> bool {
+        self.copy_in
+    }
+
     /// The server is discarding messages until the client's next Sync.
     pub fn skipping(&self) -> bool {
         self.skipping

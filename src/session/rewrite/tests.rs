@@ -47,9 +47,8 @@ fn send(b: &mut Books<'_>, msgs: &[Vec<u8>]) -> BytesMut {
     for raw in msgs {
         let (m, _) = peek_message(raw, 1 << 20).unwrap().unwrap();
         let fx = match m {
-            frontend::FrontendMessage::Query { sql } | frontend::FrontendMessage::Parse { sql, .. } => {
-                inspect(sql)
-            }
+            frontend::FrontendMessage::Query { sql }
+            | frontend::FrontendMessage::Parse { sql, .. } => inspect(sql),
             _ => Default::default(),
         };
         b.client_message(&m, raw, fx, &mut out);
@@ -97,7 +96,15 @@ fn a_pipeline_prepares_once_and_forwards_every_reply() {
     let mut b = Books::new(&mut c, &mut s, true);
     let out = send(
         &mut b,
-        &[parse("s1", "select 1"), bind("s1"), execute(), sync(), bind("s1"), execute(), sync()],
+        &[
+            parse("s1", "select 1"),
+            bind("s1"),
+            execute(),
+            sync(),
+            bind("s1"),
+            execute(),
+            sync(),
+        ],
     );
     assert_eq!(tags(&out), "PBESBES");
     let r = replies(
@@ -121,13 +128,19 @@ fn a_parse_the_server_already_has_is_answered_in_its_turn() {
     {
         let mut b = Books::new(&mut c, &mut s, true);
         send(&mut b, &[parse("s1", "select 1"), sync()]);
-        replies(&mut b, &[(K::ParseComplete, None), (K::ReadyForQuery, None)]);
+        replies(
+            &mut b,
+            &[(K::ParseComplete, None), (K::ReadyForQuery, None)],
+        );
     }
     // Another client, same text: nothing is sent for its Parse, and its
     // ParseComplete comes before the BindComplete, as PostgreSQL's would.
     let mut other = ClientStatements::new();
     let mut b = Books::new(&mut other, &mut s, true);
-    let out = send(&mut b, &[parse("mine", "select 1"), bind("mine"), execute(), sync()]);
+    let out = send(
+        &mut b,
+        &[parse("mine", "select 1"), bind("mine"), execute(), sync()],
+    );
     assert_eq!(tags(&out), "BES");
     let r = replies(
         &mut b,
@@ -146,7 +159,14 @@ fn an_error_mid_pipeline_skips_to_sync_and_undoes_the_failed_parse() {
     let mut b = Books::new(&mut c, &mut s, true);
     send(
         &mut b,
-        &[parse("bad", "selec"), bind("bad"), execute(), sync(), parse("ok", "select 2"), sync()],
+        &[
+            parse("bad", "selec"),
+            bind("bad"),
+            execute(),
+            sync(),
+            parse("ok", "select 2"),
+            sync(),
+        ],
     );
     let r = replies(
         &mut b,
@@ -171,7 +191,10 @@ fn an_error_mid_pipeline_skips_to_sync_and_undoes_the_failed_parse() {
 fn syncs_sent_during_copy_in_are_not_waited_for() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
     let mut b = Books::new(&mut c, &mut s, true);
-    send(&mut b, &[parse("", "copy t from stdin"), bind(""), execute(), sync()]);
+    send(
+        &mut b,
+        &[parse("", "copy t from stdin"), bind(""), execute(), sync()],
+    );
     let r = replies(
         &mut b,
         &[
@@ -185,7 +208,10 @@ fn syncs_sent_during_copy_in_are_not_waited_for() {
     assert_eq!(std::mem::take(&mut b.ignored_cycles), 1);
     send(&mut b, &[msg(b'd', b"1\n"), sync(), msg(b'c', b""), sync()]);
     assert_eq!(b.ignored_cycles, 0);
-    let r = replies(&mut b, &[(K::CommandComplete, None), (K::ReadyForQuery, None)]);
+    let r = replies(
+        &mut b,
+        &[(K::CommandComplete, None), (K::ReadyForQuery, None)],
+    );
     assert_eq!(r, "FF");
 }
 
@@ -195,7 +221,10 @@ fn a_stale_plan_is_prepared_again_and_the_batch_replayed_once() {
     {
         let mut b = Books::new(&mut c, &mut s, true);
         send(&mut b, &[parse("s", "select * from t"), sync()]);
-        replies(&mut b, &[(K::ParseComplete, None), (K::ReadyForQuery, None)]);
+        replies(
+            &mut b,
+            &[(K::ParseComplete, None), (K::ReadyForQuery, None)],
+        );
     }
     let mut b = Books::new(&mut c, &mut s, true);
     send(&mut b, &[bind("s"), execute(), sync()]);
@@ -278,7 +307,15 @@ fn after_an_unsynced_error_the_server_discards_until_sync() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
     let mut b = Books::new(&mut c, &mut s, true);
     let describe = msg(b'D', b"P\0");
-    send(&mut b, &[parse("", "select 1/0"), bind(""), describe.clone(), execute()]);
+    send(
+        &mut b,
+        &[
+            parse("", "select 1/0"),
+            bind(""),
+            describe.clone(),
+            execute(),
+        ],
+    );
     let r = replies(
         &mut b,
         &[
@@ -294,7 +331,14 @@ fn after_an_unsynced_error_the_server_discards_until_sync() {
     // are expected for it, only the Sync's ReadyForQuery.
     let out = send(
         &mut b,
-        &[parse("", "select 2"), bind(""), describe, execute(), sync(), msg(b'H', b"")],
+        &[
+            parse("", "select 2"),
+            bind(""),
+            describe,
+            execute(),
+            sync(),
+            msg(b'H', b""),
+        ],
     );
     assert_eq!(tags(&out), "PBDESH");
     assert!(!b.skipping());
@@ -304,6 +348,9 @@ fn after_an_unsynced_error_the_server_discards_until_sync() {
     assert_eq!(replies(&mut b, &[(K::CopyIn, None)]), "F");
     assert_eq!(b.ignored_cycles, 0);
     send(&mut b, &[msg(b'd', b"1\n"), msg(b'c', b"")]);
-    let r = replies(&mut b, &[(K::CommandComplete, None), (K::ReadyForQuery, None)]);
+    let r = replies(
+        &mut b,
+        &[(K::CommandComplete, None), (K::ReadyForQuery, None)],
+    );
     assert_eq!(r, "FF");
 }
