@@ -1204,9 +1204,9 @@ fn pool_size(mode: Mode) -> usize {
     }
 }
 
-/// The epilogue: one fresh client runs every check; then, so that every
-/// server of a bigger pool is looked at, as many fresh clients as the pool
-/// has servers each hold one in a transaction and run them all again.
+/// The epilogue: one fresh client runs every check on a pool of one; on a
+/// bigger pool, so that every server is looked at, as many fresh clients
+/// as the pool has servers each hold one in a transaction and run them.
 async fn epilogue_run(
     target: Target<'_>,
     mode: Mode,
@@ -1217,15 +1217,14 @@ async fn epilogue_run(
         startup: None,
     };
     let (mut labels, mut results) = (Vec::new(), Vec::new());
-    {
+    if pool_size(mode) == 1 {
         let mut conn = Conn::connect(target, &fresh).await?;
         for (a, ext) in &epilogue() {
             let via = if *ext { "(through Parse) " } else { "" };
             labels.push(format!("{via}{}", a.label(Wire, cx)));
             results.push(conn.act(a, *ext, cx).await);
         }
-    }
-    if pool_size(mode) > 1 {
+    } else {
         let mut holders = Vec::new();
         for _ in 0..pool_size(mode) {
             let mut conn = Conn::connect(target, &fresh).await?;
