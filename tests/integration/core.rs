@@ -637,30 +637,84 @@ async fn a_request_that_would_time_out_is_refused_up_front() {
     let mut cfg = config();
     cfg.pooler.pool_size = 1.into();
     cfg.pooler.query_wait_timeout = Duration::from_millis(1400);
-    let p = pooler(cfg).await;
-    let holder = p.connect().await;
-    // Teach the pool its hold time: transactions of 1 s (the login's own
-    // short lease brings the mean to between 0.75 and 1 s).
+    let p = std::sync::Arc::new(pooler(cfg).await);
+    // Evidence first (nobody is refused on a prediction before 20 leases
+    // completed while a queue stood): three clients share the one server
+    // for 30 transactions of 100 ms, so the pool serves about 10 a second.
+    let mut teachers = Vec::new();
     for _ in 0..3 {
-        holder.batch_execute("select pg_sleep(1)").await.unwrap();
+        let p = p.clone();
+        teachers.push(tokio::spawn(async move {
+            let c = p.connect().await;
+            for _ in 0..10 {
+                c.batch_execute("select pg_sleep(0.1)").await.unwrap();
+            }
+        }));
     }
+    for t in teachers {
+        t.await.unwrap();
+    }
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(p.connect().await);
+    }
+    let holder = p.connect().await;
     holder.batch_execute("begin; select 1").await.unwrap();
-    // First in line: predicted at most 1 s < 1.4 s, so it waits.
-    let first = p.connect().await;
-    let waiting = tokio::spawn(async move { first.simple_query("select 1").await.map(|_| ()) });
-    assert!(queued(&p, 1).await);
-    // Second in line: predicted at least 1.5 s > 1.4 s, refused now, saying why.
-    let second = p.connect().await;
-    let e = second.simple_query("select 1").await.unwrap_err();
-    assert_eq!(code(&e), "53300");
-    let msg = e.as_db_error().unwrap().message().to_string();
-    assert!(
-        msg.contains("predicted wait") && msg.contains("saturated"),
-        "{msg}"
-    );
+    // Twenty requests at once behind the held server. At about 10 a second,
+    // with the 25% margin, those beyond the 11th in line would wait past
+    // 1.4 s: they are refused at once, saying why, not at the timeout.
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in clients {
+        let refused = refused.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = c.simple_query("select 1").await.map(|_| ());
+            if let Err(e) = &r {
+                let predicted = e
+                    .as_db_error()
+                    .is_some_and(|d| d.message().contains("predicted wait"));
+                if predicted {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            (started.elapsed(), r)
+        }));
+    }
+    // Every request is either queued or refused before the server is freed.
+    let settled = eventually(Duration::from_secs(10), || async {
+        let waiting: usize = p
+            .running
+            .shared
+            .pools
+            .all()
+            .iter()
+            .map(|x| x.status().waiting)
+            .sum();
+        waiting + refused.load(std::sync::atomic::Ordering::Relaxed) == 20
+    })
+    .await;
     holder.batch_execute("commit").await.unwrap();
-    // The one that waited is served (or times out honestly; never hangs).
-    let _ = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("waiter hung");
+    assert!(settled, "requests neither queued nor refused");
+    let mut up_front = 0;
+    for t in tasks {
+        let (took, r) = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("a request hung")
+            .unwrap();
+        if let Err(e) = r {
+            let db = e.as_db_error().expect("an ErrorResponse");
+            assert_eq!(db.code().code(), "53300", "{db:?}");
+            if db.message().contains("predicted wait") {
+                assert!(db.message().contains("saturated"), "{}", db.message());
+                assert!(took < Duration::from_secs(1), "refused only after {took:?}");
+                up_front += 1;
+            }
+        }
+    }
+    assert!(up_front >= 1, "no request was refused up front");
+    assert!(
+        up_front <= 12,
+        "{up_front} refused: the head of the queue should wait"
+    );
 }
