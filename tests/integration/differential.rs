@@ -4,8 +4,8 @@
 //! own direct connection to PostgreSQL. Every client must observe the same
 //! thing both times: rows as text, command tags, SQLSTATEs, and (for
 //! wire-level clients) every protocol message but notices and
-//! ParameterStatus. After the script, all clients disconnect and a fresh
-//! client checks that nothing was left behind.
+//! ParameterStatus. After the script, all clients disconnect and fresh
+//! clients (one per server of the pool) check that nothing was left behind.
 //!
 //! A client is either a driver (tokio-postgres: `prepare` and
 //! `prepare_typed` make named statements, `query_typed` the unnamed one in
@@ -48,8 +48,9 @@
 //!   42704. Observed as `coalesce(current_setting('myapp.x', true), '')`.
 //! - pg_prepared_statements, and backend pids: they show pglittle's own
 //!   statement names and servers.
-//! - DO blocks that make temp tables, locks or LISTEN: `always` discards
-//!   them at the end of the transaction, `detect` cannot see them.
+//! - DO blocks that make temp tables, locks or LISTEN: they vanish at the
+//!   end of the transaction in every mode (a DO block is followed by
+//!   DISCARD ALL), while PostgreSQL keeps them.
 //! - statements whose text depends on search_path (unqualified table names):
 //!   a statement pglittle re-prepares on another server resolves names
 //!   under the path of that moment, PostgreSQL under the path it was
@@ -1615,12 +1616,21 @@ fn minimise(
     (best, report)
 }
 
+fn fixed(mode: Mode) -> Vec<Script> {
+    match mode {
+        Mode::Detect => fixed_detect(),
+        Mode::Always => fixed_always(),
+        Mode::Pinned => fixed_pinned(),
+    }
+}
+
 /// Runs the fixed cases, then the generated ones; fails with every report.
 ///
 /// `PGLITTLE_DIFF_CASES` (default 64) generated cases; after a failure the
 /// run goes on with fresh cases until `PGLITTLE_DIFF_FAILURES` (default 1)
 /// distinct minimised failures are found.
-fn differential(mode: Mode, fixed: Vec<Script>) {
+fn differential(mode: Mode) {
+    let fixed = fixed(mode);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1663,7 +1673,7 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
             cases: cases - ran,
             failure_persistence: None,
             max_shrink_iters: 500,
-            max_shrink_time: 60_000,
+            max_shrink_time: 30_000,
             ..PtConfig::default()
         });
         let result = runner.run(&scripts(mode), |s| {
@@ -1689,7 +1699,7 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
                     &mut h,
                     script,
                     reason.message().to_string(),
-                    Duration::from_secs(90),
+                    Duration::from_secs(60),
                 );
                 let again = (0..3)
                     .filter(|_| {
@@ -1700,10 +1710,16 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
                 let text = script.to_rust();
                 if found.contains(&text) {
                     // Found again: nothing new.
-                } else if let Some(i) = fixed.iter().position(|f| f.to_rust() == text) {
+                } else if let Some((m, i)) = [Mode::Detect, Mode::Always, Mode::Pinned]
+                    .into_iter()
+                    .find_map(|m| {
+                        let i = self::fixed(m).iter().position(|f| f.to_rust() == text)?;
+                        Some((m, i))
+                    })
+                {
                     failures.push(format!(
-                        "generated case of {mode:?} fails, minimised to fixed case {i} \
-                         (fails again {again} of 3 runs)"
+                        "generated case of {mode:?} fails, minimised to fixed case {i} of \
+                         {m:?} (fails again {again} of 3 runs):\n{text}"
                     ));
                     found.push(text);
                 } else {
@@ -1740,292 +1756,295 @@ fn differential(mode: Mode, fixed: Vec<Script>) {
 
 #[test]
 fn differential_settings_and_statements_on_one_server() {
-    differential(
-        Mode::Detect,
-        vec![
-            // Found on 2600adb (passes since 8cafb50):
-            // search_path learned as `"$user", public` was re-applied as
-            // one quoted name: """$user"", public".
-            script(
-                &[(Driver, None), (Driver, None)],
-                vec![
-                    one(0, false, Set(SearchPath, 0)),
-                    one(1, false, Set(SearchPath, 2)),
-                    one(0, false, Show(SearchPath)),
-                ],
-            ),
-            // An empty search_path (only set_config makes one) came back
-            // as `""`, a path of one schema named "".
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, SetConfig(SearchPath, 0, false)),
-                    one(0, false, Show(SearchPath)),
-                ],
-            ),
-            // A SQL-level PREPARE stayed on the server: a fresh client
-            // could EXECUTE it, and Bind it as "a".
-            script(&[(Driver, None)], vec![one(0, false, Prepare(0, 0))]),
-            // set_config of an untracked setting was dropped at the end
-            // of the transaction (SHOW said 4MB).
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, SetConfig(WorkMem, 1, false)),
-                    one(0, false, Show(WorkMem)),
-                ],
-            ),
-            // A SET sent through the extended protocol was not seen: it
-            // reached the next client.
-            script(
-                &[(Driver, None)],
-                vec![one(0, true, Set(StatementTimeout, 1))],
-            ),
-            // The unnamed statement (here a SET sent with Parse) was gone
-            // by the next round trip: 26000 instead of PostgreSQL's 08P01
-            // for binding one parameter to a statement that takes none.
-            script(
-                &[(Wire, None)],
-                vec![
-                    one(0, true, Set(SearchPath, 0)),
-                    one(0, false, ExtQuery(0, 0)),
-                ],
-            ),
-            // Found on main 468695a: a second PREPARE of a name the client
-            // already prepared succeeded; PostgreSQL says 42P05.
-            script(
-                &[(Driver, None)],
-                vec![one(0, false, Prepare(0, 0)), one(0, false, Prepare(0, 0))],
-            ),
-            // SQL PREPARE and protocol Parse share one namespace on
-            // PostgreSQL: a Bind of "a" after PREPARE a runs it; pglittle
-            // said 26000.
-            script(
-                &[(Wire, None)],
-                vec![one(0, false, Prepare(0, 0)), one(0, false, ExtQuery(1, 0))],
-            ),
-            // ...and PREPARE a after a Parse of "a" is 42P05; pglittle
-            // accepted it.
-            script(
-                &[(Wire, None)],
-                vec![
-                    one(0, false, ExtPrepare(1, 0, false)),
-                    one(0, false, Prepare(0, 0)),
-                ],
-            ),
-            // A PREPARE sent through Parse (driver `query("PREPARE ...")`)
-            // was not tracked: it stayed on the server, and a fresh client
-            // could EXECUTE it.
-            script(&[(Driver, None)], vec![one(0, true, Prepare(0, 0))]),
-            // DEALLOCATE ALL sent through Parse emptied the server of
-            // pglittle's statements without pglittle knowing: another
-            // client's statement, still "prepared" in pglittle's cache of
-            // that server, then failed with 26000 (and so did the
-            // DEALLOCATE ALL statement itself, the second time).
-            script(
-                &[(Driver, None), (Driver, None)],
-                vec![
-                    one(0, false, ExtPrepare(1, 0, false)),
-                    one(1, true, DeallocateAll),
-                    one(0, false, ExtQuery(1, 0)),
-                ],
-            ),
-            script(
-                &[(Driver, None)],
-                vec![one(0, true, DeallocateAll), one(0, true, DeallocateAll)],
-            ),
-            // The same with DISCARD ALL through Parse.
-            script(
-                &[(Driver, None), (Driver, None)],
-                vec![
-                    one(0, false, ExtPrepare(1, 0, false)),
-                    one(1, true, DiscardAll),
-                    one(0, false, ExtQuery(1, 0)),
-                ],
-            ),
-            // SET of a custom setting through Parse reached the next client.
-            script(&[(Driver, None)], vec![one(0, true, Set(MyappX, 1))]),
-            // RESET ALL inside a transaction block that rolled back was
-            // taken as done: the server kept 7MB, pglittle thought it
-            // clean, and the next client got 7MB.
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, Set(WorkMem, 1)),
-                    tx(0, false, vec![ResetAll], false),
-                ],
-            ),
-            // DISCARD ALL inside a transaction block fails (25001), but
-            // pglittle forgot the client's statements as if it had run:
-            // the SQL-level one stayed on the server for the next client
-            // to EXECUTE...
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, Prepare(0, 0)),
-                    tx(0, false, vec![DiscardAll], false),
-                ],
-            ),
-            // ...the client's own protocol-level statement was gone for it
-            // (26000)...
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, ExtPrepare(2, 0, false)),
-                    tx(0, false, vec![DiscardAll], false),
-                    one(0, false, ExtQuery(2, 0)),
-                ],
-            ),
-            // ...and a startup search_path stayed on the server for the
-            // next client.
-            script(
-                &[(Driver, Some(SearchPath))],
-                vec![tx(0, false, vec![DiscardAll], false)],
-            ),
-            // An EXECUTE of another client's name in a transaction block
-            // that had already failed: the DEALLOCATE pglittle sent first
-            // failed too (25P02), pglittle took the server as clean, and
-            // the next client's EXECUTE ran client 0's statement.
-            script(
-                &[(Driver, None), (Driver, None)],
-                vec![
-                    one(0, false, Prepare(1, 0)),
-                    tx(1, false, vec![Execute(2, 0), Execute(1, 0)], false),
-                ],
-            ),
-            // Found on main ab3d0fe: RESET of one setting inside a
-            // transaction block that rolled back was taken as done (as
-            // RESET ALL above): the value stayed on the server for the
-            // next client. With an empty search_path from set_config...
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, SetConfig(SearchPath, 0, false)),
-                    tx(0, false, vec![Reset(SearchPath)], false),
-                ],
-            ),
-            // ...and with a reported setting a DO block set.
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, Do(ApplicationName, 3, false)),
-                    tx(0, false, vec![Reset(ApplicationName)], false),
-                ],
-            ),
-            // SQL EXECUTE of a name the client made with Parse runs it on
-            // PostgreSQL (one namespace); pglittle said 26000.
-            script(
-                &[(Wire, None)],
-                vec![
-                    one(0, false, ExtPrepare(1, 0, false)),
-                    one(0, false, Execute(0, 0)),
-                ],
-            ),
-            // An EXECUTE sent through Parse is not matched to the client's
-            // own statements: it ran the statement another client had
-            // PREPAREd on the server.
-            script(
-                &[(Driver, None), (Driver, None)],
-                vec![one(1, false, Prepare(1, 0)), one(0, true, Execute(1, 0))],
-            ),
-        ],
-    );
+    differential(Mode::Detect);
+}
+
+fn fixed_detect() -> Vec<Script> {
+    vec![
+        // Found on 2600adb (passes since 8cafb50):
+        // search_path learned as `"$user", public` was re-applied as
+        // one quoted name: """$user"", public".
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(0, false, Set(SearchPath, 0)),
+                one(1, false, Set(SearchPath, 2)),
+                one(0, false, Show(SearchPath)),
+            ],
+        ),
+        // An empty search_path (only set_config makes one) came back
+        // as `""`, a path of one schema named "".
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, SetConfig(SearchPath, 0, false)),
+                one(0, false, Show(SearchPath)),
+            ],
+        ),
+        // A SQL-level PREPARE stayed on the server: a fresh client
+        // could EXECUTE it, and Bind it as "a".
+        script(&[(Driver, None)], vec![one(0, false, Prepare(0, 0))]),
+        // set_config of an untracked setting was dropped at the end
+        // of the transaction (SHOW said 4MB).
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, SetConfig(WorkMem, 1, false)),
+                one(0, false, Show(WorkMem)),
+            ],
+        ),
+        // A SET sent through the extended protocol was not seen: it
+        // reached the next client.
+        script(
+            &[(Driver, None)],
+            vec![one(0, true, Set(StatementTimeout, 1))],
+        ),
+        // The unnamed statement (here a SET sent with Parse) was gone
+        // by the next round trip: 26000 instead of PostgreSQL's 08P01
+        // for binding one parameter to a statement that takes none.
+        script(
+            &[(Wire, None)],
+            vec![
+                one(0, true, Set(SearchPath, 0)),
+                one(0, false, ExtQuery(0, 0)),
+            ],
+        ),
+        // Found on main 468695a: a second PREPARE of a name the client
+        // already prepared succeeded; PostgreSQL says 42P05.
+        script(
+            &[(Driver, None)],
+            vec![one(0, false, Prepare(0, 0)), one(0, false, Prepare(0, 0))],
+        ),
+        // SQL PREPARE and protocol Parse share one namespace on
+        // PostgreSQL: a Bind of "a" after PREPARE a runs it; pglittle
+        // said 26000.
+        script(
+            &[(Wire, None)],
+            vec![one(0, false, Prepare(0, 0)), one(0, false, ExtQuery(1, 0))],
+        ),
+        // ...and PREPARE a after a Parse of "a" is 42P05; pglittle
+        // accepted it.
+        script(
+            &[(Wire, None)],
+            vec![
+                one(0, false, ExtPrepare(1, 0, false)),
+                one(0, false, Prepare(0, 0)),
+            ],
+        ),
+        // A PREPARE sent through Parse (driver `query("PREPARE ...")`)
+        // was not tracked: it stayed on the server, and a fresh client
+        // could EXECUTE it.
+        script(&[(Driver, None)], vec![one(0, true, Prepare(0, 0))]),
+        // DEALLOCATE ALL sent through Parse emptied the server of
+        // pglittle's statements without pglittle knowing: another
+        // client's statement, still "prepared" in pglittle's cache of
+        // that server, then failed with 26000 (and so did the
+        // DEALLOCATE ALL statement itself, the second time).
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(0, false, ExtPrepare(1, 0, false)),
+                one(1, true, DeallocateAll),
+                one(0, false, ExtQuery(1, 0)),
+            ],
+        ),
+        script(
+            &[(Driver, None)],
+            vec![one(0, true, DeallocateAll), one(0, true, DeallocateAll)],
+        ),
+        // The same with DISCARD ALL through Parse.
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(0, false, ExtPrepare(1, 0, false)),
+                one(1, true, DiscardAll),
+                one(0, false, ExtQuery(1, 0)),
+            ],
+        ),
+        // SET of a custom setting through Parse reached the next client.
+        script(&[(Driver, None)], vec![one(0, true, Set(MyappX, 1))]),
+        // RESET ALL inside a transaction block that rolled back was
+        // taken as done: the server kept 7MB, pglittle thought it
+        // clean, and the next client got 7MB.
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, Set(WorkMem, 1)),
+                tx(0, false, vec![ResetAll], false),
+            ],
+        ),
+        // DISCARD ALL inside a transaction block fails (25001), but
+        // pglittle forgot the client's statements as if it had run:
+        // the SQL-level one stayed on the server for the next client
+        // to EXECUTE...
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, Prepare(0, 0)),
+                tx(0, false, vec![DiscardAll], false),
+            ],
+        ),
+        // ...the client's own protocol-level statement was gone for it
+        // (26000)...
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, ExtPrepare(2, 0, false)),
+                tx(0, false, vec![DiscardAll], false),
+                one(0, false, ExtQuery(2, 0)),
+            ],
+        ),
+        // ...and a startup search_path stayed on the server for the
+        // next client.
+        script(
+            &[(Driver, Some(SearchPath))],
+            vec![tx(0, false, vec![DiscardAll], false)],
+        ),
+        // An EXECUTE of another client's name in a transaction block
+        // that had already failed: the DEALLOCATE pglittle sent first
+        // failed too (25P02), pglittle took the server as clean, and
+        // the next client's EXECUTE ran client 0's statement.
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(0, false, Prepare(1, 0)),
+                tx(1, false, vec![Execute(2, 0), Execute(1, 0)], false),
+            ],
+        ),
+        // Found on main ab3d0fe: RESET of one setting inside a
+        // transaction block that rolled back was taken as done (as
+        // RESET ALL above): the value stayed on the server for the
+        // next client. With an empty search_path from set_config...
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, SetConfig(SearchPath, 0, false)),
+                tx(0, false, vec![Reset(SearchPath)], false),
+            ],
+        ),
+        // ...and with a reported setting a DO block set.
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, Do(ApplicationName, 3, false)),
+                tx(0, false, vec![Reset(ApplicationName)], false),
+            ],
+        ),
+        // SQL EXECUTE of a name the client made with Parse runs it on
+        // PostgreSQL (one namespace); pglittle said 26000.
+        script(
+            &[(Wire, None)],
+            vec![
+                one(0, false, ExtPrepare(1, 0, false)),
+                one(0, false, Execute(0, 0)),
+            ],
+        ),
+        // An EXECUTE sent through Parse is not matched to the client's
+        // own statements: it ran the statement another client had
+        // PREPAREd on the server.
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![one(1, false, Prepare(1, 0)), one(0, true, Execute(1, 0))],
+        ),
+    ]
 }
 
 #[test]
 fn differential_do_blocks_with_server_reset_always() {
-    differential(
-        Mode::Always,
-        vec![
-            // Found on 2600adb (passes since 8cafb50): a DO block's
-            // set_config reached the next client.
-            script(
-                &[(Driver, None)],
-                vec![one(0, false, Do(WorkMem, 1, false))],
-            ),
-            // set_config(..., is_local = true) outside a transaction block
-            // lasts for its statement only; it was kept as the session's
-            // search_path.
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, false, SetConfig(SearchPath, 0, true)),
-                    one(0, false, Schemas),
-                ],
-            ),
-            // Found on main 468695a: set_config through Parse was not
-            // followed; under `always` the reset at check-in dropped it
-            // for its own client.
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, true, SetConfig(SearchPath, 2, false)),
-                    one(0, false, Schemas),
-                ],
-            ),
-            // As under `detect`: DEALLOCATE ALL through Parse desynced
-            // pglittle's cache of the server's statements.
-            script(
-                &[(Driver, None)],
-                vec![one(0, true, DeallocateAll), one(0, true, DeallocateAll)],
-            ),
-            // Found on main ab3d0fe: a DISCARD ALL that failed in a
-            // transaction block emptied pglittle's cache of the server's
-            // statements, which the server still had: preparing one again
-            // gave 42P05.
-            script(
-                &[(Driver, None)],
-                vec![
-                    one(0, true, Set(SearchPath, 0)),
-                    tx(0, false, vec![DiscardAll], false),
-                    one(0, true, Set(SearchPath, 0)),
-                ],
-            ),
-        ],
-    );
+    differential(Mode::Always);
+}
+
+fn fixed_always() -> Vec<Script> {
+    vec![
+        // Found on 2600adb (passes since 8cafb50): a DO block's
+        // set_config reached the next client.
+        script(
+            &[(Driver, None)],
+            vec![one(0, false, Do(WorkMem, 1, false))],
+        ),
+        // set_config(..., is_local = true) outside a transaction block
+        // lasts for its statement only; it was kept as the session's
+        // search_path.
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, SetConfig(SearchPath, 0, true)),
+                one(0, false, Schemas),
+            ],
+        ),
+        // Found on main 468695a: set_config through Parse was not
+        // followed; under `always` the reset at check-in dropped it
+        // for its own client.
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, true, SetConfig(SearchPath, 2, false)),
+                one(0, false, Schemas),
+            ],
+        ),
+        // As under `detect`: DEALLOCATE ALL through Parse desynced
+        // pglittle's cache of the server's statements.
+        script(
+            &[(Driver, None)],
+            vec![one(0, true, DeallocateAll), one(0, true, DeallocateAll)],
+        ),
+        // Found on main ab3d0fe: a DISCARD ALL that failed in a
+        // transaction block emptied pglittle's cache of the server's
+        // statements, which the server still had: preparing one again
+        // gave 42P05.
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, true, Set(SearchPath, 0)),
+                tx(0, false, vec![DiscardAll], false),
+                one(0, true, Set(SearchPath, 0)),
+            ],
+        ),
+    ]
 }
 
 #[test]
 fn differential_session_state_with_pinning() {
-    differential(
-        Mode::Pinned,
-        vec![
-            // Found on 2600adb (passes since 8cafb50): a WITH HOLD cursor
-            // vanished at the end of the transaction.
-            script(
-                &[(Driver, None)],
-                vec![one(0, false, Declare(0)), one(0, false, Cursors)],
-            ),
-            // LISTEN did not last: pg_listening_channels() was empty.
-            script(
-                &[(Driver, None)],
-                vec![one(0, false, Listen(0)), one(0, false, Channels)],
-            ),
-            // Found on main 468695a: session state made through Parse
-            // (driver `query(...)`) was not noticed: no pin, no reset, and
-            // the lock, the LISTEN, the temp table and the cursor reached
-            // the next client of that server.
-            script(&[(Driver, None)], vec![one(0, true, TryLock(0))]),
-            script(&[(Driver, None)], vec![one(0, true, Listen(0))]),
-            script(&[(Driver, None)], vec![one(0, true, TempCreate(0))]),
-            script(&[(Driver, None)], vec![one(0, true, Declare(0))]),
-            // After RESET ALL in a transaction block that also pinned the
-            // client (a WITH HOLD cursor), later transactions saw the
-            // server's default search_path instead of the startup one.
-            script(
-                &[(Driver, Some(SearchPath))],
-                vec![
-                    tx(0, false, vec![ResetAll, Declare(0)], true),
-                    one(0, false, Schemas),
-                ],
-            ),
-            // Found on main ab3d0fe: RESET of a startup setting in a
-            // transaction block that failed (FETCH from no cursor), so its
-            // COMMIT rolled back: the next client got the startup value.
-            script(
-                &[(Driver, Some(ApplicationName))],
-                vec![tx(0, false, vec![Reset(ApplicationName), Fetch(1)], true)],
-            ),
-        ],
-    );
+    differential(Mode::Pinned);
+}
+
+fn fixed_pinned() -> Vec<Script> {
+    vec![
+        // Found on 2600adb (passes since 8cafb50): a WITH HOLD cursor
+        // vanished at the end of the transaction.
+        script(
+            &[(Driver, None)],
+            vec![one(0, false, Declare(0)), one(0, false, Cursors)],
+        ),
+        // LISTEN did not last: pg_listening_channels() was empty.
+        script(
+            &[(Driver, None)],
+            vec![one(0, false, Listen(0)), one(0, false, Channels)],
+        ),
+        // Found on main 468695a: session state made through Parse
+        // (driver `query(...)`) was not noticed: no pin, no reset, and
+        // the lock, the LISTEN, the temp table and the cursor reached
+        // the next client of that server.
+        script(&[(Driver, None)], vec![one(0, true, TryLock(0))]),
+        script(&[(Driver, None)], vec![one(0, true, Listen(0))]),
+        script(&[(Driver, None)], vec![one(0, true, TempCreate(0))]),
+        script(&[(Driver, None)], vec![one(0, true, Declare(0))]),
+        // After RESET ALL in a transaction block that also pinned the
+        // client (a WITH HOLD cursor), later transactions saw the
+        // server's default search_path instead of the startup one.
+        script(
+            &[(Driver, Some(SearchPath))],
+            vec![
+                tx(0, false, vec![ResetAll, Declare(0)], true),
+                one(0, false, Schemas),
+            ],
+        ),
+        // Found on main ab3d0fe: RESET of a startup setting in a
+        // transaction block that failed (FETCH from no cursor), so its
+        // COMMIT rolled back: the next client got the startup value.
+        script(
+            &[(Driver, Some(ApplicationName))],
+            vec![tx(0, false, vec![Reset(ApplicationName), Fetch(1)], true)],
+        ),
+    ]
 }
