@@ -1946,6 +1946,33 @@ fn fixed_detect() -> Vec<Script> {
             &[(Driver, None), (Driver, None)],
             vec![one(1, false, Prepare(1, 0)), one(0, true, Execute(1, 0))],
         ),
+        // Found on main fa02154, the same family: after another client's
+        // DEALLOCATE ALL, the client's own EXECUTE through Parse was not
+        // preceded by a replay of its PREPARE (26000)...
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(0, false, Prepare(0, 0)),
+                one(1, false, DeallocateAll),
+                one(0, true, Execute(0, 0)),
+            ],
+        ),
+        // ...and a PREPARE through Parse collided with another client's
+        // statement of the same name on the server (42P05).
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![one(1, false, Prepare(1, 0)), one(0, true, Prepare(1, 0))],
+        ),
+        // Found on main fa02154: the failed DISCARD ALL (above) also
+        // reset the client's own settings: its search_path was lost.
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, Set(SearchPath, 2)),
+                tx(0, false, vec![DiscardAll], false),
+                one(0, false, Show(SearchPath)),
+            ],
+        ),
     ]
 }
 
@@ -2045,6 +2072,17 @@ fn fixed_pinned() -> Vec<Script> {
         script(
             &[(Driver, Some(ApplicationName))],
             vec![tx(0, false, vec![Reset(ApplicationName), Fetch(1)], true)],
+        ),
+        // Found on main fa02154: a DEALLOCATE through Parse on another
+        // server than the one the client PREPAREd on (client 0 pinned the
+        // first) was not preceded by a replay of the PREPARE (26000).
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(1, false, Prepare(2, 0)),
+                one(0, false, TempCreate(0)),
+                one(1, true, Deallocate(2)),
+            ],
         ),
     ]
 }
