@@ -57,10 +57,24 @@ impl Bound {
 
 impl StmtDef {
     pub fn new(sql: &[u8], types: &[u8]) -> StmtDef {
+        Self::hashed(sql, types, None)
+    }
+
+    /// A statement only this client may use on a server: its text means
+    /// something per session (an SQL `EXECUTE` names the client's own
+    /// prepared statement), so it must not be shared by content.
+    pub fn private(sql: &[u8], types: &[u8], client: u64) -> StmtDef {
+        Self::hashed(sql, types, Some(client))
+    }
+
+    fn hashed(sql: &[u8], types: &[u8], client: Option<u64>) -> StmtDef {
         let mut h = Sha256::new();
         h.update((sql.len() as u64).to_be_bytes());
         h.update(sql);
         h.update(types);
+        if let Some(c) = client {
+            h.update(c.to_be_bytes());
+        }
         let digest = h.finalize();
         let mut name = b"pgl_".to_vec();
         for b in &digest[..] {

@@ -570,3 +570,21 @@ async fn settings_changed_by_a_cached_statement_follow_their_client() {
     assert_eq!(scalar(&b, tenant).await, "");
     assert_eq!(first_value(&r.simple(tenant).await).as_deref(), Some("u1"));
 }
+
+// SQL EXECUTE sent through the extended protocol (a driver's
+// `query("EXECUTE p")`, found by the differential test) must not run
+// another client's statement either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_execute_through_parse_belongs_to_its_client() {
+    let p = pool_of_one("iso_exec_parse", |_| {}).await;
+    let a = p.connect_trust("iso_exec_parse", "").await;
+    let b = p.connect_trust("iso_exec_parse", "").await;
+    a.batch_execute("PREPARE theirs AS SELECT 'A only'::text")
+        .await
+        .unwrap();
+    let e = b.query("EXECUTE theirs", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "26000");
+    // A's own EXECUTE through Parse still runs it.
+    let rows = a.query("EXECUTE theirs", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "A only");
+}

@@ -279,7 +279,12 @@ impl Books<'_> {
         match *msg {
             FrontendMessage::Parse { name, sql, types } if rewrite && !name.is_empty() => {
                 self.start_message();
-                let mut def = StmtDef::new(sql, types);
+                self.sql_prepared_in_parse(sql, fx, out, &mut w);
+                let mut def = if fx.prepared {
+                    StmtDef::private(sql, types, self.client.token)
+                } else {
+                    StmtDef::new(sql, types)
+                };
                 def.bound = Bound::of(sql, fx);
                 let def = Arc::new(def);
                 self.client.insert(name, def.clone());
@@ -340,6 +345,7 @@ impl Books<'_> {
             FrontendMessage::Parse { name, sql, types } if rewrite => {
                 // The unnamed statement (named ones are handled above).
                 self.start_message();
+                self.sql_prepared_in_parse(sql, fx, out, &mut w);
                 self.client.parse_unnamed(sql, types, fx);
                 self.server.unnamed = Some(self.client.unnamed_owner());
                 out.extend_from_slice(raw);
@@ -442,6 +448,36 @@ impl Books<'_> {
                 self.server.unnamed = None;
                 self.push(Expect::Close, Reply::Swallow, Undo::None);
             }
+        }
+    }
+
+    /// SQL PREPARE/EXECUTE/DEALLOCATE sent through Parse (a driver's
+    /// `query("EXECUTE p")`): the same setup as for a simple query (another
+    /// client's statement of that name deallocated, the client's own
+    /// replayed), sent as a Query of its own first. Only at the start of a
+    /// batch: a Query in the middle of one would commit its implicit
+    /// transaction.
+    fn sql_prepared_in_parse(
+        &mut self,
+        sql: &[u8],
+        fx: SqlEffects,
+        out: &mut BytesMut,
+        w: &mut Written,
+    ) {
+        let batch_start = self
+            .actions
+            .back()
+            .is_none_or(|a| a.expect == Expect::Cycle);
+        if !fx.prepared || !batch_start {
+            return;
+        }
+        let (setup, _) = self.sql_prepared(sql, &mut w.runs);
+        if let Some(setup) = setup {
+            out.extend_from_slice(&frontend::query_bytes(&setup));
+            self.push(Expect::Cycle, Reply::Swallow, Undo::None);
+            w.cycles += 1;
+            // That query destroyed the server's unnamed statement.
+            self.server.unnamed = None;
         }
     }
 
