@@ -40,6 +40,17 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
         addr.ip(),
         addr.port()
     );
+    println!("The PgBouncer-compatible console (SHOW POOLS; SHOW CLIENTS; ...):");
+    println!(
+        "  psql \"postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/pgbouncer\"",
+        addr.ip(),
+        addr.port()
+    );
+    if let Some(m) = running.metrics_addr {
+        println!("Prometheus metrics and health:");
+        println!("  curl http://{m}/metrics");
+        println!("  curl http://{m}/health");
+    }
     println!("Try pgbench through it:");
     println!(
         "  PGPASSWORD={APP_PASSWORD} pgbench -i -h {} -p {} -U {APP_USER} {APP_DB}",
@@ -103,6 +114,9 @@ fn demo_config(cluster: &Cluster, listen: SocketAddr) -> Config {
     Config {
         pooler: PoolerSettings {
             listen,
+            // The console (as the demo user) and /metrics on a free port.
+            admin_users: vec![APP_USER.to_string()],
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..PoolerSettings::default()
         },
         databases,
