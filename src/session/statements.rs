@@ -35,15 +35,16 @@ pub struct StmtDef {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Bound {
     pub effects: SqlEffects,
-    pub settings: Arc<[SettingOp]>,
+    /// Empty (no allocation) unless the statement changes settings.
+    pub settings: Vec<SettingOp>,
 }
 
 impl Bound {
     pub fn of(sql: &[u8], effects: SqlEffects) -> Bound {
-        let settings: Arc<[SettingOp]> = if effects.settings {
-            changes(sql).into()
+        let settings = if effects.settings {
+            changes(sql)
         } else {
-            Arc::new([])
+            Vec::new()
         };
         Bound { effects, settings }
     }
