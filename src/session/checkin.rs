@@ -135,6 +135,13 @@ pub struct SettingPlan {
     pub read: Vec<String>,
 }
 
+impl SettingPlan {
+    /// Nothing changed: most transactions.
+    pub fn is_empty(&self) -> bool {
+        self.reset_all.is_none() && self.restore.is_empty() && self.read.is_empty()
+    }
+}
+
 /// Pure: folds a transaction's setting changes, in order; the last change
 /// to each name wins, and RESET ALL forgets everything before it.
 pub fn plan_settings(ops: &[SettingOp]) -> SettingPlan {
@@ -278,52 +285,59 @@ impl Session {
                 }
                 outcome => {
                     tracing::warn!(?outcome, "reading session state at check-in failed");
-                    self.set_pin(None);
-                    lease.discard();
+                    self.give_back(lease, false);
                     return None;
                 }
             }
         }
-        let mut server = std::mem::take(&mut conn.params);
-        apply_settings(
-            &plan,
-            &values,
-            &self.startup,
-            &self.defaults,
-            &mut self.overrides,
-            &mut server,
-        );
-        conn.params = server;
-        if plan.reset_all.is_some() || !plan.restore.is_empty() {
-            conn.synced_for = None;
+        if !plan.is_empty() {
+            let mut server = std::mem::take(&mut conn.params);
+            apply_settings(
+                &plan,
+                &values,
+                &self.startup,
+                &self.defaults,
+                &mut self.overrides,
+                &mut server,
+            );
+            conn.params = server;
+            if plan.reset_all.is_some() || !plan.restore.is_empty() {
+                conn.synced_for = None;
+            }
         }
-        match decide(self.policy, &fx, state.as_ref()) {
+        let clean = match decide(self.policy, &fx, state.as_ref()) {
             Checkin::Pin(reason) => {
                 self.set_pin(Some(reason));
                 return Some(lease);
             }
-            Checkin::Release => {}
+            Checkin::Release => true,
             Checkin::Discard => match conn.simple_query("DISCARD ALL", timeout).await {
-                Ok(o) if o.error.is_none() => after_reset(conn, &self.defaults, true),
-                _ => {
-                    self.set_pin(None);
-                    lease.discard();
-                    return None;
+                Ok(o) if o.error.is_none() => {
+                    after_reset(conn, &self.defaults, true);
+                    true
                 }
+                _ => false,
             },
-            Checkin::ResetPipelined => match conn.start_reset(ALWAYS_RESET).await {
-                Ok(()) => after_reset(conn, &self.defaults, false),
-                Err(_) => {
-                    self.set_pin(None);
-                    lease.discard();
-                    return None;
-                }
-            },
-        }
+            Checkin::ResetPipelined => {
+                let started = conn.start_reset(ALWAYS_RESET).await.is_ok();
+                after_reset(conn, &self.defaults, false);
+                started
+            }
+        };
+        self.give_back(lease, clean);
+        None
+    }
+
+    /// The client no longer holds the server: back to the pool if it is
+    /// known clean, closed otherwise.
+    pub(super) fn give_back(&mut self, lease: Lease, clean: bool) {
         self.set_pin(None);
         self.cancel.clear_server();
-        lease.release();
-        None
+        if clean {
+            lease.release();
+        } else {
+            lease.discard();
+        }
     }
 
     /// The client is leaving (or broke off) while holding a server: roll
@@ -331,8 +345,6 @@ impl Session {
     /// queries (DISCARD ALL cannot run inside a transaction block). A
     /// server that cannot be made clean is closed.
     pub(super) async fn finish_lease(&mut self, mut lease: Lease, idle: bool) {
-        self.cancel.clear_server();
-        self.set_pin(None);
         let timeout = self.pool.target().connect_timeout;
         let conn = lease.conn();
         let sqls: &[&str] = if idle {
@@ -340,13 +352,14 @@ impl Session {
         } else {
             &["ROLLBACK", "DISCARD ALL"]
         };
-        match conn.simple_queries(sqls, timeout).await {
+        let clean = match conn.simple_queries(sqls, timeout).await {
             Ok(o) if o.error.is_none() => {
                 after_reset(conn, &self.defaults, true);
-                lease.release()
+                true
             }
-            _ => lease.discard(),
-        }
+            _ => false,
+        };
+        self.give_back(lease, clean);
     }
 
     /// Records (or clears) why this client keeps its server, for SHOW

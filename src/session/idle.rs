@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Session;
 use crate::error::SessionError;
+use crate::protocol::frame::{peek_header, HEADER_LEN};
 use crate::protocol::read_cstr;
 
 /// A message an idle server sends is small; one this large means trouble.
@@ -31,37 +32,31 @@ fn take_chatter(
     out: &mut BytesMut,
     mut param: impl FnMut(&str, &str),
 ) -> Chatter {
-    while buf.len() >= 5 {
-        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-        let Ok(len) = usize::try_from(len) else {
-            return Chatter::Confused;
+    loop {
+        let (tag, total) = match peek_header(buf, MAX_CHATTER) {
+            Ok(Some(h)) if buf.len() >= h.1 => h,
+            Ok(_) => break,
+            Err(_) => return Chatter::Confused,
         };
-        if !(4..=MAX_CHATTER).contains(&len) {
-            return Chatter::Confused;
-        }
-        if buf.len() < 1 + len {
-            break;
-        }
-        let tag = buf[0];
-        match tag {
-            b'A' | b'N' => {}
+        let fatal = match tag {
+            b'A' | b'N' => false,
+            b'E' => true,
             b'S' => {
-                let body = &buf[5..1 + len];
+                let body = &buf[HEADER_LEN..total];
                 let name = read_cstr(body, 0);
                 let value = name.and_then(|(_, at)| read_cstr(body, at));
                 if let (Some((n, _)), Some((v, _))) = (name, value) {
                     param(&String::from_utf8_lossy(n), &String::from_utf8_lossy(v));
                 }
-            }
-            b'E' => {
-                out.extend_from_slice(&buf[..1 + len]);
-                buf.advance(1 + len);
-                return Chatter::Fatal;
+                false
             }
             _ => return Chatter::Confused,
+        };
+        out.extend_from_slice(&buf[..total]);
+        buf.advance(total);
+        if fatal {
+            return Chatter::Fatal;
         }
-        out.extend_from_slice(&buf[..1 + len]);
-        buf.advance(1 + len);
     }
     Chatter::Forward
 }
@@ -116,9 +111,7 @@ impl Session {
 
     fn drop_held_server(&mut self) {
         if let Some(lease) = self.lease.take() {
-            self.cancel.clear_server();
-            self.set_pin(None);
-            lease.discard();
+            self.give_back(lease, false);
         }
     }
 }

@@ -17,6 +17,8 @@ mod routing;
 mod shared;
 mod split;
 mod statements;
+#[cfg(test)]
+mod test_wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -220,8 +222,7 @@ impl Session {
                             Ok(Next::Continue)
                         }
                         Retry::Discard => {
-                            self.cancel.clear_server();
-                            lease.discard();
+                            self.give_back(lease, false);
                             Ok(Next::Continue)
                         }
                     };
@@ -262,9 +263,7 @@ impl Session {
                 Err(SessionError::IdleInTransaction)
             }
             Outcome::ServerGone { told } => {
-                self.cancel.clear_server();
-                self.set_pin(None);
-                lease.discard();
+                self.give_back(lease, false);
                 if told {
                     return Ok(Next::Close);
                 }
@@ -459,10 +458,8 @@ impl Session {
     /// The client left (or broke the protocol) while holding a server: roll
     /// back and reuse it if nothing is in flight, otherwise close it.
     async fn abandon(&mut self, lease: Lease, flight: &Flight) {
-        self.cancel.clear_server();
         if !flight.quiet() {
-            self.set_pin(None);
-            return lease.discard();
+            return self.give_back(lease, false);
         }
         let idle = flight.status() == b'I';
         self.finish_lease(lease, idle).await;
