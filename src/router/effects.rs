@@ -39,7 +39,7 @@ impl SqlEffects {
 
 /// Parameters whose changes the server reports with ParameterStatus, which
 /// pglittle follows per client; SETting them needs no reading back.
-pub const REPORTED: &[&str] = &[
+const REPORTED: &[&str] = &[
     "application_name",
     "client_encoding",
     "datestyle",

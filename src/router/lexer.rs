@@ -35,16 +35,6 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// A lexer that resumes at byte `pos` of `sql` (a token boundary).
-    pub fn at(sql: &'a [u8], pos: usize) -> Self {
-        let pos = pos.min(sql.len());
-        Lexer {
-            sql,
-            pos,
-            start: pos,
-        }
-    }
-
     /// The text being lexed.
     pub fn source(&self) -> &'a [u8] {
         self.sql

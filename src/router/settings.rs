@@ -28,13 +28,11 @@ pub fn changes(sql: &[u8]) -> Vec<SettingOp> {
             continue;
         }
         if t.is("set_config") {
-            let after = lx.offset();
-            if lx.next() == Some(Token::Punct(b'(')) {
-                if let Some((name, _)) = literal_at(sql, lx.offset()) {
+            let mut ahead = lx.clone();
+            if ahead.next() == Some(Token::Punct(b'(')) {
+                if let Some((name, _)) = literal_at(sql, ahead.offset()) {
                     out.push(SettingOp::Set(lower(&name)));
                 }
-            } else {
-                lx = Lexer::at(sql, after);
             }
         }
         if !at_start {
@@ -106,15 +104,14 @@ fn dotted_name(first: Token<'_>, lx: &mut Lexer<'_>) -> Option<String> {
         _ => None,
     };
     let mut name = part(first)?;
-    let save = lx.offset();
-    if lx.next() == Some(Token::Punct(b'.')) {
-        if let Some(rest) = lx.next().and_then(part) {
+    let mut ahead = lx.clone();
+    if ahead.next() == Some(Token::Punct(b'.')) {
+        if let Some(rest) = ahead.next().and_then(part) {
+            *lx = ahead;
             name.push('.');
             name.push_str(&rest);
-            return Some(name);
         }
     }
-    *lx = Lexer::at(lx.source(), save);
     Some(name)
 }
 

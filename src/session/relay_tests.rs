@@ -8,49 +8,14 @@ use super::flight::Flight;
 use super::meter::Meter;
 use super::relay::{pump, ClientSide, Outcome, RelayLimits, ServerSide};
 use super::statements::ClientStatements;
+use super::test_wire::{bind, execute, msg, one_param, parse, sync, tags, NO_PARAMS};
 use crate::metrics::PoolMetrics;
 use crate::pool::params::Params;
 use crate::pool::prepared::ServerStatements;
-use crate::protocol::frontend::{self, peek_message, FrontendMessage};
+use crate::protocol::frontend::{peek_message, FrontendMessage};
 
 /// One frame as (tag, body).
 type Frame = (u8, Vec<u8>);
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::encode_parse(&mut b, name.as_bytes(), sql.as_bytes(), b"\0\0");
-    b.to_vec()
-}
-
-fn bind(statement: &str, rest: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::encode_bind(&mut b, b"", statement.as_bytes(), rest);
-    b.to_vec()
-}
-
-/// Bind's formats, one text parameter of `len` bytes, and result formats.
-fn one_param(len: usize) -> Vec<u8> {
-    let mut r = vec![0, 0, 0, 1];
-    r.extend_from_slice(&(len as i32).to_be_bytes());
-    r.extend(std::iter::repeat_n(b'x', len));
-    r.extend_from_slice(&[0, 0]);
-    r
-}
-
-fn execute() -> Vec<u8> {
-    msg(b'E', b"\0\0\0\0\0")
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', b"")
-}
 
 /// A scripted server: answers what PostgreSQL would for a trivial
 /// database, fails a Parse whose SQL contains "fail" (then skips to Sync),
@@ -105,18 +70,53 @@ async fn scripted_server(mut io: DuplexStream) -> Vec<Frame> {
     }
 }
 
-/// The tags of the complete frames in `bytes` (backend messages).
-fn tags(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Ok(Some((tag, len))) = crate::protocol::frame::peek_header(&bytes[at..], 1 << 30) {
-        if bytes.len() < at + len {
-            break;
-        }
-        out.push(tag);
-        at += len;
-    }
-    out
+/// Runs the relay with `first` buffered, over the relay's ends of the two
+/// pipes (dropped when it ends, which closes them); returns the outcome
+/// and the largest the client buffer grew.
+async fn run_pump(
+    relay_client: DuplexStream,
+    relay_server: DuplexStream,
+    stmts: &mut ClientStatements,
+    server: &mut ServerStatements,
+    first: Vec<u8>,
+) -> (Outcome, usize) {
+    let mut cbuf = BytesMut::from(&first[..]);
+    let (mut params, defaults) = (Params::new(), Params::new());
+    let (mut sbuf, mut sparams) = (BytesMut::new(), Params::new());
+    let flight = Flight::new();
+    let metrics = PoolMetrics::default();
+    let meter = Meter::new(&metrics);
+    let limits = RelayLimits {
+        max_message: 1 << 30,
+        rewrite_statements: true,
+        idle_transaction_timeout: std::time::Duration::ZERO,
+    };
+    let client = ClientSide {
+        buf: &mut cbuf,
+        params: &mut params,
+        statements: stmts,
+        defaults: &defaults,
+    };
+    let server_side = ServerSide {
+        buf: &mut sbuf,
+        params: &mut sparams,
+        statements: server,
+    };
+    let ends = (
+        tokio::io::split(relay_client),
+        tokio::io::split(relay_server),
+    );
+    let outcome = pump(
+        ends.0,
+        ends.1,
+        client,
+        server_side,
+        &flight,
+        &limits,
+        &meter,
+    )
+    .await;
+    (outcome, cbuf.capacity())
 }
 
 struct Relayed {
@@ -165,46 +165,7 @@ async fn relay_then(
         let _ = app_read.read_to_end(&mut all).await;
         all
     });
-    let mut cbuf = BytesMut::from(&first[..]);
-    let mut params = Params::new();
-    let defaults = Params::new();
-    let mut sbuf = BytesMut::new();
-    let mut sparams = Params::new();
-    let flight = Flight::new();
-    let metrics = PoolMetrics::default();
-    let meter = Meter::new(&metrics);
-    let limits = RelayLimits {
-        max_message: 1 << 30,
-        rewrite_statements: true,
-        idle_transaction_timeout: std::time::Duration::ZERO,
-    };
-    let outcome = {
-        let (cr, cw) = tokio::io::split(relay_client);
-        let (sr, sw) = tokio::io::split(relay_server);
-        let client = ClientSide {
-            buf: &mut cbuf,
-            params: &mut params,
-            statements: stmts,
-            defaults: &defaults,
-        };
-        let server_side = ServerSide {
-            buf: &mut sbuf,
-            params: &mut sparams,
-            statements: server,
-        };
-        pump(
-            (cr, cw),
-            (sr, sw),
-            client,
-            server_side,
-            &flight,
-            &limits,
-            &meter,
-        )
-        .await
-        // The halves drop here: both pipes close.
-    };
-    let cbuf_capacity = cbuf.capacity();
+    let (outcome, cbuf_capacity) = run_pump(relay_client, relay_server, stmts, server, first).await;
     drop(writer.await.unwrap());
     Relayed {
         outcome,
@@ -421,42 +382,12 @@ async fn an_extended_protocol_copy_in_keeps_its_server_until_done() {
         }
         (tags(&seen), app_read, app_write)
     });
-    let mut cbuf = BytesMut::from(&[bind("", &[0, 0, 0, 0, 0, 0]), execute(), sync()].concat()[..]);
-    let (mut params, defaults) = (Params::new(), Params::new());
-    let (mut sbuf, mut sparams) = (BytesMut::new(), Params::new());
-    let flight = Flight::new();
-    let metrics = PoolMetrics::default();
-    let meter = Meter::new(&metrics);
-    let limits = RelayLimits {
-        max_message: 1 << 30,
-        rewrite_statements: true,
-        idle_transaction_timeout: std::time::Duration::ZERO,
-    };
-    let (cr, cw) = tokio::io::split(relay_client);
-    let (sr, sw) = tokio::io::split(relay_server);
-    let client = ClientSide {
-        buf: &mut cbuf,
-        params: &mut params,
-        statements: &mut stmts,
-        defaults: &defaults,
-    };
-    let server_side = ServerSide {
-        buf: &mut sbuf,
-        params: &mut sparams,
-        statements: &mut server,
-    };
-    let relayed = pump(
-        (cr, cw),
-        (sr, sw),
-        client,
-        server_side,
-        &flight,
-        &limits,
-        &meter,
-    );
+    let first = [bind("", NO_PARAMS), execute(), sync()].concat();
+    let relayed = run_pump(relay_client, relay_server, &mut stmts, &mut server, first);
     let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), relayed)
         .await
-        .expect("the relay ends once the COPY is done");
+        .expect("the relay ends once the COPY is done")
+        .0;
     assert!(matches!(outcome, Outcome::Idle), "{outcome:?}");
     let (client_saw, _r, _w) = app.await.unwrap();
     assert_eq!(client_saw, b"2GCZ");

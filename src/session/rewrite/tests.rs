@@ -9,32 +9,10 @@ use crate::protocol::frontend::{self, peek_message};
 use crate::protocol::scan::{BackendKind as K, Segment, PARSE_COMPLETE};
 use crate::router::inspect;
 use crate::session::statements::ClientStatements;
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::encode_parse(&mut b, name.as_bytes(), sql.as_bytes(), b"\0\0");
-    b.to_vec()
-}
+use crate::session::test_wire::{self, execute, msg, parse, sync, NO_PARAMS};
 
 fn bind(statement: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::encode_bind(&mut b, b"", statement.as_bytes(), b"\0\0\0\0\0\0");
-    b.to_vec()
-}
-
-fn execute() -> Vec<u8> {
-    msg(b'E', b"\0\0\0\0\0")
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', b"")
+    test_wire::bind(statement, NO_PARAMS)
 }
 
 fn query(sql: &str) -> Vec<u8> {
@@ -81,13 +59,7 @@ fn replies(b: &mut Books<'_>, kinds: &[(K, Option<&[u8; 5]>)]) -> String {
 
 /// The tags of the messages in `out`.
 fn tags(out: &[u8]) -> String {
-    let mut s = String::new();
-    let mut at = 0;
-    while let Ok(Some((_, len))) = peek_message(&out[at..], 1 << 20) {
-        s.push(out[at] as char);
-        at += len;
-    }
-    s
+    String::from_utf8(test_wire::tags(out)).unwrap_or_default()
 }
 
 #[test]
