@@ -304,6 +304,10 @@ impl ServerConn {
     /// Reads the reply of a reset written at check-in; an error in it
     /// means the server is not known to be clean.
     pub async fn finish_reset(&mut self, timeout: Duration) -> Result<(), PoolError> {
+        if !self.pending_reset {
+            // Every lend comes here: no timer for the common case.
+            return Ok(());
+        }
         tokio::time::timeout(timeout, self.finish_reset_inner())
             .await
             .map_err(|_| PoolError::Unresponsive(timeout))?

@@ -478,14 +478,11 @@ impl Session {
             "uhc",
             "johab",
         ];
-        let get = |k: &str| {
-            self.overrides
-                .get(k)
-                .or_else(|| self.defaults.get(k))
-                .map(str::to_ascii_lowercase)
-        };
-        get("standard_conforming_strings").as_deref() == Some("off")
-            || get("client_encoding").is_some_and(|e| UNSAFE_ENCODINGS.contains(&e.as_str()))
+        // Runs once per transaction: compares without allocating.
+        let get = |k: &str| self.overrides.get(k).or_else(|| self.defaults.get(k));
+        get("standard_conforming_strings").is_some_and(|v| v.eq_ignore_ascii_case("off"))
+            || get("client_encoding")
+                .is_some_and(|e| UNSAFE_ENCODINGS.iter().any(|u| e.eq_ignore_ascii_case(u)))
     }
 
     /// Answers a request that could not get a server: an error, then (for an
