@@ -96,35 +96,31 @@ async fn the_unnamed_statement_stays_with_its_client() {
     let mut a = Raw::connect(p.port, "iso_unnamed", &[]).await;
     let mut b = Raw::connect(p.port, "iso_unnamed", &[]).await;
     // A prepares the unnamed statement in one round trip...
-    let mut batch = raw::parse("", "select 'A:' || $1::text");
-    batch.extend(raw::describe_statement(""));
-    batch.extend(raw::sync());
-    a.send(&batch).await;
+    a.send(
+        &[
+            raw::parse("", "select 'A:' || $1::text"),
+            raw::describe_statement(""),
+            raw::sync(),
+        ]
+        .concat(),
+    )
+    .await;
     assert_eq!(first_error(&a.until_ready().await), None);
     // ...B prepares its own on the same server...
-    let mut batch = raw::parse("", "select 'B:' || $1::text");
-    batch.extend(raw::sync());
-    b.send(&batch).await;
+    b.send(&[raw::parse("", "select 'B:' || $1::text"), raw::sync()].concat())
+        .await;
     assert_eq!(first_error(&b.until_ready().await), None);
     // ...and A's Bind in the next round trip runs A's statement.
-    let mut batch = raw::bind("", "", &[b"x"]);
-    batch.extend(raw::execute());
-    batch.extend(raw::sync());
-    a.send(&batch).await;
+    a.send(&[raw::bind("", "", &[b"x"]), raw::execute(), raw::sync()].concat())
+        .await;
     assert_eq!(first_value(&a.until_ready().await).as_deref(), Some("A:x"));
     // A simple query destroys the unnamed statement, as on PostgreSQL.
     a.simple("select 1").await;
-    b.send(&{
-        let mut batch = raw::parse("", "select 'B2:' || $1::text");
-        batch.extend(raw::sync());
-        batch
-    })
-    .await;
+    b.send(&[raw::parse("", "select 'B2:' || $1::text"), raw::sync()].concat())
+        .await;
     b.until_ready().await;
-    let mut batch = raw::bind("", "", &[b"x"]);
-    batch.extend(raw::execute());
-    batch.extend(raw::sync());
-    a.send(&batch).await;
+    a.send(&[raw::bind("", "", &[b"x"]), raw::execute(), raw::sync()].concat())
+        .await;
     assert_eq!(
         first_error(&a.until_ready().await).as_deref(),
         Some("26000")
@@ -137,15 +133,19 @@ async fn binding_an_unnamed_statement_never_prepared_is_26000() {
     let p = pool_of_one("iso_unnamed_none", |_| {}).await;
     let mut a = Raw::connect(p.port, "iso_unnamed_none", &[]).await;
     let mut b = Raw::connect(p.port, "iso_unnamed_none", &[]).await;
-    let mut batch = raw::parse("", "select 'A secret'");
-    batch.extend(raw::sync());
-    a.send(&batch).await;
+    a.send(&[raw::parse("", "select 'A secret'"), raw::sync()].concat())
+        .await;
     a.until_ready().await;
-    let mut batch = raw::describe_statement("");
-    batch.extend(raw::bind("", "", &[]));
-    batch.extend(raw::execute());
-    batch.extend(raw::sync());
-    b.send(&batch).await;
+    b.send(
+        &[
+            raw::describe_statement(""),
+            raw::bind("", "", &[]),
+            raw::execute(),
+            raw::sync(),
+        ]
+        .concat(),
+    )
+    .await;
     let msgs = b.until_ready().await;
     assert_eq!(first_error(&msgs).as_deref(), Some("26000"), "{msgs:?}");
     assert_eq!(first_value(&msgs), None);
@@ -315,6 +315,48 @@ async fn server_reset_always_cleans_what_no_lexer_sees() {
     // pglittle's own prepared statements survive the reset.
     let v: i32 = a.query_one(&s, &[&41i32]).await.unwrap().get(0);
     assert_eq!(v, 42);
+    // The multi-tenant pattern: a function that calls set_config, called
+    // with a statement the driver prepared once.
+    superuser()
+        .await
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION iso_set_tenant(t text) RETURNS void \
+             LANGUAGE sql AS $$ SELECT set_config('myapp.tenant', t, false) $$",
+        )
+        .await
+        .unwrap();
+    let set = a.prepare("SELECT iso_set_tenant($1)").await.unwrap();
+    let tenant = "select coalesce(current_setting('myapp.tenant', true), '')";
+    for t in ["acme", "globex"] {
+        a.query(&set, &[&t]).await.unwrap();
+        assert_eq!(scalar(&b, tenant).await, "");
+    }
+}
+
+// Defect 7: a FATAL the server sends on its own (an administrator's
+// pg_terminate_backend) reached an idle session-mode client only when it
+// next sent something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_passes_a_fatal_to_an_idle_client_at_once() {
+    let p = pool_of_one("iso_fatal_session", |c| {
+        c.pooler.pool_mode = pglittle::config::PoolMode::Session;
+    })
+    .await;
+    let mut a = Raw::connect(p.port, "iso_fatal_session", &[]).await;
+    let pid = first_value(&a.simple("select pg_backend_pid()").await).unwrap();
+    superuser()
+        .await
+        .batch_execute(&format!("select pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+    // Without sending anything, the client hears why its session ended.
+    let m = a
+        .next_within(Duration::from_secs(20))
+        .await
+        .expect("the server's FATAL, passed on while the client is idle");
+    assert_eq!(m.code().as_deref(), Some("57P01"), "{m:?}");
+    // ...and then the connection closes.
+    assert!(a.next_within(Duration::from_secs(20)).await.is_none());
 }
 
 // Defect 5: RESET ALL / DISCARD ALL desynced pglittle's model of the server.
@@ -558,14 +600,17 @@ async fn settings_changed_by_a_cached_statement_follow_their_client() {
     }
     // The unnamed statement, parsed in one round trip and bound in the next.
     let mut r = Raw::connect(p.port, "iso_cached_set", &[]).await;
-    let mut batch = raw::parse("", "select set_config('myapp.tenant', $1, false)");
-    batch.extend(raw::sync());
-    r.send(&batch).await;
+    r.send(
+        &[
+            raw::parse("", "select set_config('myapp.tenant', $1, false)"),
+            raw::sync(),
+        ]
+        .concat(),
+    )
+    .await;
     r.until_ready().await;
-    let mut batch = raw::bind("", "", &[b"u1"]);
-    batch.extend(raw::execute());
-    batch.extend(raw::sync());
-    r.send(&batch).await;
+    r.send(&[raw::bind("", "", &[b"u1"]), raw::execute(), raw::sync()].concat())
+        .await;
     assert_eq!(first_error(&r.until_ready().await), None);
     assert_eq!(scalar(&b, tenant).await, "");
     assert_eq!(first_value(&r.simple(tenant).await).as_deref(), Some("u1"));
