@@ -217,34 +217,11 @@ mod tests {
 
     use tokio::sync::oneshot;
 
-    use super::super::{Grant, Pool, PoolSettings, ServerAuth, ServerTarget, Waiter};
+    use super::super::{Grant, Pool, Waiter};
     use super::{misses, predicted_wait, queue_pace, Service, PREDICTION_MARGIN, SWEEP_MARGIN};
-    use crate::config::PoolMode;
 
     fn pool() -> Pool {
-        let target = ServerTarget {
-            host: "127.0.0.1".into(),
-            port: 1,
-            dbname: "app".into(),
-            user: "app".into(),
-            connect_timeout: Duration::from_secs(1),
-            max_prepared_statements: 0,
-        };
-        let settings = PoolSettings {
-            mode: PoolMode::Transaction,
-            size: 4,
-            auto: None,
-            reserve_size: 0,
-            reserve_timeout: Duration::ZERO,
-            min_size: 0,
-            query_wait_timeout: Duration::from_secs(2),
-            server_idle_timeout: Duration::ZERO,
-            server_lifetime: Duration::ZERO,
-            server_check_delay: Duration::ZERO,
-            max_queue: 0,
-            shed_on_predicted_wait: true,
-        };
-        Pool::new("app", "app", target, ServerAuth::None, settings)
+        super::sim::pool(4, Duration::from_secs(2))
     }
 
     /// 100 completions a second with 20 clients queued, for `secs` seconds

@@ -17,7 +17,8 @@ use crate::config::PoolMode;
 const MS: Duration = Duration::from_millis(1);
 const US: Duration = Duration::from_micros(1);
 
-fn pool(size: usize, timeout: Duration) -> Pool {
+/// A pool of `size` that never connects (its servers are simulated).
+pub(super) fn pool(size: usize, timeout: Duration) -> Pool {
     let target = ServerTarget {
         host: "127.0.0.1".into(),
         port: 1,
