@@ -62,6 +62,16 @@ impl Params {
         Self::default()
     }
 
+    /// Params holding `pairs`, for tests.
+    #[cfg(test)]
+    pub fn of(pairs: &[(&str, &str)]) -> Self {
+        let mut out = Params::new();
+        for (k, v) in pairs {
+            out.set(k, v);
+        }
+        out
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
@@ -172,11 +182,7 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Params {
-        let mut out = Params::new();
-        for (k, v) in pairs {
-            out.set(k, v);
-        }
-        out
+        Params::of(pairs)
     }
 
     #[test]

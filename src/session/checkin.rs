@@ -388,11 +388,7 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Params {
-        let mut out = Params::new();
-        for (k, v) in pairs {
-            out.set(k, v);
-        }
-        out
+        Params::of(pairs)
     }
 
     const DETECT: CheckinPolicy = CheckinPolicy {
