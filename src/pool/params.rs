@@ -23,6 +23,11 @@ const READ_ONLY: &[&str] = &[
 /// Startup parameters that are not GUCs, or that pglittle handles itself.
 const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 
+/// True for parameters the server reports that can never be SET.
+pub fn is_read_only(name: &str) -> bool {
+    READ_ONLY.contains(&name)
+}
+
 /// Ordered name -> value pairs; names are canonical (as the server reports them).
 #[derive(Clone, Debug, Default)]
 pub struct Params {
@@ -124,17 +129,34 @@ impl Params {
     /// session is `defaults` overlaid with `overrides`, or `None` when they
     /// already agree (the common, free case). Clients keep only their
     /// overrides, so an idle client costs a few bytes, not a full map.
-    pub fn sync_sql(&self, defaults: &Params, server: &Params) -> Option<String> {
+    ///
+    /// A setting the client's session started with (`startup`) but has
+    /// since set back to the server's default is SET even when the server
+    /// holds that value already: check-in tells a RESET that rolled back
+    /// from one that took effect by the value's source, which must then be
+    /// `session` (`session::checkin::Observed`).
+    pub fn sync_sql(&self, defaults: &Params, server: &Params, startup: &Params) -> Option<String> {
         let mut sets = Vec::new();
-        for (k, v) in self.iter() {
-            if READ_ONLY.contains(&k) || server.get(k) == Some(v) {
-                continue;
-            }
+        let mut set = |k: &str, v: &str| {
             sets.push(format!(
                 "set_config({}, {}, false)",
                 quote_literal(k),
                 quote_literal(v)
-            ));
+            ))
+        };
+        for (k, v) in self.iter() {
+            if READ_ONLY.contains(&k) || server.get(k) == Some(v) {
+                continue;
+            }
+            set(k, v);
+        }
+        for (k, _) in startup.iter() {
+            if READ_ONLY.contains(&k) || self.get(k).is_some() {
+                continue;
+            }
+            if let Some(d) = defaults.get(k) {
+                set(k, d);
+            }
         }
         let mut sql = String::new();
         if !sets.is_empty() {
@@ -144,9 +166,20 @@ impl Params {
             if READ_ONLY.contains(&k) || self.get(k).is_some() || defaults.get(k) == Some(v) {
                 continue;
             }
+            if startup.get(k).is_some() && defaults.get(k).is_some() {
+                continue; // set to the default above
+            }
             sql.push_str(&format!("RESET {};", quote_ident(k)));
         }
         (!sql.is_empty()).then_some(sql)
+    }
+
+    /// This server's model after the SQL of `overrides.sync_sql` ran.
+    pub fn synced(&mut self, overrides: &Params, defaults: &Params) {
+        for (k, v) in overrides.iter() {
+            self.set(k, v);
+        }
+        self.retain(|k| overrides.get(k).is_some() || defaults.get(k).is_some());
     }
 
     /// Records a value the client's session now has: kept only when it
@@ -188,9 +221,9 @@ mod tests {
     #[test]
     fn equal_params_need_no_round_trip() {
         let d = p(&[("TimeZone", "UTC"), ("server_version", "15")]);
-        assert_eq!(Params::new().sync_sql(&d, &d.clone()), None);
+        assert_eq!(Params::new().sync_sql(&d, &d.clone(), &Params::new()), None);
         let o = p(&[("TimeZone", "UTC")]);
-        assert_eq!(o.sync_sql(&d, &d.clone()), None);
+        assert_eq!(o.sync_sql(&d, &d.clone(), &Params::new()), None);
     }
 
     #[test]
@@ -209,7 +242,7 @@ mod tests {
             ("server_version", "15"),
         ]);
         assert_eq!(
-            client.sync_sql(&defaults, &server).unwrap(),
+            client.sync_sql(&defaults, &server, &Params::new()).unwrap(),
             "SELECT set_config('TimeZone', 'Europe/Paris', false);RESET \"DateStyle\";RESET \"statement_timeout\";"
         );
     }
@@ -217,7 +250,9 @@ mod tests {
     #[test]
     fn quoting_is_injection_safe() {
         let client = p(&[("search_path", "a'; DROP TABLE x; --\\")]);
-        let sql = client.sync_sql(&Params::new(), &Params::new()).unwrap();
+        let sql = client
+            .sync_sql(&Params::new(), &Params::new(), &Params::new())
+            .unwrap();
         assert_eq!(
             sql,
             "SELECT set_config('search_path', E'a''; DROP TABLE x; --\\\\', false);"
@@ -230,7 +265,9 @@ mod tests {
         // The value as SHOW prints it goes to set_config untouched: a
         // list stays a list, never one quoted name.
         let client = p(&[("search_path", "\"$user\", public")]);
-        let sql = client.sync_sql(&Params::new(), &Params::new()).unwrap();
+        let sql = client
+            .sync_sql(&Params::new(), &Params::new(), &Params::new())
+            .unwrap();
         assert_eq!(
             sql,
             "SELECT set_config('search_path', '\"$user\", public', false);"

@@ -20,6 +20,14 @@ pub struct ServerStatements {
     pub unnamed: Option<(u64, u64)>,
 }
 
+/// What `ServerStatements::take_all` took.
+#[derive(Debug)]
+pub struct SavedServerStatements {
+    used: HashMap<Arc<[u8]>, u64>,
+    sql: HashMap<Box<[u8]>, Arc<[u8]>>,
+    unnamed: Option<(u64, u64)>,
+}
+
 impl ServerStatements {
     pub fn new(capacity: usize) -> Self {
         ServerStatements {
@@ -84,6 +92,23 @@ impl ServerStatements {
         self.used.clear();
         self.sql.clear();
         self.unnamed = None;
+    }
+
+    /// Empties the books (DEALLOCATE ALL / DISCARD ALL), returning what
+    /// they held, for `restore` if the statement turns out to have failed.
+    pub fn take_all(&mut self) -> SavedServerStatements {
+        SavedServerStatements {
+            used: std::mem::take(&mut self.used),
+            sql: std::mem::take(&mut self.sql),
+            unnamed: self.unnamed.take(),
+        }
+    }
+
+    /// Undoes `take_all`.
+    pub fn restore(&mut self, saved: SavedServerStatements) {
+        self.used = saved.used;
+        self.sql = saved.sql;
+        self.unnamed = saved.unnamed;
     }
 
     pub fn len(&self) -> usize {

@@ -14,7 +14,7 @@
 
 use super::Session;
 use crate::config::ServerReset;
-use crate::pool::params::{canonical_name, quote_literal, Params};
+use crate::pool::params::{canonical_name, is_read_only, quote_literal, Params};
 use crate::pool::{Lease, ServerConn};
 use crate::router::settings::SettingOp;
 use crate::router::SqlEffects;
@@ -170,66 +170,128 @@ pub fn plan_settings(ops: &[SettingOp]) -> SettingPlan {
     plan
 }
 
-/// Pure: applies a plan and the values read back to the client's overrides
-/// and to pglittle's model of the server.
+/// What the server says of a setting RESET (or reset by RESET ALL or
+/// DISCARD ALL) during the transaction: its value now, and where that
+/// value came from (`pg_settings.source`; `None` for names it does not
+/// list: custom placeholders and `role`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub value: Option<String>,
+    pub source: Option<String>,
+}
+
+impl Observed {
+    /// Pure: whether the reset was undone (the transaction rolled back, or
+    /// a savepoint before the RESET was rolled back to), or the setting was
+    /// set again after it. A reset value never has the source `session`:
+    /// only SET (or set_config) gives that, and pglittle makes every value
+    /// a client holds on a server come from SET (`Params::sync_sql`).
+    /// Names `pg_settings` does not list are judged by their value: a reset
+    /// placeholder reads '' and a reset role 'none'.
+    pub fn undone(&self, name: &str) -> bool {
+        match (self.source.as_deref(), self.value.as_deref()) {
+            (Some(source), _) => source == "session",
+            (None, None | Some("")) => false,
+            (None, Some("none")) => name != "role",
+            (None, Some(_)) => true,
+        }
+    }
+}
+
+/// Pure: the settings a transaction's RESETs may have changed. RESET ALL
+/// and DISCARD ALL reach every setting the client or the server holds.
+/// Names SET after the reset are read instead.
+pub fn reset_names(
+    plan: &SettingPlan,
+    startup: &Params,
+    overrides: &Params,
+    server: &Params,
+) -> Vec<String> {
+    let mut names: Vec<String> = plan.restore.clone();
+    if plan.reset_all.is_some() {
+        for (k, _) in startup.iter().chain(overrides.iter()).chain(server.iter()) {
+            if !names.iter().any(|n| n == k) {
+                names.push(k.to_string());
+            }
+        }
+    }
+    names.retain(|n| !is_read_only(n) && !plan.read.contains(n));
+    names
+}
+
+/// Pure: applies the values read back and the resets observed to the
+/// client's overrides and to pglittle's model of the server.
+///
+/// A reset that took effect returns the client to the value its session
+/// started with, as on PostgreSQL; one that was undone leaves the client
+/// with what the server holds, which is what it held before.
 pub fn apply_settings(
     plan: &SettingPlan,
     values: &[Option<String>],
+    resets: &[(String, Observed)],
     startup: &Params,
     defaults: &Params,
     overrides: &mut Params,
     server: &mut Params,
 ) {
-    if let Some(discard) = plan.reset_all {
-        // RESET ALL leaves the role alone; DISCARD ALL resets it.
-        let role = (!discard).then(|| (overrides.get("role"), server.get("role")));
-        let role = role.map(|(c, s)| (c.map(String::from), s.map(String::from)));
-        *overrides = startup.clone();
-        *server = defaults.clone();
-        if let Some((client_role, server_role)) = role {
-            if let Some(r) = client_role {
-                overrides.set("role", &r);
-            }
-            if let Some(r) = server_role {
-                server.set("role", &r);
-            }
+    for (name, seen) in resets {
+        if seen.undone(name) {
+            learn(name, seen.value.as_deref(), defaults, overrides, server);
+            continue;
         }
-    }
-    for name in &plan.restore {
         match startup.get(name) {
             Some(v) => overrides.set(name, v),
             None => overrides.remove(name),
         }
-        match defaults.get(name) {
-            Some(v) => server.set(name, v),
-            None => server.remove(name),
+        match (defaults.get(name), seen.value.as_deref()) {
+            (Some(_), Some(v)) => server.set(name, v),
+            (Some(d), None) => server.set(name, &d.to_string()),
+            (None, _) => server.remove(name),
         }
     }
     for (name, value) in plan.read.iter().zip(values) {
-        match value.as_deref() {
-            None => {
-                overrides.remove(name);
-                server.remove(name);
-            }
-            Some("none") if name == "role" => {
-                overrides.remove(name);
-                server.remove(name);
-            }
-            Some(v) => {
-                overrides.set_override(defaults, name, v);
-                server.set(name, v);
-            }
+        learn(name, value.as_deref(), defaults, overrides, server);
+    }
+}
+
+/// The client's session and the server now hold `value` for `name`.
+fn learn(
+    name: &str,
+    value: Option<&str>,
+    defaults: &Params,
+    overrides: &mut Params,
+    server: &mut Params,
+) {
+    match value {
+        None => {
+            overrides.remove(name);
+            server.remove(name);
+        }
+        Some("none") if name == "role" => {
+            overrides.remove(name);
+            server.remove(name);
+        }
+        Some(v) => {
+            overrides.set_override(defaults, name, v);
+            server.set(name, v);
         }
     }
 }
 
-/// The one query of step 1 and 2: the settings to read, then (if asked)
-/// the `ServerState` columns.
-fn checkin_query(read: &[String], probe: bool) -> Option<String> {
+/// The one query of step 1 and 2: the settings to read, the resets to
+/// observe (value and source), then (if asked) the `ServerState` columns.
+fn checkin_query(read: &[String], resets: &[String], probe: bool) -> Option<String> {
     let mut cols: Vec<String> = read
         .iter()
         .map(|n| format!("current_setting({}, true)", quote_literal(n)))
         .collect();
+    for n in resets {
+        let q = quote_literal(n);
+        let lower = quote_literal(&n.to_ascii_lowercase());
+        cols.push(format!(
+            "current_setting({q}, true), (SELECT source FROM pg_settings WHERE name = {lower})"
+        ));
+    }
     if probe {
         cols.push(STATE_COLUMNS.to_string());
     }
@@ -273,15 +335,22 @@ impl Session {
         let probe = needs_probe(self.policy, &fx, self.pin.is_some());
         let timeout = self.pool.target().connect_timeout;
         let conn = lease.conn();
+        let names = reset_names(&plan, &self.startup, &self.overrides, &conn.params);
         let mut state = None;
         let mut values = Vec::new();
-        if let Some(sql) = checkin_query(&plan.read, probe) {
+        let mut resets = Vec::new();
+        if let Some(sql) = checkin_query(&plan.read, &names, probe) {
             match conn.simple_query(&sql, timeout).await {
                 Ok(o) if o.error.is_none() => {
-                    let row = o.rows.into_iter().next().unwrap_or_default();
-                    let (read, rest) = row.split_at(plan.read.len().min(row.len()));
-                    values = read.to_vec();
-                    state = probe.then(|| parse_state(rest));
+                    let mut row = o.rows.into_iter().next().unwrap_or_default().into_iter();
+                    values = row.by_ref().take(plan.read.len()).collect();
+                    for name in names {
+                        let value = row.next().flatten();
+                        let source = row.next().flatten();
+                        resets.push((name, Observed { value, source }));
+                    }
+                    let rest: Vec<_> = row.collect();
+                    state = probe.then(|| parse_state(&rest));
                 }
                 outcome => {
                     tracing::warn!(?outcome, "reading session state at check-in failed");
@@ -295,18 +364,39 @@ impl Session {
             apply_settings(
                 &plan,
                 &values,
+                &resets,
                 &self.startup,
                 &self.defaults,
                 &mut self.overrides,
                 &mut server,
             );
             conn.params = server;
-            if plan.reset_all.is_some() || !plan.restore.is_empty() {
+            if !resets.is_empty() {
                 conn.synced_for = None;
             }
         }
         let clean = match decide(self.policy, &fx, state.as_ref()) {
             Checkin::Pin(reason) => {
+                // The client keeps this server, so no lend will sync it: a
+                // reset that took effect is undone for the client here.
+                let sync = (!resets.is_empty())
+                    .then(|| {
+                        self.overrides
+                            .sync_sql(&self.defaults, &conn.params, &self.startup)
+                    })
+                    .flatten();
+                if let Some(sql) = sync {
+                    match conn.simple_query(&sql, timeout).await {
+                        Ok(o) if o.error.is_none() => {
+                            conn.params.synced(&self.overrides, &self.defaults);
+                            conn.synced_for = Some(self.overrides.clone());
+                        }
+                        _ => {
+                            self.give_back(lease, false);
+                            return None;
+                        }
+                    }
+                }
                 self.set_pin(Some(reason));
                 return Some(lease);
             }
@@ -487,8 +577,15 @@ mod tests {
         );
     }
 
+    fn seen(value: Option<&str>, source: Option<&str>) -> Observed {
+        Observed {
+            value: value.map(String::from),
+            source: source.map(String::from),
+        }
+    }
+
     #[test]
-    fn reset_returns_to_the_start_value_and_set_reads_back() {
+    fn a_reset_that_took_effect_returns_to_the_start_value() {
         let startup = p(&[("statement_timeout", "5s")]);
         let defaults = p(&[("TimeZone", "UTC")]);
         let mut overrides = p(&[("statement_timeout", "9s"), ("work_mem", "1MB")]);
@@ -503,9 +600,14 @@ mod tests {
             read: vec!["work_mem".into(), "myapp.x".into()],
         };
         let values = [Some("2MB".to_string()), None];
+        let resets = [(
+            "statement_timeout".to_string(),
+            seen(Some("0"), Some("default")),
+        )];
         apply_settings(
             &plan,
             &values,
+            &resets,
             &startup,
             &defaults,
             &mut overrides,
@@ -519,30 +621,88 @@ mod tests {
     }
 
     #[test]
-    fn reset_all_keeps_the_role_and_discard_all_does_not() {
-        let startup = p(&[("statement_timeout", "5s")]);
+    fn a_reset_that_rolled_back_leaves_the_client_as_it_was() {
+        // BEGIN; RESET ALL; ROLLBACK: the server still holds what the
+        // client had (SET by pglittle, so the source says session).
+        let startup = p(&[("search_path", "app")]);
         let defaults = p(&[("TimeZone", "UTC")]);
-        for (discard, role) in [(false, Some("bob")), (true, None)] {
-            let mut overrides = p(&[("role", "bob"), ("work_mem", "1MB")]);
-            let mut server = p(&[("TimeZone", "UTC"), ("role", "bob"), ("work_mem", "1MB")]);
-            let plan = SettingPlan {
-                reset_all: Some(discard),
-                ..SettingPlan::default()
-            };
-            apply_settings(&plan, &[], &startup, &defaults, &mut overrides, &mut server);
-            assert_eq!(overrides.get("role"), role);
-            assert_eq!(server.get("role"), role);
-            assert_eq!(overrides.get("statement_timeout"), Some("5s"));
-            assert_eq!(overrides.get("work_mem"), None);
-            assert_eq!(server.get("work_mem"), None);
-        }
+        let before = p(&[("search_path", "other"), ("work_mem", "7MB")]);
+        let mut overrides = before.clone();
+        let mut server = p(&[
+            ("TimeZone", "UTC"),
+            ("search_path", "other"),
+            ("work_mem", "7MB"),
+        ]);
+        let plan = SettingPlan {
+            reset_all: Some(false),
+            ..SettingPlan::default()
+        };
+        let names = reset_names(&plan, &startup, &overrides, &server);
+        assert_eq!(names, ["search_path", "work_mem", "TimeZone"]);
+        let resets: Vec<_> = [
+            ("search_path", seen(Some("other"), Some("session"))),
+            ("work_mem", seen(Some("7MB"), Some("session"))),
+            ("TimeZone", seen(Some("UTC"), Some("configuration file"))),
+        ]
+        .into_iter()
+        .map(|(n, o)| (n.to_string(), o))
+        .collect();
+        apply_settings(
+            &plan,
+            &[],
+            &resets,
+            &startup,
+            &defaults,
+            &mut overrides,
+            &mut server,
+        );
+        assert_eq!(overrides, before);
+        assert_eq!(
+            server,
+            p(&[
+                ("TimeZone", "UTC"),
+                ("search_path", "other"),
+                ("work_mem", "7MB")
+            ])
+        );
+    }
+
+    #[test]
+    fn role_and_placeholders_are_judged_by_value() {
+        assert!(seen(Some("bob"), None).undone("role"));
+        assert!(!seen(Some("none"), None).undone("role"));
+        assert!(seen(Some("none"), None).undone("myapp.x"));
+        assert!(!seen(Some(""), None).undone("myapp.x"));
+        assert!(!seen(None, None).undone("myapp.x"));
+        assert!(seen(Some("5s"), Some("session")).undone("statement_timeout"));
+        assert!(!seen(Some("0"), Some("default")).undone("statement_timeout"));
+        assert!(!seen(Some("x"), Some("client")).undone("application_name"));
+    }
+
+    #[test]
+    fn names_set_after_the_reset_are_read_instead() {
+        let plan = plan_settings(&[
+            SettingOp::Reset("work_mem".into()),
+            SettingOp::ResetAll { discard: true },
+            SettingOp::Set("work_mem".into()),
+        ]);
+        let overrides = p(&[("work_mem", "1MB"), ("server_version", "15")]);
+        let names = reset_names(&plan, &Params::new(), &overrides, &Params::new());
+        assert!(names.is_empty(), "{names:?}");
+        assert_eq!(plan.read, ["work_mem"]);
     }
 
     #[test]
     fn the_checkin_query_reads_then_probes() {
-        assert_eq!(checkin_query(&[], false), None);
-        let q = checkin_query(&["work_mem".into()], true).unwrap();
+        assert_eq!(checkin_query(&[], &[], false), None);
+        let q = checkin_query(&["work_mem".into()], &[], true).unwrap();
         assert!(q.starts_with("SELECT current_setting('work_mem', true), (SELECT count(*) FROM pg_listening_channels())"));
+        let q = checkin_query(&[], &["DateStyle".into()], false).unwrap();
+        assert_eq!(
+            q,
+            "SELECT current_setting('DateStyle', true), \
+             (SELECT source FROM pg_settings WHERE name = 'datestyle')"
+        );
         let s = parse_state(&[Some("1".into()), Some("0".into()), None, Some("3".into())]);
         assert_eq!(
             s,

@@ -409,19 +409,14 @@ impl Session {
         let sync = if unchanged {
             None
         } else {
-            self.overrides.sync_sql(&self.defaults, &conn.params)
+            self.overrides
+                .sync_sql(&self.defaults, &conn.params, &self.startup)
         };
         if let Some(sql) = sync {
             let outcome = conn.simple_query(&sql, pool.target().connect_timeout).await;
             match outcome {
                 Ok(o) if o.error.is_none() => {
-                    for (k, v) in self.overrides.iter() {
-                        conn.params.set(k, v);
-                    }
-                    let defaults = &self.defaults;
-                    let overrides = &self.overrides;
-                    conn.params
-                        .retain(|k| overrides.get(k).is_some() || defaults.get(k).is_some());
+                    conn.params.synced(&self.overrides, &self.defaults);
                 }
                 Ok(o) => {
                     lease.release();

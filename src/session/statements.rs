@@ -159,12 +159,30 @@ impl ClientStatements {
         self.named.remove(name);
     }
 
-    /// DEALLOCATE ALL / DISCARD ALL.
-    pub fn clear(&mut self) {
-        self.named.clear();
-        self.sql.clear();
-        self.unnamed = None;
+    /// DEALLOCATE ALL / DISCARD ALL: empties the books, returning what
+    /// they held, for `restore` if the statement turns out to have failed.
+    pub fn take_all(&mut self) -> SavedStatements {
+        SavedStatements {
+            named: std::mem::take(&mut self.named),
+            sql: std::mem::take(&mut self.sql),
+            unnamed: self.unnamed.take(),
+        }
     }
+
+    /// Undoes `take_all`.
+    pub fn restore(&mut self, saved: SavedStatements) {
+        self.named = saved.named;
+        self.sql = saved.sql;
+        self.unnamed = saved.unnamed;
+    }
+}
+
+/// What `ClientStatements::take_all` took.
+#[derive(Debug)]
+pub struct SavedStatements {
+    named: HashMap<Box<[u8]>, Arc<StmtDef>>,
+    sql: HashMap<Box<[u8]>, Arc<[u8]>>,
+    unnamed: Option<Box<Unnamed>>,
 }
 
 #[cfg(test)]

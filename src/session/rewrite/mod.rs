@@ -21,10 +21,10 @@ use super::statements::{Bound, ClientStatements, StmtDef, UNKNOWN_STATEMENT};
 use crate::pool::prepared::ServerStatements;
 use crate::protocol::frontend::{self, FrontendMessage, Target};
 use crate::protocol::scan::{BackendKind, CLOSE_COMPLETE, PARSE_COMPLETE};
-use crate::router::prepared::{scan as scan_sql_prepared, scan_numbered, SqlPrepared};
 use crate::router::SqlEffects;
 
 mod reply;
+mod sql;
 #[cfg(test)]
 mod tests;
 
@@ -70,11 +70,8 @@ pub enum Reply {
     Synth(&'static [u8]),
 }
 
-/// A statement name and the index of the statement of a query it is in.
-type NumberedName = (usize, Box<[u8]>);
-
 /// Bookkeeping to undo when the server skips or fails a Parse.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Undo {
     None,
     /// The server does not have this statement after all.
@@ -84,10 +81,10 @@ enum Undo {
     /// A Parse of the unnamed statement failed or was skipped: neither the
     /// client nor the server has one now.
     Unnamed,
-    /// SQL-level PREPAREs of a simple query, with the index of the
-    /// statement each is in: those at or after the statement that failed
-    /// never ran.
-    SqlPrepares(Vec<NumberedName>),
+    /// What a simple query's SQL-level PREPARE, DEALLOCATE ALL or
+    /// DISCARD ALL, or pglittle's own setup query, did to the books, by
+    /// statement index: what did not run is undone.
+    Sql(Box<sql::SqlUndo>),
 }
 
 #[derive(Debug)]
@@ -381,14 +378,14 @@ impl Books<'_> {
                 self.server.unnamed = None;
                 let mut undo = Undo::None;
                 if rewrite && sql_prepared {
-                    let (setup, prepares) = self.sql_prepared(sql, &mut w.runs);
+                    let (setup, own) = self.sql_prepared(sql, &mut w.runs);
                     if let Some(setup) = setup {
-                        out.extend_from_slice(&frontend::query_bytes(&setup));
-                        self.push(Expect::Cycle, Reply::Swallow, Undo::None);
+                        out.extend_from_slice(&frontend::query_bytes(&setup.sql));
+                        self.push(Expect::Cycle, Reply::Swallow, setup.undo());
                         w.cycles += 1;
                     }
-                    if !prepares.is_empty() {
-                        undo = Undo::SqlPrepares(prepares);
+                    if !own.is_empty() {
+                        undo = Undo::Sql(Box::new(own));
                     }
                 }
                 out.extend_from_slice(raw);
@@ -451,36 +448,6 @@ impl Books<'_> {
         }
     }
 
-    /// SQL PREPARE/EXECUTE/DEALLOCATE sent through Parse (a driver's
-    /// `query("EXECUTE p")`): the same setup as for a simple query (another
-    /// client's statement of that name deallocated, the client's own
-    /// replayed), sent as a Query of its own first. Only at the start of a
-    /// batch: a Query in the middle of one would commit its implicit
-    /// transaction.
-    fn sql_prepared_in_parse(
-        &mut self,
-        sql: &[u8],
-        fx: SqlEffects,
-        out: &mut BytesMut,
-        w: &mut Written,
-    ) {
-        let batch_start = self
-            .actions
-            .back()
-            .is_none_or(|a| a.expect == Expect::Cycle);
-        if !fx.prepared || !batch_start {
-            return;
-        }
-        let (setup, _) = self.sql_prepared(sql, &mut w.runs);
-        if let Some(setup) = setup {
-            out.extend_from_slice(&frontend::query_bytes(&setup));
-            self.push(Expect::Cycle, Reply::Swallow, Undo::None);
-            w.cycles += 1;
-            // That query destroyed the server's unnamed statement.
-            self.server.unnamed = None;
-        }
-    }
-
     /// The server is reading COPY data: the transaction is not over, even
     /// with no reply due (an extended-protocol COPY's Sync is ignored).
     pub fn in_copy_in(&self) -> bool {
@@ -533,71 +500,6 @@ impl Books<'_> {
         Written::default()
     }
 
-    /// Tracks SQL-level prepared statements in a simple query; returns the
-    /// SQL to run first so this server holds what the query needs (bytes:
-    /// the client's text may be in any encoding), and the PREPAREs to undo
-    /// if the query fails before them.
-    fn sql_prepared(
-        &mut self,
-        sql: &[u8],
-        runs: &mut Vec<Bound>,
-    ) -> (Option<Vec<u8>>, Vec<NumberedName>) {
-        let mut setup = Vec::new();
-        let mut prepares = Vec::new();
-        for (at, op) in scan_numbered(sql) {
-            let executes = matches!(op, SqlPrepared::Execute { .. });
-            match op {
-                SqlPrepared::Prepare { name, text } => {
-                    if self.server.sql.remove(name.as_slice()).is_some() {
-                        deallocate(&mut setup, &name);
-                    }
-                    let text: Arc<[u8]> = Arc::from(text);
-                    self.client.sql.insert(name.clone().into(), text.clone());
-                    self.server.sql.insert(name.clone().into(), text);
-                    prepares.push((at, name.into()));
-                }
-                SqlPrepared::Execute { name } | SqlPrepared::Deallocate { name } => {
-                    if let Some(text) = self.client.sql.get(name.as_slice()).filter(|_| executes) {
-                        let bound = Bound::of(text, crate::router::inspect(text));
-                        if !bound.is_inert() {
-                            runs.push(bound);
-                        }
-                    }
-                    match self.client.sql.get(name.as_slice()).cloned() {
-                        Some(text) if self.server.sql.get(name.as_slice()) != Some(&text) => {
-                            if self.server.sql.contains_key(name.as_slice()) {
-                                deallocate(&mut setup, &name);
-                            }
-                            setup.extend_from_slice(&text);
-                            setup.push(b';');
-                            self.server.sql.insert(name.clone().into(), text);
-                        }
-                        Some(_) => {}
-                        // Not this client's: another client's statement of
-                        // that name must not run; PostgreSQL answers 26000.
-                        None => {
-                            if self.server.sql.remove(name.as_slice()).is_some() {
-                                deallocate(&mut setup, &name);
-                            }
-                        }
-                    }
-                }
-                SqlPrepared::DeallocateAll => {
-                    self.client.clear();
-                    self.server.clear();
-                }
-            }
-        }
-        // A DEALLOCATE in the query removes the statement on both sides.
-        for op in scan_sql_prepared(sql) {
-            if let SqlPrepared::Deallocate { name } = op {
-                self.client.sql.remove(name.as_slice());
-                self.server.sql.remove(name.as_slice());
-            }
-        }
-        ((!setup.is_empty()).then_some(setup), prepares)
-    }
-
     fn undo(&mut self, undo: Undo) {
         match undo {
             Undo::None => {}
@@ -610,28 +512,7 @@ impl Books<'_> {
                 self.client.unnamed = None;
                 self.server.unnamed = None;
             }
-            Undo::SqlPrepares(list) => {
-                // Called when the query failed: PREPAREs at or after the
-                // failed statement never ran.
-                for (at, name) in list {
-                    if at >= self.completed {
-                        self.client.sql.remove(&name);
-                        self.server.sql.remove(&name);
-                    }
-                }
-            }
+            Undo::Sql(undo) => self.undo_sql(*undo),
         }
     }
-}
-
-/// Appends `DEALLOCATE "name";`, quoting the name byte for byte.
-fn deallocate(out: &mut Vec<u8>, name: &[u8]) {
-    out.extend_from_slice(b"DEALLOCATE \"");
-    for &b in name {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    out.extend_from_slice(b"\";");
 }

@@ -1,0 +1,253 @@
+//! SQL-level prepared statements: `PREPARE`, `EXECUTE`, `DEALLOCATE` and
+//! `DISCARD ALL` in a client's SQL, and the setup query pglittle sends
+//! first so the lent server holds exactly this client's statements.
+//!
+//! Books change when the SQL is sent, before the server has run it. Each
+//! change is recorded with the index of the statement that makes it, so
+//! that when a query fails at statement `n` (`Books::completed`), the
+//! changes of statements `n` and later, which never ran, are undone: a
+//! failed PREPARE is not kept, and a DISCARD ALL refused inside a
+//! transaction block forgets nothing.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::{Books, Expect, Reply, Undo, Written};
+use crate::pool::prepared::SavedServerStatements;
+use crate::protocol::frontend;
+use crate::router::prepared::{scan_numbered, SqlPrepared};
+use crate::router::SqlEffects;
+use crate::session::statements::{Bound, SavedStatements};
+
+/// What the server holds under a name pglittle knows is taken but not by
+/// what: matches no client's text, so the next use deallocates it first.
+const SOMEONES: &[u8] = b"";
+
+/// One change to the books, made by the statement at some index.
+#[derive(Debug)]
+enum Step {
+    /// The client's PREPARE: on both sides.
+    Prepared(Box<[u8]>),
+    /// The client's DEALLOCATE: gone from both sides (what they held).
+    Dropped {
+        name: Box<[u8]>,
+        client: Option<Arc<[u8]>>,
+        server: Option<Arc<[u8]>>,
+    },
+    /// DEALLOCATE ALL or DISCARD ALL: both books emptied (what they held).
+    Cleared(Box<(SavedStatements, SavedServerStatements)>),
+    /// pglittle's DEALLOCATE of a statement the client must not see.
+    Deallocated(Box<[u8]>),
+    /// pglittle's replay of the client's PREPARE.
+    Replayed(Box<[u8]>),
+}
+
+/// The changes a query made to the books, by statement index.
+#[derive(Debug, Default)]
+pub(super) struct SqlUndo {
+    steps: Vec<(usize, Step)>,
+}
+
+impl SqlUndo {
+    pub(super) fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// The query pglittle sends before the client's, and what it changes.
+#[derive(Debug, Default)]
+pub(super) struct Setup {
+    pub(super) sql: Vec<u8>,
+    statements: usize,
+    undo: SqlUndo,
+}
+
+impl Setup {
+    fn deallocate(&mut self, name: &[u8]) {
+        deallocate(&mut self.sql, name);
+        self.undo
+            .steps
+            .push((self.statements, Step::Deallocated(name.into())));
+        self.statements += 1;
+    }
+
+    fn replay(&mut self, name: &[u8], text: &[u8]) {
+        self.sql.extend_from_slice(text);
+        self.sql.push(b';');
+        self.undo
+            .steps
+            .push((self.statements, Step::Replayed(name.into())));
+        self.statements += 1;
+    }
+
+    pub(super) fn undo(self) -> Undo {
+        Undo::Sql(Box::new(self.undo))
+    }
+}
+
+impl Books<'_> {
+    /// Tracks SQL-level prepared statements in a simple query. Returns the
+    /// setup to run first so this server holds what the query needs
+    /// (bytes: the client's text may be in any encoding), and the changes
+    /// to undo if the query fails before the statements that make them.
+    pub(super) fn sql_prepared(
+        &mut self,
+        sql: &[u8],
+        runs: &mut Vec<Bound>,
+    ) -> (Option<Setup>, SqlUndo) {
+        let mut setup = Setup::default();
+        let mut own = SqlUndo::default();
+        for (at, op) in scan_numbered(sql) {
+            match op {
+                SqlPrepared::Prepare { name, text } => {
+                    if self.client.sql.contains_key(name.as_slice()) {
+                        // PostgreSQL answers 42P05, from a server that
+                        // must hold the client's statement.
+                        self.ensure_sql(&name, &mut setup);
+                        continue;
+                    }
+                    if self.server.sql.remove(name.as_slice()).is_some() {
+                        setup.deallocate(&name);
+                    }
+                    let text: Arc<[u8]> = Arc::from(text);
+                    self.client.sql.insert(name.clone().into(), text.clone());
+                    self.server.sql.insert(name.clone().into(), text);
+                    own.steps.push((at, Step::Prepared(name.into())));
+                }
+                SqlPrepared::Execute { name } => {
+                    if let Some(text) = self.client.sql.get(name.as_slice()) {
+                        let bound = Bound::of(text, crate::router::inspect(text));
+                        if !bound.is_inert() {
+                            runs.push(bound);
+                        }
+                    }
+                    self.ensure_sql(&name, &mut setup);
+                }
+                SqlPrepared::Deallocate { name } => {
+                    self.ensure_sql(&name, &mut setup);
+                    let client = self.client.sql.remove(name.as_slice());
+                    let server = self.server.sql.remove(name.as_slice());
+                    let name = name.into();
+                    own.steps.push((
+                        at,
+                        Step::Dropped {
+                            name,
+                            client,
+                            server,
+                        },
+                    ));
+                }
+                SqlPrepared::DeallocateAll => {
+                    let saved = (self.client.take_all(), self.server.take_all());
+                    own.steps.push((at, Step::Cleared(Box::new(saved))));
+                }
+            }
+        }
+        ((!setup.sql.is_empty()).then_some(setup), own)
+    }
+
+    /// The server must hold the client's statement `name`, or none of that
+    /// name (so that PostgreSQL answers 26000 as on the client's own
+    /// connection, never running another client's).
+    fn ensure_sql(&mut self, name: &[u8], setup: &mut Setup) {
+        match self.client.sql.get(name).cloned() {
+            Some(text) if self.server.sql.get(name) != Some(&text) => {
+                if self.server.sql.contains_key(name) {
+                    setup.deallocate(name);
+                }
+                setup.replay(name, &text);
+                self.server.sql.insert(name.into(), text);
+            }
+            Some(_) => {}
+            None => {
+                if self.server.sql.remove(name).is_some() {
+                    setup.deallocate(name);
+                }
+            }
+        }
+    }
+
+    /// SQL PREPARE/EXECUTE/DEALLOCATE sent through Parse (a driver's
+    /// `query("EXECUTE p")`): the same setup as for a simple query (another
+    /// client's statement of that name deallocated, the client's own
+    /// replayed), sent as a Query of its own first. Only at the start of a
+    /// batch: a Query in the middle of one would commit its implicit
+    /// transaction.
+    pub(super) fn sql_prepared_in_parse(
+        &mut self,
+        sql: &[u8],
+        fx: SqlEffects,
+        out: &mut BytesMut,
+        w: &mut Written,
+    ) {
+        let batch_start = self
+            .actions
+            .back()
+            .is_none_or(|a| a.expect == Expect::Cycle);
+        if !fx.prepared || !batch_start {
+            return;
+        }
+        let (setup, _) = self.sql_prepared(sql, &mut w.runs);
+        if let Some(setup) = setup {
+            out.extend_from_slice(&frontend::query_bytes(&setup.sql));
+            self.push(Expect::Cycle, Reply::Swallow, setup.undo());
+            w.cycles += 1;
+            // That query destroyed the server's unnamed statement.
+            self.server.unnamed = None;
+        }
+    }
+
+    /// A query failed at statement `self.completed`: the changes of that
+    /// statement and the later ones never happened. Undone newest first,
+    /// so an emptied book comes back as it was before the statement.
+    pub(super) fn undo_sql(&mut self, undo: SqlUndo) {
+        let failed = self.completed;
+        for (at, step) in undo.steps.into_iter().rev() {
+            if at < failed {
+                continue;
+            }
+            match step {
+                Step::Prepared(name) => {
+                    self.client.sql.remove(&name);
+                    self.server.sql.remove(&name);
+                }
+                Step::Dropped {
+                    name,
+                    client,
+                    server,
+                } => {
+                    if let Some(text) = client {
+                        self.client.sql.insert(name.clone(), text);
+                    }
+                    if let Some(text) = server {
+                        self.server.sql.insert(name, text);
+                    }
+                }
+                Step::Cleared(saved) => {
+                    let (client, server) = *saved;
+                    self.client.restore(client);
+                    self.server.restore(server);
+                }
+                Step::Deallocated(name) => {
+                    self.server.sql.insert(name, Arc::from(SOMEONES));
+                }
+                Step::Replayed(name) => {
+                    self.server.sql.remove(&name);
+                }
+            }
+        }
+    }
+}
+
+/// Appends `DEALLOCATE "name";`, quoting the name byte for byte.
+fn deallocate(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b"DEALLOCATE \"");
+    for &b in name {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(b"\";");
+}
