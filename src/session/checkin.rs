@@ -245,7 +245,7 @@ pub fn apply_settings(
         }
         match (defaults.get(name), seen.value.as_deref()) {
             (Some(_), Some(v)) => server.set(name, v),
-            (Some(d), None) => server.set(name, &d.to_string()),
+            (Some(d), None) => server.set(name, d),
             (None, _) => server.remove(name),
         }
     }

@@ -204,6 +204,8 @@ where
                         Ok(Some((msg, len))) => {
                             let fx = flight.note(&msg);
                             meter.client_message(&msg);
+                            b.aborted =
+                                flight.status() == b'E' && flight.outstanding.load(Relaxed) == 0;
                             let w = b.client_message(&msg, &cbuf[n..n + len], fx, &mut out);
                             for run in &w.runs {
                                 flight.note_bound(run);

@@ -1954,6 +1954,44 @@ fn fixed_detect() -> Vec<Script> {
                 one(0, false, Show(SearchPath)),
             ],
         ),
+        // Found on main 445d533, statements sent with Parse (a driver's
+        // `query`) whose SQL is PREPARE, EXECUTE, DEALLOCATE ALL or
+        // DISCARD ALL changed the books at the Parse, before they ran:
+        // a PREPARE refused in a failed block was taken as made...
+        script(
+            &[(Driver, None)],
+            vec![
+                tx(0, true, vec![Execute(0, 0), Prepare(1, 0)], false),
+                one(0, false, Do(SearchPath, 0, false)),
+                one(0, false, Execute(1, 0)),
+            ],
+        ),
+        // ...and so was one with a syntax error: the DEALLOCATE pglittle
+        // sent before another client's EXECUTE of that name failed, and
+        // took its transaction block down (25P02)...
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(1, true, Prepare(1, 4)),
+                tx(0, false, vec![Execute(1, 0)], false),
+            ],
+        ),
+        // ...a DISCARD ALL refused in a block (25001) emptied the books of
+        // the server's statements, which it still had (42P05 next).
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                tx(0, true, vec![ExtPrepare(0, 0, false)], true),
+                tx(1, true, vec![DiscardAll], true),
+            ],
+        ),
+        script(
+            &[(Driver, None)],
+            vec![
+                tx(0, true, vec![DiscardAll], true),
+                tx(0, true, vec![ExtClose(2)], true),
+            ],
+        ),
     ]
 }
 
@@ -2006,6 +2044,31 @@ fn fixed_always() -> Vec<Script> {
                 one(0, true, Set(SearchPath, 0)),
                 tx(0, false, vec![DiscardAll], false),
                 one(0, true, Set(SearchPath, 0)),
+            ],
+        ),
+        // Found on main 445d533: a DISCARD ALL through Parse refused in a
+        // block forgot the client's own statements (26000).
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, false, ExtPrepare(1, 0, false)),
+                tx(0, true, vec![DiscardAll], false),
+                one(0, false, ExtQuery(1, 0)),
+            ],
+        ),
+        // A wire client's Parse in a failed transaction block, of a text
+        // the server already had prepared, was answered ParseComplete
+        // locally; PostgreSQL refuses it (25P02).
+        script(
+            &[(Wire, None), (Wire, None)],
+            vec![
+                one(0, false, ExtPrepare(1, 1, false)),
+                tx(
+                    1,
+                    false,
+                    vec![ExtQuery(1, 1), ExtPrepare(1, 1, false)],
+                    true,
+                ),
             ],
         ),
     ]
@@ -2063,6 +2126,16 @@ fn fixed_pinned() -> Vec<Script> {
                 one(1, false, Prepare(2, 0)),
                 one(0, false, TempCreate(0)),
                 one(1, true, Deallocate(2)),
+            ],
+        ),
+        // Found on main 445d533: DEALLOCATE ALL through Parse in a failed
+        // block emptied the books; the next client's statement collided
+        // with the server's (42P05).
+        script(
+            &[(Driver, Some(StatementTimeout)), (Driver, None)],
+            vec![
+                tx(1, true, vec![Fetch(1), DeallocateAll], true),
+                tx(0, true, vec![Listen(0)], true),
             ],
         ),
     ]

@@ -78,6 +78,8 @@ enum Undo {
     Server(Arc<[u8]>),
     /// Nor does the client have its name.
     ServerAndClient(Arc<[u8]>, Box<[u8]>),
+    /// The client does not have its name (the server keeps the statement).
+    Client(Box<[u8]>),
     /// A Parse of the unnamed statement failed or was skipped: neither the
     /// client nor the server has one now.
     Unnamed,
@@ -146,6 +148,13 @@ pub struct Books<'a> {
     /// since: the server discards everything up to the next Sync, so
     /// messages until then expect no reply and change nothing.
     skipping: bool,
+    /// The SQL of the statement bound last, when it has SQL-level
+    /// PREPARE/EXECUTE/DEALLOCATE: the next Execute runs it.
+    pending_sql: Option<Box<[u8]>>,
+    /// The server's transaction block has failed and nothing is in
+    /// flight (set by the relay before each client message): a Parse must
+    /// reach the server, which refuses it, rather than be answered here.
+    pub aborted: bool,
 }
 
 impl<'a> Books<'a> {
@@ -168,6 +177,8 @@ impl<'a> Books<'a> {
             ignored_cycles: 0,
             completed: 0,
             skipping: false,
+            pending_sql: None,
+            aborted: false,
         }
     }
 }
@@ -265,6 +276,7 @@ impl Books<'_> {
         let sql_prepared = fx.prepared;
         let mut w = Written::default();
         if self.skipping {
+            self.pending_sql = None;
             if !matches!(msg, FrontendMessage::Sync) {
                 // Discarded by the server: pass it on, expect nothing.
                 out.extend_from_slice(raw);
@@ -276,7 +288,9 @@ impl Books<'_> {
         match *msg {
             FrontendMessage::Parse { name, sql, types } if rewrite && !name.is_empty() => {
                 self.start_message();
-                self.sql_prepared_in_parse(sql, fx, out, &mut w);
+                if fx.prepared {
+                    self.sql_setup(sql, out, &mut w);
+                }
                 let mut def = if fx.prepared {
                     StmtDef::private(sql, types, self.client.token)
                 } else {
@@ -286,8 +300,15 @@ impl Books<'_> {
                 let def = Arc::new(def);
                 self.client.insert(name, def.clone());
                 if self.server.touch(&def.server_name) {
-                    self.push(Expect::Parse, Reply::Synth(PARSE_COMPLETE), Undo::None);
-                    w.synth = self.actions.len() == 1;
+                    if self.aborted {
+                        // PostgreSQL refuses it (25P02): so must the server.
+                        frontend::encode_parse(out, &def.server_name, sql, types);
+                        let undo = Undo::Client(name.into());
+                        self.push(Expect::Parse, Reply::Forward, undo);
+                    } else {
+                        self.push(Expect::Parse, Reply::Synth(PARSE_COMPLETE), Undo::None);
+                        w.synth = self.actions.len() == 1;
+                    }
                 } else {
                     if let Some(evicted) = self.server.insert(def.server_name.clone()) {
                         frontend::encode_close_statement(out, &evicted);
@@ -306,6 +327,7 @@ impl Books<'_> {
                 self.start_message();
                 match self.client.get(statement).cloned() {
                     Some(def) => {
+                        self.sql_bound(&def.sql, def.bound.effects, out, &mut w);
                         self.ensure(&def, out);
                         if !def.bound.is_inert() {
                             w.runs.push(def.bound.clone());
@@ -342,7 +364,9 @@ impl Books<'_> {
             FrontendMessage::Parse { name, sql, types } if rewrite => {
                 // The unnamed statement (named ones are handled above).
                 self.start_message();
-                self.sql_prepared_in_parse(sql, fx, out, &mut w);
+                if fx.prepared {
+                    self.sql_setup(sql, out, &mut w);
+                }
                 self.client.parse_unnamed(sql, types, fx);
                 self.server.unnamed = Some(self.client.unnamed_owner());
                 out.extend_from_slice(raw);
@@ -351,6 +375,10 @@ impl Books<'_> {
             }
             FrontendMessage::Bind { .. } if rewrite => {
                 self.start_message();
+                if let Some(u) = self.client.unnamed.as_ref() {
+                    let (sql, fx) = (u.sql.clone(), u.bound.effects);
+                    self.sql_bound(&sql, fx, out, &mut w);
+                }
                 self.ensure_unnamed(out);
                 if let Some(u) = self.client.unnamed.as_ref().filter(|u| !u.bound.is_inert()) {
                     w.runs.push(u.bound.clone());
@@ -378,7 +406,7 @@ impl Books<'_> {
                 self.server.unnamed = None;
                 let mut undo = Undo::None;
                 if rewrite && sql_prepared {
-                    let (setup, own) = self.sql_prepared(sql, &mut w.runs);
+                    let (setup, own) = self.sql_prepared(sql, &mut w.runs, sql::Pass::Both);
                     if let Some(setup) = setup {
                         out.extend_from_slice(&frontend::query_bytes(&setup.sql));
                         self.push(Expect::Cycle, Reply::Swallow, setup.undo());
@@ -417,12 +445,34 @@ impl Books<'_> {
                     _ => return w,
                 };
                 self.push_logged(expect, Reply::Forward, raw, None);
-                if expect == Expect::Cycle {
-                    w.cycles += 1;
+                match expect {
+                    Expect::Cycle => {
+                        w.cycles += 1;
+                        self.pending_sql = None;
+                    }
+                    Expect::Execute => {
+                        let undo = self.sql_executed(&mut w);
+                        if let Some(a) = self.actions.back_mut() {
+                            a.undo = undo;
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
         w
+    }
+
+    /// A Bind of a statement whose SQL is PREPARE/EXECUTE/DEALLOCATE: set
+    /// up the server now if the batch starts here, and change the books
+    /// at the Execute.
+    fn sql_bound(&mut self, sql: &[u8], fx: SqlEffects, out: &mut BytesMut, w: &mut Written) {
+        if !fx.prepared {
+            self.pending_sql = None;
+            return;
+        }
+        self.sql_setup(sql, out, w);
+        self.pending_sql = Some(sql.into());
     }
 
     /// The server must hold this client's unnamed statement (or none) before
@@ -508,6 +558,7 @@ impl Books<'_> {
                 self.server.forget(&name);
                 self.client.remove(&client);
             }
+            Undo::Client(client) => self.client.remove(&client),
             Undo::Unnamed => {
                 self.client.unnamed = None;
                 self.server.unnamed = None;

@@ -17,7 +17,6 @@ use super::{Books, Expect, Reply, Undo, Written};
 use crate::pool::prepared::SavedServerStatements;
 use crate::protocol::frontend;
 use crate::router::prepared::{scan_numbered, SqlPrepared};
-use crate::router::SqlEffects;
 use crate::session::statements::{Bound, SavedStatements};
 
 /// What the server holds under a name pglittle knows is taken but not by
@@ -86,15 +85,38 @@ impl Setup {
     }
 }
 
+/// Which half of `Books::sql_prepared` to do: the setup (the server made
+/// to hold this client's statements), the changes the SQL makes when it
+/// runs, or both (a simple query does both at once; a statement sent with
+/// Parse is set up at the start of a batch and changes the books when it
+/// is executed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    Setup,
+    Run,
+    Both,
+}
+
+impl Pass {
+    fn setup(self) -> bool {
+        self != Pass::Run
+    }
+
+    fn run(self) -> bool {
+        self != Pass::Setup
+    }
+}
+
 impl Books<'_> {
-    /// Tracks SQL-level prepared statements in a simple query. Returns the
-    /// setup to run first so this server holds what the query needs
-    /// (bytes: the client's text may be in any encoding), and the changes
-    /// to undo if the query fails before the statements that make them.
+    /// Tracks SQL-level prepared statements in `sql`. Returns the setup to
+    /// run first so this server holds what the SQL needs (bytes: the
+    /// client's text may be in any encoding), and the changes to undo if
+    /// the SQL fails before the statements that make them.
     pub(super) fn sql_prepared(
         &mut self,
         sql: &[u8],
         runs: &mut Vec<Bound>,
+        pass: Pass,
     ) -> (Option<Setup>, SqlUndo) {
         let mut setup = Setup::default();
         let mut own = SqlUndo::default();
@@ -104,28 +126,40 @@ impl Books<'_> {
                     if self.client.sql.contains_key(name.as_slice()) {
                         // PostgreSQL answers 42P05, from a server that
                         // must hold the client's statement.
-                        self.ensure_sql(&name, &mut setup);
+                        if pass.setup() {
+                            self.ensure_sql(&name, &mut setup);
+                        }
                         continue;
                     }
-                    if self.server.sql.remove(name.as_slice()).is_some() {
+                    if pass.setup() && self.server.sql.remove(name.as_slice()).is_some() {
                         setup.deallocate(&name);
                     }
-                    let text: Arc<[u8]> = Arc::from(text);
-                    self.client.sql.insert(name.clone().into(), text.clone());
-                    self.server.sql.insert(name.clone().into(), text);
-                    own.steps.push((at, Step::Prepared(name.into())));
+                    if pass.run() {
+                        let text: Arc<[u8]> = Arc::from(text);
+                        self.client.sql.insert(name.clone().into(), text.clone());
+                        self.server.sql.insert(name.clone().into(), text);
+                        own.steps.push((at, Step::Prepared(name.into())));
+                    }
                 }
                 SqlPrepared::Execute { name } => {
-                    if let Some(text) = self.client.sql.get(name.as_slice()) {
+                    if let Some(text) = self.client.sql.get(name.as_slice()).filter(|_| pass.run())
+                    {
                         let bound = Bound::of(text, crate::router::inspect(text));
                         if !bound.is_inert() {
                             runs.push(bound);
                         }
                     }
-                    self.ensure_sql(&name, &mut setup);
+                    if pass.setup() {
+                        self.ensure_sql(&name, &mut setup);
+                    }
                 }
                 SqlPrepared::Deallocate { name } => {
-                    self.ensure_sql(&name, &mut setup);
+                    if pass.setup() {
+                        self.ensure_sql(&name, &mut setup);
+                    }
+                    if !pass.run() {
+                        continue;
+                    }
                     let client = self.client.sql.remove(name.as_slice());
                     let server = self.server.sql.remove(name.as_slice());
                     let name = name.into();
@@ -138,10 +172,11 @@ impl Books<'_> {
                         },
                     ));
                 }
-                SqlPrepared::DeallocateAll => {
+                SqlPrepared::DeallocateAll if pass.run() => {
                     let saved = (self.client.take_all(), self.server.take_all());
                     own.steps.push((at, Step::Cleared(Box::new(saved))));
                 }
+                SqlPrepared::DeallocateAll => {}
             }
         }
         ((!setup.sql.is_empty()).then_some(setup), own)
@@ -169,32 +204,45 @@ impl Books<'_> {
     }
 
     /// SQL PREPARE/EXECUTE/DEALLOCATE sent through Parse (a driver's
-    /// `query("EXECUTE p")`): the same setup as for a simple query (another
-    /// client's statement of that name deallocated, the client's own
-    /// replayed), sent as a Query of its own first. Only at the start of a
-    /// batch: a Query in the middle of one would commit its implicit
-    /// transaction.
-    pub(super) fn sql_prepared_in_parse(
-        &mut self,
-        sql: &[u8],
-        fx: SqlEffects,
-        out: &mut BytesMut,
-        w: &mut Written,
-    ) {
-        let batch_start = self
-            .actions
-            .back()
-            .is_none_or(|a| a.expect == Expect::Cycle);
-        if !fx.prepared || !batch_start {
+    /// `query("EXECUTE p")`), at its Parse or Bind: the same setup as for
+    /// a simple query (another client's statement of that name
+    /// deallocated, the client's own replayed), sent as a Query of its own
+    /// first. Only at the start of a batch (`batch_start`, before anything
+    /// of this message was queued): a Query in the middle of one would
+    /// commit its implicit transaction.
+    pub(super) fn sql_setup(&mut self, sql: &[u8], out: &mut BytesMut, w: &mut Written) {
+        if !self.batch_start() {
             return;
         }
-        let (setup, _) = self.sql_prepared(sql, &mut w.runs);
+        let (setup, _) = self.sql_prepared(sql, &mut w.runs, Pass::Setup);
         if let Some(setup) = setup {
             out.extend_from_slice(&frontend::query_bytes(&setup.sql));
             self.push(Expect::Cycle, Reply::Swallow, setup.undo());
             w.cycles += 1;
             // That query destroyed the server's unnamed statement.
             self.server.unnamed = None;
+        }
+    }
+
+    /// Nothing of the current batch is queued yet.
+    pub(super) fn batch_start(&self) -> bool {
+        self.actions
+            .back()
+            .is_none_or(|a| a.expect == Expect::Cycle)
+    }
+
+    /// An Execute of the portal bound last: the SQL-level statements of its
+    /// statement (`pending_sql`, set at Bind) change the books now, undone
+    /// if the Execute fails.
+    pub(super) fn sql_executed(&mut self, w: &mut Written) -> Undo {
+        let Some(sql) = self.pending_sql.take() else {
+            return Undo::None;
+        };
+        let (_, own) = self.sql_prepared(&sql, &mut w.runs, Pass::Run);
+        if own.is_empty() {
+            Undo::None
+        } else {
+            Undo::Sql(Box::new(own))
         }
     }
 
