@@ -56,6 +56,20 @@ const LOCK_FUNCTIONS: &[&str] = &[
     "pg_try_advisory_lock_shared",
 ];
 
+/// True when PostgreSQL accepts this statement in a failed transaction
+/// block (Parse of anything else is 25P02 there): COMMIT, END, ROLLBACK,
+/// ABORT (also ROLLBACK TO), PREPARE TRANSACTION, or no statement at all.
+pub fn ends_failed_block(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    let Some(first) = lx.find(|t| *t != Token::Semicolon) else {
+        return true;
+    };
+    ["commit", "end", "rollback", "abort"]
+        .iter()
+        .any(|k| first.is(k))
+        || (first.is("prepare") && lx.next().is_some_and(|t| t.is("transaction")))
+}
+
 /// Scans a query string (one or many statements).
 pub fn inspect(sql: &[u8]) -> SqlEffects {
     let mut fx = SqlEffects::default();
@@ -151,6 +165,24 @@ fn set_effects(lx: &mut Lexer<'_>) -> SqlEffects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_failed_block_accepts() {
+        for sql in [
+            "COMMIT",
+            " end",
+            "/* x */ rollback to s",
+            "ABORT",
+            "prepare transaction 'x'",
+            "",
+            ";",
+        ] {
+            assert!(ends_failed_block(sql.as_bytes()), "{sql}");
+        }
+        for sql in ["SELECT 1", "prepare p as select 1", "begin", "'commit'"] {
+            assert!(!ends_failed_block(sql.as_bytes()), "{sql}");
+        }
+    }
 
     /// (settings, needs_reset, session_state, listen)
     type Fx = (bool, bool, bool, bool);

@@ -1992,6 +1992,17 @@ fn fixed_detect() -> Vec<Script> {
                 tx(0, true, vec![ExtClose(2)], true),
             ],
         ),
+        // A COMMIT sent with Parse in a failed block, of a text the server
+        // had prepared already, was sent on to the server (42P05) instead
+        // of being answered here: PostgreSQL accepts a Parse of COMMIT
+        // there.
+        script(
+            &[(Driver, None)],
+            vec![
+                tx(0, true, vec![Prepare(0, 0)], true),
+                tx(0, true, vec![ExtPrepare(0, 4, false)], true),
+            ],
+        ),
     ]
 }
 
@@ -2069,6 +2080,17 @@ fn fixed_always() -> Vec<Script> {
                     vec![ExtQuery(1, 1), ExtPrepare(1, 1, false)],
                     true,
                 ),
+            ],
+        ),
+        // The DEALLOCATE pglittle sends before a PREPARE of a name another
+        // client holds on the server failed in a failed block; undoing the
+        // PREPARE then forgot that the server still had the other
+        // client's statement, and a fresh client ran it.
+        script(
+            &[(Driver, None), (Driver, None)],
+            vec![
+                one(0, false, Prepare(0, 0)),
+                tx(1, false, vec![Deallocate(1), Prepare(0, 0)], false),
             ],
         ),
     ]

@@ -300,7 +300,7 @@ impl Books<'_> {
                 let def = Arc::new(def);
                 self.client.insert(name, def.clone());
                 if self.server.touch(&def.server_name) {
-                    if self.aborted {
+                    if self.aborted && !crate::router::effects::ends_failed_block(sql) {
                         // PostgreSQL refuses it (25P02): so must the server.
                         frontend::encode_parse(out, &def.server_name, sql, types);
                         let undo = Undo::Client(name.into());

@@ -26,8 +26,8 @@ const SOMEONES: &[u8] = b"";
 /// One change to the books, made by the statement at some index.
 #[derive(Debug)]
 enum Step {
-    /// The client's PREPARE: on both sides.
-    Prepared(Box<[u8]>),
+    /// The client's PREPARE of this text: on both sides.
+    Prepared(Box<[u8]>, Arc<[u8]>),
     /// The client's DEALLOCATE: gone from both sides (what they held).
     Dropped {
         name: Box<[u8]>,
@@ -137,8 +137,8 @@ impl Books<'_> {
                     if pass.run() {
                         let text: Arc<[u8]> = Arc::from(text);
                         self.client.sql.insert(name.clone().into(), text.clone());
-                        self.server.sql.insert(name.clone().into(), text);
-                        own.steps.push((at, Step::Prepared(name.into())));
+                        self.server.sql.insert(name.clone().into(), text.clone());
+                        own.steps.push((at, Step::Prepared(name.into(), text)));
                     }
                 }
                 SqlPrepared::Execute { name } => {
@@ -256,9 +256,12 @@ impl Books<'_> {
                 continue;
             }
             match step {
-                Step::Prepared(name) => {
+                Step::Prepared(name, text) => {
                     self.client.sql.remove(&name);
-                    self.server.sql.remove(&name);
+                    // Unless the failed setup said the name is taken.
+                    if self.server.sql.get(&name) == Some(&text) {
+                        self.server.sql.remove(&name);
+                    }
                 }
                 Step::Dropped {
                     name,
