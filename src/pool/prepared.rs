@@ -25,7 +25,6 @@ pub struct ServerStatements {
 pub struct SavedServerStatements {
     used: HashMap<Arc<[u8]>, u64>,
     sql: HashMap<Box<[u8]>, Arc<[u8]>>,
-    unnamed: Option<(u64, u64)>,
 }
 
 impl ServerStatements {
@@ -96,11 +95,11 @@ impl ServerStatements {
 
     /// Empties the books (DEALLOCATE ALL / DISCARD ALL), returning what
     /// they held, for `restore` if the statement turns out to have failed.
+    /// The unnamed statement survives them.
     pub fn take_all(&mut self) -> SavedServerStatements {
         SavedServerStatements {
             used: std::mem::take(&mut self.used),
             sql: std::mem::take(&mut self.sql),
-            unnamed: self.unnamed.take(),
         }
     }
 
@@ -108,7 +107,6 @@ impl ServerStatements {
     pub fn restore(&mut self, saved: SavedServerStatements) {
         self.used = saved.used;
         self.sql = saved.sql;
-        self.unnamed = saved.unnamed;
     }
 
     pub fn len(&self) -> usize {

@@ -153,7 +153,12 @@ fn set_effects(lx: &mut Lexer<'_>) -> SqlEffects {
         return SqlEffects::default();
     };
     if name.is("names") || name.is("time") || REPORTED.iter().any(|r| name.is(r)) {
-        return SqlEffects::default();
+        // The server reports the new value, except that `TO DEFAULT` means
+        // the session's start value, which the server does not know.
+        return SqlEffects {
+            settings: !name.is("names") && super::settings::to_default(lx.clone()),
+            ..SqlEffects::default()
+        };
     }
     // A dotted name (`myapp.x`) starts with a word that is no reported name.
     SqlEffects {
@@ -165,6 +170,14 @@ fn set_effects(lx: &mut Lexer<'_>) -> SqlEffects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reported_setting_set_to_default_is_followed() {
+        assert!(!inspect(b"SET application_name = 'x'").settings);
+        assert!(inspect(b"SET application_name TO DEFAULT").settings);
+        assert!(inspect(b"SET TIME ZONE LOCAL").settings);
+        assert!(!inspect(b"SET TIME ZONE 'UTC'").settings);
+    }
 
     #[test]
     fn what_a_failed_block_accepts() {
@@ -179,7 +192,12 @@ mod tests {
         ] {
             assert!(ends_failed_block(sql.as_bytes()), "{sql}");
         }
-        for sql in ["SELECT 1", "prepare p as select 1", "begin", "'commit'"] {
+        for sql in [
+            "SELECT 1",
+            "prepare p as select 1",
+            "begin",
+            "select 'commit'",
+        ] {
             assert!(!ends_failed_block(sql.as_bytes()), "{sql}");
         }
     }

@@ -40,8 +40,13 @@ pub fn changes(sql: &[u8]) -> Vec<SettingOp> {
         }
         at_start = false;
         if t.is("set") {
-            if let Some(name) = set_target(&mut lx) {
-                out.extend(name.into_iter().map(SettingOp::Set));
+            if let Some(names) = set_target(&mut lx) {
+                if names.len() == 1 && to_default(lx.clone()) {
+                    // `SET x TO DEFAULT` is RESET x.
+                    out.extend(names.into_iter().map(SettingOp::Reset));
+                } else {
+                    out.extend(names.into_iter().map(SettingOp::Set));
+                }
             }
         } else if t.is("reset") {
             match lx.next() {
@@ -59,6 +64,21 @@ pub fn changes(sql: &[u8]) -> Vec<SettingOp> {
         }
     }
     out
+}
+
+/// After a SET's name: the value is `DEFAULT` (`TO DEFAULT`, `= DEFAULT`,
+/// and `TIME ZONE DEFAULT` or `LOCAL`).
+pub fn to_default(mut lx: Lexer<'_>) -> bool {
+    let mut t = lx.next();
+    let zone = t.is_some_and(|t| t.is("zone"));
+    if zone {
+        t = lx.next();
+    }
+    if t.is_some_and(|t| t.is("to") || t == Token::Punct(b'=')) {
+        t = lx.next();
+    }
+    let default = t.is_some_and(|t| t.is("default") || (zone && t.is("local")));
+    default && lx.next().is_none_or(|t| t == Token::Semicolon)
 }
 
 /// The names a session-level `SET` (after the keyword) changes.
@@ -175,6 +195,17 @@ mod tests {
             ("SET SCHEMA 'a'", vec![set("search_path")]),
             ("SET ROLE bob", vec![set("role")]),
             ("SET SESSION AUTHORIZATION bob", vec![]),
+            ("SET work_mem TO DEFAULT", vec![Reset("work_mem".into())]),
+            (
+                "set session work_mem = default;",
+                vec![Reset("work_mem".into())],
+            ),
+            ("SET TIME ZONE LOCAL", vec![Reset("timezone".into())]),
+            ("SET TIME ZONE DEFAULT", vec![Reset("timezone".into())]),
+            (
+                "SET search_path TO default, public",
+                vec![set("search_path")],
+            ),
             (
                 "RESET work_mem; RESET ALL; DISCARD ALL",
                 vec![

@@ -289,7 +289,7 @@ fn checkin_query(read: &[String], resets: &[String], probe: bool) -> Option<Stri
         let q = quote_literal(n);
         let lower = quote_literal(&n.to_ascii_lowercase());
         cols.push(format!(
-            "current_setting({q}, true), (SELECT source FROM pg_settings WHERE name = {lower})"
+            "current_setting({q}, true), (SELECT source FROM pg_settings WHERE lower(name) = {lower})"
         ));
     }
     if probe {
@@ -701,7 +701,7 @@ mod tests {
         assert_eq!(
             q,
             "SELECT current_setting('DateStyle', true), \
-             (SELECT source FROM pg_settings WHERE name = 'datestyle')"
+             (SELECT source FROM pg_settings WHERE lower(name) = 'datestyle')"
         );
         let s = parse_state(&[Some("1".into()), Some("0".into()), None, Some("3".into())]);
         assert_eq!(

@@ -161,11 +161,11 @@ impl ClientStatements {
 
     /// DEALLOCATE ALL / DISCARD ALL: empties the books, returning what
     /// they held, for `restore` if the statement turns out to have failed.
+    /// The unnamed statement survives them on PostgreSQL.
     pub fn take_all(&mut self) -> SavedStatements {
         SavedStatements {
             named: std::mem::take(&mut self.named),
             sql: std::mem::take(&mut self.sql),
-            unnamed: self.unnamed.take(),
         }
     }
 
@@ -173,7 +173,6 @@ impl ClientStatements {
     pub fn restore(&mut self, saved: SavedStatements) {
         self.named = saved.named;
         self.sql = saved.sql;
-        self.unnamed = saved.unnamed;
     }
 }
 
@@ -182,7 +181,6 @@ impl ClientStatements {
 pub struct SavedStatements {
     named: HashMap<Box<[u8]>, Arc<StmtDef>>,
     sql: HashMap<Box<[u8]>, Arc<[u8]>>,
-    unnamed: Option<Box<Unnamed>>,
 }
 
 #[cfg(test)]

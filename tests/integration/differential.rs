@@ -2003,6 +2003,27 @@ fn fixed_detect() -> Vec<Script> {
                 tx(0, true, vec![ExtPrepare(0, 4, false)], true),
             ],
         ),
+        // Found on main 35212bc: `SET x TO DEFAULT` was taken as a SET of
+        // the server's default; on PostgreSQL it is RESET, back to the
+        // value the session started with.
+        script(
+            &[(Driver, Some(WorkMem))],
+            vec![one(0, false, Set(WorkMem, 0)), one(0, false, Show(WorkMem))],
+        ),
+        script(
+            &[(Driver, Some(ApplicationName))],
+            vec![
+                one(0, false, Set(ApplicationName, 0)),
+                one(0, false, Show(ApplicationName)),
+            ],
+        ),
+        // DISCARD ALL sent as the unnamed statement leaves that statement
+        // in place (08P01 for binding a parameter to it); pglittle forgot
+        // it (26000).
+        script(
+            &[(Wire, None)],
+            vec![one(0, true, DiscardAll), one(0, false, ExtQuery(0, 0))],
+        ),
     ]
 }
 

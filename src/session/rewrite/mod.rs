@@ -550,7 +550,9 @@ impl Books<'_> {
         Written::default()
     }
 
-    fn undo(&mut self, undo: Undo) {
+    /// Undoes what a message that failed (with SQLSTATE `error`) or was
+    /// skipped (`None`) was taken to do.
+    fn undo(&mut self, undo: Undo, error: Option<&[u8; 5]>) {
         match undo {
             Undo::None => {}
             Undo::Server(name) => self.server.forget(&name),
@@ -563,7 +565,7 @@ impl Books<'_> {
                 self.client.unnamed = None;
                 self.server.unnamed = None;
             }
-            Undo::Sql(undo) => self.undo_sql(*undo),
+            Undo::Sql(undo) => self.undo_sql(*undo, error),
         }
     }
 }

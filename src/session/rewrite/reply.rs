@@ -37,7 +37,7 @@ impl Books<'_> {
                 BackendKind::Error => {
                     // A simple query failed at statement `completed`.
                     let undo = std::mem::replace(&mut front.undo, Undo::None);
-                    self.undo(undo);
+                    self.undo(undo, error);
                 }
                 _ => {}
             }
@@ -51,7 +51,7 @@ impl Books<'_> {
             }
             // The message failed; the server now ignores everything up to Sync.
             if let Some(a) = self.actions.pop_front() {
-                self.undo(a.undo);
+                self.undo(a.undo, error);
             }
             while self
                 .actions
@@ -59,7 +59,7 @@ impl Books<'_> {
                 .is_some_and(|a| a.expect != Expect::Cycle)
             {
                 if let Some(a) = self.actions.pop_front() {
-                    self.undo(a.undo);
+                    self.undo(a.undo, None);
                 }
             }
             // No Sync sent yet: what the client sends until its Sync is

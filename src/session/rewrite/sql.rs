@@ -249,8 +249,11 @@ impl Books<'_> {
     /// A query failed at statement `self.completed`: the changes of that
     /// statement and the later ones never happened. Undone newest first,
     /// so an emptied book comes back as it was before the statement.
-    pub(super) fn undo_sql(&mut self, undo: SqlUndo) {
+    pub(super) fn undo_sql(&mut self, undo: SqlUndo, error: Option<&[u8; 5]>) {
         let failed = self.completed;
+        // pglittle's DEALLOCATE that failed because there was no such
+        // statement: the books were wrong, and now they are right.
+        let missing = error == Some(b"26000");
         for (at, step) in undo.steps.into_iter().rev() {
             if at < failed {
                 continue;
@@ -279,6 +282,9 @@ impl Books<'_> {
                     let (client, server) = *saved;
                     self.client.restore(client);
                     self.server.restore(server);
+                }
+                Step::Deallocated(name) if missing && at == failed => {
+                    self.server.sql.remove(&name);
                 }
                 Step::Deallocated(name) => {
                     self.server.sql.insert(name, Arc::from(SOMEONES));
