@@ -62,7 +62,9 @@
 //! - Check-in is one place, `session::checkin`, used by every path (end of
 //!   a transaction, a client leaving or cut off, session mode): settings the
 //!   client SET or RESET are read back so they follow it (RESET returns to
-//!   the session's start value), one query asks what session state is left
+//!   the session's start value; whether a RESET stuck or was rolled back is
+//!   told by the setting's `pg_settings.source`, `session` only while a SET
+//!   holds), one query asks what session state is left
 //!   when the SQL may have made some, and a pure `decide` keeps the server
 //!   (LISTEN, or `pin_on_session_state`), resets it (DISCARD ALL, or the
 //!   pipelined `server_reset = "always"` reset whose reply the next borrower
@@ -78,6 +80,13 @@
 //!   atomics (`Flight`), not yet one plain struct; the prepared-statement
 //!   code still lives in `session::rewrite`, `session::statements` and
 //!   `pool::prepared` until the `sql/` room exists for it to import.
+//! - Statement books change when SQL is sent, before the server runs it, so
+//!   every change carries the index of the statement that makes it
+//!   (`session::rewrite::sql`): when a query fails at statement n, the
+//!   changes of n and later are undone (a refused DISCARD ALL gives the
+//!   books back whole). A statement sent with Parse changes them at its
+//!   Execute. The reply queue's undo sees the SQLSTATE, because a failed
+//!   DEALLOCATE means "still there" (25P02) or "never was" (26000).
 //! - A panic while serving a request is caught at the session boundary
 //!   (`session::panic`): XX000 to that client, an error log line, the lent
 //!   server closed.

@@ -1,28 +1,67 @@
 //! Cancel keys: pglittle issues its own BackendKeyData to each client and
 //! forwards a CancelRequest to whichever server is running that client's query.
+//!
+//! - All 64 bits of a key are random (the "process id" too), so a key
+//!   cannot be guessed from another.
+//! - A client's server is not given back while a cancel for it is on its
+//!   way (`CancelHandle::settle`): otherwise the cancel could land on the
+//!   next client's query.
+//! - At most `MAX_FORWARDS` cancels are forwarded at once (each opens a
+//!   connection outside the pool's cap); more are dropped, as are requests
+//!   with an unknown key, after a short delay that slows guessing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::pool::Pool;
 use crate::protocol::frontend::cancel_request;
 
+/// Cancels forwarded at once, across all clients.
+const MAX_FORWARDS: usize = 64;
+/// How long a request with a wrong key waits before its connection closes.
+const WRONG_KEY_DELAY: Duration = Duration::from_millis(200);
+/// How long a cancel may take to reach the server before the client's
+/// server is given back anyway.
+pub const DELIVERY_LIMIT: Duration = Duration::from_secs(5);
+
+/// Where a client's cancels go, and how many are on their way.
+#[derive(Debug, Default)]
+struct Target {
+    /// The lent server's (pid, secret), or `None` while none is lent.
+    server: Option<(i32, i32)>,
+    /// Cancels read from `server` and not yet delivered.
+    in_flight: usize,
+}
+
+struct Shared {
+    target: Mutex<Target>,
+    /// Woken when `in_flight` drops to 0.
+    delivered: Notify,
+    /// The pool of the server lent now (the primary's or a replica's).
+    pool: Mutex<Arc<Pool>>,
+}
+
+impl Shared {
+    fn target(&self) -> std::sync::MutexGuard<'_, Target> {
+        self.target.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 struct Entry {
     secret: i32,
-    /// The pool of the server lent now (the primary's or a replica's).
-    pool: Arc<Mutex<Arc<Pool>>>,
-    /// The lent server's (pid << 32 | secret), or 0 while none is lent.
-    server: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 /// Every live client's cancel key.
 pub struct CancelRegistry {
     map: Mutex<HashMap<i32, Entry>>,
-    next_pid: AtomicU32,
+    forwarding: AtomicUsize,
 }
 
 impl Default for CancelRegistry {
@@ -35,8 +74,7 @@ impl CancelRegistry {
     pub fn new() -> Self {
         CancelRegistry {
             map: Mutex::new(HashMap::new()),
-            // Start somewhere random so keys differ across restarts.
-            next_pid: AtomicU32::new(rand::random::<u32>() & 0x3fff_ffff),
+            forwarding: AtomicUsize::new(0),
         }
     }
 
@@ -44,14 +82,17 @@ impl CancelRegistry {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Issues a fresh key for a client of `pool`.
+    /// Issues a fresh, fully random key for a client of `pool`.
     pub fn register(self: &Arc<Self>, pool: Arc<Pool>) -> CancelHandle {
-        let server = Arc::new(AtomicU64::new(0));
-        let pool = Arc::new(Mutex::new(pool));
+        let shared = Arc::new(Shared {
+            target: Mutex::new(Target::default()),
+            delivered: Notify::new(),
+            pool: Mutex::new(pool),
+        });
         let secret = rand::random::<i32>();
         let mut map = self.map();
         let pid = loop {
-            let pid = (self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff) as i32;
+            let pid = rand::random::<i32>();
             if pid != 0 && !map.contains_key(&pid) {
                 break pid;
             }
@@ -60,52 +101,73 @@ impl CancelRegistry {
             pid,
             Entry {
                 secret,
-                pool: pool.clone(),
-                server: server.clone(),
+                shared: shared.clone(),
             },
         );
         CancelHandle {
-            pool,
             registry: self.clone(),
             pid,
             secret,
-            server,
+            shared,
         }
     }
 
-    /// Forwards a client's CancelRequest, if the key is valid and a query is running.
+    /// Forwards a client's CancelRequest, if the key is valid and a query
+    /// is running, and waits until the server has taken it.
     pub async fn cancel(&self, pid: i32, secret: i32) {
-        let target = {
+        let found = {
             let map = self.map();
-            match map.get(&pid) {
-                Some(e) if e.secret == secret => {
-                    let key = e.server.load(Ordering::Acquire);
-                    (key != 0).then(|| {
-                        (
-                            e.pool.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                            key,
-                        )
-                    })
-                }
-                _ => None,
-            }
+            map.get(&pid)
+                .filter(|e| e.secret == secret)
+                .map(|e| e.shared.clone())
         };
-        let Some((pool, key)) = target else {
-            tracing::debug!(
-                pid,
-                "cancel request for an unknown key or an idle client ignored"
-            );
+        let Some(shared) = found else {
+            tracing::debug!("cancel request with an unknown key ignored");
+            tokio::time::sleep(WRONG_KEY_DELAY).await;
             return;
         };
-        let (spid, ssecret) = ((key >> 32) as i32, key as u32 as i32);
-        let t = pool.target();
-        match TcpStream::connect((t.host.as_str(), t.port)).await {
-            Ok(mut s) => {
-                let _ = s.write_all(&cancel_request(spid, ssecret)).await;
-                let _ = s.shutdown().await;
-            }
-            Err(e) => tracing::warn!(error = %e, "could not forward a cancel request"),
+        if self.forwarding.fetch_add(1, Ordering::AcqRel) >= MAX_FORWARDS {
+            self.forwarding.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!("too many cancel requests at once; one dropped");
+            return;
         }
+        let server = {
+            let mut t = shared.target();
+            let server = t.server;
+            if server.is_some() {
+                t.in_flight += 1;
+            }
+            server
+        };
+        if let Some((spid, ssecret)) = server {
+            let pool = shared
+                .pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let _ = tokio::time::timeout(DELIVERY_LIMIT, deliver(&pool, spid, ssecret)).await;
+            let mut t = shared.target();
+            t.in_flight -= 1;
+            if t.in_flight == 0 {
+                shared.delivered.notify_waiters();
+            }
+        }
+        self.forwarding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends the CancelRequest and waits for the server to close the
+/// connection, which it does once it has acted on it.
+async fn deliver(pool: &Pool, pid: i32, secret: i32) {
+    let t = pool.target();
+    match TcpStream::connect((t.host.as_str(), t.port)).await {
+        Ok(mut s) => {
+            if s.write_all(&cancel_request(pid, secret)).await.is_ok() {
+                let mut sink = [0u8; 64];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not forward a cancel request"),
     }
 }
 
@@ -114,29 +176,38 @@ pub struct CancelHandle {
     registry: Arc<CancelRegistry>,
     pub pid: i32,
     pub secret: i32,
-    server: Arc<AtomicU64>,
-    pool: Arc<Mutex<Arc<Pool>>>,
+    shared: Arc<Shared>,
 }
 
 impl CancelHandle {
-    /// Points cancels at the server now running this client's work.
-    pub fn set_server(&self, pid: i32, secret: i32) {
-        let key = ((pid as u32 as u64) << 32) | secret as u32 as u64;
-        self.server.store(key, Ordering::Release);
-    }
-
-    /// Points cancels at a server of `pool` (a replica's, say).
+    /// Points cancels at a server of `pool` (the primary's or a replica's).
     pub fn set_server_in(&self, pool: &Arc<Pool>, pid: i32, secret: i32) {
-        let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         if !Arc::ptr_eq(&p, pool) {
             *p = pool.clone();
         }
         drop(p);
-        self.set_server(pid, secret);
+        self.shared.target().server = Some((pid, secret));
     }
 
-    pub fn clear_server(&self) {
-        self.server.store(0, Ordering::Release);
+    /// No server is lent: cancels from now on go nowhere. Returns true if
+    /// a cancel for the server is still on its way (see `settle`).
+    pub fn clear_server(&self) -> bool {
+        let mut t = self.shared.target();
+        t.server = None;
+        t.in_flight > 0
+    }
+
+    /// Waits until no cancel read before `clear_server` is on its way to
+    /// the server, so that it cannot cancel the next client's query.
+    pub async fn settle(&self) {
+        loop {
+            let notified = self.shared.delivered.notified();
+            if self.shared.target().in_flight == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

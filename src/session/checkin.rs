@@ -414,8 +414,21 @@ impl Session {
                 started
             }
         };
+        if clean {
+            self.settle_cancels().await;
+        }
         self.give_back(lease, clean);
         None
+    }
+
+    /// A cancel this client sent may still be on its way to the server
+    /// about to go back: wait for it, so it cannot cancel the next
+    /// client's query (as PgBouncer does).
+    async fn settle_cancels(&mut self) {
+        if self.cancel.clear_server() {
+            let limit = super::cancel::DELIVERY_LIMIT;
+            let _ = tokio::time::timeout(limit, self.cancel.settle()).await;
+        }
     }
 
     /// The client no longer holds the server: back to the pool if it is
@@ -449,6 +462,9 @@ impl Session {
             }
             _ => false,
         };
+        if clean {
+            self.settle_cancels().await;
+        }
         self.give_back(lease, clean);
     }
 

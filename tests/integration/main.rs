@@ -4,6 +4,7 @@
 mod autosize;
 mod binary;
 mod binary_metrics;
+mod cancel;
 mod common;
 mod console;
 mod core;
