@@ -250,6 +250,10 @@ pub fn config_rows(p: &PoolerSettings) -> Vec<(&'static str, String)> {
         ("idle_transaction_timeout", d(p.idle_transaction_timeout)),
         ("server_reset", p.server_reset.as_str().to_string()),
         ("pin_on_session_state", p.pin_on_session_state.to_string()),
+        (
+            "server_allow_cleartext",
+            p.server_allow_cleartext.to_string(),
+        ),
         ("max_message_size", format_size(p.max_message_size)),
         ("shutdown_timeout", d(p.shutdown_timeout)),
         ("log_format", p.log_format.to_string()),

@@ -94,6 +94,10 @@ pub struct PoolerSettings {
     /// WITH HOLD cursors, session advisory locks) keeps its server until
     /// the state is gone, instead of the state being discarded.
     pub pin_on_session_state: bool,
+    /// Send a password in cleartext to a server that asks for one. Off by
+    /// default: a server (or something posing as one) asking for cleartext
+    /// is refused.
+    pub server_allow_cleartext: bool,
     /// Client messages larger than this (bytes) are refused with SQLSTATE 08P01.
     pub max_message_size: usize,
     /// How long SIGTERM waits for open transactions before closing them.
@@ -149,6 +153,7 @@ impl Default for PoolerSettings {
             idle_transaction_timeout: Duration::ZERO,
             server_reset: ServerReset::Detect,
             pin_on_session_state: false,
+            server_allow_cleartext: false,
             max_message_size: 1 << 30,
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 100,

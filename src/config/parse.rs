@@ -33,6 +33,7 @@ const POOLER_KEYS: &[&str] = &[
     "idle_transaction_timeout",
     "server_reset",
     "pin_on_session_state",
+    "server_allow_cleartext",
     "max_message_size",
     "shutdown_timeout",
     "max_prepared_statements",
@@ -130,6 +131,9 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         pin_on_session_state: s
             .boolean("pin_on_session_state")?
             .unwrap_or(d.pin_on_session_state),
+        server_allow_cleartext: s
+            .boolean("server_allow_cleartext")?
+            .unwrap_or(d.server_allow_cleartext),
         max_message_size: s.size("max_message_size")?.unwrap_or(d.max_message_size),
         shutdown_timeout: duration("shutdown_timeout", d.shutdown_timeout)?,
         server_check_delay: duration("server_check_delay", d.server_check_delay)?,

@@ -71,6 +71,7 @@ fn render_pooler(config: &Config, out: &mut String) {
     );
     line(out, "server_reset", toml_string(p.server_reset.as_str()));
     line(out, "pin_on_session_state", p.pin_on_session_state);
+    line(out, "server_allow_cleartext", p.server_allow_cleartext);
     line(
         out,
         "max_message_size",

@@ -580,6 +580,7 @@ fn render_effective_round_trips() {
         "max_message_size = \"1GiB\"",
         "server_reset = \"detect\"",
         "pin_on_session_state = false",
+        "server_allow_cleartext = false",
         "port = 5432",
         "dbname = \"app\"",
         "replicas = []",

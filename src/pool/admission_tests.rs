@@ -26,6 +26,7 @@ pub(super) fn pool(size: usize, timeout: Duration) -> Pool {
         user: "app".into(),
         connect_timeout: Duration::from_secs(1),
         max_prepared_statements: 0,
+        allow_cleartext: false,
     };
     let settings = PoolSettings {
         mode: PoolMode::Transaction,

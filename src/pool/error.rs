@@ -32,6 +32,13 @@ pub enum PoolError {
     },
     #[error("server {addr} asked for {method} authentication, which pglittle cannot perform for this user")]
     UnsupportedAuth { addr: String, method: String },
+    #[error(
+        "server {addr} asked for a cleartext password; refused because \
+         server_allow_cleartext is off"
+    )]
+    CleartextRefused { addr: String },
+    #[error("server {addr} broke the login protocol: {what}")]
+    LoginBroken { addr: String, what: &'static str },
     #[error("server authentication failed: {0}")]
     Auth(#[from] AuthError),
     #[error("server sent an invalid message: {0}")]
@@ -54,7 +61,9 @@ impl PoolError {
         match self {
             PoolError::WaitTimeout { .. } | PoolError::Shed { .. } => "53300",
             PoolError::ServerRejected { code, .. } => code,
-            PoolError::UnsupportedAuth { .. } | PoolError::Auth(_) => "28000",
+            PoolError::UnsupportedAuth { .. }
+            | PoolError::CleartextRefused { .. }
+            | PoolError::Auth(_) => "28000",
             PoolError::Protocol(_) => "08P01",
             PoolError::Closed(_) => "57P01",
             _ => "08006",

@@ -16,6 +16,7 @@ pub mod error;
 mod handoff;
 mod janitor;
 mod lease;
+mod login;
 pub mod params;
 pub mod prepared;
 pub mod registry;

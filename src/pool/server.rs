@@ -4,13 +4,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use postgres_protocol::message::{backend::Message, frontend};
+use postgres_protocol::message::backend::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{error::PoolError, params::Params, prepared::ServerStatements};
-use crate::protocol::auth::scram::ScramKeyClient;
 
 /// How pglittle proves itself to the server.
 #[derive(Clone)]
@@ -37,6 +35,8 @@ pub struct ServerTarget {
     pub connect_timeout: Duration,
     /// Capacity of each connection's prepared-statement cache.
     pub max_prepared_statements: usize,
+    /// Answer a request for a cleartext password (`server_allow_cleartext`).
+    pub allow_cleartext: bool,
 }
 
 impl ServerTarget {
@@ -125,119 +125,9 @@ impl ServerConn {
         }
     }
 
-    async fn login(&mut self, target: &ServerTarget, auth: &ServerAuth) -> Result<(), PoolError> {
-        let mut out = BytesMut::new();
-        frontend::startup_message(
-            [
-                ("user", target.user.as_str()),
-                ("database", target.dbname.as_str()),
-            ],
-            &mut out,
-        )?;
-        self.stream.write_all(&out).await?;
-        let mut scram: Option<ScramSha256> = None;
-        let mut key_client: Option<ScramKeyClient> = None;
-        let unsupported = |method: &str| PoolError::UnsupportedAuth {
-            addr: target.addr(),
-            method: method.to_string(),
-        };
-        loop {
-            let msg = self.read_message().await?;
-            out.clear();
-            match msg {
-                Message::AuthenticationOk => {}
-                Message::AuthenticationCleartextPassword => {
-                    let ServerAuth::Password(p) = auth else {
-                        return Err(unsupported("cleartext password"));
-                    };
-                    frontend::password_message(p.as_bytes(), &mut out)?;
-                }
-                Message::AuthenticationMd5Password(body) => {
-                    let ServerAuth::Password(p) = auth else {
-                        return Err(unsupported("md5"));
-                    };
-                    let hash = postgres_protocol::authentication::md5_hash(
-                        target.user.as_bytes(),
-                        p.as_bytes(),
-                        body.salt(),
-                    );
-                    frontend::password_message(hash.as_bytes(), &mut out)?;
-                }
-                Message::AuthenticationSasl(body) => {
-                    let mut mechs = body.mechanisms();
-                    let mut has_scram = false;
-                    while let Some(m) = mechs.next()? {
-                        has_scram |= m == "SCRAM-SHA-256";
-                    }
-                    if !has_scram {
-                        return Err(unsupported("SASL without SCRAM-SHA-256"));
-                    }
-                    let first = match auth {
-                        ServerAuth::Password(p) => {
-                            let s = ScramSha256::new(p.as_bytes(), ChannelBinding::unsupported());
-                            let m = s.message().to_vec();
-                            scram = Some(s);
-                            m
-                        }
-                        ServerAuth::ClientKey {
-                            client_key,
-                            server_key,
-                        } => {
-                            let mut k = ScramKeyClient::new(*client_key, *server_key);
-                            let m = k.client_first();
-                            key_client = Some(k);
-                            m
-                        }
-                        ServerAuth::None => return Err(unsupported("SCRAM-SHA-256")),
-                    };
-                    frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)?;
-                }
-                Message::AuthenticationSaslContinue(body) => {
-                    let reply = if let Some(s) = scram.as_mut() {
-                        s.update(body.data())?;
-                        s.message().to_vec()
-                    } else if let Some(k) = key_client.as_mut() {
-                        k.server_first(body.data())?
-                    } else {
-                        return Err(unsupported("out-of-order SASL"));
-                    };
-                    frontend::sasl_response(&reply, &mut out)?;
-                }
-                Message::AuthenticationSaslFinal(body) => {
-                    if let Some(s) = scram.as_mut() {
-                        s.finish(body.data())?;
-                    } else if let Some(k) = key_client.as_mut() {
-                        k.server_final(body.data())?;
-                    }
-                }
-                Message::ParameterStatus(p) => {
-                    self.params.set(p.name()?, p.value()?);
-                }
-                Message::BackendKeyData(k) => {
-                    self.pid = k.process_id();
-                    self.secret = k.secret_key();
-                }
-                Message::ErrorResponse(e) => {
-                    let (code, message) = error_code_message(e.fields())?;
-                    return Err(PoolError::ServerRejected {
-                        addr: target.addr(),
-                        code,
-                        message,
-                    });
-                }
-                Message::ReadyForQuery(_) => return Ok(()),
-                Message::NoticeResponse(_) => {}
-                _ => return Err(unsupported("an unknown method")),
-            }
-            if !out.is_empty() {
-                self.stream.write_all(&out).await?;
-            }
-        }
-    }
-
     /// Reads one whole message for pglittle's own use (login and its own
     /// queries; never on the relay path).
-    async fn read_message(&mut self) -> Result<Message, PoolError> {
+    pub(super) async fn read_message(&mut self) -> Result<Message, PoolError> {
         loop {
             if let Some(m) = Message::parse(&mut self.buf)? {
                 return Ok(m);
@@ -370,7 +260,7 @@ impl ServerConn {
     }
 }
 
-fn error_code_message(
+pub(super) fn error_code_message(
     mut fields: postgres_protocol::message::backend::ErrorFields<'_>,
 ) -> Result<(String, String), std::io::Error> {
     let mut code = String::from("XX000");

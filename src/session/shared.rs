@@ -201,6 +201,7 @@ impl Shared {
                 user: user.to_string(),
                 connect_timeout: config.pooler.server_connect_timeout,
                 max_prepared_statements: config.pooler.max_prepared_statements,
+                allow_cleartext: config.pooler.server_allow_cleartext,
             };
             let auth = match uc.server_password.as_ref().or(uc.password.as_ref()) {
                 Some(p) => ServerAuth::Password(p.clone()),

@@ -217,6 +217,7 @@ impl Probe<'_> {
                         user,
                         connect_timeout: p.server_connect_timeout.min(Duration::from_secs(2)),
                         max_prepared_statements: 0,
+                        allow_cleartext: p.server_allow_cleartext,
                     };
                     ServerConn::connect(&target, &auth, conns.next_id)
                         .await

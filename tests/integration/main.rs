@@ -18,3 +18,4 @@ mod pgbench;
 mod prepared;
 mod raw;
 mod replica;
+mod server_login;
