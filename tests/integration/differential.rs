@@ -176,6 +176,11 @@ impl Setting {
         }
     }
 
+    /// Value `v` is DEFAULT (`SET x TO DEFAULT` is RESET).
+    fn is_default(self, v: u8) -> bool {
+        usize::from(v) % self.values().len() == 0
+    }
+
     fn value(self, v: u8) -> (&'static str, &'static str) {
         let values = self.values();
         values[usize::from(v) % values.len()]
@@ -1112,9 +1117,10 @@ fn reads(act: &Act, s: Setting) -> bool {
 /// - what a DO block set at session level, until the client SETs or
 ///   RESETs it again (a DO block is followed by DISCARD ALL: the value
 ///   reaches nobody, its caller included), unless the server reports it;
-/// - inside a transaction block, a startup setting after RESET of it or
-///   RESET ALL ("within the same transaction the server's own defaults
-///   show"; from the next transaction on, the startup value is back).
+/// - inside a transaction block, a startup setting after RESET of it (or
+///   SET [LOCAL] ... TO DEFAULT) or RESET ALL ("within the same
+///   transaction the server's own defaults show"; from the next
+///   transaction on, the startup value is back).
 struct Unfollowed {
     startup: Option<Setting>,
     sticky: HashSet<Setting>,
@@ -1143,6 +1149,9 @@ impl Unfollowed {
                 self.sticky.insert(s);
             }
             Reset(s) if in_tx && self.startup == Some(s) => {
+                self.this_tx.insert(s);
+            }
+            Set(s, v) | SetLocal(s, v) if in_tx && self.startup == Some(s) && s.is_default(v) => {
                 self.this_tx.insert(s);
             }
             ResetAll if in_tx => self.this_tx.extend(self.startup),
@@ -2023,6 +2032,24 @@ fn fixed_detect() -> Vec<Script> {
         script(
             &[(Wire, None)],
             vec![one(0, true, DiscardAll), one(0, false, ExtQuery(0, 0))],
+        ),
+        // Found on main f6f1a79: a DEALLOCATE in a failed block, of a
+        // statement pglittle had to replay first (a DO block's DISCARD ALL
+        // had dropped it), failed with its replay; undoing the DEALLOCATE
+        // then put the statement back in the books of a server that did
+        // not have it, and the next DEALLOCATE was 26000.
+        script(
+            &[(Wire, None)],
+            vec![
+                tx(
+                    0,
+                    false,
+                    vec![Prepare(1, 0), Do(SearchPath, 0, false)],
+                    false,
+                ),
+                tx(0, false, vec![ExtQuery(0, 0), Deallocate(1)], false),
+                one(0, false, Deallocate(1)),
+            ],
         ),
     ]
 }

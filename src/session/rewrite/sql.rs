@@ -9,6 +9,7 @@
 //! failed PREPARE is not kept, and a DISCARD ALL refused inside a
 //! transaction block forgets nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -28,18 +29,20 @@ const SOMEONES: &[u8] = b"";
 enum Step {
     /// The client's PREPARE of this text: on both sides.
     Prepared(Box<[u8]>, Arc<[u8]>),
-    /// The client's DEALLOCATE: gone from both sides (what they held).
+    /// The client's DEALLOCATE: gone from both sides (what they held; the
+    /// server's only if `replayed`, the setup's replay of it, succeeded).
     Dropped {
         name: Box<[u8]>,
         client: Option<Arc<[u8]>>,
         server: Option<Arc<[u8]>>,
+        replayed: Option<Arc<AtomicBool>>,
     },
     /// DEALLOCATE ALL or DISCARD ALL: both books emptied (what they held).
     Cleared(Box<(SavedStatements, SavedServerStatements)>),
     /// pglittle's DEALLOCATE of a statement the client must not see.
     Deallocated(Box<[u8]>),
-    /// pglittle's replay of the client's PREPARE.
-    Replayed(Box<[u8]>),
+    /// pglittle's replay of the client's PREPARE (false once it failed).
+    Replayed(Box<[u8]>, Arc<AtomicBool>),
 }
 
 /// The changes a query made to the books, by statement index.
@@ -71,13 +74,15 @@ impl Setup {
         self.statements += 1;
     }
 
-    fn replay(&mut self, name: &[u8], text: &[u8]) {
+    fn replay(&mut self, name: &[u8], text: &[u8]) -> Arc<AtomicBool> {
         self.sql.extend_from_slice(text);
         self.sql.push(b';');
+        let ran = Arc::new(AtomicBool::new(true));
         self.undo
             .steps
-            .push((self.statements, Step::Replayed(name.into())));
+            .push((self.statements, Step::Replayed(name.into(), ran.clone())));
         self.statements += 1;
+        ran
     }
 
     pub(super) fn undo(self) -> Undo {
@@ -127,7 +132,7 @@ impl Books<'_> {
                         // PostgreSQL answers 42P05, from a server that
                         // must hold the client's statement.
                         if pass.setup() {
-                            self.ensure_sql(&name, &mut setup);
+                            let _ = self.ensure_sql(&name, &mut setup);
                         }
                         continue;
                     }
@@ -150,13 +155,15 @@ impl Books<'_> {
                         }
                     }
                     if pass.setup() {
-                        self.ensure_sql(&name, &mut setup);
+                        let _ = self.ensure_sql(&name, &mut setup);
                     }
                 }
                 SqlPrepared::Deallocate { name } => {
-                    if pass.setup() {
-                        self.ensure_sql(&name, &mut setup);
-                    }
+                    let replayed = if pass.setup() {
+                        self.ensure_sql(&name, &mut setup)
+                    } else {
+                        None
+                    };
                     if !pass.run() {
                         continue;
                     }
@@ -169,6 +176,7 @@ impl Books<'_> {
                             name,
                             client,
                             server,
+                            replayed,
                         },
                     ));
                 }
@@ -185,20 +193,23 @@ impl Books<'_> {
     /// The server must hold the client's statement `name`, or none of that
     /// name (so that PostgreSQL answers 26000 as on the client's own
     /// connection, never running another client's).
-    fn ensure_sql(&mut self, name: &[u8], setup: &mut Setup) {
+    /// Returns the flag of the replay, when it sets one up.
+    fn ensure_sql(&mut self, name: &[u8], setup: &mut Setup) -> Option<Arc<AtomicBool>> {
         match self.client.sql.get(name).cloned() {
             Some(text) if self.server.sql.get(name) != Some(&text) => {
                 if self.server.sql.contains_key(name) {
                     setup.deallocate(name);
                 }
-                setup.replay(name, &text);
+                let ran = setup.replay(name, &text);
                 self.server.sql.insert(name.into(), text);
+                Some(ran)
             }
-            Some(_) => {}
+            Some(_) => None,
             None => {
                 if self.server.sql.remove(name).is_some() {
                     setup.deallocate(name);
                 }
+                None
             }
         }
     }
@@ -270,11 +281,13 @@ impl Books<'_> {
                     name,
                     client,
                     server,
+                    replayed,
                 } => {
                     if let Some(text) = client {
                         self.client.sql.insert(name.clone(), text);
                     }
-                    if let Some(text) = server {
+                    let on_server = replayed.is_none_or(|r| r.load(Ordering::Relaxed));
+                    if let Some(text) = server.filter(|_| on_server) {
                         self.server.sql.insert(name, text);
                     }
                 }
@@ -289,7 +302,8 @@ impl Books<'_> {
                 Step::Deallocated(name) => {
                     self.server.sql.insert(name, Arc::from(SOMEONES));
                 }
-                Step::Replayed(name) => {
+                Step::Replayed(name, ran) => {
+                    ran.store(false, Ordering::Relaxed);
                     self.server.sql.remove(&name);
                 }
             }
