@@ -90,7 +90,10 @@ pub async fn serve(
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
-            tracing::info!(client = %peer, error = %e, "login failed");
+            // The error may quote the user or database name the client
+            // sent: escaped, so it cannot forge a log line.
+            let error = e.to_string();
+            tracing::info!(client = %peer, error = %error.escape_debug(), "login failed");
             return;
         }
     };
@@ -103,6 +106,7 @@ pub async fn serve(
         Ok(()) => "client closed the connection".to_string(),
         Err(e) => e.to_string(),
     };
+    let reason = reason.escape_debug();
     tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
 }
 

@@ -540,3 +540,28 @@ async fn a_64_mib_bind_streams_through_with_the_defaults() {
     // The session goes on.
     assert_eq!(scalar(&probe, "select 2").await, "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_name_cannot_forge_a_log_line() {
+    // Issue 12: names a client sends reach the log escaped.
+    let dir = TempDir::new("log-forge");
+    let (proc, port, _, _probe) = start_with_file(&dir, 2, "").await;
+    let forged = "evil\nERROR forged line";
+    let attempt = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(forged)
+        .password("x")
+        .dbname("app")
+        .connect(tokio_postgres::NoTls)
+        .await;
+    assert!(attempt.is_err(), "an unknown user logged in");
+    let logged = eventually(Duration::from_secs(10), || async {
+        proc.log().contains("login failed")
+    })
+    .await;
+    let log = proc.log();
+    assert!(logged, "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("ERROR forged")), "{log}");
+    assert!(log.contains("evil\\nERROR forged line"), "{log}");
+}
