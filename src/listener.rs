@@ -52,7 +52,8 @@ pub async fn accept_loop(
         let task = tokio::spawn(async move {
             let _slot = slot;
             let _alive = alive;
-            session::serve(shared, stream, peer, live > max, client).await;
+            let admission = session::Admission::of(live, max);
+            session::serve(shared, stream, peer, admission, client).await;
         });
         entry.set_abort(task.abort_handle());
     }

@@ -10,7 +10,11 @@ use tokio::net::TcpStream;
 
 use super::clients::{ClientGuard, ClientLogin};
 use super::relay::RelayLimits;
-use super::{Session, Shared};
+use super::{Admission, Session, Shared};
+
+/// How long a connection over `max_client_conn` has to send its startup
+/// packet (a cancel request, or a console login within the reserve).
+const OVER_CAP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::config::{AuthMethod, Config, UserConfig};
 use crate::error::SessionError;
 use crate::pool::params::{canonical_name, is_session_setting, Params};
@@ -28,15 +32,20 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 pub(super) async fn run(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
-    over_limit: bool,
+    admission: Admission,
     entry: ClientGuard,
 ) -> Result<Option<Box<Session>>, SessionError> {
     let config = shared.config();
-    let timeout = config.pooler.client_login_timeout;
+    // Over the cap, a connection gets only long enough to say it is a
+    // cancel request or a console login: it is refused at once otherwise.
+    let timeout = match admission {
+        Admission::Within => config.pooler.client_login_timeout,
+        _ => config.pooler.client_login_timeout.min(OVER_CAP_WAIT),
+    };
     let mut buf = BytesMut::new();
     let result = match tokio::time::timeout(
         timeout,
-        login(shared, &config, &mut stream, &mut buf, over_limit),
+        login(shared, &config, &mut stream, &mut buf, admission),
     )
     .await
     {
@@ -148,7 +157,7 @@ async fn login(
     config: &Config,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    over_limit: bool,
+    admission: Admission,
 ) -> Result<Option<Login>, SessionError> {
     let (minor, params) = loop {
         match decode_startup(buf)? {
@@ -172,12 +181,6 @@ async fn login(
     if minor > 0 || !unrecognized.is_empty() {
         backend::negotiate_protocol_version(&mut out, &unrecognized);
     }
-    if over_limit {
-        shared
-            .refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(SessionError::TooManyClients(config.pooler.max_client_conn));
-    }
     if *shared.shutdown.borrow() >= Phase::Draining {
         return Err(SessionError::ShuttingDown);
     }
@@ -192,7 +195,19 @@ async fn login(
         .ok_or(SessionError::NoUser)?;
     let db = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
     let application_name = get("application_name").unwrap_or("").to_string();
-    if crate::admin::is_console(db) && !config.databases.contains_key(db) {
+    let console = crate::admin::is_console(db) && !config.databases.contains_key(db);
+    let admitted = match admission {
+        Admission::Within => true,
+        Admission::ConsoleOnly => console,
+        Admission::Over => false,
+    };
+    if !admitted {
+        shared
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(SessionError::TooManyClients(config.pooler.max_client_conn));
+    }
+    if console {
         let Some(user_cfg) = config.users.get(user) else {
             return Err(SessionError::BadPassword(user.to_string()));
         };

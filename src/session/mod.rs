@@ -78,15 +78,41 @@ pub struct Session {
 }
 
 /// Serves one client connection from accept to close.
+/// Where a new connection stands against `max_client_conn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Within,
+    /// Over the cap, but within the few connections kept for the console
+    /// (so a flood of clients cannot lock the operator out).
+    ConsoleOnly,
+    Over,
+}
+
+/// Connections beyond `max_client_conn` that may still reach the console.
+pub const CONSOLE_RESERVE: usize = 5;
+
+impl Admission {
+    /// Pure: the `live`-th connection (counting itself) under a cap of `max`.
+    pub fn of(live: usize, max: usize) -> Admission {
+        if live <= max {
+            Admission::Within
+        } else if live <= max + CONSOLE_RESERVE {
+            Admission::ConsoleOnly
+        } else {
+            Admission::Over
+        }
+    }
+}
+
 pub async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    over_limit: bool,
+    admission: Admission,
     client: clients::ClientGuard,
 ) {
     let _ = stream.set_nodelay(true);
-    let session = match Box::pin(handshake::run(&shared, stream, over_limit, client)).await {
+    let session = match Box::pin(handshake::run(&shared, stream, admission, client)).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
@@ -603,6 +629,17 @@ mod tests {
     use super::*;
 
     /// An idle client's cost is dominated by its task; keep the future small.
+    #[test]
+    fn the_console_has_a_reserve_over_the_cap() {
+        assert_eq!(Admission::of(10, 10), Admission::Within);
+        assert_eq!(Admission::of(11, 10), Admission::ConsoleOnly);
+        assert_eq!(
+            Admission::of(10 + CONSOLE_RESERVE, 10),
+            Admission::ConsoleOnly
+        );
+        assert_eq!(Admission::of(11 + CONSOLE_RESERVE, 10), Admission::Over);
+    }
+
     #[tokio::test]
     async fn the_session_future_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -615,7 +652,7 @@ mod tests {
         let shutdown = crate::shutdown::Shutdown::new();
         let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
         let guard = shared.client_list.register(addr, None);
-        let fut = serve(shared.clone(), stream, addr, false, guard);
+        let fut = serve(shared.clone(), stream, addr, Admission::Within, guard);
         let size = std::mem::size_of_val(&fut);
         let pool = shared.pool_for(&shared.config(), "app", "app").unwrap();
         let session = Session {

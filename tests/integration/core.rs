@@ -370,6 +370,50 @@ async fn max_client_conn_refuses_with_53300() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_client_conn_a_silent_socket_is_dropped_at_once() {
+    // Issue 12: a connection over the cap must not keep a task for the whole
+    // client_login_timeout (here a minute) by saying nothing.
+    let mut cfg = config();
+    cfg.pooler.max_client_conn = 1;
+    cfg.pooler.client_login_timeout = Duration::from_secs(60);
+    let p = pooler(cfg).await;
+    let _a = p.connect().await;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        while let Ok(n) = silent.read(&mut byte).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the silent connection over the cap was kept open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_stays_reachable_when_clients_fill_max_client_conn() {
+    // Issue 12: a flood of clients must not lock the operator out.
+    let mut cfg = crate::console::console_config();
+    cfg.pooler.max_client_conn = 2;
+    let p = pooler(cfg).await;
+    let _a = p.connect().await;
+    let _b = p.connect().await;
+    let e = p.connect_as("app", "app-secret").await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    let admin = crate::console::console(p.port, crate::console::ADMIN)
+        .await
+        .expect("the console is reachable over the cap");
+    assert!(!admin.simple_query("SHOW POOLS").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_one_server_per_client() {
     let mut cfg = config();
     cfg.pooler.pool_mode = PoolMode::Session;
