@@ -87,6 +87,14 @@
 //!   books back whole). A statement sent with Parse changes them at its
 //!   Execute. The reply queue's undo sees the SQLSTATE, because a failed
 //!   DEALLOCATE means "still there" (25P02) or "never was" (26000).
+//! - Logging in to a server is its own file (`pool::login`) with a pure
+//!   `LoginCheck` of message order: a server is logged in only after
+//!   AuthenticationOk and, for SCRAM, a verified server-final message.
+//! - Where a new connection stands against `max_client_conn` is a pure
+//!   `session::Admission` decided at accept: over the cap it has 1 s to be
+//!   a cancel request or (within a reserve of 5) a console login.
+//! - A cancel holds its client's server until delivered
+//!   (`session::cancel`): check-in waits for it before a clean release.
 //! - A panic while serving a request is caught at the session boundary
 //!   (`session::panic`): XX000 to that client, an error log line, the lent
 //!   server closed.
