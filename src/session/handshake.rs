@@ -209,7 +209,7 @@ async fn login(
     }
     if console {
         let Some(user_cfg) = config.users.get(user) else {
-            return Err(SessionError::BadPassword(user.to_string()));
+            return Err(refuse_unknown_user(shared, stream, buf, &mut out, user).await);
         };
         if !out.is_empty() {
             stream.write_all(&out).await?;
@@ -225,7 +225,7 @@ async fn login(
         return Err(SessionError::UnknownDatabase(db.to_string()));
     }
     let Some(user_cfg) = config.users.get(user) else {
-        return Err(SessionError::BadPassword(user.to_string()));
+        return Err(refuse_unknown_user(shared, stream, buf, &mut out, user).await);
     };
     let mut startup_settings = Vec::new();
     for (k, v) in &params {
@@ -322,32 +322,7 @@ async fn authenticate(
                 (None, None) => return Err(bad()),
             };
             let server_key = secret.server_key;
-            let mut exchange = scram::ScramServer::new(secret);
-            backend::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
-            stream.write_all(&out).await?;
-            let frame = read_frame(stream, buf).await?;
-            let (mechanism, first) = frontend::parse_sasl_initial(&frame)?;
-            if mechanism != b"SCRAM-SHA-256" {
-                return Err(SessionError::Auth(
-                    crate::protocol::auth::AuthError::Malformed(
-                        "client chose a mechanism other than SCRAM-SHA-256".into(),
-                    ),
-                ));
-            }
-            let server_first = exchange.client_first(first)?;
-            out.clear();
-            backend::auth_sasl_continue(&mut out, &server_first);
-            stream.write_all(&out).await?;
-            let frame = read_frame(stream, buf).await?;
-            let final_msg = frontend::parse_sasl_response(&frame)?;
-            let (server_final, client_key) = match exchange.client_final(final_msg) {
-                Ok(r) => r,
-                Err(crate::protocol::auth::AuthError::BadProof) => return Err(bad()),
-                Err(e) => return Err(e.into()),
-            };
-            out.clear();
-            backend::auth_sasl_final(&mut out, &server_final);
-            stream.write_all(&out).await?;
+            let client_key = scram_exchange(stream, buf, secret, user).await?;
             if let Some(pool) = pool.filter(|p| !p.has_password_auth()) {
                 // SCRAM pass-through: log in to the server with the key this client proved.
                 pool.set_auth(ServerAuth::ClientKey {
@@ -357,5 +332,66 @@ async fn authenticate(
             }
             Ok(())
         }
+    }
+}
+
+/// One SCRAM-SHA-256 exchange against `secret`; returns the ClientKey the
+/// client proved, or BadPassword.
+async fn scram_exchange(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    secret: scram::ScramSecret,
+    user: &str,
+) -> Result<[u8; 32], SessionError> {
+    let mut out = BytesMut::new();
+    let mut exchange = scram::ScramServer::new(secret);
+    backend::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
+    stream.write_all(&out).await?;
+    let frame = read_frame(stream, buf).await?;
+    let (mechanism, first) = frontend::parse_sasl_initial(&frame)?;
+    if mechanism != b"SCRAM-SHA-256" {
+        return Err(SessionError::Auth(
+            crate::protocol::auth::AuthError::Malformed(
+                "client chose a mechanism other than SCRAM-SHA-256".into(),
+            ),
+        ));
+    }
+    let server_first = exchange.client_first(first)?;
+    out.clear();
+    backend::auth_sasl_continue(&mut out, &server_first);
+    stream.write_all(&out).await?;
+    let frame = read_frame(stream, buf).await?;
+    let final_msg = frontend::parse_sasl_response(&frame)?;
+    let (server_final, client_key) = match exchange.client_final(final_msg) {
+        Ok(r) => r,
+        Err(crate::protocol::auth::AuthError::BadProof) => {
+            return Err(SessionError::BadPassword(user.to_string()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    out.clear();
+    backend::auth_sasl_final(&mut out, &server_final);
+    stream.write_all(&out).await?;
+    Ok(client_key)
+}
+
+/// A user that does not exist goes through a SCRAM exchange that fails at
+/// the proof, exactly as a wrong password does.
+async fn refuse_unknown_user(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &str,
+) -> SessionError {
+    if !out.is_empty() {
+        if let Err(e) = stream.write_all(out).await {
+            return e.into();
+        }
+        out.clear();
+    }
+    match scram_exchange(stream, buf, shared.mock_secret(user), user).await {
+        Ok(_) => SessionError::BadPassword(user.to_string()),
+        Err(e) => e,
     }
 }

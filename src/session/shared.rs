@@ -45,6 +45,8 @@ pub struct Shared {
     pub paused: Mutex<std::collections::BTreeSet<Option<String>>>,
     /// SCRAM secrets derived from plaintext passwords: PBKDF2 runs once per user.
     derived: Mutex<HashMap<String, (String, ScramSecret)>>,
+    /// Random per instance: the seed of unknown users' mock SCRAM secrets.
+    mock_nonce: [u8; 32],
     /// Hosts per database: health, WAL positions, lag (kept by the probe).
     pub topology: Arc<Topology>,
     /// Read-your-writes decisions: replica, primary_floor, waited, primary_time.
@@ -86,6 +88,7 @@ impl Shared {
             reloader: RwLock::new(None),
             paused: Mutex::new(std::collections::BTreeSet::new()),
             derived: Mutex::new(HashMap::new()),
+            mock_nonce: rand::random(),
         }
     }
 
@@ -133,6 +136,11 @@ impl Shared {
 
     /// The SCRAM secret a client must prove for `user`: the configured one,
     /// or one derived (once) from the plaintext password.
+    /// The mock secret of a user that does not exist (`ScramSecret::mock`).
+    pub fn mock_secret(&self, user: &str) -> ScramSecret {
+        ScramSecret::mock(&self.mock_nonce, user)
+    }
+
     pub fn scram_secret(&self, user: &str, password: &str) -> ScramSecret {
         let mut cache = self.derived.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((p, s)) = cache.get(user) {

@@ -762,3 +762,37 @@ async fn a_request_that_would_time_out_is_refused_up_front() {
         "{up_front} refused: the head of the queue should wait"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_gets_a_scram_exchange_like_a_known_one() {
+    // Issue 12: refusing an unknown user before any exchange tells an
+    // attacker which names exist. Both must be offered SCRAM, with a salt
+    // that does not change between attempts, and fail the same way.
+    let p = pooler(config()).await;
+    async fn first_reply(port: u16, user: &str) -> (u8, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(&startup_packet(&[("user", user), ("database", "app")]))
+            .await
+            .unwrap();
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await.unwrap();
+        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        (head[0], body)
+    }
+    let known = first_reply(p.port, "app").await;
+    let unknown = first_reply(p.port, "no_such_user").await;
+    assert_eq!(known.0, b'R', "{known:?}");
+    assert_eq!(
+        unknown, known,
+        "an unknown user is told apart before any exchange"
+    );
+    let e = p.connect_as("no_such_user", "guess").await.unwrap_err();
+    let known_bad = p.connect_as("app", "guess").await.unwrap_err();
+    assert_eq!(code(&e), "28P01", "{e:?}");
+    assert_eq!(code(&known_bad), "28P01", "{known_bad:?}");
+}

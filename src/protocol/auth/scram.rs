@@ -109,6 +109,21 @@ impl ScramSecret {
         }
     }
 
+    /// A secret for a user that does not exist, so that a login attempt
+    /// looks the same (a SCRAM exchange with a salt that is stable per
+    /// name) and fails at the proof, as PostgreSQL does: user names cannot
+    /// be enumerated. Derived from `nonce` (random per instance) and the
+    /// name; no password matches it.
+    pub fn mock(nonce: &[u8], user: &str) -> Self {
+        let salt = hmac(nonce, &[b"salt", user.as_bytes()]);
+        Self {
+            iterations: DEFAULT_ITERATIONS,
+            salt: salt[..DEFAULT_SALT_LEN].to_vec(),
+            stored_key: hmac(nonce, &[b"stored", user.as_bytes()]),
+            server_key: hmac(nonce, &[b"server", user.as_bytes()]),
+        }
+    }
+
     /// [`from_password`](Self::from_password) with PostgreSQL's defaults: a
     /// fresh random 16-byte salt and 4096 iterations.
     pub fn generate(password: &str) -> Self {
@@ -332,6 +347,15 @@ fn decode_key(b64: &[u8]) -> Option<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mock_secret_is_stable_per_name_and_differs_between_names() {
+        let a = ScramSecret::mock(b"nonce", "alice");
+        assert_eq!(a, ScramSecret::mock(b"nonce", "alice"));
+        assert_ne!(a.salt, ScramSecret::mock(b"nonce", "bob").salt);
+        assert_ne!(a.salt, ScramSecret::mock(b"other", "alice").salt);
+        assert_eq!(a.salt.len(), DEFAULT_SALT_LEN);
+    }
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
     fn secret(password: &str) -> ScramSecret {
