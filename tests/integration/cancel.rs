@@ -118,15 +118,7 @@ async fn a_late_cancel_never_reaches_the_next_client() {
         tokio::spawn(async move { b.simple_query("select pg_sleep(0.5)").await.map(|_| ()) });
     // B either waits for A's server (right) or already runs on it (wrong).
     let waiting_or_running = eventually(Duration::from_secs(10), || async {
-        let waiting: usize = p
-            .running
-            .shared
-            .pools
-            .all()
-            .iter()
-            .map(|pool| pool.status().waiting)
-            .sum();
-        waiting == 1
+        p.waiting() == 1
             || scalar(&admin, "select count(*) from pg_stat_activity where query = 'select pg_sleep(0.5)' and state = 'active'").await == "1"
     })
     .await;

@@ -86,6 +86,17 @@ pub struct Pooler {
 }
 
 impl Pooler {
+    /// Clients waiting for a server, over all of this pooler's pools.
+    pub fn waiting(&self) -> usize {
+        self.running
+            .shared
+            .pools
+            .all()
+            .iter()
+            .map(|pool| pool.status().waiting)
+            .sum()
+    }
+
     pub fn url(&self, user: &str, password: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user={user} password={password} dbname={APP_DB}",

@@ -631,17 +631,7 @@ async fn a_dead_or_silent_server_gets_a_clear_error() {
 
 /// Waits until `n` clients are queued for the test's only pool.
 async fn queued(p: &Pooler, n: usize) -> bool {
-    eventually(Duration::from_secs(10), || async {
-        p.running
-            .shared
-            .pools
-            .all()
-            .iter()
-            .map(|pool| pool.status().waiting)
-            .sum::<usize>()
-            == n
-    })
-    .await
+    eventually(Duration::from_secs(10), || async { p.waiting() == n }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
