@@ -379,23 +379,10 @@ impl Session {
             Checkin::Pin(reason) => {
                 // The client keeps this server, so no lend will sync it: a
                 // reset that took effect is undone for the client here.
-                let sync = (!resets.is_empty())
-                    .then(|| {
-                        self.overrides
-                            .sync_sql(&self.defaults, &conn.params, &self.startup)
-                    })
-                    .flatten();
-                if let Some(sql) = sync {
-                    match conn.simple_query(&sql, timeout).await {
-                        Ok(o) if o.error.is_none() => {
-                            conn.params.synced(&self.overrides, &self.defaults);
-                            conn.synced_for = Some(self.overrides.clone());
-                        }
-                        _ => {
-                            self.give_back(lease, false);
-                            return None;
-                        }
-                    }
+                if !resets.is_empty() && !matches!(self.sync_params(conn, timeout).await, Ok(None))
+                {
+                    self.give_back(lease, false);
+                    return None;
                 }
                 self.set_pin(Some(reason));
                 return Some(lease);

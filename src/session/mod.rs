@@ -435,6 +435,35 @@ impl Session {
         let conn = lease.conn();
         // Skip the comparison when this server was last synced for a client
         // with the same overrides and nothing changed since (the common case).
+        match self.sync_params(conn, pool.target().connect_timeout).await {
+            Ok(None) => {}
+            Ok(Some((code, message))) => {
+                lease.release();
+                return Err(SessionError::Pool(crate::pool::PoolError::ServerRejected {
+                    addr: pool.target().addr(),
+                    code,
+                    message,
+                }));
+            }
+            Err(e) => {
+                lease.discard();
+                return Err(e.into());
+            }
+        }
+        let conn = lease.conn();
+        self.cancel.set_server_in(pool, conn.pid, conn.secret);
+        Ok(lease)
+    }
+
+    /// Makes the server's session parameters match this client's: one
+    /// round trip, only when they differ (skipped when the server was last
+    /// synced for the same overrides and nothing moved since, the common
+    /// case). `Ok(Some)` is the server's refusal (SQLSTATE, message).
+    pub(super) async fn sync_params(
+        &self,
+        conn: &mut crate::pool::ServerConn,
+        timeout: std::time::Duration,
+    ) -> Result<Option<(String, String)>, crate::pool::PoolError> {
         let unchanged = !conn.params.changed() && conn.synced_for.as_ref() == Some(&self.overrides);
         let sync = if unchanged {
             None
@@ -443,33 +472,17 @@ impl Session {
                 .sync_sql(&self.defaults, &conn.params, &self.startup)
         };
         if let Some(sql) = sync {
-            let outcome = conn.simple_query(&sql, pool.target().connect_timeout).await;
-            match outcome {
-                Ok(o) if o.error.is_none() => {
-                    conn.params.synced(&self.overrides, &self.defaults);
-                }
-                Ok(o) => {
-                    lease.release();
-                    let (code, message) = o.error.unwrap_or_default();
-                    return Err(SessionError::Pool(crate::pool::PoolError::ServerRejected {
-                        addr: pool.target().addr(),
-                        code,
-                        message,
-                    }));
-                }
-                Err(e) => {
-                    lease.discard();
-                    return Err(e.into());
-                }
+            let outcome = conn.simple_query(&sql, timeout).await?;
+            if outcome.error.is_some() {
+                return Ok(outcome.error);
             }
+            conn.params.synced(&self.overrides, &self.defaults);
         }
-        let conn = lease.conn();
         conn.params.mark_synced();
         if !unchanged {
             conn.synced_for = Some(self.overrides.clone());
         }
-        self.cancel.set_server_in(pool, conn.pid, conn.secret);
-        Ok(lease)
+        Ok(None)
     }
 
     /// Transaction over and the server idle: the settings the client

@@ -327,7 +327,8 @@ impl Books<'_> {
                 self.start_message();
                 match self.client.get(statement).cloned() {
                     Some(def) => {
-                        self.sql_bound(&def.sql, def.bound.effects, out, &mut w);
+                        let sql = def.bound.effects.prepared.then_some(&def.sql[..]);
+                        self.sql_bound(sql, out, &mut w);
                         self.ensure(&def, out);
                         if !def.bound.is_inert() {
                             w.runs.push(def.bound.clone());
@@ -375,10 +376,14 @@ impl Books<'_> {
             }
             FrontendMessage::Bind { .. } if rewrite => {
                 self.start_message();
-                if let Some(u) = self.client.unnamed.as_ref() {
-                    let (sql, fx) = (u.sql.clone(), u.bound.effects);
-                    self.sql_bound(&sql, fx, out, &mut w);
-                }
+                // Copied only in the rare case that it is SQL PREPARE & co.
+                let sql = self
+                    .client
+                    .unnamed
+                    .as_ref()
+                    .filter(|u| u.bound.effects.prepared)
+                    .map(|u| u.sql.clone());
+                self.sql_bound(sql.as_deref(), out, &mut w);
                 self.ensure_unnamed(out);
                 if let Some(u) = self.client.unnamed.as_ref().filter(|u| !u.bound.is_inert()) {
                     w.runs.push(u.bound.clone());
@@ -466,11 +471,12 @@ impl Books<'_> {
     /// A Bind of a statement whose SQL is PREPARE/EXECUTE/DEALLOCATE: set
     /// up the server now if the batch starts here, and change the books
     /// at the Execute.
-    fn sql_bound(&mut self, sql: &[u8], fx: SqlEffects, out: &mut BytesMut, w: &mut Written) {
-        if !fx.prepared {
+    /// `sql` is `None` for every other statement (the common case).
+    fn sql_bound(&mut self, sql: Option<&[u8]>, out: &mut BytesMut, w: &mut Written) {
+        let Some(sql) = sql else {
             self.pending_sql = None;
             return;
-        }
+        };
         self.sql_setup(sql, out, w);
         self.pending_sql = Some(sql.into());
     }
