@@ -1425,11 +1425,14 @@ impl Harness {
         };
         let mut scratch = config();
         let password = trust_role(&mut scratch, role).await;
-        // Schemas the search_path values name, and one for "$user".
+        // Schemas the search_path values name, and one for "$user". The
+        // three tests do this at once: the lock keeps their GRANTs apart
+        // ("tuple concurrently updated" otherwise).
         superuser()
             .await
             .batch_execute(&format!(
                 "DO $$ BEGIN \
+                   PERFORM pg_advisory_xact_lock(4242); \
                    CREATE SCHEMA IF NOT EXISTS \"My Schema\"; \
                    CREATE SCHEMA IF NOT EXISTS s1; \
                    GRANT USAGE ON SCHEMA \"My Schema\", s1 TO PUBLIC; \
