@@ -115,6 +115,7 @@ pub mod protocol;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod sql;
 pub mod topology;
 
 pub use app::{start, Running};

@@ -37,7 +37,7 @@ impl Default for Routing {
             causal_wait: Duration::ZERO,
             pin_after_write: Duration::from_secs(1),
             primary_reads: PrimaryReads::Fallback,
-            writer_functions: crate::router::classify::DEFAULT_WRITERS
+            writer_functions: crate::sql::classify::DEFAULT_WRITERS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

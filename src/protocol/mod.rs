@@ -9,10 +9,12 @@ pub mod auth;
 pub mod backend;
 pub mod frame;
 pub mod frontend;
+pub mod lsn;
 pub mod scan;
 pub mod startup;
 
 pub use frame::{decode_frame, Frame};
+pub use lsn::Lsn;
 
 /// A violation of the wire protocol by the peer. Always SQLSTATE 08P01.
 #[derive(Debug, thiserror::Error)]

@@ -2,11 +2,9 @@
 //! override and its read-your-writes state. Pure; the topology then picks
 //! the host.
 
-use std::fmt;
-use std::str::FromStr;
-
-use super::classify::{Class, Hint};
-use super::lsn::Lsn;
+use crate::protocol::Lsn;
+use crate::sql::classify::{Class, Hint};
+pub use crate::sql::local::RouteOverride;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,39 +15,6 @@ pub enum Route {
     Replica {
         min_lsn: Lsn,
     },
-}
-
-/// `SET pglittle.route = ...` / the `pglittle.route` startup parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RouteOverride {
-    #[default]
-    Auto,
-    Primary,
-    Replica,
-}
-
-impl FromStr for RouteOverride {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(RouteOverride::Auto),
-            "primary" => Ok(RouteOverride::Primary),
-            "replica" => Ok(RouteOverride::Replica),
-            _ => Err(format!(
-                "pglittle.route: expected \"auto\", \"primary\" or \"replica\", got {s:?}"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for RouteOverride {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RouteOverride::Auto => "auto",
-            RouteOverride::Primary => "primary",
-            RouteOverride::Replica => "replica",
-        })
-    }
 }
 
 /// Everything the decision looks at.

@@ -16,8 +16,8 @@ use super::Session;
 use crate::config::ServerReset;
 use crate::pool::params::{canonical_name, is_read_only, quote_literal, Params};
 use crate::pool::{Lease, ServerConn};
-use crate::router::settings::SettingOp;
-use crate::router::SqlEffects;
+use crate::sql::settings::SettingOp;
+use crate::sql::SqlEffects;
 
 /// How servers are cleaned for this client (from the config at login).
 #[derive(Debug, Clone, Copy)]

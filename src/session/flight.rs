@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use tokio::sync::Notify;
 
 use crate::protocol::frontend::FrontendMessage;
-use crate::router::settings::{changes, SettingOp};
-use crate::router::{inspect, SqlEffects};
+use crate::sql::settings::{changes, SettingOp};
+use crate::sql::{inspect, SqlEffects};
 
 const SETTINGS: u8 = 1;
 const NEEDS_RESET: u8 = 2;

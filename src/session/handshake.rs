@@ -247,7 +247,7 @@ async fn login(
             return true;
         };
         let sql = format!("SET pglittle.{name} = '{}'", v.replace('\'', "''"));
-        match crate::router::local::parse(sql.as_bytes()) {
+        match crate::sql::local::parse(sql.as_bytes()) {
             Some(Ok(cmd)) => route.answer(Ok(cmd), &mut BytesMut::new()),
             Some(Err(e)) => bad = Some(e),
             None => {}

@@ -14,8 +14,10 @@ use crate::config::{Config, ReadYourWrites, Switch};
 use crate::pool::Pool;
 use crate::protocol::backend;
 use crate::protocol::frontend::{peek_message, FrontendMessage, Target};
-use crate::router::local::{Local, Var};
-use crate::router::{self, Class, Inputs, Lsn, Route, RouteOverride};
+use crate::protocol::Lsn;
+use crate::router::{self, Inputs, Route, RouteOverride};
+use crate::sql::local::{Local, Var};
+use crate::sql::{self, Class};
 use crate::topology::{Choice, Eligibility, HostState};
 
 /// The session's routing state.
@@ -52,7 +54,7 @@ pub struct Plan {
 /// What the buffered request is, as far as routing goes.
 struct Request {
     class: Class,
-    hint: Option<router::Hint>,
+    hint: Option<sql::Hint>,
     batch_len: Option<usize>,
     simple: bool,
     /// Sending the batch a second time means what it meant the first. The
@@ -136,9 +138,9 @@ fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String])
         };
         if let Some(sql) = sql {
             if req.hint.is_none() {
-                req.hint = router::hint(sql);
+                req.hint = sql::hint(sql);
             }
-            worst(router::classify(sql, writers), &mut req);
+            worst(sql::classify(sql, writers), &mut req);
         }
         if msg.ends_batch() {
             req.batch_len = Some(at);

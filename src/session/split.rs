@@ -17,7 +17,7 @@ use crate::error::SessionError;
 use crate::pool::Lease;
 use crate::protocol::backend;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
-use crate::router::Lsn;
+use crate::protocol::Lsn;
 use crate::topology::HostState;
 
 /// The insert position is at or past the end of every WAL record already
@@ -60,7 +60,7 @@ impl Session {
         else {
             return Ok(false);
         };
-        let Some(cmd) = crate::router::local::parse(sql) else {
+        let Some(cmd) = crate::sql::local::parse(sql) else {
             return Ok(false);
         };
         let mut out = BytesMut::new();

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::router::settings::{changes, SettingOp};
-use crate::router::SqlEffects;
+use crate::sql::settings::{changes, SettingOp};
+use crate::sql::SqlEffects;
 
 /// One protocol-level named statement, as needed to prepare it on any server.
 #[derive(Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::Eligibility;
-use crate::router::Lsn;
+use crate::protocol::Lsn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

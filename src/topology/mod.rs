@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::{Config, DatabaseConfig, PrimaryReads};
-use crate::router::Lsn;
+use crate::protocol::Lsn;
 
 pub use host::{HostState, Role};
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::{DbHosts, HostState, Role, Topology};
 use crate::config::Config;
 use crate::pool::{ServerAuth, ServerConn, ServerTarget};
-use crate::router::Lsn;
+use crate::protocol::Lsn;
 use crate::shutdown::{reached, Phase};
 
 /// One round trip tells role and position on primaries and standbys alike,

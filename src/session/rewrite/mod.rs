@@ -21,7 +21,7 @@ use super::statements::{Bound, ClientStatements, StmtDef, UNKNOWN_STATEMENT};
 use crate::pool::prepared::ServerStatements;
 use crate::protocol::frontend::{self, FrontendMessage, Target};
 use crate::protocol::scan::{BackendKind, CLOSE_COMPLETE, PARSE_COMPLETE};
-use crate::router::SqlEffects;
+use crate::sql::SqlEffects;
 
 mod reply;
 mod sql;
@@ -265,7 +265,7 @@ impl Books<'_> {
 
     /// Appends what to send the server for one client message (`raw` is
     /// its bytes) and queues how to treat the replies.
-    /// `fx`: what the message's own SQL does (`router::inspect`).
+    /// `fx`: what the message's own SQL does (`sql::inspect`).
     pub fn client_message(
         &mut self,
         msg: &FrontendMessage<'_>,
@@ -300,7 +300,7 @@ impl Books<'_> {
                 let def = Arc::new(def);
                 self.client.insert(name, def.clone());
                 if self.server.touch(&def.server_name) {
-                    if self.aborted && !crate::router::effects::ends_failed_block(sql) {
+                    if self.aborted && !crate::sql::effects::ends_failed_block(sql) {
                         // PostgreSQL refuses it (25P02): so must the server.
                         frontend::encode_parse(out, &def.server_name, sql, types);
                         let undo = Undo::Client(name.into());

@@ -17,8 +17,8 @@ use bytes::BytesMut;
 use super::{Books, Expect, Reply, Undo, Written};
 use crate::pool::prepared::SavedServerStatements;
 use crate::protocol::frontend;
-use crate::router::prepared::{scan_numbered, SqlPrepared};
 use crate::session::statements::{Bound, SavedStatements};
+use crate::sql::prepare::{scan_numbered, SqlPrepared};
 
 /// What the server holds under a name pglittle knows is taken but not by
 /// what: matches no client's text, so the next use deallocates it first.
@@ -149,7 +149,7 @@ impl Books<'_> {
                 SqlPrepared::Execute { name } => {
                     if let Some(text) = self.client.sql.get(name.as_slice()).filter(|_| pass.run())
                     {
-                        let bound = Bound::of(text, crate::router::inspect(text));
+                        let bound = Bound::of(text, crate::sql::inspect(text));
                         if !bound.is_inert() {
                             runs.push(bound);
                         }

@@ -7,9 +7,9 @@ use super::{Books, Fate};
 use crate::pool::prepared::ServerStatements;
 use crate::protocol::frontend::{self, peek_message};
 use crate::protocol::scan::{BackendKind as K, Segment, PARSE_COMPLETE};
-use crate::router::inspect;
 use crate::session::statements::ClientStatements;
 use crate::session::test_wire::{self, execute, msg, parse, sync, NO_PARAMS};
+use crate::sql::inspect;
 
 fn bind(statement: &str) -> Vec<u8> {
     test_wire::bind(statement, NO_PARAMS)

@@ -1,8 +1,43 @@
 //! Statements pglittle answers itself and never forwards: `SET`, `RESET`
 //! and `SHOW` of `pglittle.min_lsn`, `pglittle.route` and `pglittle.lsn`.
 
-use super::lsn::Lsn;
-use super::route::RouteOverride;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::protocol::Lsn;
+
+/// `SET pglittle.route = ...` / the `pglittle.route` startup parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteOverride {
+    #[default]
+    Auto,
+    Primary,
+    Replica,
+}
+
+impl FromStr for RouteOverride {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(RouteOverride::Auto),
+            "primary" => Ok(RouteOverride::Primary),
+            "replica" => Ok(RouteOverride::Replica),
+            _ => Err(format!(
+                "pglittle.route: expected \"auto\", \"primary\" or \"replica\", got {s:?}"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RouteOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouteOverride::Auto => "auto",
+            RouteOverride::Primary => "primary",
+            RouteOverride::Replica => "replica",
+        })
+    }
+}
 
 /// One of pglittle's own session variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

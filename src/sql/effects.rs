@@ -23,7 +23,7 @@ pub struct SqlEffects {
     pub listen: bool,
     /// A statement starts with PREPARE, EXECUTE, DEALLOCATE or DISCARD, or
     /// an EXPLAIN or CREATE ... AS runs EXECUTE: worth a closer look by
-    /// `router::prepared::scan`.
+    /// `sql::prepare::scan`.
     pub prepared: bool,
 }
 

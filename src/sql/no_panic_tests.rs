@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::classify::{classify, hint, DEFAULT_WRITERS};
 use super::lexer::{block_comment_end, Lexer};
-use super::{effects, local, prepared};
+use super::{effects, local, prepare as prepared};
 
 /// Pieces that start or end a lexical state, or that the parsers look for.
 const FRAGMENTS: &[&str] = &[
