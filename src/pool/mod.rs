@@ -18,7 +18,6 @@ mod janitor;
 mod lease;
 mod login;
 pub mod params;
-pub mod prepared;
 pub mod registry;
 pub mod server;
 mod settings;

@@ -8,7 +8,8 @@ use postgres_protocol::message::backend::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{error::PoolError, params::Params, prepared::ServerStatements};
+use super::{error::PoolError, params::Params};
+use crate::prepared::server::ServerStatements;
 
 /// How pglittle proves itself to the server.
 #[derive(Clone)]

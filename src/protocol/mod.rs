@@ -12,6 +12,8 @@ pub mod frontend;
 pub mod lsn;
 pub mod scan;
 pub mod startup;
+#[cfg(test)]
+pub mod test_wire;
 
 pub use frame::{decode_frame, Frame};
 pub use lsn::Lsn;

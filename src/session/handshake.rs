@@ -87,7 +87,7 @@ pub(super) async fn run(
                 },
                 pin: None,
                 cancel: greeted.cancel,
-                statements: super::statements::ClientStatements::new(),
+                statements: crate::prepared::client::ClientStatements::new(),
                 lease: None,
                 buf,
                 limits: RelayLimits {

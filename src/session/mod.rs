@@ -4,21 +4,12 @@
 pub mod cancel;
 mod checkin;
 pub mod clients;
-mod flight;
 mod handshake;
 mod idle;
-mod meter;
 mod panic;
-mod relay;
-#[cfg(test)]
-mod relay_tests;
-mod rewrite;
 mod routing;
 mod shared;
 mod split;
-mod statements;
-#[cfg(test)]
-mod test_wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,9 +27,9 @@ use crate::pool::{params::Params, Lease, Pool};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame::peek_header;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
+use crate::relay::{self, Flight, Outcome, RelayLimits};
 use crate::shutdown::Phase;
 use cancel::CancelHandle;
-use relay::{Flight, Outcome, RelayLimits};
 use split::{Busy, Retry};
 
 /// A logged-in client.
@@ -58,7 +49,7 @@ pub struct Session {
     pin: Option<checkin::PinReason>,
     cancel: CancelHandle,
     /// Named prepared statements, kept across servers in transaction mode.
-    statements: statements::ClientStatements,
+    statements: crate::prepared::client::ClientStatements,
     lease: Option<Lease>,
     /// Client bytes not yet handled; empty (and unallocated) while idle.
     buf: BytesMut,
@@ -229,7 +220,7 @@ impl Session {
                 .store(p.replica.is_some() && p.retry, Relaxed);
         }
         let _busy = plan.as_ref().and_then(|p| p.replica.clone()).map(Busy::new);
-        let meter = meter::Meter::new(&pool.metrics);
+        let meter = relay::meter::Meter::new(&pool.metrics);
         let outcome = Box::pin(relay::transaction(
             &mut self.client,
             &mut self.buf,
@@ -683,7 +674,7 @@ mod tests {
             },
             pin: None,
             cancel: shared.cancels.register(pool),
-            statements: statements::ClientStatements::new(),
+            statements: crate::prepared::client::ClientStatements::new(),
             lease: None,
             buf: BytesMut::new(),
             limits: RelayLimits {

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::statements::ClientStatements;
 use super::Shared;
 use crate::config::{Config, ReadYourWrites, Switch};
 use crate::pool::Pool;
+use crate::prepared::client::ClientStatements;
 use crate::protocol::backend;
 use crate::protocol::frontend::{peek_message, FrontendMessage, Target};
 use crate::protocol::Lsn;
@@ -352,14 +352,11 @@ mod tests {
         let mut stmts = ClientStatements::default();
         stmts.insert(
             b"s_read",
-            Arc::new(crate::session::statements::StmtDef::new(
-                b"SELECT 1",
-                b"\0\0",
-            )),
+            Arc::new(crate::prepared::client::StmtDef::new(b"SELECT 1", b"\0\0")),
         );
         stmts.insert(
             b"s_write",
-            Arc::new(crate::session::statements::StmtDef::new(
+            Arc::new(crate::prepared::client::StmtDef::new(
                 b"DELETE FROM t",
                 b"\0\0",
             )),
@@ -433,10 +430,7 @@ mod tests {
         let mut stmts = ClientStatements::default();
         stmts.insert(
             b"s1",
-            Arc::new(crate::session::statements::StmtDef::new(
-                b"SELECT 1",
-                b"\0\0",
-            )),
+            Arc::new(crate::prepared::client::StmtDef::new(b"SELECT 1", b"\0\0")),
         );
         let replayable = |parts: &[Vec<u8>]| {
             let buf = parts.concat();

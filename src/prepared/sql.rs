@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::client::{Bound, SavedStatements};
+use super::server::SavedServerStatements;
 use super::{Books, Expect, Reply, Undo, Written};
-use crate::pool::prepared::SavedServerStatements;
 use crate::protocol::frontend;
-use crate::session::statements::{Bound, SavedStatements};
 use crate::sql::prepare::{scan_numbered, SqlPrepared};
 
 /// What the server holds under a name pglittle knows is taken but not by

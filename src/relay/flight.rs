@@ -120,7 +120,7 @@ impl Flight {
 
     /// A statement parsed earlier runs now (a Bind, an SQL EXECUTE): what
     /// it does counts for this transaction.
-    pub(super) fn note_bound(&self, run: &super::statements::Bound) {
+    pub(super) fn note_bound(&self, run: &crate::prepared::client::Bound) {
         self.mark(run.effects);
         if !run.settings.is_empty() {
             self.settings

@@ -17,13 +17,15 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::statements::{Bound, ClientStatements, StmtDef, UNKNOWN_STATEMENT};
-use crate::pool::prepared::ServerStatements;
 use crate::protocol::frontend::{self, FrontendMessage, Target};
 use crate::protocol::scan::{BackendKind, CLOSE_COMPLETE, PARSE_COMPLETE};
 use crate::sql::SqlEffects;
+use client::{Bound, ClientStatements, StmtDef, UNKNOWN_STATEMENT};
+use server::ServerStatements;
 
+pub mod client;
 mod reply;
+pub mod server;
 mod sql;
 #[cfg(test)]
 mod tests;

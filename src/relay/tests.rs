@@ -4,15 +4,14 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use super::flight::Flight;
 use super::meter::Meter;
-use super::relay::{pump, ClientSide, Outcome, RelayLimits, ServerSide};
-use super::statements::ClientStatements;
-use super::test_wire::{bind, execute, msg, one_param, parse, sync, tags, NO_PARAMS};
+use super::{pump, ClientSide, Flight, Outcome, RelayLimits, ServerSide};
 use crate::metrics::PoolMetrics;
 use crate::pool::params::Params;
-use crate::pool::prepared::ServerStatements;
+use crate::prepared::client::ClientStatements;
+use crate::prepared::server::ServerStatements;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
+use crate::protocol::test_wire::{bind, execute, msg, one_param, parse, sync, tags, NO_PARAMS};
 
 /// One frame as (tag, body).
 type Frame = (u8, Vec<u8>);

@@ -3,12 +3,12 @@
 
 use bytes::BytesMut;
 
+use super::client::ClientStatements;
+use super::server::ServerStatements;
 use super::{Books, Fate};
-use crate::pool::prepared::ServerStatements;
 use crate::protocol::frontend::{self, peek_message};
 use crate::protocol::scan::{BackendKind as K, Segment, PARSE_COMPLETE};
-use crate::session::statements::ClientStatements;
-use crate::session::test_wire::{self, execute, msg, parse, sync, NO_PARAMS};
+use crate::protocol::test_wire::{self, execute, msg, parse, sync, NO_PARAMS};
 use crate::sql::inspect;
 
 fn bind(statement: &str) -> Vec<u8> {

@@ -17,15 +17,20 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pool::params::Params;
-use crate::pool::prepared::ServerStatements;
 use crate::pool::ServerConn;
+use crate::prepared::server::ServerStatements;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::protocol::scan::{BackendEvent, BackendKind, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
 
-pub use super::flight::Flight;
-use super::rewrite::{Books, Fate};
-use super::statements::ClientStatements;
+pub use flight::Flight;
+
+mod flight;
+pub mod meter;
+#[cfg(test)]
+mod tests;
+use crate::prepared::client::ClientStatements;
+use crate::prepared::{Books, Fate};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -115,7 +120,7 @@ pub async fn transaction(
     defaults: &Params,
     flight: &Flight,
     limits: &RelayLimits,
-    meter: &super::meter::Meter<'_>,
+    meter: &meter::Meter<'_>,
 ) -> Outcome {
     let (cr, cw) = client.split();
     let (sr, sw) = server.stream.split();
@@ -142,7 +147,7 @@ pub async fn pump<CR, CW, SR, SW>(
     server: ServerSide<'_>,
     flight: &Flight,
     limits: &RelayLimits,
-    meter: &super::meter::Meter<'_>,
+    meter: &meter::Meter<'_>,
 ) -> Outcome
 where
     CR: AsyncRead + Unpin,
