@@ -4,16 +4,21 @@
 //! - `protocol`: sans-IO wire protocol (frames, startup packets, the
 //!   messages pglittle decodes or encodes, SCRAM and md5).
 //! - `config`: TOML -> validated, typed `Config`; sidecar flags.
-//! - `router`: pure SQL inspection: session side effects, read/write
-//!   classification with hints, the route decision, pglittle's own
-//!   `SET`/`SHOW pglittle.*`.
+//! - `sql`: pure statement analysis: the lexer, session side effects,
+//!   read/write classification with hints, SQL PREPARE & co, pglittle's
+//!   own `SET`/`SHOW pglittle.*`.
+//! - `prepared`: every prepared-statement concern, pure: client books,
+//!   the per-server LRU, the reply queue, SQL-level statement books.
+//! - `router`: the route decision (primary, or a replica at an LSN).
 //! - `topology`: hosts per database with health, WAL positions and lag,
 //!   kept by a background probe; picks the replica for a read.
 //! - `pool`: per (database, user, host) pools of server connections, leases, the
 //!   janitor, Little's Law windows and Erlang C sizing (`pool::stats`),
 //!   PAUSE/RESUME/KILL/RECONNECT.
-//! - `session`: one task per client: handshake, relay, cancel keys, the
-//!   registry of live clients, per-query metering.
+//! - `relay`: the two pumps of one transaction over generic stream halves,
+//!   their shared `State` (one plain struct), per-query metering.
+//! - `session`: one task per client: handshake, lend, relay, check-in,
+//!   cancel keys, the registry of live clients.
 //! - `admin`: the PgBouncer-compatible console (the handshake hands it
 //!   clients of the virtual database `pgbouncer`), and the export of pool
 //!   state into Prometheus at scrape time.
@@ -31,7 +36,7 @@
 //! 4. `Pool::acquire` lends an idle server (checked for liveness), opens a
 //!    new one, or queues the client FIFO up to `query_wait_timeout`.
 //! 5. The client's session parameters are applied if the server differs.
-//! 6. `session::relay` pumps bytes both ways untouched, reading only
+//! 6. `relay::transaction` pumps bytes both ways untouched, reading only
 //!    ReadyForQuery, ParameterStatus and ErrorResponse from the server.
 //! 7. At ReadyForQuery('I') with nothing in flight the server goes back,
 //!    after `SHOW search_path` or `DISCARD ALL` if the client changed state
@@ -40,9 +45,12 @@
 //! # Where the map changed
 //! - Relaying is two pumps in one task (client -> server, server -> client)
 //!   so a pipelining client can never deadlock against a server writing
-//!   results; they share a `Flight` (atomics, so the task stays `Send`).
+//!   results. What they share is one plain struct, `relay::State` (the
+//!   `Flight` record plus the prepared-statement `Books`), behind one
+//!   mutex that neither holds across an await; its methods are pure and
+//!   `relay::state_tests` drive whole conversations through them.
 //! - Named prepared statements need more than "read only ReadyForQuery":
-//!   `session::rewrite` keeps a queue of what each message sent to the server
+//!   `prepared` keeps a queue of what each message sent to the server
 //!   expects back, so replies can be forwarded, swallowed (pglittle's own
 //!   Parse/Close) or made up (a Parse or Close answered locally) in order,
 //!   across pipelines and errors. The scanner (`protocol::scan`) classifies
@@ -74,15 +82,19 @@
 //!   waits on both sockets: `session::idle` passes on what the server says
 //!   by itself (notifications, notices, ParameterStatus, a FATAL).
 //! - The relay runs over generic stream halves (`relay::pump`), so
-//!   `session::relay_tests` drive it with `tokio::io::duplex` and a scripted
+//!   `relay::tests` drive it with `tokio::io::duplex` and a scripted
 //!   server. Large Bind/CopyData/FunctionCall messages stream through after
-//!   their head (`frontend::peek_stream_head`). Its shared state is still
-//!   atomics (`Flight`), not yet one plain struct; the prepared-statement
-//!   code still lives in `session::rewrite`, `session::statements` and
-//!   `pool::prepared` until the `sql/` room exists for it to import.
+//!   their head (`frontend::peek_stream_head`).
+//! - `Lsn` lives in `protocol` and `RouteOverride` in `sql::local` (the
+//!   value of `SET pglittle.route`), so `sql` and `prepared` import
+//!   nothing above them; `config` still takes the default writer-function
+//!   list from `sql::classify` (a room below it on the map).
+//! - Whether a client's Parse arrives in a failed transaction block is
+//!   passed to `Books::client_message` by the relay state (it alone sees
+//!   both the last ReadyForQuery and what is in flight), not patched in.
 //! - Statement books change when SQL is sent, before the server runs it, so
 //!   every change carries the index of the statement that makes it
-//!   (`session::rewrite::sql`): when a query fails at statement n, the
+//!   (`prepared::sql`): when a query fails at statement n, the
 //!   changes of n and later are undone (a refused DISCARD ALL gives the
 //!   books back whole). A statement sent with Parse changes them at its
 //!   Execute. The reply queue's undo sees the SQLSTATE, because a failed

@@ -17,14 +17,14 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::protocol::frontend::{self, FrontendMessage, Target};
-use crate::protocol::scan::{BackendKind, CLOSE_COMPLETE, PARSE_COMPLETE};
-use crate::sql::SqlEffects;
-use client::{Bound, ClientStatements, StmtDef, UNKNOWN_STATEMENT};
+use crate::protocol::frontend;
+use crate::protocol::scan::BackendKind;
+use client::{Bound, ClientStatements, StmtDef};
 use server::ServerStatements;
 
 pub mod client;
 mod reply;
+mod rewrite;
 pub mod server;
 mod sql;
 #[cfg(test)]
@@ -153,10 +153,6 @@ pub struct Books<'a> {
     /// The SQL of the statement bound last, when it has SQL-level
     /// PREPARE/EXECUTE/DEALLOCATE: the next Execute runs it.
     pending_sql: Option<Box<[u8]>>,
-    /// The server's transaction block has failed and nothing is in
-    /// flight (set by the relay before each client message): a Parse must
-    /// reach the server, which refuses it, rather than be answered here.
-    pub aborted: bool,
 }
 
 impl<'a> Books<'a> {
@@ -180,7 +176,6 @@ impl<'a> Books<'a> {
             completed: 0,
             skipping: false,
             pending_sql: None,
-            aborted: false,
         }
     }
 }
@@ -265,247 +260,6 @@ impl Books<'_> {
         );
     }
 
-    /// Appends what to send the server for one client message (`raw` is
-    /// its bytes) and queues how to treat the replies.
-    /// `fx`: what the message's own SQL does (`sql::inspect`).
-    pub fn client_message(
-        &mut self,
-        msg: &FrontendMessage<'_>,
-        raw: &[u8],
-        fx: SqlEffects,
-        out: &mut BytesMut,
-    ) -> Written {
-        let sql_prepared = fx.prepared;
-        let mut w = Written::default();
-        if self.skipping {
-            self.pending_sql = None;
-            if !matches!(msg, FrontendMessage::Sync) {
-                // Discarded by the server: pass it on, expect nothing.
-                out.extend_from_slice(raw);
-                return w;
-            }
-            self.skipping = false;
-        }
-        let rewrite = self.rewrite;
-        match *msg {
-            FrontendMessage::Parse { name, sql, types } if rewrite && !name.is_empty() => {
-                self.start_message();
-                if fx.prepared {
-                    self.sql_setup(sql, out, &mut w);
-                }
-                let mut def = if fx.prepared {
-                    StmtDef::private(sql, types, self.client.token)
-                } else {
-                    StmtDef::new(sql, types)
-                };
-                def.bound = Bound::of(sql, fx);
-                let def = Arc::new(def);
-                self.client.insert(name, def.clone());
-                if self.server.touch(&def.server_name) {
-                    if self.aborted && !crate::sql::effects::ends_failed_block(sql) {
-                        // PostgreSQL refuses it (25P02): so must the server.
-                        frontend::encode_parse(out, &def.server_name, sql, types);
-                        let undo = Undo::Client(name.into());
-                        self.push(Expect::Parse, Reply::Forward, undo);
-                    } else {
-                        self.push(Expect::Parse, Reply::Synth(PARSE_COMPLETE), Undo::None);
-                        w.synth = self.actions.len() == 1;
-                    }
-                } else {
-                    if let Some(evicted) = self.server.insert(def.server_name.clone()) {
-                        frontend::encode_close_statement(out, &evicted);
-                        self.push(Expect::Close, Reply::Swallow, Undo::None);
-                    }
-                    frontend::encode_parse(out, &def.server_name, sql, types);
-                    let undo = Undo::ServerAndClient(def.server_name.clone(), name.into());
-                    self.push(Expect::Parse, Reply::Forward, undo);
-                }
-            }
-            FrontendMessage::Bind {
-                portal,
-                statement,
-                rest,
-            } if rewrite && !statement.is_empty() => {
-                self.start_message();
-                match self.client.get(statement).cloned() {
-                    Some(def) => {
-                        let sql = def.bound.effects.prepared.then_some(&def.sql[..]);
-                        self.sql_bound(sql, out, &mut w);
-                        self.ensure(&def, out);
-                        if !def.bound.is_inert() {
-                            w.runs.push(def.bound.clone());
-                        }
-                        let at = out.len();
-                        frontend::encode_bind(out, portal, &def.server_name, rest);
-                        self.push_logged(Expect::Bind, Reply::Forward, &out[at..], Some(def));
-                    }
-                    None => {
-                        let at = out.len();
-                        frontend::encode_bind(out, portal, UNKNOWN_STATEMENT, rest);
-                        self.push_logged(Expect::Bind, Reply::Forward, &out[at..], None);
-                    }
-                }
-            }
-            FrontendMessage::Describe(Target::Statement(name)) if rewrite && !name.is_empty() => {
-                self.start_message();
-                match self.client.get(name).cloned() {
-                    Some(def) => {
-                        self.ensure(&def, out);
-                        frontend::encode_describe_statement(out, &def.server_name);
-                    }
-                    None => frontend::encode_describe_statement(out, UNKNOWN_STATEMENT),
-                }
-                self.push(Expect::Describe, Reply::Forward, Undo::None);
-            }
-            FrontendMessage::Close(Target::Statement(name)) if rewrite && !name.is_empty() => {
-                self.start_message();
-                // The server-side statement may serve other clients: leave it to the LRU.
-                self.client.remove(name);
-                self.push(Expect::Close, Reply::Synth(CLOSE_COMPLETE), Undo::None);
-                w.synth = self.actions.len() == 1;
-            }
-            FrontendMessage::Parse { name, sql, types } if rewrite => {
-                // The unnamed statement (named ones are handled above).
-                self.start_message();
-                if fx.prepared {
-                    self.sql_setup(sql, out, &mut w);
-                }
-                self.client.parse_unnamed(sql, types, fx);
-                self.server.unnamed = Some(self.client.unnamed_owner());
-                out.extend_from_slice(raw);
-                debug_assert!(name.is_empty());
-                self.push(Expect::Parse, Reply::Forward, Undo::Unnamed);
-            }
-            FrontendMessage::Bind { .. } if rewrite => {
-                self.start_message();
-                // Copied only in the rare case that it is SQL PREPARE & co.
-                let sql = self
-                    .client
-                    .unnamed
-                    .as_ref()
-                    .filter(|u| u.bound.effects.prepared)
-                    .map(|u| u.sql.clone());
-                self.sql_bound(sql.as_deref(), out, &mut w);
-                self.ensure_unnamed(out);
-                if let Some(u) = self.client.unnamed.as_ref().filter(|u| !u.bound.is_inert()) {
-                    w.runs.push(u.bound.clone());
-                }
-                out.extend_from_slice(raw);
-                self.push_logged(Expect::Bind, Reply::Forward, raw, None);
-            }
-            FrontendMessage::Describe(Target::Statement(_)) if rewrite => {
-                self.start_message();
-                self.ensure_unnamed(out);
-                out.extend_from_slice(raw);
-                self.push(Expect::Describe, Reply::Forward, Undo::None);
-            }
-            FrontendMessage::Close(Target::Statement(_)) if rewrite => {
-                self.start_message();
-                self.client.unnamed = None;
-                self.server.unnamed = None;
-                out.extend_from_slice(raw);
-                self.push(Expect::Close, Reply::Forward, Undo::None);
-            }
-            FrontendMessage::Query { sql } => {
-                self.start_message();
-                // A simple query destroys the unnamed statement.
-                self.client.unnamed = None;
-                self.server.unnamed = None;
-                let mut undo = Undo::None;
-                if rewrite && sql_prepared {
-                    let (setup, own) = self.sql_prepared(sql, &mut w.runs, sql::Pass::Both);
-                    if let Some(setup) = setup {
-                        out.extend_from_slice(&frontend::query_bytes(&setup.sql));
-                        self.push(Expect::Cycle, Reply::Swallow, setup.undo());
-                        w.cycles += 1;
-                    }
-                    if !own.is_empty() {
-                        undo = Undo::Sql(Box::new(own));
-                    }
-                }
-                out.extend_from_slice(raw);
-                self.push(Expect::Cycle, Reply::Forward, undo);
-                w.cycles += 1;
-            }
-            FrontendMessage::Sync if self.copy_in => {
-                // Ignored by a server in COPY IN: expect no reply.
-                out.extend_from_slice(raw);
-            }
-            FrontendMessage::CopyDone | FrontendMessage::CopyFail => {
-                out.extend_from_slice(raw);
-                if self.copy_in {
-                    self.copy_in = false;
-                } else {
-                    self.push(Expect::CopyEnd, Reply::Forward, Undo::None);
-                }
-            }
-            ref m => {
-                self.start_message();
-                out.extend_from_slice(raw);
-                let expect = match m {
-                    FrontendMessage::Parse { .. } => Expect::Parse,
-                    FrontendMessage::Bind { .. } => Expect::Bind,
-                    FrontendMessage::Describe(_) => Expect::Describe,
-                    FrontendMessage::Close(_) => Expect::Close,
-                    FrontendMessage::Execute => Expect::Execute,
-                    FrontendMessage::Sync | FrontendMessage::FunctionCall => Expect::Cycle,
-                    _ => return w,
-                };
-                self.push_logged(expect, Reply::Forward, raw, None);
-                match expect {
-                    Expect::Cycle => {
-                        w.cycles += 1;
-                        self.pending_sql = None;
-                    }
-                    Expect::Execute => {
-                        let undo = self.sql_executed(&mut w);
-                        if let Some(a) = self.actions.back_mut() {
-                            a.undo = undo;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        w
-    }
-
-    /// A Bind of a statement whose SQL is PREPARE/EXECUTE/DEALLOCATE: set
-    /// up the server now if the batch starts here, and change the books
-    /// at the Execute.
-    /// `sql` is `None` for every other statement (the common case).
-    fn sql_bound(&mut self, sql: Option<&[u8]>, out: &mut BytesMut, w: &mut Written) {
-        let Some(sql) = sql else {
-            self.pending_sql = None;
-            return;
-        };
-        self.sql_setup(sql, out, w);
-        self.pending_sql = Some(sql.into());
-    }
-
-    /// The server must hold this client's unnamed statement (or none) before
-    /// a Bind or Describe of it: another client's may be there.
-    fn ensure_unnamed(&mut self, out: &mut BytesMut) {
-        let owner = self.client.unnamed_owner();
-        if self.client.unnamed.is_some() && self.server.unnamed == Some(owner) {
-            return;
-        }
-        match &self.client.unnamed {
-            Some(u) => {
-                frontend::encode_parse(out, b"", &u.sql, &u.types);
-                self.server.unnamed = Some(owner);
-                self.push(Expect::Parse, Reply::Swallow, Undo::Unnamed);
-            }
-            None => {
-                // The client has none: nor must the server, so PostgreSQL
-                // itself answers 26000 as on the client's own connection.
-                frontend::encode_close_statement(out, b"");
-                self.server.unnamed = None;
-                self.push(Expect::Close, Reply::Swallow, Undo::None);
-            }
-        }
-    }
-
     /// The server is reading COPY data: the transaction is not over, even
     /// with no reply due (an extended-protocol COPY's Sync is ignored).
     pub fn in_copy_in(&self) -> bool {
@@ -515,47 +269,6 @@ impl Books<'_> {
     /// The server is discarding messages until the client's next Sync.
     pub fn skipping(&self) -> bool {
         self.skipping
-    }
-
-    /// Like `client_message` for the head of a message relayed in pieces
-    /// (`frontend::peek_stream_head`): a Bind's names are rewritten and
-    /// its `rest_len` bytes of parameters follow untouched; CopyData and
-    /// FunctionCall pass as they are (`raw_head` is their header). A
-    /// streamed Bind is never kept for a replay.
-    pub fn client_stream_head(
-        &mut self,
-        msg: &FrontendMessage<'_>,
-        raw_head: &[u8],
-        rest_len: usize,
-        out: &mut BytesMut,
-    ) -> Written {
-        let FrontendMessage::Bind {
-            portal, statement, ..
-        } = *msg
-        else {
-            return self.client_message(msg, raw_head, SqlEffects::default(), out);
-        };
-        self.start_message();
-        let def = if self.rewrite && !statement.is_empty() {
-            self.client.get(statement).cloned()
-        } else {
-            None
-        };
-        let name: &[u8] = match &def {
-            _ if !self.rewrite => statement,
-            Some(def) => {
-                self.ensure(def, out);
-                &def.server_name
-            }
-            None if statement.is_empty() => {
-                self.ensure_unnamed(out);
-                b""
-            }
-            None => UNKNOWN_STATEMENT,
-        };
-        frontend::encode_bind_head(out, portal, name, rest_len);
-        self.push(Expect::Bind, Reply::Forward, Undo::None);
-        Written::default()
     }
 
     /// Undoes what a message that failed (with SQLSTATE `error`) or was

@@ -29,7 +29,7 @@ fn send(b: &mut Books<'_>, msgs: &[Vec<u8>]) -> BytesMut {
             | frontend::FrontendMessage::Parse { sql, .. } => inspect(sql),
             _ => Default::default(),
         };
-        b.client_message(&m, raw, fx, &mut out);
+        b.client_message(&m, raw, fx, false, &mut out);
     }
     out
 }

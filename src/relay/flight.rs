@@ -1,158 +1,154 @@
-//! What the two pumps of a relay share about one transaction in flight:
-//! outstanding replies, transaction status, session effects, and the state
-//! of a replica request that may still move to the primary.
-
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+//! What one relay learns about the transaction in flight: outstanding
+//! replies, transaction status, session effects, and the state of a
+//! replica request that may still move to the primary. A plain struct:
+//! the session fills in the first four fields, the relay does the rest
+//! (through `State`), and the session reads the outcome.
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
 
+use crate::prepared::client::Bound;
 use crate::protocol::frontend::FrontendMessage;
 use crate::sql::settings::{changes, SettingOp};
 use crate::sql::{inspect, SqlEffects};
 
-const SETTINGS: u8 = 1;
-const NEEDS_RESET: u8 = 2;
-const SESSION_STATE: u8 = 4;
-const LISTEN: u8 = 8;
-
 /// A replica request bigger than this is not kept for a replay on the primary.
 const MAX_REPLAY: usize = 1 << 20;
 
-/// Shared between the two pumps (same task; atomics only to stay `Send`).
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Flight {
-    /// Query/Sync/FunctionCall messages sent and not yet answered.
-    pub(super) outstanding: AtomicUsize,
-    /// Extended-protocol messages sent since the last Sync.
-    pub(super) unsynced: AtomicBool,
-    /// Transaction status from the last ReadyForQuery.
-    pub(super) status: AtomicU8,
-    /// What the client's SQL did to its session (`SqlEffects` as bits).
-    effects: AtomicU8,
-    /// The setting changes of this transaction, in order.
-    settings: Mutex<Vec<SettingOp>>,
     /// The client's session makes lexing unreliable (standard_conforming_strings
     /// off, or a client-only multibyte encoding): any query with a byte the
     /// lexer could misread needs a reset.
-    pub lex_unsafe: AtomicBool,
-    pub(super) stopping: AtomicBool,
-    pub(super) stop: Notify,
-    /// Wakes the client pump to re-arm its idle-in-transaction timer when a
-    /// ReadyForQuery changes the transaction status.
-    pub(super) status_changed: Notify,
-    /// Wakes the server pump to emit a made-up reply that is due now.
-    pub(super) synth_due: Notify,
-    /// Wakes the client pump to replay a batch (stale cached plan).
-    pub(super) resend_due: Notify,
-    /// Batches replayed in this relay.
-    pub retries: std::sync::atomic::AtomicU64,
+    pub lex_unsafe: bool,
     /// A replica lease: forward only the first batch (a pipelined write
     /// behind a read must not reach the replica).
-    pub one_batch: AtomicBool,
-    pub(super) batch_sent: AtomicBool,
+    pub one_batch: bool,
     /// The safety net is on: a 25006/40001 before anything reached the
     /// client is swallowed (with everything up to ReadyForQuery) and
     /// `retry_primary` is set.
-    pub retry_armed: AtomicBool,
-    pub(super) forwarded: AtomicBool,
+    pub retry_armed: bool,
     /// What was sent to the server is kept and may run on the primary instead.
-    pub may_retry: AtomicBool,
+    pub may_retry: bool,
+
+    /// Query/Sync/FunctionCall messages sent and not yet answered.
+    pub(super) outstanding: usize,
+    /// Extended-protocol messages sent since the last Sync.
+    pub(super) unsynced: bool,
+    /// Transaction status from the last ReadyForQuery.
+    pub(super) status: u8,
+    /// What the client's SQL did to its session.
+    effects: SqlEffects,
+    /// The setting changes of this transaction, in order.
+    settings: Vec<SettingOp>,
+    /// The first batch went out and `one_batch` holds the rest back.
+    pub(super) batch_sent: bool,
+    /// Something other than a notice or a holdable reply reached the client.
+    pub(super) forwarded: bool,
+    /// A FATAL error reached the client (it knows the server is gone).
+    pub(super) told: bool,
     /// The client bytes sent to the server, while `may_retry`.
-    pub(super) replay: Mutex<BytesMut>,
-    pub retry_primary: AtomicBool,
+    replay: BytesMut,
+    /// Batches replayed in this relay (stale cached plans).
+    pub retries: u64,
+    /// The replica refused or died before the client saw anything: run
+    /// `take_replay` on the primary.
+    pub retry_primary: bool,
+}
+
+impl Default for Flight {
+    fn default() -> Flight {
+        Flight::new()
+    }
 }
 
 impl Flight {
     pub fn new() -> Flight {
-        let f = Flight::default();
-        f.status.store(b'I', Relaxed);
-        f
+        Flight {
+            lex_unsafe: false,
+            one_batch: false,
+            retry_armed: false,
+            may_retry: false,
+            outstanding: 0,
+            unsynced: false,
+            status: b'I',
+            effects: SqlEffects::default(),
+            settings: Vec::new(),
+            batch_sent: false,
+            forwarded: false,
+            told: false,
+            replay: BytesMut::new(),
+            retries: 0,
+            retry_primary: false,
+        }
     }
 
     /// True when nothing is in flight: safe to roll back or release.
     pub fn quiet(&self) -> bool {
-        self.outstanding.load(Relaxed) == 0 && !self.unsynced.load(Relaxed)
+        self.outstanding == 0 && !self.unsynced
     }
 
     /// Keeps client bytes sent to the server, for a replay on the primary;
     /// past `MAX_REPLAY` the request can no longer move.
-    pub(super) fn keep_for_replay(&self, bytes: &[u8]) {
-        let mut r = self.replay.lock().unwrap_or_else(|e| e.into_inner());
-        if r.len() + bytes.len() > MAX_REPLAY || self.forwarded.load(Relaxed) {
-            self.may_retry.store(false, Relaxed);
-            *r = BytesMut::new();
+    pub(super) fn keep_for_replay(&mut self, bytes: &[u8]) {
+        if self.replay.len() + bytes.len() > MAX_REPLAY || self.forwarded {
+            self.may_retry = false;
+            self.replay = BytesMut::new();
         } else {
-            r.extend_from_slice(bytes);
+            self.replay.extend_from_slice(bytes);
         }
     }
 
     /// The client bytes the server was sent (to run them elsewhere).
-    pub fn take_replay(&self) -> BytesMut {
-        std::mem::take(&mut *self.replay.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn take_replay(&mut self) -> BytesMut {
+        std::mem::take(&mut self.replay)
     }
 
     /// Nothing but notices reached the client: the request may run elsewhere.
     pub fn untouched(&self) -> bool {
-        !self.forwarded.load(Relaxed)
+        !self.forwarded
     }
 
     pub fn status(&self) -> u8 {
-        self.status.load(Relaxed)
+        self.status
     }
 
     pub fn effects(&self) -> SqlEffects {
-        let bits = self.effects.load(Relaxed);
         SqlEffects {
-            settings: bits & SETTINGS != 0,
-            needs_reset: bits & NEEDS_RESET != 0,
-            session_state: bits & SESSION_STATE != 0,
-            listen: bits & LISTEN != 0,
             prepared: false,
+            ..self.effects
         }
     }
 
     /// The setting changes the client made, in order (emptied).
-    pub fn take_settings(&self) -> Vec<SettingOp> {
-        std::mem::take(&mut *self.settings.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn take_settings(&mut self) -> Vec<SettingOp> {
+        std::mem::take(&mut self.settings)
     }
 
     /// A statement parsed earlier runs now (a Bind, an SQL EXECUTE): what
     /// it does counts for this transaction.
-    pub(super) fn note_bound(&self, run: &crate::prepared::client::Bound) {
+    pub(super) fn note_bound(&mut self, run: &Bound) {
         self.mark(run.effects);
-        if !run.settings.is_empty() {
-            self.settings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(run.settings.iter().cloned());
-        }
+        self.settings.extend(run.settings.iter().cloned());
     }
 
-    fn mark(&self, fx: SqlEffects) {
-        let bits = (fx.settings as u8 * SETTINGS)
-            | (fx.needs_reset as u8 * NEEDS_RESET)
-            | (fx.session_state as u8 * SESSION_STATE)
-            | (fx.listen as u8 * LISTEN);
-        if bits != 0 {
-            self.effects.fetch_or(bits, Relaxed);
-        }
+    fn mark(&mut self, fx: SqlEffects) {
+        let e = &mut self.effects;
+        e.settings |= fx.settings;
+        e.needs_reset |= fx.needs_reset;
+        e.session_state |= fx.session_state;
+        e.listen |= fx.listen;
     }
 
     /// Records what a client message means for the session; returns what
     /// its SQL (if any) does.
-    pub(super) fn note(&self, msg: &FrontendMessage<'_>) -> SqlEffects {
+    pub(super) fn note(&mut self, msg: &FrontendMessage<'_>) -> SqlEffects {
         let mut found = SqlEffects::default();
         if let FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } = msg {
             let mut fx = inspect(sql);
             if fx.settings {
-                self.settings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(changes(sql));
+                self.settings.extend(changes(sql));
             }
-            if self.lex_unsafe.load(Relaxed) && sql.iter().any(|&b| b == b'\\' || b >= 0x80) {
+            if self.lex_unsafe && sql.iter().any(|&b| b == b'\\' || b >= 0x80) {
                 fx.needs_reset = true;
             }
             self.mark(fx);
@@ -165,10 +161,10 @@ impl Flight {
             });
         }
         if msg.ends_batch() {
-            self.unsynced.store(false, Relaxed);
+            self.unsynced = false;
         } else if msg.is_extended() && *msg != FrontendMessage::Flush {
             // A Flush leaves nothing pending on the server by itself.
-            self.unsynced.store(true, Relaxed);
+            self.unsynced = true;
         }
         found
     }

@@ -82,7 +82,7 @@ async fn run_pump(
     let mut cbuf = BytesMut::from(&first[..]);
     let (mut params, defaults) = (Params::new(), Params::new());
     let (mut sbuf, mut sparams) = (BytesMut::new(), Params::new());
-    let flight = Flight::new();
+    let mut flight = Flight::new();
     let metrics = PoolMetrics::default();
     let meter = Meter::new(&metrics);
     let limits = RelayLimits {
@@ -110,7 +110,7 @@ async fn run_pump(
         ends.1,
         client,
         server_side,
-        &flight,
+        &mut flight,
         &limits,
         &meter,
     )

@@ -207,17 +207,13 @@ impl Session {
                 Err(e) => return Err(e),
             },
         };
-        let flight = Flight::new();
-        flight.lex_unsafe.store(self.lex_unsafe(), Relaxed);
+        let mut flight = Flight::new();
+        flight.lex_unsafe = self.lex_unsafe();
         let pool = lease.pool().clone();
         if let Some(p) = &plan {
-            flight.one_batch.store(p.one_batch, Relaxed);
-            flight
-                .retry_armed
-                .store(p.replica.is_some() && p.refusable && p.retry, Relaxed);
-            flight
-                .may_retry
-                .store(p.replica.is_some() && p.retry, Relaxed);
+            flight.one_batch = p.one_batch;
+            flight.retry_armed = p.replica.is_some() && p.refusable && p.retry;
+            flight.may_retry = p.replica.is_some() && p.retry;
         }
         let _busy = plan.as_ref().and_then(|p| p.replica.clone()).map(Busy::new);
         let meter = relay::meter::Meter::new(&pool.metrics);
@@ -228,7 +224,7 @@ impl Session {
             &mut self.overrides,
             &mut self.statements,
             &self.defaults,
-            &flight,
+            &mut flight,
             &self.limits,
             &meter,
         ))
@@ -236,10 +232,10 @@ impl Session {
         self.count_statements(&mut lease, &flight);
         if let Some(p) = plan.take() {
             if p.replica.is_some() {
-                if let Some(next) = self.retry_on_primary(p, &outcome, &flight) {
+                if let Some(next) = self.retry_on_primary(p, &outcome, &mut flight) {
                     return match next {
                         Retry::AfterIdle => {
-                            self.lease = self.after_transaction(lease, &flight).await;
+                            self.lease = self.after_transaction(lease, &mut flight).await;
                             Ok(Next::Continue)
                         }
                         Retry::Discard => {
@@ -258,7 +254,7 @@ impl Session {
                 Ok(Next::Continue)
             }
             Outcome::Idle => {
-                self.lease = self.after_transaction(lease, &flight).await;
+                self.lease = self.after_transaction(lease, &mut flight).await;
                 Ok(Next::Continue)
             }
             Outcome::IdleThenGone if self.mode == PoolMode::Session => {
@@ -266,7 +262,7 @@ impl Session {
                 Ok(Next::Close)
             }
             Outcome::IdleThenGone => {
-                if let Some(kept) = self.after_transaction(lease, &flight).await {
+                if let Some(kept) = self.after_transaction(lease, &mut flight).await {
                     self.finish_lease(kept, true).await;
                 }
                 Ok(Next::Close)
@@ -299,7 +295,7 @@ impl Session {
         let c = &pool.counters;
         // Shared counters: touch them only when there is something to add.
         let (hits, misses, evictions) = lease.conn().statements.take_counts();
-        let retries = flight.retries.load(Relaxed);
+        let retries = flight.retries;
         for (counter, n) in [
             (&c.stmt_hits, hits),
             (&c.stmt_misses, misses),
@@ -479,7 +475,7 @@ impl Session {
     /// Transaction over and the server idle: the settings the client
     /// changed follow it, and the server is cleaned or kept (`checkin`).
     /// Returns the lease when the client keeps it.
-    async fn after_transaction(&mut self, lease: Lease, flight: &Flight) -> Option<Lease> {
+    async fn after_transaction(&mut self, lease: Lease, flight: &mut Flight) -> Option<Lease> {
         self.check_in(lease, flight.effects(), flight.take_settings())
             .await
     }

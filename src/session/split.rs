@@ -157,13 +157,13 @@ impl Session {
         &mut self,
         plan: Plan,
         outcome: &Outcome,
-        flight: &Flight,
+        flight: &mut Flight,
     ) -> Option<Retry> {
-        if !plan.retry || !flight.may_retry.load(Relaxed) {
+        if !plan.retry || !flight.may_retry {
             return None;
         }
         let next = match outcome {
-            Outcome::Idle if flight.retry_primary.load(Relaxed) => Retry::AfterIdle,
+            Outcome::Idle if flight.retry_primary => Retry::AfterIdle,
             Outcome::ServerGone { told: false } if flight.untouched() => {
                 if let Some(h) = &plan.replica {
                     h.ban();

@@ -1,0 +1,203 @@
+//! The state both pumps of a relay share, as one plain struct behind one
+//! lock: the flight record and the prepared-statement books. Its methods
+//! are pure (bytes in, bytes out, and what to do next), so the unit tests
+//! beside it drive whole conversations without a socket.
+
+use bytes::BytesMut;
+
+use super::flight::Flight;
+use crate::prepared::{Books, Fate};
+use crate::protocol::frontend::FrontendMessage;
+use crate::protocol::scan::{BackendEvent, BackendKind, Segment};
+
+pub(super) struct State<'a> {
+    pub flight: &'a mut Flight,
+    pub books: Books<'a>,
+    /// The relay is over: the client pump stops at its next step.
+    pub stopping: bool,
+}
+
+/// What the server pump must do after one server message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct ServerStep {
+    /// Send the message on (or hold it back, see `State::hold_back`).
+    pub forward: bool,
+    /// A ReadyForQuery changed the transaction status.
+    pub status_changed: bool,
+    /// A stale plan: the client pump must replay the batch now.
+    pub resend: bool,
+}
+
+/// A reply that does not stop a retry elsewhere: a notice (say, the
+/// WARNING a dying server sends), or what a batch answers before its first
+/// row or completion (held back, and dropped if the primary answers instead).
+fn holdable(kind: BackendKind) -> bool {
+    use BackendKind as K;
+    matches!(
+        kind,
+        K::Async
+            | K::ParseComplete
+            | K::BindComplete
+            | K::CloseComplete
+            | K::ParameterDescription
+            | K::RowDescription
+            | K::NoData
+    )
+}
+
+impl<'a> State<'a> {
+    pub fn new(flight: &'a mut Flight, books: Books<'a>) -> Self {
+        State {
+            flight,
+            books,
+            stopping: false,
+        }
+    }
+
+    /// The client pump may read no further message: a replica lease has
+    /// sent its one batch.
+    pub fn batch_full(&self) -> bool {
+        self.flight.batch_sent
+    }
+
+    /// Bytes of a stale-plan replay to send before anything else.
+    pub fn take_resend(&mut self) -> Option<BytesMut> {
+        self.books.resend.take()
+    }
+
+    /// One complete client message (`raw`): appends what the server must
+    /// be sent to `out`; true when a made-up reply may be due now.
+    pub fn client_message(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        raw: &[u8],
+        out: &mut BytesMut,
+    ) -> bool {
+        let f = &mut *self.flight;
+        let fx = f.note(msg);
+        let aborted = f.status == b'E' && f.outstanding == 0;
+        let w = self.books.client_message(msg, raw, fx, aborted, out);
+        for run in &w.runs {
+            f.note_bound(run);
+        }
+        if self.books.skipping() {
+            // Not over until the Sync the server waits for.
+            f.unsynced = true;
+        }
+        f.outstanding += w.cycles;
+        if msg.ends_batch() && f.one_batch {
+            f.batch_sent = true;
+        }
+        w.synth
+    }
+
+    /// The head of a message relayed in pieces; the rest follows untouched.
+    pub fn client_stream_head(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        raw_head: &[u8],
+        rest_len: usize,
+        out: &mut BytesMut,
+    ) -> bool {
+        self.flight.note(msg);
+        let w = self.books.client_stream_head(msg, raw_head, rest_len, out);
+        self.flight.outstanding += w.cycles;
+        w.synth
+    }
+
+    /// Client bytes that were forwarded: kept while the request may still
+    /// move to the primary.
+    pub fn client_bytes(&mut self, bytes: &[u8]) {
+        if self.flight.may_retry {
+            self.flight.keep_for_replay(bytes);
+        }
+    }
+
+    /// Made-up replies due before any server message (a Close or Parse
+    /// answered here at the head of the queue).
+    pub fn emit_due(&mut self, out: &mut Vec<Segment>) {
+        self.books.emit_due(out);
+    }
+
+    /// One server message (its kind and what the scanner saw in it):
+    /// appends made-up replies due before it to `out`, and says what to do.
+    pub fn server_message(
+        &mut self,
+        kind: BackendKind,
+        event: Option<&BackendEvent>,
+        out: &mut Vec<Segment>,
+    ) -> ServerStep {
+        let f = &mut *self.flight;
+        let mut step = ServerStep::default();
+        let mut error = None;
+        match event {
+            Some(&BackendEvent::ReadyForQuery(s)) => {
+                f.status = s;
+                f.outstanding = f.outstanding.saturating_sub(1);
+                step.status_changed = true;
+            }
+            Some(&BackendEvent::Error { fatal, code }) => {
+                error = Some(code);
+                let refused = f.retry_armed && (&code == b"25006" || &code == b"40001");
+                // A replica shutting down says FATAL and hangs up: if the
+                // client saw nothing yet, the request moves.
+                let dying = fatal && f.one_batch;
+                if !f.forwarded && f.may_retry && (refused || dying) {
+                    f.retry_primary = true;
+                } else {
+                    f.told |= fatal;
+                }
+            }
+            _ => {}
+        }
+        let in_tx = f.status != b'I';
+        let fate = self.books.server_message(kind, error.as_ref(), in_tx, out);
+        let ignored = std::mem::take(&mut self.books.ignored_cycles);
+        f.outstanding = f.outstanding.saturating_sub(ignored);
+        if f.retry_primary {
+            return step;
+        }
+        match fate {
+            Fate::Forward => {
+                f.forwarded |= !holdable(kind);
+                step.forward = true;
+            }
+            Fate::Drop => {}
+            Fate::Retry => {
+                f.outstanding += 1;
+                f.retries += 1;
+                step.resend = true;
+            }
+        }
+        step
+    }
+
+    /// Replies must be held back: the request may still move to the
+    /// primary and nothing final reached the client.
+    pub fn hold_back(&self) -> bool {
+        self.flight.may_retry && !self.flight.forwarded
+    }
+
+    /// The replica refused: nothing of its reply reaches the client.
+    pub fn retry_primary(&self) -> bool {
+        self.flight.retry_primary
+    }
+
+    /// A FATAL error reached the client.
+    pub fn told(&self) -> bool {
+        self.flight.told
+    }
+
+    /// The transaction is over: the server is idle outside a block, every
+    /// cycle is answered, no message waits for a Sync, the scanner is
+    /// between messages (`at_boundary`) and the server is not in COPY IN.
+    pub fn done(&self, at_boundary: bool) -> bool {
+        self.flight.status == b'I' && self.flight.quiet() && at_boundary && !self.books.in_copy_in()
+    }
+
+    /// The client sits in an open transaction with nothing in flight (the
+    /// idle-in-transaction timer runs).
+    pub fn idle_in_transaction(&self) -> bool {
+        self.flight.status != b'I' && self.flight.quiet()
+    }
+}

@@ -1,0 +1,280 @@
+//! The relay's shared state driven by whole conversations, with no socket:
+//! client messages in, server replies in, and at every step what the
+//! client is shown and whether the transaction is over.
+
+use bytes::BytesMut;
+
+use super::flight::Flight;
+use super::state::State;
+use crate::prepared::client::ClientStatements;
+use crate::prepared::server::ServerStatements;
+use crate::prepared::Books;
+use crate::protocol::frontend::{self, peek_message};
+use crate::protocol::scan::{BackendEvent, BackendKind as K, Segment};
+use crate::protocol::test_wire::{execute, msg, parse, sync, tags, NO_PARAMS};
+
+fn bind(statement: &str) -> Vec<u8> {
+    crate::protocol::test_wire::bind(statement, NO_PARAMS)
+}
+
+/// Client messages in; the bytes the server is sent out.
+fn client(st: &mut State<'_>, msgs: &[Vec<u8>]) -> BytesMut {
+    let mut out = BytesMut::new();
+    for raw in msgs {
+        let (m, len) = peek_message(raw, 1 << 20).unwrap().unwrap();
+        assert_eq!(len, raw.len());
+        st.client_message(&m, raw, &mut out);
+    }
+    out
+}
+
+/// Server replies in, written as `1 2 C D T n G N` (by tag), `Z:I` (a
+/// ReadyForQuery with its status), `E:42601` (an error) or `F:57P01`
+/// (a FATAL one). Out: per reply, `F` forwarded, `-` dropped, `R` dropped
+/// for a replay, each after a `+` for every made-up reply that became due.
+fn server(st: &mut State<'_>, replies: &str) -> String {
+    let mut seen = String::new();
+    for r in replies.split_whitespace() {
+        let (kind, event) = match r.split_once(':') {
+            Some(("Z", s)) => (
+                K::ReadyForQuery,
+                Some(BackendEvent::ReadyForQuery(s.as_bytes()[0])),
+            ),
+            Some((e, code)) => {
+                let code: [u8; 5] = code.as_bytes().try_into().unwrap();
+                let fatal = e == "F";
+                (K::Error, Some(BackendEvent::Error { code, fatal }))
+            }
+            None => (
+                match r {
+                    "1" => K::ParseComplete,
+                    "2" => K::BindComplete,
+                    "3" => K::CloseComplete,
+                    "C" => K::CommandComplete,
+                    "D" => K::DataRow,
+                    "T" => K::RowDescription,
+                    "n" => K::NoData,
+                    "G" => K::CopyIn,
+                    "N" => K::Async,
+                    other => panic!("no such reply {other:?}"),
+                },
+                None,
+            ),
+        };
+        let mut segs = Vec::new();
+        let step = st.server_message(kind, event.as_ref(), &mut segs);
+        for seg in &segs {
+            assert!(matches!(seg, Segment::Static(_)));
+            seen.push('+');
+        }
+        seen.push(match (step.forward, step.resend) {
+            (true, _) => 'F',
+            (false, true) => 'R',
+            (false, false) => '-',
+        });
+    }
+    seen
+}
+
+/// One client's statements, one server's, and a fresh flight.
+struct Rig {
+    client: ClientStatements,
+    server: ServerStatements,
+    flight: Flight,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig {
+            client: ClientStatements::new(),
+            server: ServerStatements::new(10),
+            flight: Flight::new(),
+        }
+    }
+
+    fn state(&mut self) -> State<'_> {
+        let books = Books::new(&mut self.client, &mut self.server, true);
+        State::new(&mut self.flight, books)
+    }
+}
+
+#[test]
+fn a_pipeline_is_over_only_at_its_last_ready_for_query() {
+    let mut rig = Rig::new();
+    let mut st = rig.state();
+    let out = client(
+        &mut st,
+        &[
+            parse("", "select 1"),
+            bind(""),
+            execute(),
+            sync(),
+            parse("", "select 2"),
+            bind(""),
+            execute(),
+            sync(),
+        ],
+    );
+    assert_eq!(tags(&out), b"PBESPBES");
+    assert_eq!(server(&mut st, "1 2 C Z:I"), "FFFF");
+    assert!(!st.done(true), "one Sync is still unanswered");
+    assert_eq!(server(&mut st, "1 2 C Z:I"), "FFFF");
+    assert!(st.done(true));
+    assert!(!st.done(false), "the scanner is inside a message");
+}
+
+#[test]
+fn an_error_mid_batch_holds_the_server_until_the_client_syncs() {
+    let mut rig = Rig::new();
+    let mut st = rig.state();
+    client(&mut st, &[parse("", "selec 1"), bind(""), execute()]);
+    assert_eq!(server(&mut st, "E:42601"), "F");
+    // The server now discards everything up to the Sync: no reply is due,
+    // yet the batch is open, so the server may not go back to the pool.
+    assert!(!st.done(true));
+    assert!(!st.idle_in_transaction());
+    client(&mut st, &[bind(""), execute()]);
+    assert!(!st.done(true));
+    client(&mut st, &[sync()]);
+    assert_eq!(server(&mut st, "Z:I"), "F");
+    assert!(st.done(true));
+}
+
+#[test]
+fn a_parse_in_a_failed_block_reaches_the_server_which_refuses_it() {
+    let mut rig = Rig::new();
+    {
+        let mut st = rig.state();
+        client(&mut st, &[parse("s", "select 1"), sync()]);
+        assert_eq!(server(&mut st, "1 Z:I"), "FF");
+    }
+    rig.flight = Flight::new();
+    let mut st = rig.state();
+    client(
+        &mut st,
+        &[frontend::query("begin"), frontend::query("selec")],
+    );
+    assert_eq!(server(&mut st, "C Z:T E:42601 Z:E"), "FFFF");
+    // The server has "s" already; on its own connection the client would
+    // get 25P02 for this Parse, so it is not answered here.
+    let out = client(&mut st, &[parse("s", "select 1"), sync()]);
+    assert_eq!(tags(&out), b"PS");
+    assert_eq!(server(&mut st, "E:25P02 Z:E"), "FF");
+    // Outside a failed block the same Parse is answered here.
+    client(&mut st, &[frontend::query("rollback")]);
+    assert_eq!(server(&mut st, "C Z:I"), "FF");
+    let out = client(&mut st, &[parse("s", "select 1"), sync()]);
+    assert_eq!(tags(&out), b"S");
+    assert_eq!(server(&mut st, "Z:I"), "+F");
+}
+
+#[test]
+fn copy_in_keeps_the_server_until_the_copy_ends() {
+    let mut rig = Rig::new();
+    let mut st = rig.state();
+    // Extended-protocol COPY: the server ignores the Sync sent before the
+    // data, so only one ReadyForQuery comes, after CopyDone and its Sync.
+    client(
+        &mut st,
+        &[parse("", "copy t from stdin"), bind(""), execute(), sync()],
+    );
+    assert_eq!(server(&mut st, "1 2 G"), "FFF");
+    assert!(!st.done(true));
+    client(&mut st, &[msg(b'd', b"1\n"), msg(b'c', b""), sync()]);
+    assert!(!st.done(true));
+    assert_eq!(server(&mut st, "C Z:I"), "FF");
+    assert!(st.done(true), "the ignored Sync must not be waited for");
+}
+
+#[test]
+fn a_stale_plan_is_replayed_unseen_and_counted() {
+    let mut rig = Rig::new();
+    {
+        let mut st = rig.state();
+        client(&mut st, &[parse("s", "select * from t"), sync()]);
+        server(&mut st, "1 Z:I");
+    }
+    rig.flight = Flight::new();
+    let mut st = rig.state();
+    client(&mut st, &[bind("s"), execute(), sync()]);
+    assert_eq!(server(&mut st, "E:0A000"), "R");
+    let resend = st.take_resend().expect("the batch to send again");
+    assert_eq!(tags(&resend), b"CPBES");
+    assert_eq!(server(&mut st, "Z:I"), "-");
+    assert!(!st.done(true), "the replay is still to be answered");
+    assert_eq!(server(&mut st, "3 1 2 D C Z:I"), "--FFFF");
+    assert!(st.done(true));
+    drop(st);
+    assert_eq!(rig.flight.retries, 1);
+}
+
+#[test]
+fn a_replica_refusal_before_any_row_is_swallowed_for_the_primary() {
+    let mut rig = Rig::new();
+    rig.flight.may_retry = true;
+    rig.flight.retry_armed = true;
+    rig.flight.one_batch = true;
+    let mut st = rig.state();
+    let q = frontend::query("select f()");
+    let mut out = BytesMut::new();
+    let (m, _) = peek_message(&q, 1 << 20).unwrap().unwrap();
+    st.client_message(&m, &q, &mut out);
+    st.client_bytes(&q);
+    assert!(st.batch_full(), "a replica lease takes one batch");
+    assert!(st.hold_back());
+    assert_eq!(server(&mut st, "N T"), "FF");
+    assert!(
+        st.hold_back(),
+        "a notice and a RowDescription may still be replaced"
+    );
+    server(&mut st, "E:25006 Z:I");
+    assert!(st.retry_primary());
+    assert!(st.done(true));
+    drop(st);
+    assert!(rig.flight.untouched());
+    assert_eq!(&rig.flight.take_replay()[..], &q[..]);
+}
+
+#[test]
+fn a_replica_refusal_after_a_row_reaches_the_client() {
+    let mut rig = Rig::new();
+    rig.flight.may_retry = true;
+    rig.flight.retry_armed = true;
+    let mut st = rig.state();
+    let q = frontend::query("select 1; select f()");
+    client(&mut st, &[q]);
+    assert_eq!(server(&mut st, "T D"), "FF");
+    assert!(!st.hold_back(), "a row reached the client");
+    assert_eq!(server(&mut st, "C E:25006 Z:I"), "FFF");
+    assert!(!st.retry_primary());
+}
+
+#[test]
+fn effects_of_a_statement_count_when_it_runs() {
+    let mut rig = Rig::new();
+    {
+        let mut st = rig.state();
+        client(&mut st, &[parse("s", "set work_mem = '1MB'"), sync()]);
+        server(&mut st, "1 Z:I");
+    }
+    assert!(rig.flight.effects().settings, "parsing counts as well");
+    rig.flight = Flight::new();
+    let mut st = rig.state();
+    client(&mut st, &[bind("s"), execute(), sync()]);
+    drop(st);
+    assert!(rig.flight.effects().settings, "running it counts");
+    assert_eq!(rig.flight.take_settings().len(), 1);
+}
+
+#[test]
+fn an_open_transaction_with_nothing_in_flight_is_idle_in_transaction() {
+    let mut rig = Rig::new();
+    let mut st = rig.state();
+    client(&mut st, &[frontend::query("begin")]);
+    assert!(!st.idle_in_transaction(), "the BEGIN is unanswered");
+    server(&mut st, "C Z:T");
+    assert!(st.idle_in_transaction());
+    assert!(!st.done(true));
+    client(&mut st, &[parse("", "select 1")]);
+    assert!(!st.idle_in_transaction(), "a Parse waits for its Sync");
+}
