@@ -209,7 +209,7 @@ impl Pool {
 
 #[cfg(test)]
 #[path = "admission_tests.rs"]
-mod sim;
+pub(super) mod sim;
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ const MS: Duration = Duration::from_millis(1);
 const US: Duration = Duration::from_micros(1);
 
 /// A pool of `size` that never connects (its servers are simulated).
-pub(super) fn pool(size: usize, timeout: Duration) -> Pool {
+pub(crate) fn pool(size: usize, timeout: Duration) -> Pool {
     let target = ServerTarget {
         host: "127.0.0.1".into(),
         port: 1,

@@ -142,7 +142,7 @@ impl Pool {
             st.grant_slot();
             st.settle_reserve();
             drop(st);
-            tokio::spawn(conn.terminate());
+            super::slot::terminate_later(conn);
             return;
         }
         conn.last_used = Instant::now();

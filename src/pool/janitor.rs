@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::Pool;
+use super::{Opening, Pool};
 
 impl Pool {
     /// Janitor pass: closes idle connections past their idle timeout or
@@ -11,7 +11,7 @@ impl Pool {
     /// the auto-sizing controller shrank it), then tops the pool up to
     /// `min_size`.
     pub async fn maintain(self: &std::sync::Arc<Self>) {
-        let (to_close, to_open) = {
+        let to_close = {
             let mut st = self.state();
             let now = Instant::now();
             let idle_timeout = st.settings.server_idle_timeout;
@@ -33,23 +33,28 @@ impl Pool {
             }
             st.idle = keep;
             st.settle_reserve();
-            let open = if st.closed {
-                0
-            } else {
-                st.settings.min_size.saturating_sub(st.total())
-            };
-            st.connecting += open;
-            (close, open)
+            close
         };
         for conn in to_close {
             conn.terminate().await;
         }
-        for _ in 0..to_open {
-            match self.open(Instant::now()).await {
+        // One place at a time, each owned by its guard from the moment it
+        // is counted: a failed connect frees its place and ends the pass,
+        // and no place is counted before its connect starts.
+        loop {
+            let place = {
+                let mut st = self.state();
+                if st.closed || st.total() >= st.settings.min_size {
+                    return;
+                }
+                st.connecting += 1;
+                Opening::counted(self)
+            };
+            match self.open(place, Instant::now()).await {
                 Ok(lease) => lease.release(),
                 Err(e) => {
                     tracing::warn!(pool = %self.name(), error = %e, "could not open a min_pool_size connection");
-                    break;
+                    return;
                 }
             }
         }

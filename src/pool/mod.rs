@@ -22,6 +22,9 @@ pub mod registry;
 pub mod server;
 mod settings;
 mod sizing;
+mod slot;
+#[cfg(test)]
+mod slot_tests;
 pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +41,7 @@ use params::Params;
 pub use server::{ServerAuth, ServerConn, ServerTarget};
 pub use settings::{AutoBounds, PoolSettings};
 pub use sizing::{ServerInfo, ServerState, Sizing};
+use slot::{Opening, Ticket};
 
 use crate::metrics::PoolMetrics;
 
@@ -119,7 +123,21 @@ pub struct Pool {
     pub budget: AtomicUsize,
     /// The auto-sizing controller's state (touched only by the janitor).
     controller: Mutex<controller::Controller>,
+    /// Unit tests open connections with this instead of logging in.
+    #[cfg(test)]
+    fake_connect: Option<FakeConnect>,
 }
+
+/// A stand-in for `ServerConn::connect` in unit tests (given the id).
+#[cfg(test)]
+pub(crate) type FakeConnect = Arc<
+    dyn Fn(
+            u64,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Conn, PoolError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl Pool {
     pub fn new(
@@ -159,7 +177,16 @@ impl Pool {
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
             controller: Mutex::new(controller::Controller::new()),
+            #[cfg(test)]
+            fake_connect: None,
         }
+    }
+
+    /// Connections come from `fake` instead of a server (unit tests).
+    #[cfg(test)]
+    pub(crate) fn with_fake_connect(mut self, fake: FakeConnect) -> Pool {
+        self.fake_connect = Some(fake);
+        self
     }
 
     /// Marks this pool as one for a replica.
@@ -273,16 +300,16 @@ impl Pool {
             // PAUSE: wait, without a timeout and without an error, for RESUME.
             let _ = paused.wait_for(|p| !*p).await;
         }
-        let (id, mut rx) = match self.try_lend(timeout) {
+        let mut ticket = match self.try_lend(timeout) {
             Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
-            Immediate::Open => return self.open(started).await,
+            Immediate::Open => return self.open(Opening::counted(self), started).await,
             Immediate::Closed => return Err(PoolError::Closed(self.name())),
             Immediate::Shed(e) => {
                 self.counters.shed.fetch_add(1, Ordering::Relaxed);
                 self.log_shed(&e);
                 return Err(e);
             }
-            Immediate::Queued(id, rx) => (id, rx),
+            Immediate::Queued(id, rx) => Ticket::new(self, id, rx),
         };
         let (reserve_size, reserve_after) = {
             let st = self.state();
@@ -290,27 +317,29 @@ impl Pool {
         };
         let mut timeout = timeout;
         if reserve_size > 0 && (timeout.is_zero() || reserve_after < timeout) {
-            if let Ok(r) = tokio::time::timeout(reserve_after, &mut rx).await {
-                return self.granted(r.ok(), started).await;
+            if let Ok(r) = tokio::time::timeout(reserve_after, ticket.recv()).await {
+                return self.granted(r, started).await;
             }
-            if self.take_reserve(id) {
-                return self.open(started).await;
+            if self.take_reserve(ticket.id) {
+                ticket.left();
+                return self.open(Opening::counted(self), started).await;
             }
             if !timeout.is_zero() {
                 timeout -= reserve_after;
             }
         }
         let granted = if timeout.is_zero() {
-            (&mut rx).await.ok()
+            ticket.recv().await
         } else {
-            match tokio::time::timeout(timeout, &mut rx).await {
-                Ok(r) => r.ok(),
+            match tokio::time::timeout(timeout, ticket.recv()).await {
+                Ok(r) => r,
                 Err(_) => {
-                    if let Some(e) = self.give_up_waiting(id, timeout) {
+                    if let Some(e) = self.give_up_waiting(ticket.id, timeout) {
+                        ticket.left();
                         return Err(e);
                     }
                     // Granted in the same instant the timer fired: take it.
-                    rx.try_recv().ok()
+                    ticket.try_take()
                 }
             }
         };
@@ -324,7 +353,7 @@ impl Pool {
     ) -> Result<Lease, PoolError> {
         match grant {
             Some(Grant::Conn(conn)) => Ok(Lease::new(self.clone(), conn, started)),
-            Some(Grant::Slot) => self.open(started).await,
+            Some(Grant::Slot) => self.open(Opening::counted(self), started).await,
             Some(Grant::Refused(e)) => {
                 self.log_shed(&e);
                 Err(e)
@@ -365,28 +394,25 @@ impl Pool {
         Immediate::Queued(id, rx)
     }
 
-    /// Opens a connection in a slot already counted in `connecting`.
-    async fn open(self: &std::sync::Arc<Self>, started: Instant) -> Result<Lease, PoolError> {
-        let conn = self.connect().await;
-        let mut st = self.state();
-        st.connecting -= 1;
-        match conn {
-            Ok(mut conn) => {
-                st.lend(&mut conn);
-                drop(st);
-                Ok(Lease::new(self.clone(), conn, started))
-            }
-            Err(e) => {
-                st.grant_slot();
-                st.settle_reserve();
-                Err(e)
-            }
-        }
+    /// Opens a connection in a place counted in `connecting`; if this
+    /// fails or is cancelled, the place goes to the next waiter.
+    async fn open(
+        self: &std::sync::Arc<Self>,
+        place: Opening<'_>,
+        started: Instant,
+    ) -> Result<Lease, PoolError> {
+        let mut conn = self.connect().await?;
+        place.fill(&mut conn);
+        Ok(Lease::new(self.clone(), conn, started))
     }
 
     async fn connect(&self) -> Result<Conn, PoolError> {
         let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        if let Some(fake) = &self.fake_connect {
+            return fake(id).await;
+        }
         let result = ServerConn::connect(&self.target, &auth, id)
             .await
             .map(Box::new);

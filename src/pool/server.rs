@@ -85,6 +85,25 @@ pub struct QueryOutcome {
 const BUF_SIZE: usize = 16 * 1024;
 
 impl ServerConn {
+    /// A connection over `stream`, not yet logged in.
+    pub(super) fn over(stream: TcpStream, id: u64, max_prepared: usize) -> ServerConn {
+        let now = Instant::now();
+        ServerConn {
+            stream,
+            params: Params::new(),
+            pid: 0,
+            secret: 0,
+            id,
+            created: now,
+            last_used: now,
+            lent_at: now,
+            buf: BytesMut::with_capacity(BUF_SIZE),
+            statements: ServerStatements::new(max_prepared),
+            synced_for: None,
+            pending_reset: false,
+        }
+    }
+
     /// Opens a TCP connection, logs in, and waits for the first ReadyForQuery.
     pub async fn connect(
         target: &ServerTarget,
@@ -100,20 +119,7 @@ impl ServerConn {
                     source,
                 })?;
             stream.set_nodelay(true)?;
-            let mut conn = ServerConn {
-                stream,
-                params: Params::new(),
-                pid: 0,
-                secret: 0,
-                id,
-                created: Instant::now(),
-                last_used: Instant::now(),
-                lent_at: Instant::now(),
-                buf: BytesMut::with_capacity(BUF_SIZE),
-                statements: ServerStatements::new(target.max_prepared_statements),
-                synced_for: None,
-                pending_reset: false,
-            };
+            let mut conn = ServerConn::over(stream, id, target.max_prepared_statements);
             conn.login(target, auth).await?;
             Ok(conn)
         };

@@ -15,6 +15,7 @@ mod failover;
 mod isolation;
 mod observe;
 mod pgbench;
+mod pool_slots;
 mod prepared;
 mod raw;
 mod replica;
