@@ -30,6 +30,11 @@ pub enum SessionError {
     ClientIdle,
     #[error("terminating connection: idle in transaction longer than idle_transaction_timeout")]
     IdleInTransaction,
+    #[error(
+        "terminating connection: an extended-protocol batch was left open (no Sync) \
+         longer than client_batch_timeout ({0:?}) while holding a server"
+    )]
+    BatchLeftOpen(std::time::Duration),
     #[error("terminating connection: pglittle is shutting down")]
     ShuttingDown,
     #[error("server connection lost in the middle of a transaction")]
@@ -57,6 +62,7 @@ impl SessionError {
             SessionError::LoginTimeout => "08006",
             SessionError::ClientIdle => "57P05",
             SessionError::IdleInTransaction => "25P03",
+            SessionError::BatchLeftOpen(_) => "08P01",
             SessionError::ShuttingDown => "57P01",
             SessionError::ServerLost => "08006",
             SessionError::Panic(_) => "XX000",

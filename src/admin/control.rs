@@ -107,6 +107,7 @@ pub const SETTABLE: &[(&str, &str)] = &[
     ("client_idle_timeout", "client_idle_timeout"),
     ("client_login_timeout", "client_login_timeout"),
     ("idle_transaction_timeout", "idle_transaction_timeout"),
+    ("client_batch_timeout", "client_batch_timeout"),
     ("shutdown_timeout", "shutdown_timeout"),
     ("sizing_wait_target", "sizing_wait_target"),
     ("sizing_headroom_percent", "sizing_headroom_percent"),
@@ -158,6 +159,7 @@ pub fn set(config: &Config, key: &str, value: &str) -> Result<Config, AdminError
         "client_idle_timeout" => p.client_idle_timeout = duration(key, value)?,
         "client_login_timeout" => p.client_login_timeout = duration(key, value)?,
         "idle_transaction_timeout" => p.idle_transaction_timeout = duration(key, value)?,
+        "client_batch_timeout" => p.client_batch_timeout = duration(key, value)?,
         "shutdown_timeout" => p.shutdown_timeout = duration(key, value)?,
         "sizing_wait_target" => p.sizing_wait_target = duration(key, value)?,
         _ => {

@@ -248,6 +248,7 @@ pub fn config_rows(p: &PoolerSettings) -> Vec<(&'static str, String)> {
         ("client_idle_timeout", d(p.client_idle_timeout)),
         ("client_login_timeout", d(p.client_login_timeout)),
         ("idle_transaction_timeout", d(p.idle_transaction_timeout)),
+        ("client_batch_timeout", d(p.client_batch_timeout)),
         ("server_reset", p.server_reset.as_str().to_string()),
         ("pin_on_session_state", p.pin_on_session_state.to_string()),
         (

@@ -88,6 +88,9 @@ pub struct PoolerSettings {
     pub client_login_timeout: Duration,
     /// Clients idle inside a transaction are disconnected after this; zero turns it off.
     pub idle_transaction_timeout: Duration,
+    /// An extended-protocol batch left open (no Sync, no reply due) for
+    /// this long loses its server; zero turns it off.
+    pub client_batch_timeout: Duration,
     /// What a server is cleaned of when it goes back to the pool.
     pub server_reset: ServerReset,
     /// A client with session state that cannot follow it (temp tables,
@@ -151,6 +154,7 @@ impl Default for PoolerSettings {
             client_idle_timeout: Duration::ZERO,
             client_login_timeout: Duration::from_secs(60),
             idle_transaction_timeout: Duration::ZERO,
+            client_batch_timeout: Duration::from_secs(30),
             server_reset: ServerReset::Detect,
             pin_on_session_state: false,
             server_allow_cleartext: false,

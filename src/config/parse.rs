@@ -31,6 +31,7 @@ const POOLER_KEYS: &[&str] = &[
     "client_idle_timeout",
     "client_login_timeout",
     "idle_transaction_timeout",
+    "client_batch_timeout",
     "server_reset",
     "pin_on_session_state",
     "server_allow_cleartext",
@@ -127,6 +128,7 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         client_idle_timeout: duration("client_idle_timeout", d.client_idle_timeout)?,
         client_login_timeout: duration("client_login_timeout", d.client_login_timeout)?,
         idle_transaction_timeout: duration("idle_transaction_timeout", d.idle_transaction_timeout)?,
+        client_batch_timeout: duration("client_batch_timeout", d.client_batch_timeout)?,
         server_reset: s.keyword("server_reset")?.unwrap_or(d.server_reset),
         pin_on_session_state: s
             .boolean("pin_on_session_state")?

@@ -69,6 +69,11 @@ fn render_pooler(config: &Config, out: &mut String) {
         "idle_transaction_timeout",
         duration(p.idle_transaction_timeout),
     );
+    line(
+        out,
+        "client_batch_timeout",
+        duration(p.client_batch_timeout),
+    );
     line(out, "server_reset", toml_string(p.server_reset.as_str()));
     line(out, "pin_on_session_state", p.pin_on_session_state);
     line(out, "server_allow_cleartext", p.server_allow_cleartext);

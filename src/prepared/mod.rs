@@ -260,6 +260,11 @@ impl Books<'_> {
         );
     }
 
+    /// Messages whose replies are still to come (or be made up).
+    pub fn pending(&self) -> usize {
+        self.actions.len()
+    }
+
     /// The server is reading COPY data: the transaction is not over, even
     /// with no reply due (an extended-protocol COPY's Sync is ignored).
     pub fn in_copy_in(&self) -> bool {

@@ -52,6 +52,8 @@ pub enum Outcome {
     ClientProtocol(ProtocolError),
     /// The client sat in an open transaction past idle_transaction_timeout.
     IdleInTransaction,
+    /// The client left an extended-protocol batch open past client_batch_timeout.
+    BatchLeftOpen,
     /// The server connection failed; `told` when a FATAL already reached the client.
     ServerGone { told: bool },
 }
@@ -62,6 +64,8 @@ pub struct RelayLimits {
     /// Transaction mode: keep named prepared statements working across servers.
     pub rewrite_statements: bool,
     pub idle_transaction_timeout: Duration,
+    /// An extended-protocol batch left open with no reply due (`State::batch_left_open`).
+    pub batch_timeout: Duration,
 }
 
 enum ClientEnd {
@@ -70,6 +74,7 @@ enum ClientEnd {
     Terminated,
     Protocol(ProtocolError),
     IdleInTransaction,
+    BatchLeftOpen,
     ServerWrite,
 }
 
@@ -180,6 +185,7 @@ where
         ClientEnd::Gone | ClientEnd::Terminated => Outcome::ClientGone,
         ClientEnd::Protocol(e) => Outcome::ClientProtocol(e),
         ClientEnd::IdleInTransaction => Outcome::IdleInTransaction,
+        ClientEnd::BatchLeftOpen => Outcome::BatchLeftOpen,
         ClientEnd::ServerWrite => Outcome::ServerGone { told: false },
     };
     tokio::select! {
@@ -254,17 +260,18 @@ where
         if taken.terminated {
             return ClientEnd::Terminated;
         }
-        let idle_in_tx = {
+        let timer = {
             let st = lock(state);
             if st.stopping {
                 return ClientEnd::Stopped;
             }
-            st.idle_in_transaction()
+            client_timer(&st, limits)
         };
+        let armed = timer.is_some();
+        let (timeout, timed_out) = timer.unwrap_or((Duration::ZERO, ClientEnd::Stopped));
         if cbuf.capacity() - cbuf.len() < 1024 {
             cbuf.reserve(READ_CHUNK);
         }
-        let timeout = limits.idle_transaction_timeout;
         let read = tokio::io::AsyncReadExt::read_buf(&mut cr, cbuf);
         tokio::select! {
             biased;
@@ -275,11 +282,26 @@ where
                 Ok(0) | Err(_) => return ClientEnd::Gone,
                 Ok(_) => {}
             },
-            _ = tokio::time::sleep(timeout), if idle_in_tx && !timeout.is_zero() => {
-                return ClientEnd::IdleInTransaction;
-            }
+            _ = tokio::time::sleep(timeout), if armed => return timed_out,
         }
     }
+}
+
+/// The timer that runs while the client owes the next move, and how the
+/// relay ends when it fires: idle in an open transaction, or an
+/// extended-protocol batch left open with no reply due.
+fn client_timer(st: &State<'_>, limits: &RelayLimits) -> Option<(Duration, ClientEnd)> {
+    let (timeout, end) = if st.idle_in_transaction() {
+        (
+            limits.idle_transaction_timeout,
+            ClientEnd::IdleInTransaction,
+        )
+    } else if st.batch_left_open() {
+        (limits.batch_timeout, ClientEnd::BatchLeftOpen)
+    } else {
+        return None;
+    };
+    (!timeout.is_zero()).then_some((timeout, end))
 }
 
 /// Takes every complete client message in `cbuf` (and the head of a
@@ -374,7 +396,9 @@ where
         segs.clear();
         let (n, retry_primary, hold) = {
             let mut st = lock(state);
-            st.emit_due(&mut segs);
+            if st.emit_due(&mut segs) {
+                wake.status_changed.notify_one();
+            }
             let scanned = scanner.scan(sbuf, &mut segs, |head, segs| {
                 if let Some(ev) = &head.event {
                     meter.server_event(ev);

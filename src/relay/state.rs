@@ -15,6 +15,9 @@ pub(super) struct State<'a> {
     pub books: Books<'a>,
     /// The relay is over: the client pump stops at its next step.
     pub stopping: bool,
+    /// Queued replies the server will send without a Sync: those of the
+    /// messages up to the client's last Flush, less those that came.
+    flush_due: usize,
 }
 
 /// What the server pump must do after one server message.
@@ -51,6 +54,7 @@ impl<'a> State<'a> {
             flight,
             books,
             stopping: false,
+            flush_due: 0,
         }
     }
 
@@ -77,6 +81,9 @@ impl<'a> State<'a> {
         let fx = f.note(msg);
         let aborted = f.status == b'E' && f.outstanding == 0;
         let w = self.books.client_message(msg, raw, fx, aborted, out);
+        if *msg == FrontendMessage::Flush {
+            self.flush_due = self.books.pending();
+        }
         for run in &w.runs {
             f.note_bound(run);
         }
@@ -114,9 +121,14 @@ impl<'a> State<'a> {
     }
 
     /// Made-up replies due before any server message (a Close or Parse
-    /// answered here at the head of the queue).
-    pub fn emit_due(&mut self, out: &mut Vec<Segment>) {
+    /// answered here at the head of the queue); true when they were the
+    /// last replies due in an open batch (the client's timer starts).
+    pub fn emit_due(&mut self, out: &mut Vec<Segment>) -> bool {
+        let (before, pending) = (out.len(), self.books.pending());
         self.books.emit_due(out);
+        let answered = pending.saturating_sub(self.books.pending());
+        self.flush_due = self.flush_due.saturating_sub(answered);
+        out.len() > before && self.batch_left_open()
     }
 
     /// One server message (its kind and what the scanner saw in it):
@@ -151,9 +163,14 @@ impl<'a> State<'a> {
             _ => {}
         }
         let in_tx = f.status != b'I';
+        let before = self.books.pending();
         let fate = self.books.server_message(kind, error.as_ref(), in_tx, out);
+        let answered = before.saturating_sub(self.books.pending());
+        self.flush_due = self.flush_due.saturating_sub(answered);
         let ignored = std::mem::take(&mut self.books.ignored_cycles);
         f.outstanding = f.outstanding.saturating_sub(ignored);
+        // The last reply due in an open batch: the client's timer starts.
+        step.status_changed |= f.unsynced && f.outstanding == 0 && self.flush_due == 0;
         if f.retry_primary {
             return step;
         }
@@ -193,6 +210,12 @@ impl<'a> State<'a> {
     /// between messages (`at_boundary`) and the server is not in COPY IN.
     pub fn done(&self, at_boundary: bool) -> bool {
         self.flight.status == b'I' && self.flight.quiet() && at_boundary && !self.books.in_copy_in()
+    }
+
+    /// The client sent extended-protocol messages and no Sync, and the
+    /// server owes nothing: only the client can move (client_batch_timeout).
+    pub fn batch_left_open(&self) -> bool {
+        self.flight.unsynced && self.flight.outstanding == 0 && self.flush_due == 0
     }
 
     /// The client sits in an open transaction with nothing in flight (the

@@ -278,3 +278,25 @@ fn an_open_transaction_with_nothing_in_flight_is_idle_in_transaction() {
     client(&mut st, &[parse("", "select 1")]);
     assert!(!st.idle_in_transaction(), "a Parse waits for its Sync");
 }
+
+#[test]
+fn a_batch_left_open_is_the_clients_move_only_when_nothing_is_due() {
+    let mut rig = Rig::new();
+    let mut st = rig.state();
+    client(&mut st, &[parse("", "select 1"), bind("")]);
+    assert!(
+        st.batch_left_open(),
+        "with no Flush the server answers nothing"
+    );
+    client(&mut st, &[msg(b'H', b"")]);
+    assert!(!st.batch_left_open(), "the Flush makes two replies due");
+    assert_eq!(server(&mut st, "1"), "F");
+    assert!(!st.batch_left_open());
+    assert_eq!(server(&mut st, "2"), "F");
+    assert!(st.batch_left_open(), "both came: the client must move");
+    client(&mut st, &[execute(), sync()]);
+    assert!(!st.batch_left_open());
+    assert_eq!(server(&mut st, "C Z:I"), "FF");
+    assert!(!st.batch_left_open());
+    assert!(st.done(true));
+}

@@ -89,6 +89,7 @@ async fn run_pump(
         max_message: 1 << 30,
         rewrite_statements: true,
         idle_transaction_timeout: std::time::Duration::ZERO,
+        batch_timeout: std::time::Duration::ZERO,
     };
     let client = ClientSide {
         buf: &mut cbuf,

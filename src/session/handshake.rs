@@ -94,6 +94,7 @@ pub(super) async fn run(
                     max_message: config.pooler.max_message_size,
                     rewrite_statements: mode == crate::config::PoolMode::Transaction,
                     idle_transaction_timeout: config.pooler.idle_transaction_timeout,
+                    batch_timeout: config.pooler.client_batch_timeout,
                 },
                 client_idle_timeout: config.pooler.client_idle_timeout,
                 route: greeted.route,

@@ -279,6 +279,12 @@ impl Session {
                 self.abandon(lease, &flight).await;
                 Err(SessionError::IdleInTransaction)
             }
+            Outcome::BatchLeftOpen => {
+                // Not quiet: the server is closed, which rolls back
+                // whatever the open batch began.
+                self.abandon(lease, &flight).await;
+                Err(SessionError::BatchLeftOpen(self.limits.batch_timeout))
+            }
             Outcome::ServerGone { told } => {
                 self.give_back(lease, false);
                 if told {
@@ -677,6 +683,7 @@ mod tests {
                 max_message: 1024,
                 rewrite_statements: true,
                 idle_transaction_timeout: std::time::Duration::ZERO,
+                batch_timeout: std::time::Duration::ZERO,
             },
             client_idle_timeout: std::time::Duration::ZERO,
             route: Default::default(),

@@ -775,3 +775,57 @@ async fn an_unknown_user_gets_a_scram_exchange_like_a_known_one() {
     assert_eq!(code(&e), "28P01", "{e:?}");
     assert_eq!(code(&known_bad), "28P01", "{known_bad:?}");
 }
+
+// Issue 12, defect 3: a Parse/Bind/Execute with no Sync kept the lent
+// server for ever. Now the batch loses its server after client_batch_timeout,
+// with an error that says why, and what it began is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_left_open_loses_its_server_with_a_clear_error() {
+    let p = pool_of_one("batch_open", |c| {
+        c.pooler.client_batch_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let admin = superuser().await;
+    admin
+        .batch_execute(
+            "create table if not exists batch_open (id int primary key); \
+             grant all on batch_open to batch_open",
+        )
+        .await
+        .unwrap();
+    let mut a = crate::raw::Raw::connect(p.port, "batch_open", &[]).await;
+    // An insert that ran, a Flush so its reply comes, and then no Sync.
+    a.send(
+        &[
+            crate::raw::parse(
+                "",
+                "insert into batch_open values (7) on conflict do nothing",
+            ),
+            crate::raw::bind("", "", &[]),
+            crate::raw::execute(),
+            b"H\0\0\0\x04".to_vec(),
+        ]
+        .concat(),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while let Some(m) = a.next_within(Duration::from_secs(10)).await {
+        let done = m.tag == b'E';
+        seen.push(m);
+        if done {
+            break;
+        }
+    }
+    let tags: Vec<u8> = seen.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"12CE", "{seen:?}");
+    let error = crate::raw::first_error(&seen);
+    assert_eq!(error.as_deref(), Some("08P01"));
+    let text = String::from_utf8_lossy(&seen[3].body).into_owned();
+    assert!(text.contains("client_batch_timeout"), "{text}");
+    // The one server serves the next client, and the insert never happened.
+    let b = p.connect_trust("batch_open", "").await;
+    assert_eq!(
+        scalar(&b, "select count(*) from batch_open where id = 7").await,
+        "0"
+    );
+}
