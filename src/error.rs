@@ -35,6 +35,8 @@ pub enum SessionError {
          longer than client_batch_timeout ({0:?}) while holding a server"
     )]
     BatchLeftOpen(std::time::Duration),
+    #[error(transparent)]
+    OverLimit(#[from] crate::prepared::client::LimitError),
     #[error("terminating connection: pglittle is shutting down")]
     ShuttingDown,
     #[error("server connection lost in the middle of a transaction")]
@@ -63,6 +65,7 @@ impl SessionError {
             SessionError::ClientIdle => "57P05",
             SessionError::IdleInTransaction => "25P03",
             SessionError::BatchLeftOpen(_) => "08P01",
+            SessionError::OverLimit(_) => "54000",
             SessionError::ShuttingDown => "57P01",
             SessionError::ServerLost => "08006",
             SessionError::Panic(_) => "XX000",

@@ -91,6 +91,9 @@ pub struct PoolerSettings {
     /// An extended-protocol batch left open (no Sync, no reply due) for
     /// this long loses its server; zero turns it off.
     pub client_batch_timeout: Duration,
+    /// Named prepared statements one client may hold (protocol and SQL
+    /// level together); past it the session ends with 54000. 0: no cap.
+    pub max_client_statements: usize,
     /// What a server is cleaned of when it goes back to the pool.
     pub server_reset: ServerReset,
     /// A client with session state that cannot follow it (temp tables,
@@ -155,6 +158,7 @@ impl Default for PoolerSettings {
             client_login_timeout: Duration::from_secs(60),
             idle_transaction_timeout: Duration::ZERO,
             client_batch_timeout: Duration::from_secs(30),
+            max_client_statements: 10_000,
             server_reset: ServerReset::Detect,
             pin_on_session_state: false,
             server_allow_cleartext: false,

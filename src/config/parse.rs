@@ -32,6 +32,7 @@ const POOLER_KEYS: &[&str] = &[
     "client_login_timeout",
     "idle_transaction_timeout",
     "client_batch_timeout",
+    "max_client_statements",
     "server_reset",
     "pin_on_session_state",
     "server_allow_cleartext",
@@ -146,6 +147,9 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         max_prepared_statements: s
             .count("max_prepared_statements")?
             .unwrap_or(d.max_prepared_statements),
+        max_client_statements: s
+            .count("max_client_statements")?
+            .unwrap_or(d.max_client_statements),
         log_format: s.keyword("log_format")?.unwrap_or(d.log_format),
         admin_users: s.string_list("admin_users")?.unwrap_or(d.admin_users),
         stats_users: s.string_list("stats_users")?.unwrap_or(d.stats_users),

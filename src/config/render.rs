@@ -84,6 +84,7 @@ fn render_pooler(config: &Config, out: &mut String) {
     );
     line(out, "shutdown_timeout", duration(p.shutdown_timeout));
     line(out, "max_prepared_statements", p.max_prepared_statements);
+    line(out, "max_client_statements", p.max_client_statements);
     line(out, "server_check_delay", duration(p.server_check_delay));
     line(out, "max_queue", p.max_queue);
     line(out, "shed_on_predicted_wait", p.shed_on_predicted_wait);

@@ -146,6 +146,7 @@ impl Pool {
             return;
         }
         conn.last_used = Instant::now();
+        conn.shrink_buffer();
         self.sweep_hopeless(&mut st, conn.last_used);
         while let Some(w) = st.waiters.pop_front() {
             st.lend(&mut conn);

@@ -258,6 +258,14 @@ impl ServerConn {
         !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
+    /// Gives back a read buffer that one large reply grew (kept idle, it
+    /// would hold that memory for the connection's whole life).
+    pub fn shrink_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 4 * BUF_SIZE {
+            self.buf = BytesMut::with_capacity(BUF_SIZE);
+        }
+    }
+
     /// Says goodbye politely; errors are irrelevant at this point.
     pub async fn terminate(mut self) {
         let _ = self

@@ -111,6 +111,19 @@ pub struct ClientStatements {
     pub token: u64,
     /// Bumped by every Parse of the unnamed statement.
     pub unnamed_generation: u64,
+    /// At most this many named statements, protocol and SQL level
+    /// together (`max_client_statements`; 0: no cap).
+    pub max_statements: usize,
+}
+
+/// A client went past one of its memory caps: its session ends (54000).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "too many prepared statements for one client: at most {0} (max_client_statements); \
+         close or DEALLOCATE statements you no longer use"
+    )]
+    Statements(usize),
 }
 
 /// A client's unnamed statement, kept to prepare it again on another server.
@@ -126,6 +139,15 @@ impl ClientStatements {
         ClientStatements {
             token: rand::random(),
             ..Default::default()
+        }
+    }
+
+    /// Books for a client that may hold at most `max_statements` named
+    /// statements (0: no cap).
+    pub fn capped(max_statements: usize) -> Self {
+        ClientStatements {
+            max_statements,
+            ..ClientStatements::new()
         }
     }
 
@@ -157,6 +179,25 @@ impl ClientStatements {
 
     pub fn remove(&mut self, name: &[u8]) {
         self.named.remove(name);
+    }
+
+    /// Whether a new protocol-level statement `name` fits under the cap
+    /// (one that replaces an existing name always does).
+    pub fn room_for(&self, name: &[u8]) -> Result<(), LimitError> {
+        self.room(self.named.contains_key(name))
+    }
+
+    /// Whether a new SQL-level `PREPARE name` fits under the cap.
+    pub fn room_for_sql(&self, name: &[u8]) -> Result<(), LimitError> {
+        self.room(self.sql.contains_key(name))
+    }
+
+    fn room(&self, replaces: bool) -> Result<(), LimitError> {
+        let cap = self.max_statements;
+        if cap == 0 || replaces || self.named.len() + self.sql.len() < cap {
+            return Ok(());
+        }
+        Err(LimitError::Statements(cap))
     }
 
     /// DEALLOCATE ALL / DISCARD ALL: empties the books, returning what

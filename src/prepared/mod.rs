@@ -153,6 +153,8 @@ pub struct Books<'a> {
     /// The SQL of the statement bound last, when it has SQL-level
     /// PREPARE/EXECUTE/DEALLOCATE: the next Execute runs it.
     pending_sql: Option<Box<[u8]>>,
+    /// The client went past a cap: nothing more is sent, the session ends.
+    pub refused: Option<client::LimitError>,
 }
 
 impl<'a> Books<'a> {
@@ -176,6 +178,7 @@ impl<'a> Books<'a> {
             completed: 0,
             skipping: false,
             pending_sql: None,
+            refused: None,
         }
     }
 }

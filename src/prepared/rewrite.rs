@@ -134,6 +134,10 @@ impl Books<'_> {
         out: &mut BytesMut,
         w: &mut Written,
     ) {
+        if let Err(e) = self.client.room_for(name) {
+            self.refused = Some(e);
+            return;
+        }
         if fx.prepared {
             self.sql_setup(sql, out, w);
         }

@@ -140,6 +140,10 @@ impl Books<'_> {
                         setup.deallocate(&name);
                     }
                     if pass.run() {
+                        if let Err(e) = self.client.room_for_sql(&name) {
+                            self.refused = Some(e);
+                            continue;
+                        }
                         let text: Arc<[u8]> = Arc::from(text);
                         self.client.sql.insert(name.clone().into(), text.clone());
                         self.server.sql.insert(name.clone().into(), text.clone());

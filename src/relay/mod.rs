@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::pool::params::Params;
 use crate::pool::ServerConn;
 use crate::prepared::client::ClientStatements;
+use crate::prepared::client::LimitError;
 use crate::prepared::server::ServerStatements;
 use crate::prepared::Books;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
@@ -39,6 +40,10 @@ mod tests;
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Replies held back while a replica request may still move to the primary
+/// are sent on (and the request stays) past this many bytes.
+const MAX_HELD: usize = 256 * 1024;
+
 /// How a relay ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -50,6 +55,8 @@ pub enum Outcome {
     ClientGone,
     /// The client broke the protocol.
     ClientProtocol(ProtocolError),
+    /// The client went past a memory cap (too many prepared statements).
+    ClientOverLimit(LimitError),
     /// The client sat in an open transaction past idle_transaction_timeout.
     IdleInTransaction,
     /// The client left an extended-protocol batch open past client_batch_timeout.
@@ -73,6 +80,7 @@ enum ClientEnd {
     Gone,
     Terminated,
     Protocol(ProtocolError),
+    OverLimit(LimitError),
     IdleInTransaction,
     BatchLeftOpen,
     ServerWrite,
@@ -184,6 +192,7 @@ where
         ClientEnd::Stopped => Outcome::Idle,
         ClientEnd::Gone | ClientEnd::Terminated => Outcome::ClientGone,
         ClientEnd::Protocol(e) => Outcome::ClientProtocol(e),
+        ClientEnd::OverLimit(e) => Outcome::ClientOverLimit(e),
         ClientEnd::IdleInTransaction => Outcome::IdleInTransaction,
         ClientEnd::BatchLeftOpen => Outcome::BatchLeftOpen,
         ClientEnd::ServerWrite => Outcome::ServerGone { told: false },
@@ -213,6 +222,20 @@ struct Taken {
     terminated: bool,
     /// A made-up reply may be due now.
     synth: bool,
+    /// The reply queue is full: read nothing until it drains.
+    backlogged: bool,
+}
+
+/// Why the client pump stops taking the client's messages.
+enum Refusal {
+    Protocol(ProtocolError),
+    Limit(LimitError),
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(e: ProtocolError) -> Refusal {
+        Refusal::Protocol(e)
+    }
 }
 
 /// Client -> server: forwards every complete message buffered (rewritten
@@ -241,7 +264,8 @@ where
             }
             match take_client(&mut st, cbuf, &mut stream_left, &mut out, limits, meter) {
                 Ok(t) => t,
-                Err(e) => return ClientEnd::Protocol(e),
+                Err(Refusal::Protocol(e)) => return ClientEnd::Protocol(e),
+                Err(Refusal::Limit(e)) => return ClientEnd::OverLimit(e),
             }
         };
         if taken.synth {
@@ -278,7 +302,7 @@ where
             _ = wake.stop.notified() => return ClientEnd::Stopped,
             _ = wake.status_changed.notified() => {}
             _ = wake.resend_due.notified() => {}
-            r = read => match r {
+            r = read, if !taken.backlogged => match r {
                 Ok(0) | Err(_) => return ClientEnd::Gone,
                 Ok(_) => {}
             },
@@ -313,7 +337,7 @@ fn take_client(
     out: &mut BytesMut,
     limits: &RelayLimits,
     meter: &Meter<'_>,
-) -> Result<Taken, ProtocolError> {
+) -> Result<Taken, Refusal> {
     let mut t = Taken::default();
     if let Some(replay) = st.take_resend() {
         out.extend_from_slice(&replay);
@@ -332,6 +356,12 @@ fn take_client(
         if st.batch_full() {
             break;
         }
+        if st.backlogged() {
+            // Too many replies queued that the client has not read: read
+            // no more until the server pump has sent some (backpressure).
+            t.backlogged = true;
+            break;
+        }
         match peek_message(&cbuf[t.n..], limits.max_message)? {
             Some((FrontendMessage::Terminate, _)) => {
                 t.terminated = true;
@@ -339,7 +369,9 @@ fn take_client(
             }
             Some((msg, len)) => {
                 meter.client_message(&msg);
-                t.synth |= st.client_message(&msg, &cbuf[t.n..t.n + len], out);
+                t.synth |= st
+                    .client_message(&msg, &cbuf[t.n..t.n + len], out)
+                    .map_err(Refusal::Limit)?;
                 t.n += len;
             }
             // A large Bind, CopyData or FunctionCall: its head now, the
@@ -429,9 +461,17 @@ where
             // Until a row, a completion or a ReadyForQuery comes, the
             // reply (ParseComplete, BindComplete, a RowDescription, one
             // pglittle made up) could still be replaced by the
-            // primary's: hold it back.
+            // primary's: hold it back, up to MAX_HELD.
             gather_into(&mut held, sbuf, &segs);
-            Ok(())
+            if held.len() > MAX_HELD {
+                // Too much to keep for a move: the request stays here.
+                lock(state).stay();
+                let r = cw.write_all(&held).await;
+                held.clear();
+                r
+            } else {
+                Ok(())
+            }
         } else if !held.is_empty() {
             gather_into(&mut held, sbuf, &segs);
             let r = cw.write_all(&held).await;

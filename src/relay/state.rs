@@ -6,6 +6,7 @@
 use bytes::BytesMut;
 
 use super::flight::Flight;
+use crate::prepared::client::LimitError;
 use crate::prepared::{Books, Fate};
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::scan::{BackendEvent, BackendKind, Segment};
@@ -18,7 +19,15 @@ pub(super) struct State<'a> {
     /// Queued replies the server will send without a Sync: those of the
     /// messages up to the client's last Flush, less those that came.
     flush_due: usize,
+    /// The client pump stopped reading because the reply queue was full.
+    held_up: bool,
 }
+
+/// Replies queued (to come from the server, or made up here) past which
+/// the relay reads no more from the client until some have been sent: a
+/// client that sends Close or Parse messages pglittle answers itself and
+/// never reads the answers cannot grow the queue without bound.
+pub(super) const MAX_QUEUED_REPLIES: usize = 16 * 1024;
 
 /// What the server pump must do after one server message.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -55,6 +64,7 @@ impl<'a> State<'a> {
             books,
             stopping: false,
             flush_due: 0,
+            held_up: false,
         }
     }
 
@@ -69,14 +79,31 @@ impl<'a> State<'a> {
         self.books.resend.take()
     }
 
+    /// The reply queue is full: the client pump must stop reading.
+    pub fn backlogged(&mut self) -> bool {
+        self.held_up = self.books.pending() >= MAX_QUEUED_REPLIES;
+        self.held_up
+    }
+
+    /// The client pump is held up and the queue has drained to half: it
+    /// may read again.
+    fn room_again(&mut self) -> bool {
+        if self.held_up && self.books.pending() <= MAX_QUEUED_REPLIES / 2 {
+            self.held_up = false;
+            return true;
+        }
+        false
+    }
+
     /// One complete client message (`raw`): appends what the server must
-    /// be sent to `out`; true when a made-up reply may be due now.
+    /// be sent to `out`; true when a made-up reply may be due now. A
+    /// client past a cap (`LimitError`) is refused and nothing is sent.
     pub fn client_message(
         &mut self,
         msg: &FrontendMessage<'_>,
         raw: &[u8],
         out: &mut BytesMut,
-    ) -> bool {
+    ) -> Result<bool, LimitError> {
         let f = &mut *self.flight;
         let fx = f.note(msg);
         let aborted = f.status == b'E' && f.outstanding == 0;
@@ -95,7 +122,10 @@ impl<'a> State<'a> {
         if msg.ends_batch() && f.one_batch {
             f.batch_sent = true;
         }
-        w.synth
+        match self.books.refused.take() {
+            Some(e) => Err(e),
+            None => Ok(w.synth),
+        }
     }
 
     /// The head of a message relayed in pieces; the rest follows untouched.
@@ -128,7 +158,8 @@ impl<'a> State<'a> {
         self.books.emit_due(out);
         let answered = pending.saturating_sub(self.books.pending());
         self.flush_due = self.flush_due.saturating_sub(answered);
-        out.len() > before && self.batch_left_open()
+        let room = self.room_again();
+        (out.len() > before && self.batch_left_open()) || room
     }
 
     /// One server message (its kind and what the scanner saw in it):
@@ -171,7 +202,10 @@ impl<'a> State<'a> {
         f.outstanding = f.outstanding.saturating_sub(ignored);
         // The last reply due in an open batch: the client's timer starts.
         step.status_changed |= f.unsynced && f.outstanding == 0 && self.flush_due == 0;
-        if f.retry_primary {
+        let retry_primary = f.retry_primary;
+        step.status_changed |= self.room_again();
+        let f = &mut *self.flight;
+        if retry_primary {
             return step;
         }
         match fate {
@@ -193,6 +227,12 @@ impl<'a> State<'a> {
     /// primary and nothing final reached the client.
     pub fn hold_back(&self) -> bool {
         self.flight.may_retry && !self.flight.forwarded
+    }
+
+    /// The request can no longer move to the primary (its held-back reply
+    /// grew too big to keep).
+    pub fn stay(&mut self) {
+        self.flight.may_retry = false;
     }
 
     /// The replica refused: nothing of its reply reaches the client.

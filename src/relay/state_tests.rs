@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 
 use super::flight::Flight;
-use super::state::State;
+use super::state::{State, MAX_QUEUED_REPLIES};
 use crate::prepared::client::ClientStatements;
 use crate::prepared::server::ServerStatements;
 use crate::prepared::Books;
@@ -23,7 +23,7 @@ fn client(st: &mut State<'_>, msgs: &[Vec<u8>]) -> BytesMut {
     for raw in msgs {
         let (m, len) = peek_message(raw, 1 << 20).unwrap().unwrap();
         assert_eq!(len, raw.len());
-        st.client_message(&m, raw, &mut out);
+        st.client_message(&m, raw, &mut out).unwrap();
     }
     out
 }
@@ -218,7 +218,7 @@ fn a_replica_refusal_before_any_row_is_swallowed_for_the_primary() {
     let q = frontend::query("select f()");
     let mut out = BytesMut::new();
     let (m, _) = peek_message(&q, 1 << 20).unwrap().unwrap();
-    st.client_message(&m, &q, &mut out);
+    st.client_message(&m, &q, &mut out).unwrap();
     st.client_bytes(&q);
     assert!(st.batch_full(), "a replica lease takes one batch");
     assert!(st.hold_back());
@@ -299,4 +299,49 @@ fn a_batch_left_open_is_the_clients_move_only_when_nothing_is_due() {
     assert_eq!(server(&mut st, "C Z:I"), "FF");
     assert!(!st.batch_left_open());
     assert!(st.done(true));
+}
+
+#[test]
+fn a_client_that_never_reads_what_is_answered_here_is_held_up() {
+    let mut rig = Rig::new();
+    {
+        let mut st = rig.state();
+        client(&mut st, &[parse("s", "select 1"), sync()]);
+        server(&mut st, "1 Z:I");
+    }
+    let mut st = rig.state();
+    // Close messages are answered here, queued until the server pump
+    // sends them; past the cap the client pump must stop reading.
+    let close = msg(b'C', b"Ss\0");
+    let mut n = 0;
+    while !st.backlogged() {
+        client(&mut st, std::slice::from_ref(&close));
+        n += 1;
+        assert!(n <= MAX_QUEUED_REPLIES, "the queue grew past its cap");
+    }
+    assert_eq!(n, MAX_QUEUED_REPLIES);
+    // The server pump sends what is due: the client may read again, once.
+    let mut segs = Vec::new();
+    assert!(st.emit_due(&mut segs), "the client pump is woken");
+    assert_eq!(segs.len(), MAX_QUEUED_REPLIES);
+    assert!(!st.backlogged());
+}
+
+#[test]
+fn a_client_past_its_statement_cap_is_refused_and_nothing_is_sent() {
+    let mut rig = Rig::new();
+    rig.client = ClientStatements::capped(2);
+    let mut st = rig.state();
+    client(&mut st, &[parse("a", "select 1"), parse("b", "select 2")]);
+    // Preparing an existing name again replaces it: still within the cap.
+    client(&mut st, &[parse("a", "select 3")]);
+    let third = parse("c", "select 4");
+    let (m, _) = peek_message(&third, 1 << 20).unwrap().unwrap();
+    let mut out = BytesMut::new();
+    let refused = st.client_message(&m, &third, &mut out);
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(out.is_empty(), "the refused Parse reached the server");
+    let sql = frontend::query("prepare d as select 5");
+    let (m, _) = peek_message(&sql, 1 << 20).unwrap().unwrap();
+    assert!(st.client_message(&m, &sql, &mut out).is_err());
 }

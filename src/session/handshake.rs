@@ -87,7 +87,9 @@ pub(super) async fn run(
                 },
                 pin: None,
                 cancel: greeted.cancel,
-                statements: crate::prepared::client::ClientStatements::new(),
+                statements: crate::prepared::client::ClientStatements::capped(
+                    config.pooler.max_client_statements,
+                ),
                 lease: None,
                 buf,
                 limits: RelayLimits {

@@ -279,6 +279,10 @@ impl Session {
                 self.abandon(lease, &flight).await;
                 Err(SessionError::IdleInTransaction)
             }
+            Outcome::ClientOverLimit(e) => {
+                self.abandon(lease, &flight).await;
+                Err(e.into())
+            }
             Outcome::BatchLeftOpen => {
                 // Not quiet: the server is closed, which rolls back
                 // whatever the open batch began.

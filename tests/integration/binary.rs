@@ -565,3 +565,56 @@ async fn a_user_name_cannot_forge_a_log_line() {
     assert!(!log.lines().any(|l| l.starts_with("ERROR forged")), "{log}");
     assert!(log.contains("evil\\nERROR forged line"), "{log}");
 }
+
+// Issue 12, defect 5: Close messages of a named statement are answered by
+// pglittle itself; a client that sends millions and reads the answers
+// slowly grew the reply queue (and pglittle's memory) without bound. Now
+// pglittle stops reading from such a client until it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_slowly_cannot_grow_the_reply_queue() {
+    let dir = TempDir::new("close-flood");
+    let mut role = config();
+    let password = crate::common::own_role(&mut role, "flooder").await;
+    // A trust user for the raw client, inserted before [databases.app].
+    let extra = format!("\n[users.flooder]\nauth = \"trust\"\npassword = \"{password}\"\n");
+    let (proc, port, _file, probe) = start_with_file(&dir, 1, &extra).await;
+    assert_eq!(scalar(&probe, "select 1").await, "1");
+    let mut raw = crate::raw::Raw::connect(port, "flooder", &[]).await;
+    raw.send(&[crate::raw::parse("s", "select 1"), crate::raw::sync()].concat())
+        .await;
+    raw.until_ready().await;
+    let before = peak_rss_kib(proc.pid());
+    // 2 million Closes (16 MB) and a Sync; each is answered with a 5-byte
+    // CloseComplete, 10 MB in all, read 4 KiB at a time with a pause.
+    const CLOSES: usize = 2_000_000;
+    let close = b"C\0\0\0\x07Ss\0";
+    let mut flood = Vec::with_capacity(CLOSES * close.len() + 5);
+    for _ in 0..CLOSES {
+        flood.extend_from_slice(close);
+    }
+    flood.extend_from_slice(&crate::raw::sync());
+    let (mut rd, mut wr) = raw.stream.into_split();
+    let writer = tokio::spawn(async move {
+        tokio::io::AsyncWriteExt::write_all(&mut wr, &flood)
+            .await
+            .unwrap();
+        wr
+    });
+    let mut seen = 0usize;
+    let mut chunk = vec![0u8; 4096];
+    let expected = CLOSES * 5 + 6;
+    while seen < expected {
+        // A slow reader: pglittle must wait for it, not buffer for it.
+        tokio::time::sleep(Duration::from_micros(200)).await;
+        let n = tokio::io::AsyncReadExt::read(&mut rd, &mut chunk)
+            .await
+            .unwrap();
+        assert!(n > 0, "pglittle hung up after {seen} bytes");
+        seen += n;
+    }
+    assert_eq!(seen, expected);
+    writer.await.unwrap();
+    // Queued whole, 2 million replies would add well over 100 MiB.
+    let grown = peak_rss_kib(proc.pid()).saturating_sub(before);
+    assert!(grown < 24 * 1024, "pglittle's peak RSS grew by {grown} KiB");
+}

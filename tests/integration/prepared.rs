@@ -378,3 +378,27 @@ async fn a_stale_plan_after_ddl_is_prepared_again_transparently() {
     );
     assert_eq!(retries(&p), 1);
 }
+
+// Issue 12, defect 5: a client's named statements had no cap, so a driver
+// that never closes what it prepares grew pglittle's memory for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_past_max_client_statements_is_told_and_others_go_on() {
+    let p = pool_of_one("stmt_cap", |c| c.pooler.max_client_statements = 3).await;
+    let a = p.connect_trust("stmt_cap", "").await;
+    // Held (tokio-postgres closes a statement when it is dropped, and a
+    // closed one no longer counts).
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(a.prepare(&format!("select {i}")).await.unwrap());
+    }
+    held.pop();
+    held.push(a.prepare("select 'after a close'").await.unwrap());
+    let err = a.prepare("select 3").await.unwrap_err();
+    assert_eq!(code(&err), "54000", "{err:?}");
+    let text = format!("{:?}", err.as_db_error());
+    assert!(text.contains("max_client_statements"), "{text}");
+    assert!(eventually(Duration::from_secs(10), || async { a.is_closed() }).await);
+    // The one server was not kept, and serves the next client.
+    let b = p.connect_trust("stmt_cap", "").await;
+    assert_eq!(scalar(&b, "select 42").await, "42");
+}
