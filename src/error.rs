@@ -18,6 +18,8 @@ pub enum SessionError {
     UnknownDatabase(String),
     #[error("password authentication failed for user \"{0}\"")]
     BadPassword(String),
+    #[error("too many failed logins for this user from this address; try again in {0} s")]
+    LoginThrottled(u64),
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
     #[error("invalid startup parameter: {0}")]
@@ -58,6 +60,7 @@ impl SessionError {
             SessionError::ClientIo(_) => "08006",
             SessionError::UnknownDatabase(_) => "3D000",
             SessionError::BadPassword(_) => "28P01",
+            SessionError::LoginThrottled(_) => "28000",
             SessionError::NoUser => "28000",
             SessionError::BadStartupParameter(_) => "22023",
             SessionError::TooManyClients(_) => "53300",

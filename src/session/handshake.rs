@@ -32,6 +32,7 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 pub(super) async fn run(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
+    peer: std::net::SocketAddr,
     admission: Admission,
     entry: ClientGuard,
 ) -> Result<Option<Box<Session>>, SessionError> {
@@ -45,7 +46,7 @@ pub(super) async fn run(
     let mut buf = BytesMut::new();
     let result = match tokio::time::timeout(
         timeout,
-        login(shared, &config, &mut stream, &mut buf, admission),
+        login(shared, &config, &mut stream, &mut buf, peer.ip(), admission),
     )
     .await
     {
@@ -106,6 +107,12 @@ pub(super) async fn run(
         }
         Ok(None) => Ok(None),
         Err(e) => {
+            if let SessionError::BadPassword(user) = &e {
+                // Each failure from this address is told a little later.
+                let now = std::time::Instant::now();
+                let delay = shared.failed_logins.failed(peer.ip(), user, now);
+                tokio::time::sleep(delay).await;
+            }
             if e.client_reachable() {
                 let mut out = BytesMut::new();
                 backend::error_response(
@@ -160,6 +167,7 @@ async fn login(
     config: &Config,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    ip: std::net::IpAddr,
     admission: Admission,
 ) -> Result<Option<Login>, SessionError> {
     let (minor, params) = loop {
@@ -197,6 +205,10 @@ async fn login(
         .filter(|u| !u.is_empty())
         .ok_or(SessionError::NoUser)?;
     let db = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    let now = std::time::Instant::now();
+    if let Some(left) = shared.failed_logins.refused(ip, user, now) {
+        return Err(SessionError::LoginThrottled(left.as_secs().max(1)));
+    }
     let application_name = get("application_name").unwrap_or("").to_string();
     let console = crate::admin::is_console(db) && !config.databases.contains_key(db);
     let admitted = match admission {

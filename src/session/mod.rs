@@ -4,6 +4,7 @@
 pub mod cancel;
 mod checkin;
 pub mod clients;
+mod failed_logins;
 mod handshake;
 mod idle;
 mod panic;
@@ -103,7 +104,7 @@ pub async fn serve(
     client: clients::ClientGuard,
 ) {
     let _ = stream.set_nodelay(true);
-    let session = match Box::pin(handshake::run(&shared, stream, admission, client)).await {
+    let session = match Box::pin(handshake::run(&shared, stream, peer, admission, client)).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {

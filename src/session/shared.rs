@@ -51,6 +51,8 @@ pub struct Shared {
     pub topology: Arc<Topology>,
     /// Read-your-writes decisions: replica, primary_floor, waited, primary_time.
     pub ryw: RywCounters,
+    /// Failed logins per source address and user (delay, then refusal).
+    pub failed_logins: super::failed_logins::FailedLogins,
 }
 
 /// How reads were placed with respect to the client's own writes.
@@ -75,6 +77,7 @@ impl Shared {
         Shared {
             topology,
             ryw: RywCounters::default(),
+            failed_logins: Default::default(),
             config: RwLock::new(config),
             pools: Pools::new(),
             cancels: Arc::new(CancelRegistry::new()),

@@ -829,3 +829,26 @@ async fn a_batch_left_open_loses_its_server_with_a_clear_error() {
         "0"
     );
 }
+
+// Issue 12, defect 7: failed logins were neither delayed nor limited. Each
+// failure from an address is now answered later than the last; loopback
+// (a sidecar's every client) is delayed but never locked out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_answered_ever_later() {
+    let p = pooler(config()).await;
+    let mut waited = Vec::new();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let e = p.connect_as("app", "wrong").await.unwrap_err();
+        assert_eq!(code(&e), "28P01", "{e:?}");
+        waited.push(started.elapsed());
+    }
+    // The third failure in the window waits at least 300 ms.
+    assert!(
+        waited[2] >= Duration::from_millis(300),
+        "failures answered after {waited:?}"
+    );
+    // The right password still gets in from loopback.
+    let c = p.connect().await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+}
