@@ -25,6 +25,9 @@ use server::ServerStatements;
 pub mod client;
 mod reply;
 mod rewrite;
+/// For the fuzz target `rewriter` (cargo-fuzz sets `cfg(fuzzing)`) and a proptest.
+#[cfg(any(test, fuzzing))]
+pub mod script;
 pub mod server;
 mod sql;
 #[cfg(test)]

@@ -326,3 +326,16 @@ fn after_an_unsynced_error_the_server_discards_until_sync() {
     );
     assert_eq!(r, "FF");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// The fuzz target's property on stable: any script of client messages
+    /// and server replies leaves the books sending whole frames, and
+    /// nothing panics.
+    #[test]
+    fn any_message_sequence_keeps_the_books_whole(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)
+    ) {
+        super::script::run_script(&data);
+    }
+}
