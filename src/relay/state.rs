@@ -40,21 +40,13 @@ pub(super) struct ServerStep {
     pub resend: bool,
 }
 
-/// A reply that does not stop a retry elsewhere: a notice (say, the
-/// WARNING a dying server sends), or what a batch answers before its first
-/// row or completion (held back, and dropped if the primary answers instead).
+/// A reply that does not stop a retry elsewhere: everything but the
+/// ReadyForQuery that ends it, or an error that is its answer. Until one
+/// comes, a replica's reply is held back (up to `MAX_HELD` bytes, see the
+/// server pump) and dropped if the request moves to the primary: a replica
+/// that dies after sending some rows costs the client nothing.
 fn holdable(kind: BackendKind) -> bool {
-    use BackendKind as K;
-    matches!(
-        kind,
-        K::Async
-            | K::ParseComplete
-            | K::BindComplete
-            | K::CloseComplete
-            | K::ParameterDescription
-            | K::RowDescription
-            | K::NoData
-    )
+    !matches!(kind, BackendKind::ReadyForQuery | BackendKind::Error)
 }
 
 impl<'a> State<'a> {

@@ -236,17 +236,35 @@ fn a_replica_refusal_before_any_row_is_swallowed_for_the_primary() {
 }
 
 #[test]
-fn a_replica_refusal_after_a_row_reaches_the_client() {
+fn a_replica_that_dies_after_some_rows_costs_the_client_nothing() {
+    let mut rig = Rig::new();
+    rig.flight.may_retry = true;
+    rig.flight.one_batch = true;
+    let mut st = rig.state();
+    client(&mut st, &[frontend::query("select * from t")]);
+    assert_eq!(server(&mut st, "T D D"), "FFF");
+    assert!(st.hold_back(), "rows are held until the reply is whole");
+    // "terminating connection due to immediate shutdown command"
+    server(&mut st, "F:57P01");
+    assert!(st.retry_primary());
+    assert!(!st.told());
+}
+
+#[test]
+fn a_replica_error_that_answers_the_query_reaches_the_client() {
     let mut rig = Rig::new();
     rig.flight.may_retry = true;
     rig.flight.retry_armed = true;
     let mut st = rig.state();
-    let q = frontend::query("select 1; select f()");
-    client(&mut st, &[q]);
-    assert_eq!(server(&mut st, "T D"), "FF");
-    assert!(!st.hold_back(), "a row reached the client");
-    assert_eq!(server(&mut st, "C E:25006 Z:I"), "FFF");
+    client(&mut st, &[frontend::query("select 1/0")]);
+    assert_eq!(server(&mut st, "T E:22012"), "FF");
+    assert!(
+        !st.hold_back(),
+        "an error that answers the query is sent on"
+    );
+    assert_eq!(server(&mut st, "Z:I"), "F");
     assert!(!st.retry_primary());
+    assert!(st.done(true));
 }
 
 #[test]
