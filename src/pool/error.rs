@@ -56,6 +56,24 @@ pub enum PoolError {
 }
 
 impl PoolError {
+    /// The server is down for a moment (restarting, or not yet accepting):
+    /// refused or reset at connect, gone during login, or "the database
+    /// system is starting up / shutting down" (57P03, 57P01).
+    pub fn server_restarting(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            PoolError::Connect { source, .. } => {
+                matches!(source.kind(), K::ConnectionRefused | K::ConnectionReset)
+            }
+            PoolError::Io(e) => matches!(
+                e.kind(),
+                K::UnexpectedEof | K::ConnectionReset | K::BrokenPipe
+            ),
+            PoolError::ServerRejected { code, .. } => code == "57P03" || code == "57P01",
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE a client sees for this failure.
     pub fn sqlstate(&self) -> &str {
         match self {

@@ -50,7 +50,7 @@ impl Pool {
                 st.connecting += 1;
                 Opening::counted(self)
             };
-            match self.open(place, Instant::now()).await {
+            match self.open_once(place).await {
                 Ok(lease) => lease.release(),
                 Err(e) => {
                     tracing::warn!(pool = %self.name(), error = %e, "could not open a min_pool_size connection");

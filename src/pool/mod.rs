@@ -123,6 +123,10 @@ pub struct Pool {
     pub budget: AtomicUsize,
     /// The auto-sizing controller's state (touched only by the janitor).
     controller: Mutex<controller::Controller>,
+    /// When connects to a server that worked began to fail (`None` while
+    /// they succeed): clients wait for it to come back only within
+    /// server_connect_timeout of this.
+    outage: Mutex<Option<Instant>>,
     /// Unit tests open connections with this instead of logging in.
     #[cfg(test)]
     fake_connect: Option<FakeConnect>,
@@ -177,6 +181,7 @@ impl Pool {
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
             controller: Mutex::new(controller::Controller::new()),
+            outage: Mutex::new(None),
             #[cfg(test)]
             fake_connect: None,
         }
@@ -372,7 +377,12 @@ impl Pool {
         let now = Instant::now();
         while let Some(mut conn) = st.idle.pop() {
             let stale = now.duration_since(conn.last_used) >= st.settings.server_check_delay;
-            if (stale && conn.is_broken()) || st.expired(&conn, now) {
+            let dead = if stale {
+                conn.is_broken()
+            } else {
+                conn.looks_closed()
+            };
+            if dead || st.expired(&conn, now) {
                 continue;
             }
             st.lend(&mut conn);
@@ -394,16 +404,64 @@ impl Pool {
         Immediate::Queued(id, rx)
     }
 
-    /// Opens a connection in a place counted in `connecting`; if this
-    /// fails or is cancelled, the place goes to the next waiter.
+    /// Opens a connection for a client in a place counted in `connecting`;
+    /// if this fails or is cancelled, the place goes to the next waiter. A
+    /// server that is restarting (refused, hung up, or "starting up") is
+    /// tried again with backoff for up to server_connect_timeout (and the
+    /// client's query_wait_timeout) from the request: a restart that short
+    /// costs clients a wait, not an error.
     async fn open(
         self: &std::sync::Arc<Self>,
         place: Opening<'_>,
         started: Instant,
     ) -> Result<Lease, PoolError> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.connect().await {
+                Ok(mut conn) => {
+                    place.fill(&mut conn);
+                    return Ok(Lease::new(self.clone(), conn, started));
+                }
+                Err(e) if self.worth_waiting(&e, started, pause) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// After a failed connect: is the server one that worked and is now
+    /// restarting, within server_connect_timeout of the outage's start and
+    /// of the request (and its query_wait_timeout), with time for another
+    /// try after `pause`? A server that never worked fails at once.
+    fn worth_waiting(&self, e: &PoolError, started: Instant, pause: Duration) -> bool {
+        if !e.server_restarting() || self.counters.connects.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let outage = *self
+            .outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(now);
+        let window = self.target.connect_timeout;
+        let wait = self.settings().query_wait_timeout;
+        let mut until = (outage + window).min(started + window);
+        if !wait.is_zero() {
+            until = until.min(started + wait);
+        }
+        now + pause < until
+    }
+
+    /// Opens a connection once (the janitor: it tries again next pass).
+    async fn open_once(
+        self: &std::sync::Arc<Self>,
+        place: Opening<'_>,
+    ) -> Result<Lease, PoolError> {
         let mut conn = self.connect().await?;
         place.fill(&mut conn);
-        Ok(Lease::new(self.clone(), conn, started))
+        Ok(Lease::new(self.clone(), conn, Instant::now()))
     }
 
     async fn connect(&self) -> Result<Conn, PoolError> {
@@ -419,6 +477,7 @@ impl Pool {
         match &result {
             Ok(conn) => {
                 self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 let mut d = self.defaults.lock().unwrap_or_else(|e| e.into_inner());
                 if d.is_none() {
                     *d = Some(std::sync::Arc::new(conn.params.clone()));

@@ -266,6 +266,18 @@ impl ServerConn {
         }
     }
 
+    /// A cheap `is_broken` for a connection used moments ago: only when
+    /// the reactor has seen it become readable (a FATAL and a hang-up
+    /// arrive as bytes while it sits idle) is the socket itself asked.
+    pub fn looks_closed(&self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => false,
+            std::task::Poll::Ready(Ok(())) => self.is_broken(),
+            std::task::Poll::Ready(Err(_)) => true,
+        }
+    }
+
     /// Says goodbye politely; errors are irrelevant at this point.
     pub async fn terminate(mut self) {
         let _ = self

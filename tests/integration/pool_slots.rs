@@ -3,7 +3,7 @@
 //! opened for them. A switchable forwarder stands between pglittle and the
 //! real primary; while it is down it hangs up on every connection.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,30 +13,56 @@ use pglittle::cluster::{MD5_PASSWORD, MD5_USER};
 
 use crate::common::*;
 
-/// A forwarder to the primary: while `up` is false it closes every
-/// connection at once (a login fails with EOF), while true it relays.
-async fn switchable_forwarder(up: Arc<AtomicBool>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let target = cluster().primary.port;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            if !up.load(Ordering::SeqCst) {
-                drop(inbound);
-                continue;
-            }
-            tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+/// A forwarder to the primary. While down it closes every new connection
+/// at once (a login fails with EOF) and cuts the ones it was relaying, as
+/// a restarting server does; while up it relays.
+struct Forwarder {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    /// Connections being relayed now.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Forwarder {
+    async fn start(up: bool) -> Forwarder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = cluster().primary.port;
+        let (tx, rx) = tokio::sync::watch::channel(up);
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = live.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-        }
-    });
-    port
+                if !*rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut rx = rx.clone();
+                let live = counted.clone();
+                live.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        live.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                    drop((inbound, outbound));
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Forwarder { port, up: tx, live }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
 }
 
 fn app_pool(p: &Pooler) -> Arc<pglittle::pool::Pool> {
@@ -51,8 +77,8 @@ fn app_pool(p: &Pooler) -> Arc<pglittle::pool::Pool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_outage_the_janitor_refills_the_whole_minimum() {
-    let up = Arc::new(AtomicBool::new(false));
-    let port = switchable_forwarder(up.clone()).await;
+    let fwd = Forwarder::start(false).await;
+    let port = fwd.port;
     let mut cfg = config();
     cfg.pooler.pool_size = 3.into();
     cfg.pooler.min_pool_size = 3;
@@ -71,7 +97,7 @@ async fn after_an_outage_the_janitor_refills_the_whole_minimum() {
     // The outage ends: with no client asking, the pool is back at its
     // minimum (before the fix, the places of the connects a failed pass
     // never made stayed counted, and the pool ran on one connection).
-    up.store(true, Ordering::SeqCst);
+    fwd.set(true);
     let refilled = eventually(Duration::from_secs(10), || async {
         let st = pool.status();
         st.idle == 3 && st.connecting == 0
@@ -86,4 +112,42 @@ async fn after_an_outage_the_janitor_refills_the_whole_minimum() {
         open.push(c);
     }
     assert_eq!(pool.status().active, 3);
+}
+
+// Issue 12, fault battery: a primary restart cost every client that asked
+// during it an error (08006, 57P03), and a server killed moments after use
+// was lent again dead. Now a server that worked and is restarting is
+// waited for (within server_connect_timeout), and a dead idle server is
+// noticed before it is lent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_server_restart_costs_a_client_a_wait_not_an_error() {
+    let fwd = Forwarder::start(true).await;
+    let mut cfg = config();
+    cfg.pooler.pool_size = 2.into();
+    cfg.databases.get_mut("app").unwrap().port = fwd.port;
+    let p = pooler(cfg).await;
+    let c = p.connect_md5().await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    let pool = app_pool(&p);
+    // The server goes away, with the connection pglittle keeps idle.
+    fwd.set(false);
+    let cut = eventually(Duration::from_secs(10), || async {
+        fwd.live.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert!(cut, "the forwarder kept relaying");
+    let errors = pool.counters.connect_errors.load(Ordering::Relaxed);
+    let asked = tokio::spawn(async move { c.simple_query("select 2").await.map(|_| c) });
+    let retried = eventually(Duration::from_secs(10), || async {
+        pool.counters.connect_errors.load(Ordering::Relaxed) >= errors + 2
+    })
+    .await;
+    assert!(retried, "pglittle did not try to reconnect");
+    // The server is back: the client's query runs, with no error.
+    fwd.set(true);
+    let c = asked
+        .await
+        .unwrap()
+        .expect("the query failed during the restart");
+    assert_eq!(scalar(&c, "select 3").await, "3");
 }
