@@ -9,6 +9,8 @@
 # Faults (each in a run of its own, injected FAULT_AT seconds in):
 #   kill_active      pg_terminate_backend of every backend in a transaction
 #   kill_idle        pg_terminate_backend of every backend idle in the pool
+#                    (POOL/2 clients run, so servers sit idle; CLIENTS more
+#                    start right after the kill and take every server)
 #   primary_restart  pg_ctl restart -m fast
 # Not run here (they need a userspace proxy on the server path; the
 # integration tests cover a silent server and a stopped replica):
@@ -65,12 +67,17 @@ RESULTS=()
 for fault in kill_active kill_idle primary_restart; do
   for target in pglittle pgbouncer; do
     case "$target" in
-      pglittle) start_pglittle "$fault" "pool_size = $POOL"; port=$PGL_PORT; pid=$PGL_PID ;;
-      pgbouncer) start_pgbouncer "$fault" "$POOL"; port=$PGB_PORT; pid=$PGB_PID ;;
+      # Both keep the whole pool open (so there are idle servers to kill).
+      pglittle) start_pglittle "$fault" "pool_size = $POOL" "min_pool_size = $POOL"; port=$PGL_PORT; pid=$PGL_PID ;;
+      pgbouncer) start_pgbouncer "$fault" "$POOL" "min_pool_size = $POOL"; port=$PGB_PORT; pid=$PGB_PID ;;
     esac
     log "$fault through $target"
+    # Idle servers exist only with fewer clients than servers: half the
+    # pool runs, and after the kill a burst takes every server.
+    clients=$CLIENTS burst=0
+    if [ "$fault" = kill_idle ]; then clients=$((POOL / 2)) burst=$CLIENTS; fi
     out=$(python3 "$PY" run --port "$port" --user "$DBUSER" --password "$DBPASS" --db "$DB" \
-      --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" --fault-at "$FAULT_AT" \
+      --clients "$clients" --burst "$burst" --seconds "$SECONDS_PER_RUN" --fault-at "$FAULT_AT" \
       --fault-cmd "$(fault_cmd "$fault")") || die "faults.py failed"
     ok=$(balances_agree)
     RESULTS+=("$fault|$target|$out|$ok")
@@ -85,7 +92,7 @@ report="$HERE/results/faults-$stamp.md"
 {
   echo "## Fault battery, $stamp"
   echo
-  echo "pglittle $REV_DESC and PgBouncer $("$PGBOUNCER" --version 2>/dev/null | head -1 | awk '{print $2}'), pool of $POOL each; $CLIENTS TPC-B clients (7 round trips a transaction), ${SECONDS_PER_RUN}s a run, the fault at ${FAULT_AT}s; $(machine_desc)."
+  echo "pglittle $REV_DESC and PgBouncer $("$PGBOUNCER" --version 2>/dev/null | head -1 | awk '{print $2}'), pool of $POOL each; $CLIENTS TPC-B clients (7 round trips a transaction; for kill_idle $((POOL / 2)), and $CLIENTS more after the kill), ${SECONDS_PER_RUN}s a run, the fault at ${FAULT_AT}s; $(machine_desc)."
   echo
   echo "| fault | pooler | tx before | tx after | client errors (by SQLSTATE) | clients with errors | failed logins | first commit after the fault | balances agree |"
   echo "|---|---|---|---|---|---|---|---|---|"

@@ -10,7 +10,7 @@ three UPDATEs, a SELECT, an INSERT, COMMIT), one round trip each, so a fault
 usually lands inside a transaction. A client that sees an error counts it
 by SQLSTATE (or "lost" when the connection dropped without one), logs in
 again (counting failed logins) and goes on. At T seconds CMD runs in a
-shell. Prints one JSON object: transactions committed before and after the
+shell, and --burst more clients start. Prints one JSON object: transactions committed before and after the
 fault, errors by SQLSTATE, clients that saw any error, failed logins, and
 how long after the fault the first transaction committed again.
 """
@@ -108,6 +108,8 @@ async def run_main(a):
     state["fault_rc"] = proc.returncode
     if proc.returncode:
         state["fault_stderr"] = stderr.decode(errors="replace")[-300:]
+    # A burst right after the fault takes the servers that sat idle.
+    tasks += [asyncio.create_task(client(a, state, n)) for n in range(a.burst)]
     await asyncio.gather(*tasks)
     del state["fault_at"], state["end"]
     print(json.dumps(state, sort_keys=True))
@@ -124,6 +126,8 @@ def main():
     r.add_argument("--seconds", type=float, default=12)
     r.add_argument("--fault-at", type=float, default=4)
     r.add_argument("--scale", type=int, default=1)
+    r.add_argument("--burst", type=int, default=0,
+                   help="clients that start right after the fault")
     a = p.parse_args()
     asyncio.run(run_main(a))
 
