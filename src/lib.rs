@@ -107,6 +107,16 @@
 //!   a cancel request or (within a reserve of 5) a console login.
 //! - A cancel holds its client's server until delivered
 //!   (`session::cancel`): check-in waits for it before a clean release.
+//! - Every pool place that lives inside a client's future has one RAII
+//!   owner (`pool::slot`): `Opening` for a counted connect, `Ticket` for a
+//!   place in the queue and any grant sent to it. Cancelling the future at
+//!   any await (a login timeout, KILL, a hang-up) gives the place back; a
+//!   property test checks the counts after every step of random sequences.
+//! - Per-client memory is bounded where a client could grow it: named
+//!   statements (`max_client_statements`, session ends with 54000), the
+//!   reply queue (the relay stops reading from a client with 16,384 replies
+//!   queued: backpressure, not an error), a replica's held-back reply
+//!   (256 KiB, then the read stays where it is).
 //! - A panic while serving a request is caught at the session boundary
 //!   (`session::panic`): XX000 to that client, an error log line, the lent
 //!   server closed.
