@@ -231,13 +231,18 @@ impl Rig {
     }
 }
 
-fn run(ops: &[Op]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// One thread, and a clock that moves only when the test advances it (or
+/// when every task waits on a timer).
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+}
+
+fn run(ops: &[Op]) {
+    paused_runtime().block_on(async {
         let mut rig = Rig::new();
         for (i, op) in ops.iter().enumerate() {
             rig.apply(op).await;
@@ -274,12 +279,7 @@ fn a_grant_to_a_client_that_has_gone_is_not_lost() {
     ops.extend((0..SIZE).map(|i| Op::Connect(i, true)));
     ops.push(Op::Acquire(0));
     run(&ops);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         let mut rig = Rig::new();
         for op in &ops {
             rig.apply(op).await;
