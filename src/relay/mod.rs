@@ -422,8 +422,7 @@ where
     } = params;
     let mut scanner = BackendScanner::new();
     let mut segs: Vec<Segment> = Vec::new();
-    let mut gather = BytesMut::new();
-    let mut held = BytesMut::new();
+    let mut out = Outgoing::default();
     loop {
         segs.clear();
         let (n, retry_primary, hold) = {
@@ -453,41 +452,14 @@ where
             };
             (n, st.retry_primary(), st.hold_back())
         };
-        let sent = if retry_primary {
-            // The replica refused: nothing of this reply reaches the client.
-            held.clear();
-            Ok(())
+        let what = if retry_primary {
+            Send::Drop
         } else if hold {
-            // Until a row, a completion or a ReadyForQuery comes, the
-            // reply (ParseComplete, BindComplete, a RowDescription, one
-            // pglittle made up) could still be replaced by the
-            // primary's: hold it back, up to MAX_HELD.
-            gather_into(&mut held, sbuf, &segs);
-            if held.len() > MAX_HELD {
-                // Too much to keep for a move: the request stays here.
-                lock(state).stay();
-                let r = cw.write_all(&held).await;
-                held.clear();
-                r
-            } else {
-                Ok(())
-            }
-        } else if !held.is_empty() {
-            gather_into(&mut held, sbuf, &segs);
-            let r = cw.write_all(&held).await;
-            held.clear();
-            r
+            Send::Hold
         } else {
-            match segs.as_slice() {
-                [] => Ok(()),
-                [Segment::Range(0, end)] => cw.write_all(&sbuf[..*end]).await,
-                _ => {
-                    gather.clear();
-                    gather_into(&mut gather, sbuf, &segs);
-                    cw.write_all(&gather).await
-                }
-            }
+            Send::Now
         };
+        let sent = send_on(&mut cw, &mut out, sbuf, &segs, what, state).await;
         if sent.is_err() {
             return ServerEnd::ClientWrite;
         }
@@ -508,6 +480,70 @@ where
             },
             _ = wake.synth_due.notified() => {}
         }
+    }
+}
+
+/// What the server pump does with the bytes of one scan.
+enum Send {
+    /// The replica refused: nothing of this reply reaches the client.
+    Drop,
+    /// The request may still move to the primary: keep them back.
+    Hold,
+    Now,
+}
+
+/// The server pump's two buffers: replies held back, and a gather buffer
+/// for a scan whose bytes are not one range of the read buffer.
+#[derive(Default)]
+struct Outgoing {
+    held: BytesMut,
+    gather: BytesMut,
+}
+
+/// Sends (or holds, or drops) the bytes `segs` name, out of `sbuf`.
+async fn send_on<CW: AsyncWrite + Unpin>(
+    cw: &mut CW,
+    out: &mut Outgoing,
+    sbuf: &[u8],
+    segs: &[Segment],
+    what: Send,
+    state: &Mutex<State<'_>>,
+) -> std::io::Result<()> {
+    let held = &mut out.held;
+    match what {
+        Send::Drop => {
+            held.clear();
+            Ok(())
+        }
+        Send::Hold => {
+            // Until the reply is whole (a ReadyForQuery, or an error that
+            // answers it), it could still be replaced by the primary's:
+            // hold it back, up to MAX_HELD.
+            gather_into(held, sbuf, segs);
+            if held.len() <= MAX_HELD {
+                return Ok(());
+            }
+            // Too much to keep for a move: the request stays here.
+            lock(state).stay();
+            let r = cw.write_all(held).await;
+            held.clear();
+            r
+        }
+        Send::Now if !held.is_empty() => {
+            gather_into(held, sbuf, segs);
+            let r = cw.write_all(held).await;
+            held.clear();
+            r
+        }
+        Send::Now => match segs {
+            [] => Ok(()),
+            [Segment::Range(0, end)] => cw.write_all(&sbuf[..*end]).await,
+            _ => {
+                out.gather.clear();
+                gather_into(&mut out.gather, sbuf, segs);
+                cw.write_all(&out.gather).await
+            }
+        },
     }
 }
 
