@@ -124,6 +124,14 @@ impl Flight {
         std::mem::take(&mut self.settings)
     }
 
+    /// The server answered an error: what the transaction changed so far
+    /// may be rolled back (recorded in order with the setting changes).
+    pub(super) fn note_error(&mut self) {
+        if !self.settings.is_empty() {
+            self.settings.push(SettingOp::Rollback);
+        }
+    }
+
     /// A statement parsed earlier runs now (a Bind, an SQL EXECUTE): what
     /// it does counts for this transaction.
     pub(super) fn note_bound(&mut self, run: &Bound) {
@@ -145,7 +153,9 @@ impl Flight {
         let mut found = SqlEffects::default();
         if let FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } = msg {
             let mut fx = inspect(sql);
-            if fx.settings {
+            // After a setting changed, a ROLLBACK may undo it (check-in
+            // needs to know, `session::checkin::Observed::reset_took_effect`).
+            if fx.settings || !self.settings.is_empty() {
                 self.settings.extend(changes(sql));
             }
             if self.lex_unsafe && sql.iter().any(|&b| b == b'\\' || b >= 0x80) {

@@ -173,6 +173,7 @@ impl<'a> State<'a> {
             }
             Some(&BackendEvent::Error { fatal, code }) => {
                 error = Some(code);
+                f.note_error();
                 let refused = f.retry_armed && (&code == b"25006" || &code == b"40001");
                 // A replica shutting down says FATAL and hangs up: if the
                 // client saw nothing yet, the request moves.

@@ -133,6 +133,9 @@ pub struct SettingPlan {
     pub restore: Vec<String>,
     /// Settings last SET: read back from the server.
     pub read: Vec<String>,
+    /// A ROLLBACK (or ROLLBACK TO), or an error, came after a RESET: it
+    /// may be undone.
+    pub rolled_back: bool,
 }
 
 impl SettingPlan {
@@ -152,6 +155,10 @@ pub fn plan_settings(ops: &[SettingOp]) -> SettingPlan {
             SettingOp::ResetAll { discard } => {
                 plan.reset_all = Some(plan.reset_all.unwrap_or(false) | discard);
                 last.clear();
+                continue;
+            }
+            SettingOp::Rollback => {
+                plan.rolled_back |= plan.reset_all.is_some() || last.iter().any(|(_, r)| !r);
                 continue;
             }
             SettingOp::Set(n) => (canonical_name(n), true),
@@ -178,19 +185,33 @@ pub fn plan_settings(ops: &[SettingOp]) -> SettingPlan {
 pub struct Observed {
     pub value: Option<String>,
     pub source: Option<String>,
+    /// `pg_settings.setting = reset_val`: the server holds the value a
+    /// RESET gives it.
+    pub at_reset: Option<bool>,
 }
 
 impl Observed {
     /// Pure: whether the reset was undone (the transaction rolled back, or
     /// a savepoint before the RESET was rolled back to), or the setting was
-    /// set again after it. A reset value never has the source `session`:
-    /// only SET (or set_config) gives that, and pglittle makes every value
-    /// a client holds on a server come from SET (`Params::sync_sql`).
+    /// set again after it. `rolled_back`: something in the transaction may
+    /// have been undone (a ROLLBACK after the reset, or an error).
+    ///
+    /// A reset value does not have the source `session`, with one
+    /// exception: only SET (or set_config) gives that, and pglittle makes
+    /// every value a client holds on a server come from SET
+    /// (`Params::sync_sql`). The exception is a local set after the RESET
+    /// in the same transaction (`SET LOCAL`, `set_config(.., true)`, one
+    /// inside a DO block or a function): at COMMIT PostgreSQL puts the
+    /// reset value back with the source `session`. So a `session` value
+    /// that equals the reset value took effect unless something rolled
+    /// back; then it is taken as undone (it may be wrong only when a
+    /// savepoint rollback, not the whole transaction, followed).
     /// Names `pg_settings` does not list are judged by their value: a reset
     /// placeholder reads '' and a reset role 'none'.
-    pub fn undone(&self, name: &str) -> bool {
+    pub fn undone(&self, name: &str, rolled_back: bool) -> bool {
         match (self.source.as_deref(), self.value.as_deref()) {
-            (Some(source), _) => source == "session",
+            (Some("session"), _) => rolled_back || self.at_reset != Some(true),
+            (Some(_), _) => false,
             (None, None | Some("")) => false,
             (None, Some("none")) => name != "role",
             (None, Some(_)) => true,
@@ -235,7 +256,7 @@ pub fn apply_settings(
     server: &mut Params,
 ) {
     for (name, seen) in resets {
-        if seen.undone(name) {
+        if seen.undone(name, plan.rolled_back) {
             learn(name, seen.value.as_deref(), defaults, overrides, server);
             continue;
         }
@@ -289,7 +310,9 @@ fn checkin_query(read: &[String], resets: &[String], probe: bool) -> Option<Stri
         let q = quote_literal(n);
         let lower = quote_literal(&n.to_ascii_lowercase());
         cols.push(format!(
-            "current_setting({q}, true), (SELECT source FROM pg_settings WHERE lower(name) = {lower})"
+            "current_setting({q}, true), \
+             (SELECT source FROM pg_settings WHERE lower(name) = {lower}), \
+             (SELECT (setting = reset_val)::text FROM pg_settings WHERE lower(name) = {lower})"
         ));
     }
     if probe {
@@ -347,7 +370,13 @@ impl Session {
                     for name in names {
                         let value = row.next().flatten();
                         let source = row.next().flatten();
-                        resets.push((name, Observed { value, source }));
+                        let at_reset = row.next().flatten().map(|v| v == "true");
+                        let seen = Observed {
+                            value,
+                            source,
+                            at_reset,
+                        };
+                        resets.push((name, seen));
                     }
                     let rest: Vec<_> = row.collect();
                     state = probe.then(|| parse_state(&rest));
@@ -576,6 +605,7 @@ mod tests {
                 reset_all: Some(false),
                 restore: vec!["search_path".into()],
                 read: vec!["DateStyle".into()],
+                rolled_back: false,
             }
         );
     }
@@ -584,6 +614,7 @@ mod tests {
         Observed {
             value: value.map(String::from),
             source: source.map(String::from),
+            at_reset: None,
         }
     }
 
@@ -601,6 +632,7 @@ mod tests {
             reset_all: None,
             restore: vec!["statement_timeout".into()],
             read: vec!["work_mem".into(), "myapp.x".into()],
+            rolled_back: false,
         };
         let values = [Some("2MB".to_string()), None];
         let resets = [(
@@ -672,14 +704,55 @@ mod tests {
 
     #[test]
     fn role_and_placeholders_are_judged_by_value() {
-        assert!(seen(Some("bob"), None).undone("role"));
-        assert!(!seen(Some("none"), None).undone("role"));
-        assert!(seen(Some("none"), None).undone("myapp.x"));
-        assert!(!seen(Some(""), None).undone("myapp.x"));
-        assert!(!seen(None, None).undone("myapp.x"));
-        assert!(seen(Some("5s"), Some("session")).undone("statement_timeout"));
-        assert!(!seen(Some("0"), Some("default")).undone("statement_timeout"));
-        assert!(!seen(Some("x"), Some("client")).undone("application_name"));
+        for rolled_back in [false, true] {
+            let undone = |o: Observed, name: &str| o.undone(name, rolled_back);
+            assert!(undone(seen(Some("bob"), None), "role"));
+            assert!(!undone(seen(Some("none"), None), "role"));
+            assert!(undone(seen(Some("none"), None), "myapp.x"));
+            assert!(!undone(seen(Some(""), None), "myapp.x"));
+            assert!(!undone(seen(None, None), "myapp.x"));
+            assert!(undone(
+                seen(Some("5s"), Some("session")),
+                "statement_timeout"
+            ));
+            assert!(!undone(
+                seen(Some("0"), Some("default")),
+                "statement_timeout"
+            ));
+            assert!(!undone(seen(Some("x"), Some("client")), "application_name"));
+        }
+    }
+
+    #[test]
+    fn a_local_set_after_the_reset_does_not_hide_it() {
+        // BEGIN; RESET search_path; SET LOCAL search_path = x; COMMIT:
+        // PostgreSQL restores the reset value with the source `session`.
+        let masked = Observed {
+            at_reset: Some(true),
+            ..seen(Some("\"$user\", public"), Some("session"))
+        };
+        assert!(!masked.undone("search_path", false));
+        // The same state after a ROLLBACK (or an error): the client's
+        // value was the server's default, SET by pglittle; undone.
+        assert!(masked.undone("search_path", true));
+        // A session value other than the reset value: undone, or set
+        // again by code pglittle cannot see; either way it is learnt.
+        let other = Observed {
+            at_reset: Some(false),
+            ..seen(Some("app"), Some("session"))
+        };
+        assert!(other.undone("search_path", false));
+        let plan = plan_settings(&[SettingOp::Reset("search_path".into()), SettingOp::Rollback]);
+        assert!(plan.rolled_back);
+        let plan = plan_settings(&[
+            SettingOp::Rollback,
+            SettingOp::Reset("search_path".into()),
+            SettingOp::Set("work_mem".into()),
+        ]);
+        assert!(
+            !plan.rolled_back,
+            "a rollback before the reset undoes nothing of it"
+        );
     }
 
     #[test]
@@ -704,7 +777,8 @@ mod tests {
         assert_eq!(
             q,
             "SELECT current_setting('DateStyle', true), \
-             (SELECT source FROM pg_settings WHERE lower(name) = 'datestyle')"
+             (SELECT source FROM pg_settings WHERE lower(name) = 'datestyle'), \
+             (SELECT (setting = reset_val)::text FROM pg_settings WHERE lower(name) = 'datestyle')"
         );
         let s = parse_state(&[Some("1".into()), Some("0".into()), None, Some("3".into())]);
         assert_eq!(

@@ -15,6 +15,9 @@ pub enum SettingOp {
     /// `RESET ALL` (`discard: false`) or `DISCARD ALL` (`discard: true`,
     /// which also resets the role).
     ResetAll { discard: bool },
+    /// `ROLLBACK` or `ABORT` (also `ROLLBACK TO SAVEPOINT`): what came
+    /// before in the transaction may be undone.
+    Rollback,
 }
 
 /// The setting changes in `sql`, in order. Names are lower case.
@@ -31,7 +34,11 @@ pub fn changes(sql: &[u8]) -> Vec<SettingOp> {
             let mut ahead = lx.clone();
             if ahead.next() == Some(Token::Punct(b'(')) {
                 if let Some((name, _)) = literal_at(sql, ahead.offset()) {
-                    out.push(SettingOp::Set(lower(&name)));
+                    // `is_local => true` lasts for the transaction only:
+                    // nothing follows the client (as SET LOCAL).
+                    if !third_argument_true(ahead) {
+                        out.push(SettingOp::Set(lower(&name)));
+                    }
                 }
             }
         }
@@ -39,7 +46,9 @@ pub fn changes(sql: &[u8]) -> Vec<SettingOp> {
             continue;
         }
         at_start = false;
-        if t.is("set") {
+        if t.is("rollback") || t.is("abort") {
+            out.push(SettingOp::Rollback);
+        } else if t.is("set") {
             if let Some(names) = set_target(&mut lx) {
                 if names.len() == 1 && to_default(lx.clone()) {
                     // `SET x TO DEFAULT` is RESET x.
@@ -64,6 +73,32 @@ pub fn changes(sql: &[u8]) -> Vec<SettingOp> {
         }
     }
     out
+}
+
+/// Inside `set_config(` (the lexer just past the parenthesis): the third
+/// argument is the literal `true`. Arguments are skipped by their commas
+/// at depth 0, so `set_config('x', f(a, b), true)` is read right.
+fn third_argument_true(mut lx: Lexer<'_>) -> bool {
+    let mut depth = 0usize;
+    let mut commas = 0;
+    while let Some(t) = lx.next() {
+        match t {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') if depth == 0 => return false,
+            Token::Punct(b')') => depth -= 1,
+            Token::Punct(b',') if depth == 0 => {
+                commas += 1;
+                if commas == 2 {
+                    let arg = lx.next();
+                    let end = lx.next();
+                    return arg.is_some_and(|a| a.is("true")) && end == Some(Token::Punct(b')'));
+                }
+            }
+            Token::Semicolon => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// After a SET's name: the value is `DEFAULT` (`TO DEFAULT`, `= DEFAULT`,
@@ -216,7 +251,15 @@ mod tests {
             ),
             (
                 "select set_config('myapp.t', $1, false), set_config(e'a\\'b', 'x', true)",
-                vec![set("myapp.t"), set("a'b")],
+                vec![set("myapp.t")],
+            ),
+            (
+                "select set_config('a', f(1, 2), TRUE), set_config('b', 'x', $1), set_config('c', 'y', true or false)",
+                vec![set("b"), set("c")],
+            ),
+            (
+                "begin; reset work_mem; rollback to savepoint s; abort",
+                vec![Reset("work_mem".into()), Rollback, Rollback],
             ),
             ("select set_config(name, 'x', false) from t", vec![]),
             ("select 'set work_mem = 1'", vec![]),

@@ -1779,6 +1779,59 @@ fn differential_settings_and_statements_on_one_server() {
 
 fn fixed_detect() -> Vec<Script> {
     vec![
+        // As under `always` (found on da1f082): RESET of a startup setting, then a local
+        // set_config in a DO block in the same transaction block: the
+        // local set was read back as the session's value, which by then
+        // was the server's reset value, not the client's startup one.
+        script(
+            &[(Driver, Some(SearchPath))],
+            vec![
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), Do(SearchPath, 0, true)],
+                    true,
+                ),
+                one(0, false, Schemas),
+            ],
+        ),
+        // The same with the local set in plain sight (SET LOCAL, and
+        // set_config(.., true), which was followed as a session SET), and
+        // with the block rolled back (the client keeps its value).
+        script(
+            &[(Driver, Some(SearchPath))],
+            vec![
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetLocal(SearchPath, 3)],
+                    true,
+                ),
+                one(0, false, Schemas),
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetConfig(SearchPath, 2, true)],
+                    true,
+                ),
+                one(0, false, Schemas),
+                one(0, false, Set(SearchPath, 1)),
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetLocal(SearchPath, 3)],
+                    false,
+                ),
+                one(0, false, Schemas),
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetLocal(SearchPath, 3)],
+                    true,
+                ),
+                one(0, false, Schemas),
+            ],
+        ),
         // Found on 2600adb (passes since 8cafb50):
         // search_path learned as `"$user", public` was re-applied as
         // one quoted name: """$user"", public".
@@ -2064,6 +2117,59 @@ fn differential_do_blocks_with_server_reset_always() {
 
 fn fixed_always() -> Vec<Script> {
     vec![
+        // Found on da1f082: RESET of a startup setting, then a local
+        // set_config in a DO block in the same transaction block: the
+        // local set was read back as the session's value, which by then
+        // was the server's reset value, not the client's startup one.
+        script(
+            &[(Driver, Some(SearchPath))],
+            vec![
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), Do(SearchPath, 0, true)],
+                    true,
+                ),
+                one(0, false, Schemas),
+            ],
+        ),
+        // The same with the local set in plain sight (SET LOCAL, and
+        // set_config(.., true), which was followed as a session SET), and
+        // with the block rolled back (the client keeps its value).
+        script(
+            &[(Driver, Some(SearchPath))],
+            vec![
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetLocal(SearchPath, 3)],
+                    true,
+                ),
+                one(0, false, Schemas),
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetConfig(SearchPath, 2, true)],
+                    true,
+                ),
+                one(0, false, Schemas),
+                one(0, false, Set(SearchPath, 1)),
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetLocal(SearchPath, 3)],
+                    false,
+                ),
+                one(0, false, Schemas),
+                tx(
+                    0,
+                    false,
+                    vec![Reset(SearchPath), SetLocal(SearchPath, 3)],
+                    true,
+                ),
+                one(0, false, Schemas),
+            ],
+        ),
         // Found on 2600adb (passes since 8cafb50): a DO block's
         // set_config reached the next client.
         script(
