@@ -29,6 +29,11 @@ pub struct Flight {
     pub retry_armed: bool,
     /// What was sent to the server is kept and may run on the primary instead.
     pub may_retry: bool,
+    /// A request on a primary server just lent: if the server's first
+    /// reply is a FATAL (it was shutting down) or it hangs up before any,
+    /// the session may run the request on another server (with
+    /// `may_retry`; nothing is held back, and the first other reply ends it).
+    pub dead_on_arrival: bool,
 
     /// Query/Sync/FunctionCall messages sent and not yet answered.
     pub(super) outstanding: usize,
@@ -68,6 +73,7 @@ impl Flight {
             one_batch: false,
             retry_armed: false,
             may_retry: false,
+            dead_on_arrival: false,
             outstanding: 0,
             unsynced: false,
             status: b'I',

@@ -165,6 +165,12 @@ impl<'a> State<'a> {
         let f = &mut *self.flight;
         let mut step = ServerStep::default();
         let mut error = None;
+        if f.dead_on_arrival && !matches!(event, Some(BackendEvent::Error { fatal: true, .. })) {
+            // The server answered: the request stays where it is.
+            f.dead_on_arrival = false;
+            f.may_retry = false;
+            f.take_replay();
+        }
         match event {
             Some(&BackendEvent::ReadyForQuery(s)) => {
                 f.status = s;
@@ -177,7 +183,7 @@ impl<'a> State<'a> {
                 let refused = f.retry_armed && (&code == b"25006" || &code == b"40001");
                 // A replica shutting down says FATAL and hangs up: if the
                 // client saw nothing yet, the request moves.
-                let dying = fatal && f.one_batch;
+                let dying = fatal && (f.one_batch || f.dead_on_arrival);
                 if !f.forwarded && f.may_retry && (refused || dying) {
                     f.retry_primary = true;
                 } else {
@@ -219,7 +225,7 @@ impl<'a> State<'a> {
     /// Replies must be held back: the request may still move to the
     /// primary and nothing final reached the client.
     pub fn hold_back(&self) -> bool {
-        self.flight.may_retry && !self.flight.forwarded
+        self.flight.may_retry && !self.flight.forwarded && !self.flight.dead_on_arrival
     }
 
     /// The request can no longer move to the primary (its held-back reply

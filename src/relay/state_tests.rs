@@ -250,6 +250,52 @@ fn a_replica_that_dies_after_some_rows_costs_the_client_nothing() {
     assert!(!st.told());
 }
 
+/// A primary server lent for one Query, armed for a dead-on-arrival move.
+fn dead_on_arrival_rig() -> Rig {
+    let mut rig = Rig::new();
+    rig.flight.may_retry = true;
+    rig.flight.dead_on_arrival = true;
+    rig
+}
+
+#[test]
+fn a_primary_server_whose_first_reply_is_fatal_gives_the_request_back() {
+    let mut rig = dead_on_arrival_rig();
+    let mut st = rig.state();
+    let q = frontend::query("begin");
+    client(&mut st, std::slice::from_ref(&q));
+    st.client_bytes(&q);
+    assert!(
+        !st.hold_back(),
+        "nothing is held back for a primary request"
+    );
+    // "terminating connection due to administrator command"
+    assert_eq!(server(&mut st, "F:57P01"), "-");
+    assert!(st.retry_primary());
+    assert!(!st.told());
+    drop(st);
+    assert!(rig.flight.untouched());
+    assert_eq!(&rig.flight.take_replay()[..], &q[..]);
+}
+
+#[test]
+fn a_primary_server_that_answered_keeps_its_request() {
+    let mut rig = dead_on_arrival_rig();
+    let mut st = rig.state();
+    let q = frontend::query("select 1");
+    client(&mut st, std::slice::from_ref(&q));
+    st.client_bytes(&q);
+    assert_eq!(server(&mut st, "T"), "F");
+    assert!(!st.hold_back());
+    // A FATAL after a reply reaches the client: the query may have run.
+    assert_eq!(server(&mut st, "F:57P01"), "F");
+    assert!(!st.retry_primary());
+    assert!(st.told());
+    drop(st);
+    assert!(!rig.flight.may_retry);
+    assert!(rig.flight.take_replay().is_empty());
+}
+
 #[test]
 fn a_replica_error_that_answers_the_query_reaches_the_client() {
     let mut rig = Rig::new();

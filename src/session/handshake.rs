@@ -102,6 +102,7 @@ pub(super) async fn run(
                 client_idle_timeout: config.pooler.client_idle_timeout,
                 route: greeted.route,
                 force_primary: false,
+                moved_off_dead: false,
                 routed,
             })))
         }

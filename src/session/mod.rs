@@ -62,6 +62,9 @@ pub struct Session {
     route: routing::RouteState,
     /// The next request goes to the primary (a replica refused it).
     force_primary: bool,
+    /// The request in `buf` already moved once off a primary server that
+    /// died on arrival (`split::retry_dead_on_arrival`): it moves no more.
+    moved_off_dead: bool,
     /// The database has replicas or follows failovers: requests are planned.
     /// Decided at login, so a database without either pays nothing per
     /// transaction for routing (a reload that adds replicas applies to new
@@ -190,6 +193,7 @@ impl Session {
             return Ok(Next::Continue);
         }
         let mut plan = None;
+        let held = self.lease.is_some();
         let mut lease = match self.lease.take() {
             Some(lease) => lease,
             None if first == First::Simple && self.answer_locally().await? => {
@@ -215,6 +219,11 @@ impl Session {
             flight.one_batch = p.one_batch;
             flight.retry_armed = p.replica.is_some() && p.refusable && p.retry;
             flight.may_retry = p.replica.is_some() && p.retry;
+        }
+        if !held && !flight.may_retry && first == First::Simple {
+            // A server lent just now may have been told to shut down.
+            flight.dead_on_arrival = !std::mem::take(&mut self.moved_off_dead);
+            flight.may_retry = flight.dead_on_arrival;
         }
         let _busy = plan.as_ref().and_then(|p| p.replica.clone()).map(Busy::new);
         let meter = relay::meter::Meter::new(&pool.metrics);
@@ -292,6 +301,9 @@ impl Session {
             }
             Outcome::ServerGone { told } => {
                 self.give_back(lease, false);
+                if self.retry_dead_on_arrival(&mut flight, told) {
+                    return Ok(Next::Continue);
+                }
                 if told {
                     return Ok(Next::Close);
                 }
@@ -693,6 +705,7 @@ mod tests {
             client_idle_timeout: std::time::Duration::ZERO,
             route: Default::default(),
             force_primary: false,
+            moved_off_dead: false,
             routed: false,
         };
         let run = std::mem::size_of_val(&Box::new(session).run());

@@ -184,6 +184,34 @@ impl Session {
         Some(next)
     }
 
+    /// The primary server lent for this request died before answering it
+    /// (its first reply a FATAL, as a server shutting down sends, or no
+    /// reply at all): if running the request again cannot run anything
+    /// twice (`safe_to_move`), it goes back in front of the buffer for
+    /// another server, once. True when it did.
+    pub(super) fn retry_dead_on_arrival(&mut self, flight: &mut Flight, told: bool) -> bool {
+        if !flight.dead_on_arrival || told || !flight.untouched() {
+            return false;
+        }
+        let bytes = flight.take_replay();
+        let config = self.shared.config();
+        let writers = config
+            .databases
+            .get(&self.pool.database)
+            .map(|d| d.routing.writer_functions.as_slice())
+            .unwrap_or_default();
+        if !safe_to_move(&bytes, flight.retry_primary, writers) {
+            return false;
+        }
+        tracing::debug!("a server died before answering; the request moves to another");
+        let mut buf = BytesMut::with_capacity(bytes.len() + self.buf.len());
+        buf.extend_from_slice(&bytes);
+        buf.extend_from_slice(&self.buf);
+        self.buf = buf;
+        self.moved_off_dead = true;
+        true
+    }
+
     /// A write transaction committed on the primary: learn its position
     /// (LSN mode) or its time (time mode), and tell the client the floor.
     pub(super) async fn learn_floor(&mut self, lease: &mut Lease) {
@@ -220,5 +248,83 @@ impl Session {
         if !out.is_empty() {
             let _ = self.client.write_all(&out).await;
         }
+    }
+}
+
+/// Pure: whether `sent` (what a server that died before answering was
+/// sent) may run again on another server. It must be one simple Query,
+/// and either a lone `BEGIN`/`START TRANSACTION` (it changes nothing), or,
+/// when the server's first reply was a FATAL (`fatal_first`), reads only:
+/// PostgreSQL sends a query's RowDescription before running it and flushes
+/// it ahead of any error, so a FATAL first means the read never ran. A
+/// hang-up with no FATAL proves nothing (a backend killed after a commit
+/// loses what it had not flushed), so only `BEGIN` moves then.
+pub fn safe_to_move<S: AsRef<str>>(sent: &[u8], fatal_first: bool, writers: &[S]) -> bool {
+    let Ok(Some((FrontendMessage::Query { sql }, len))) = peek_message(sent, sent.len()) else {
+        return false;
+    };
+    if len != sent.len() {
+        return false;
+    }
+    lone_begin(sql)
+        || (fatal_first && crate::sql::classify(sql, writers) == crate::sql::Class::Read)
+}
+
+/// One statement that opens a transaction block, and nothing else.
+fn lone_begin(sql: &[u8]) -> bool {
+    let mut lx = crate::sql::lexer::Lexer::new(sql);
+    let opens = match lx.next() {
+        Some(t) if t.is("begin") => true,
+        Some(t) if t.is("start") => lx.next().is_some_and(|t| t.is("transaction")),
+        _ => false,
+    };
+    let mut ended = false;
+    for t in lx {
+        if t == crate::sql::lexer::Token::Semicolon {
+            ended = true;
+        } else if ended {
+            return false;
+        }
+    }
+    opens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_to_move;
+    use crate::protocol::frontend::query;
+
+    #[test]
+    fn only_what_cannot_run_twice_moves_off_a_dead_server() {
+        let w = crate::sql::classify::DEFAULT_WRITERS;
+        for sql in [
+            "BEGIN",
+            "begin;",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "BEGIN READ ONLY; ",
+        ] {
+            assert!(safe_to_move(&query(sql), false, w), "{sql}");
+            assert!(safe_to_move(&query(sql), true, w), "{sql}");
+        }
+        for sql in ["SELECT 1", "SELECT * FROM t; SHOW work_mem"] {
+            assert!(safe_to_move(&query(sql), true, w), "{sql}");
+            assert!(
+                !safe_to_move(&query(sql), false, w),
+                "a hang-up alone: {sql}"
+            );
+        }
+        for sql in [
+            "BEGIN; INSERT INTO t VALUES (1)",
+            "INSERT INTO t VALUES (1)",
+            "SELECT nextval('s')",
+            "UPDATE t SET v = 1",
+            "start",
+            "",
+        ] {
+            assert!(!safe_to_move(&query(sql), true, w), "{sql}");
+        }
+        let two = [query("BEGIN"), query("SELECT 1")].concat();
+        assert!(!safe_to_move(&two, true, w), "one Query only");
+        assert!(!safe_to_move(b"", true, w));
     }
 }
