@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::session::Shared;
+use crate::shared::Shared;
 use crate::shutdown::{reached, Phase, Shutdown};
 
 /// How often the janitor closes stale servers and tops pools up.
@@ -49,7 +49,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
     crate::topology::probe::round(&shared.topology, &shared.config(), &mut first, true).await;
     first.close().await;
     let (alive_tx, alive_rx) = mpsc::channel(1);
-    tokio::spawn(crate::listener::accept_loop(
+    tokio::spawn(crate::front::accept_loop(
         listener,
         shared.clone(),
         shutdown.subscribe(),

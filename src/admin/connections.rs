@@ -5,8 +5,8 @@ use std::time::{Instant, SystemTime};
 
 use super::show::now_micros;
 use super::table::{timestamp, v, Table, INT4, TEXT};
-use crate::session::clients::ClientState;
-use crate::session::Shared;
+use crate::shared::clients::ClientState;
+use crate::shared::Shared;
 
 const CONN_COLUMNS: &[(&str, u32)] = &[
     ("type", TEXT),

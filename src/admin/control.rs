@@ -9,7 +9,7 @@ use super::AdminError;
 use crate::config::units::parse_duration;
 use crate::config::Config;
 use crate::pool::Pool;
-use crate::session::Shared;
+use crate::shared::Shared;
 use crate::shutdown::Phase;
 
 /// The pools of `db` (every pool when `None`); an unknown name is an error.

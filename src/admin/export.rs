@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::metrics::http::Endpoint;
 use crate::metrics::*;
 use crate::pool::stats::{SizingGoal, WINDOWS};
-use crate::session::Shared;
+use crate::shared::Shared;
 use crate::shutdown::Phase;
 
 pub struct Exporter {

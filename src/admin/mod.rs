@@ -27,8 +27,8 @@ use crate::error::SessionError;
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::decode_frame;
 use crate::protocol::frontend::FrontendMessage;
-use crate::session::clients::{ClientGuard, ClientLogin};
-use crate::session::Shared;
+use crate::shared::clients::{ClientGuard, ClientLogin};
+use crate::shared::Shared;
 use crate::shutdown::{reached, Phase};
 pub use command::{parse, Command};
 

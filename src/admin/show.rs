@@ -11,8 +11,8 @@ use crate::config::units::{format_duration, format_size};
 use crate::config::{Config, PoolSize, PoolerSettings};
 use crate::metrics::Totals;
 use crate::pool::Pool;
-use crate::session::clients::ClientState;
-use crate::session::Shared;
+use crate::shared::clients::ClientState;
+use crate::shared::Shared;
 
 pub fn show(shared: &Shared, what: &str) -> Result<Table, AdminError> {
     Ok(match what {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::show::by_database;
 use super::table::{num, v, Table, INT4, INT8, NUMERIC, TEXT};
 use crate::pool::stats::{SizingGoal, WINDOWS};
-use crate::session::Shared;
+use crate::shared::Shared;
 
 fn ms(secs: f64) -> Option<String> {
     num(secs * 1000.0, 3)

@@ -442,7 +442,7 @@ impl Session {
     /// client's query (as PgBouncer does).
     async fn settle_cancels(&mut self) {
         if self.cancel.clear_server() {
-            let limit = super::cancel::DELIVERY_LIMIT;
+            let limit = crate::shared::cancel::DELIVERY_LIMIT;
             let _ = tokio::time::timeout(limit, self.cancel.settle()).await;
         }
     }

@@ -1,18 +1,12 @@
 //! One task per client: handshake, then a loop of requests, each relayed on
 //! a server lent for the length of a transaction (or the whole session).
 
-pub mod cancel;
 mod checkin;
-pub mod clients;
-mod failed_logins;
-mod handshake;
 mod idle;
 mod panic;
-mod routing;
-mod shared;
+pub mod routing;
 mod split;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -20,7 +14,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use shared::Shared;
+pub use crate::shared::Shared;
 
 use crate::config::PoolMode;
 use crate::error::SessionError;
@@ -29,8 +23,9 @@ use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame::peek_header;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::relay::{self, Flight, Outcome, RelayLimits};
+use crate::shared::cancel::CancelHandle;
+use crate::shared::clients;
 use crate::shutdown::Phase;
-use cancel::CancelHandle;
 use split::{Busy, Retry};
 
 /// A logged-in client.
@@ -72,67 +67,74 @@ pub struct Session {
     routed: bool,
 }
 
-/// Serves one client connection from accept to close.
-/// Where a new connection stands against `max_client_conn`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Within,
-    /// Over the cap, but within the few connections kept for the console
-    /// (so a flood of clients cannot lock the operator out).
-    ConsoleOnly,
-    Over,
-}
-
-/// Connections beyond `max_client_conn` that may still reach the console.
-pub const CONSOLE_RESERVE: usize = 5;
-
-impl Admission {
-    /// Pure: the `live`-th connection (counting itself) under a cap of `max`.
-    pub fn of(live: usize, max: usize) -> Admission {
-        if live <= max {
-            Admission::Within
-        } else if live <= max + CONSOLE_RESERVE {
-            Admission::ConsoleOnly
-        } else {
-            Admission::Over
-        }
-    }
-}
-
-pub async fn serve(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    admission: Admission,
-    client: clients::ClientGuard,
-) {
-    let _ = stream.set_nodelay(true);
-    let session = match Box::pin(handshake::run(&shared, stream, peer, admission, client)).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return,
-        Err(e) => {
-            // The error may quote the user or database name the client
-            // sent: escaped, so it cannot forge a log line.
-            let error = e.to_string();
-            tracing::info!(client = %peer, error = %error.escape_debug(), "login failed");
-            return;
-        }
-    };
-    let (db, user) = (session.pool.database.clone(), session.pool.user.clone());
-    tracing::info!(client = %peer, db = %db, user = %user, "client connected");
-    // The idle wait is all that stays in the task while a client sits idle:
-    // every bigger step (lending, relaying, resetting) is boxed, so an idle
-    // client costs a small future, not the largest one.
-    let reason = match session.run().await {
-        Ok(()) => "client closed the connection".to_string(),
-        Err(e) => e.to_string(),
-    };
-    let reason = reason.escape_debug();
-    tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
+/// A client the front door logged in to a pool: what its session starts from.
+pub struct PoolClient {
+    pub application_name: String,
+    pub pool: Arc<Pool>,
+    /// The server's parameters as the pool's first connection reported them.
+    pub defaults: Arc<Params>,
+    /// The client's startup parameters, where they differ from `defaults`.
+    pub overrides: Params,
+    pub cancel: CancelHandle,
+    /// pglittle's own startup parameters (`pglittle.*`).
+    pub route: routing::RouteState,
 }
 
 impl Session {
-    async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
+    /// The session of a client that just logged in; `buf` holds what it
+    /// sent past its login.
+    pub fn start(
+        shared: &Arc<Shared>,
+        client: TcpStream,
+        buf: BytesMut,
+        login: PoolClient,
+        entry: clients::ClientGuard,
+    ) -> Box<Session> {
+        let config = shared.config();
+        let mode = login.pool.settings().mode;
+        let db = &login.pool.database;
+        let routed = config
+            .databases
+            .get(db)
+            .is_some_and(|d| !d.replicas.is_empty())
+            || shared.topology.get(db).is_some();
+        Box::new(Session {
+            entry,
+            shared: shared.clone(),
+            client,
+            mode,
+            pool: login.pool,
+            defaults: login.defaults,
+            startup: login.overrides.clone(),
+            overrides: login.overrides,
+            policy: checkin::CheckinPolicy {
+                server_reset: config.pooler.server_reset,
+                pin_on_session_state: config.pooler.pin_on_session_state,
+            },
+            pin: None,
+            cancel: login.cancel,
+            statements: crate::prepared::client::ClientStatements::capped(
+                config.pooler.max_client_statements,
+            ),
+            lease: None,
+            buf,
+            limits: RelayLimits {
+                max_message: config.pooler.max_message_size,
+                rewrite_statements: mode == PoolMode::Transaction,
+                idle_transaction_timeout: config.pooler.idle_transaction_timeout,
+                batch_timeout: config.pooler.client_batch_timeout,
+            },
+            client_idle_timeout: config.pooler.client_idle_timeout,
+            route: login.route,
+            force_primary: false,
+            moved_off_dead: false,
+            routed,
+        })
+    }
+
+    /// Serves the client's requests until it leaves; the error, if any, was
+    /// told to the client when it could be.
+    pub async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
         let result = self.serve_requests().await;
         if let Err(e) = &result {
             if e.client_reachable() {
@@ -652,17 +654,6 @@ mod tests {
     use super::*;
 
     /// An idle client's cost is dominated by its task; keep the future small.
-    #[test]
-    fn the_console_has_a_reserve_over_the_cap() {
-        assert_eq!(Admission::of(10, 10), Admission::Within);
-        assert_eq!(Admission::of(11, 10), Admission::ConsoleOnly);
-        assert_eq!(
-            Admission::of(10 + CONSOLE_RESERVE, 10),
-            Admission::ConsoleOnly
-        );
-        assert_eq!(Admission::of(11 + CONSOLE_RESERVE, 10), Admission::Over);
-    }
-
     #[tokio::test]
     async fn the_session_future_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -674,9 +665,7 @@ mod tests {
         .unwrap();
         let shutdown = crate::shutdown::Shutdown::new();
         let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
-        let guard = shared.client_list.register(addr, None);
-        let fut = serve(shared.clone(), stream, addr, Admission::Within, guard);
-        let size = std::mem::size_of_val(&fut);
+        drop(stream);
         let pool = shared.pool_for(&shared.config(), "app", "app").unwrap();
         let session = Session {
             entry: shared.client_list.register(addr, None),
@@ -709,9 +698,8 @@ mod tests {
             routed: false,
         };
         let run = std::mem::size_of_val(&Box::new(session).run());
-        // Measured at 728 and 512 bytes when this test was written, and at
-        // 744 and 512 with the panic boundary and the held-server wait.
-        assert!(size <= 1024, "serve future is {size} bytes");
+        // Measured at 512 bytes when this test was written, and with the
+        // panic boundary and the held-server wait.
         assert!(run <= 768, "run future is {run} bytes");
     }
 }

@@ -8,9 +8,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::clients::{ClientGuard, ClientLogin};
-use super::relay::RelayLimits;
-use super::{Admission, Session, Shared};
+use super::Admission;
+use crate::session::routing::RouteState;
+use crate::session::PoolClient;
+use crate::shared::clients::ClientLogin;
+use crate::shared::Shared;
 
 /// How long a connection over `max_client_conn` has to send its startup
 /// packet (a cancel request, or a console login within the reserve).
@@ -29,13 +31,23 @@ use crate::shutdown::Phase;
 /// Authentication messages are small; anything bigger is an attack or a bug.
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
+/// A client that logged in: to a pool, or to the console.
+pub(super) enum Login {
+    Pool(PoolClient),
+    Console(ClientLogin),
+}
+
+/// The handshake, within `client_login_timeout`; `None` when the
+/// connection was a cancel request. A failure is told to the client when
+/// it can be, after a delay that grows with each failed login from its
+/// address.
 pub(super) async fn run(
     shared: &Arc<Shared>,
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
     peer: std::net::SocketAddr,
     admission: Admission,
-    entry: ClientGuard,
-) -> Result<Option<Box<Session>>, SessionError> {
+) -> Result<Option<Login>, SessionError> {
     let config = shared.config();
     // Over the cap, a connection gets only long enough to say it is a
     // cancel request or a console login: it is refused at once otherwise.
@@ -43,105 +55,32 @@ pub(super) async fn run(
         Admission::Within => config.pooler.client_login_timeout,
         _ => config.pooler.client_login_timeout.min(OVER_CAP_WAIT),
     };
-    let mut buf = BytesMut::new();
-    let result = match tokio::time::timeout(
-        timeout,
-        login(shared, &config, &mut stream, &mut buf, peer.ip(), admission),
-    )
-    .await
-    {
+    let login = login(shared, &config, stream, buf, peer.ip(), admission);
+    let result = match tokio::time::timeout(timeout, login).await {
         Ok(r) => r,
         Err(_) => Err(SessionError::LoginTimeout),
     };
-    match result {
-        Ok(Some(Login::Admin(login))) => {
-            entry.entry.set_login(login.clone());
-            crate::admin::serve(shared.clone(), stream, buf, login, entry).await;
-            Ok(None)
-        }
-        Ok(Some(Login::Pool(greeted))) => {
-            entry.entry.set_login(ClientLogin {
-                database: greeted.pool.database.clone(),
-                user: greeted.pool.user.clone(),
-                application_name: greeted.application_name.clone(),
-                admin: false,
-            });
-            let mode = greeted.pool.settings().mode;
-            let db = &greeted.pool.database;
-            let routed = config
-                .databases
-                .get(db)
-                .is_some_and(|d| !d.replicas.is_empty())
-                || shared.topology.get(db).is_some();
-            Ok(Some(Box::new(Session {
-                entry,
-                shared: shared.clone(),
-                client: stream,
-                mode,
-                pool: greeted.pool,
-                defaults: greeted.defaults,
-                startup: greeted.overrides.clone(),
-                overrides: greeted.overrides,
-                policy: super::checkin::CheckinPolicy {
-                    server_reset: config.pooler.server_reset,
-                    pin_on_session_state: config.pooler.pin_on_session_state,
-                },
-                pin: None,
-                cancel: greeted.cancel,
-                statements: crate::prepared::client::ClientStatements::capped(
-                    config.pooler.max_client_statements,
-                ),
-                lease: None,
-                buf,
-                limits: RelayLimits {
-                    max_message: config.pooler.max_message_size,
-                    rewrite_statements: mode == crate::config::PoolMode::Transaction,
-                    idle_transaction_timeout: config.pooler.idle_transaction_timeout,
-                    batch_timeout: config.pooler.client_batch_timeout,
-                },
-                client_idle_timeout: config.pooler.client_idle_timeout,
-                route: greeted.route,
-                force_primary: false,
-                moved_off_dead: false,
-                routed,
-            })))
-        }
-        Ok(None) => Ok(None),
-        Err(e) => {
-            if let SessionError::BadPassword(user) = &e {
-                // Each failure from this address is told a little later.
-                let now = std::time::Instant::now();
-                let delay = shared.failed_logins.failed(peer.ip(), user, now);
-                tokio::time::sleep(delay).await;
-            }
-            if e.client_reachable() {
-                let mut out = BytesMut::new();
-                backend::error_response(
-                    &mut out,
-                    Severity::Fatal,
-                    e.sqlstate(),
-                    &e.to_string(),
-                    e.hint(),
-                );
-                let _ = stream.write_all(&out).await;
-            }
-            Err(e)
-        }
+    let Err(e) = result else {
+        return result;
+    };
+    if let SessionError::BadPassword(user) = &e {
+        // Each failure from this address is told a little later.
+        let now = std::time::Instant::now();
+        let delay = shared.failed_logins.failed(peer.ip(), user, now);
+        tokio::time::sleep(delay).await;
     }
-}
-
-enum Login {
-    Pool(Greeted),
-    Admin(ClientLogin),
-}
-
-struct Greeted {
-    application_name: String,
-    pool: Arc<Pool>,
-    defaults: Arc<Params>,
-    overrides: Params,
-    cancel: super::cancel::CancelHandle,
-    route: super::routing::RouteState,
+    if e.client_reachable() {
+        let mut out = BytesMut::new();
+        backend::error_response(
+            &mut out,
+            Severity::Fatal,
+            e.sqlstate(),
+            &e.to_string(),
+            e.hint(),
+        );
+        let _ = stream.write_all(&out).await;
+    }
+    Err(e)
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), SessionError> {
@@ -235,7 +174,7 @@ async fn login(
         let login = crate::admin::admit(config, db, user, &application_name)?;
         crate::admin::greet(&mut out);
         stream.write_all(&out).await?;
-        return Ok(Some(Login::Admin(login)));
+        return Ok(Some(Login::Console(login)));
     }
     if !config.databases.contains_key(db) {
         return Err(SessionError::UnknownDatabase(db.to_string()));
@@ -252,7 +191,7 @@ async fn login(
         }
     }
     // pglittle's own parameters are kept here, never sent to a server.
-    let mut route = super::routing::RouteState::default();
+    let mut route = RouteState::default();
     let mut bad = None;
     startup_settings.retain(|(k, v)| {
         let Some(name) = k
@@ -295,7 +234,7 @@ async fn login(
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(Some(Login::Pool(Greeted {
+    Ok(Some(Login::Pool(PoolClient {
         application_name,
         pool,
         defaults,

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 
-use super::cancel::CancelRegistry;
-use super::clients::ClientRegistry;
+pub mod cancel;
+pub mod clients;
+pub mod failed_logins;
+
 use crate::config::Config;
 use crate::config::PoolSize;
 use crate::metrics::Metrics;
@@ -18,6 +20,8 @@ use crate::pool::{
 use crate::protocol::auth::scram::ScramSecret;
 use crate::shutdown::{Phase, Shutdown};
 use crate::topology::{HostState, Topology};
+use cancel::CancelRegistry;
+use clients::ClientRegistry;
 
 /// Re-reads the configuration for RELOAD (the file, or the sidecar flags).
 pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
@@ -52,7 +56,7 @@ pub struct Shared {
     /// Read-your-writes decisions: replica, primary_floor, waited, primary_time.
     pub ryw: RywCounters,
     /// Failed logins per source address and user (delay, then refusal).
-    pub failed_logins: super::failed_logins::FailedLogins,
+    pub failed_logins: failed_logins::FailedLogins,
 }
 
 /// How reads were placed with respect to the client's own writes.

@@ -1,0 +1,198 @@
+//! The front door: the accept loop (one task per socket, with the client
+//! cap enforced) and the handshake, which hands a logged-in client to its
+//! pool `session` or to the `admin` console.
+
+mod handshake;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use crate::session::Session;
+use crate::shared::clients::{ClientGuard, ClientLogin};
+use crate::shared::Shared;
+use crate::shutdown::{reached, Phase};
+use handshake::Login;
+
+/// Decrements the live-client count when a session ends, however it ends.
+struct ClientSlot(Arc<Shared>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts until the shutdown phase reaches Draining. Each session holds a
+/// clone of `alive`; the app knows every session has ended when the
+/// receiving side sees all senders gone.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<Phase>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = reached(&mut shutdown, Phase::Draining) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let max = shared.config().pooler.max_client_conn;
+        let live = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = ClientSlot(shared.clone());
+        let client = shared.client_list.register(peer, stream.local_addr().ok());
+        let entry = client.entry.clone();
+        let shared = shared.clone();
+        let alive = alive.clone();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            let _alive = alive;
+            let admission = Admission::of(live, max);
+            serve(shared, stream, peer, admission, client).await;
+        });
+        entry.set_abort(task.abort_handle());
+    }
+}
+
+/// Where a new connection stands against `max_client_conn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Within,
+    /// Over the cap, but within the few connections kept for the console
+    /// (so a flood of clients cannot lock the operator out).
+    ConsoleOnly,
+    Over,
+}
+
+/// Connections beyond `max_client_conn` that may still reach the console.
+pub const CONSOLE_RESERVE: usize = 5;
+
+impl Admission {
+    /// Pure: the `live`-th connection (counting itself) under a cap of `max`.
+    pub fn of(live: usize, max: usize) -> Admission {
+        if live <= max {
+            Admission::Within
+        } else if live <= max + CONSOLE_RESERVE {
+            Admission::ConsoleOnly
+        } else {
+            Admission::Over
+        }
+    }
+}
+
+/// Serves one client connection from accept to close: the handshake, then
+/// the console or a pool session.
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admission: Admission,
+    client: ClientGuard,
+) {
+    let admitted = Box::pin(admit(shared, stream, peer, admission, client)).await;
+    let Some((session, db, user)) = admitted else {
+        return;
+    };
+    // The idle wait is all that stays in the task while a client sits idle:
+    // every bigger step (the handshake above; lending, relaying, resetting
+    // inside `run`) is boxed, so an idle client costs a small future, not
+    // the largest one.
+    let reason = match session.run().await {
+        Ok(()) => "client closed the connection".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let reason = reason.escape_debug();
+    tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
+}
+
+/// The handshake; a console client is served here to the end, a pool
+/// client's session is returned with its database and user names.
+async fn admit(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    admission: Admission,
+    client: ClientGuard,
+) -> Option<(Box<Session>, String, String)> {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::new();
+    let login = match handshake::run(&shared, &mut stream, &mut buf, peer, admission).await {
+        Ok(Some(Login::Pool(login))) => login,
+        Ok(Some(Login::Console(login))) => {
+            client.entry.set_login(login.clone());
+            crate::admin::serve(shared, stream, buf, login, client).await;
+            return None;
+        }
+        Ok(None) => return None,
+        Err(e) => {
+            // The error may quote the user or database name the client
+            // sent: escaped, so it cannot forge a log line.
+            let error = e.to_string();
+            tracing::info!(client = %peer, error = %error.escape_debug(), "login failed");
+            return None;
+        }
+    };
+    let (db, user) = (login.pool.database.clone(), login.pool.user.clone());
+    client.entry.set_login(ClientLogin {
+        database: db.clone(),
+        user: user.clone(),
+        application_name: login.application_name.clone(),
+        admin: false,
+    });
+    tracing::info!(client = %peer, db = %db, user = %user, "client connected");
+    let session = Session::start(&shared, stream, buf, login, client);
+    Some((session, db, user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_has_a_reserve_over_the_cap() {
+        assert_eq!(Admission::of(10, 10), Admission::Within);
+        assert_eq!(Admission::of(11, 10), Admission::ConsoleOnly);
+        assert_eq!(
+            Admission::of(10 + CONSOLE_RESERVE, 10),
+            Admission::ConsoleOnly
+        );
+        assert_eq!(Admission::of(11 + CONSOLE_RESERVE, 10), Admission::Over);
+    }
+
+    /// An idle client's cost is dominated by its task; keep the future small.
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let config = crate::config::Config::from_toml_str(
+            "[databases.app]\nhost = \"127.0.0.1\"\n[users.app]\npassword = \"x\"\n",
+        )
+        .unwrap();
+        let shutdown = crate::shutdown::Shutdown::new();
+        let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
+        let guard = shared.client_list.register(addr, None);
+        let fut = serve(shared.clone(), stream, addr, Admission::Within, guard);
+        let size = std::mem::size_of_val(&fut);
+        // Measured at 728 bytes when this test was written, and at 744 with
+        // the panic boundary and the held-server wait.
+        assert!(size <= 1024, "serve future is {size} bytes");
+    }
+}
