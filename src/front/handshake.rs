@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Admission;
-use crate::session::routing::RouteState;
+use crate::router::RouteState;
 use crate::session::PoolClient;
 use crate::shared::clients::ClientLogin;
 use crate::shared::Shared;

@@ -4,7 +4,7 @@
 mod checkin;
 mod idle;
 mod panic;
-pub mod routing;
+mod routing;
 mod split;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -54,7 +54,7 @@ pub struct Session {
     /// This client's entry in the registry (state changes at lease boundaries).
     entry: clients::ClientGuard,
     /// Read/write splitting: the read-your-writes floor, `pglittle.route`.
-    route: routing::RouteState,
+    route: crate::router::RouteState,
     /// The next request goes to the primary (a replica refused it).
     force_primary: bool,
     /// The request in `buf` already moved once off a primary server that
@@ -77,7 +77,7 @@ pub struct PoolClient {
     pub overrides: Params,
     pub cancel: CancelHandle,
     /// pglittle's own startup parameters (`pglittle.*`).
-    pub route: routing::RouteState,
+    pub route: crate::router::RouteState,
 }
 
 impl Session {

@@ -96,17 +96,8 @@ impl Session {
                 refusable: false,
             }
         } else {
-            let shared = self.shared.clone();
-            self.route
-                .plan(
-                    &shared,
-                    &config,
-                    &primary,
-                    &self.buf,
-                    self.limits.max_message,
-                    &self.statements,
-                )
-                .await
+            let request = (&self.buf, self.limits.max_message, &self.statements);
+            super::routing::plan(&self.route, &self.shared, &config, &primary, request).await
         };
         let lease = match (self.lend(&p.pool).await, &p.replica) {
             (Ok(lease), _) => lease,
