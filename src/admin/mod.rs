@@ -104,7 +104,7 @@ pub fn greet(out: &mut BytesMut) {
         backend::parameter_status(out, k, v);
     }
     backend::backend_key_data(out, 0, 0);
-    backend::ready_for_query(out, b'I');
+    backend::ready_for_query(out, crate::protocol::TxStatus::Idle);
 }
 
 /// The console session: one command per Query message until the client
@@ -141,7 +141,7 @@ async fn session(
                 FrontendMessage::Query { sql } => {
                     let sql = String::from_utf8_lossy(sql).into_owned();
                     let done = run(shared, login, &sql, &mut out).await;
-                    backend::ready_for_query(&mut out, b'I');
+                    backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
                     stream.write_all(&out).await?;
                     if done {
                         return Ok("SHUTDOWN".into());
@@ -152,7 +152,7 @@ async fn session(
                         error(&mut out, &AdminError::Extended);
                     }
                     skipping = false;
-                    backend::ready_for_query(&mut out, b'I');
+                    backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
                     stream.write_all(&out).await?;
                 }
                 FrontendMessage::Flush => {}

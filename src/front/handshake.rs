@@ -232,7 +232,7 @@ async fn login(
         backend::parameter_status(&mut out, k, overrides.get(k).unwrap_or(v));
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
-    backend::ready_for_query(&mut out, b'I');
+    backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
     stream.write_all(&out).await?;
     Ok(Some(Login::Pool(PoolClient {
         application_name,

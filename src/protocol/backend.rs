@@ -71,8 +71,8 @@ pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
     });
 }
 
-pub fn ready_for_query(out: &mut BytesMut, status: u8) {
-    message(out, b'Z', |b| b.put_u8(status));
+pub fn ready_for_query(out: &mut BytesMut, status: super::TxStatus) {
+    message(out, b'Z', |b| b.put_u8(status.byte()));
 }
 
 /// NegotiateProtocolVersion: we speak 3.0 and list the `_pq_.` options we ignored.
@@ -173,7 +173,7 @@ mod tests {
     fn encoded_messages_parse_with_postgres_protocol() {
         let mut b = BytesMut::new();
         error_response(&mut b, Severity::Fatal, "53300", "too many", Some("wait"));
-        ready_for_query(&mut b, b'I');
+        ready_for_query(&mut b, crate::protocol::TxStatus::Idle);
         parameter_status(&mut b, "TimeZone", "UTC");
         backend_key_data(&mut b, 7, 8);
         match Message::parse(&mut b).unwrap().unwrap() {

@@ -14,9 +14,11 @@ pub mod scan;
 pub mod startup;
 #[cfg(test)]
 pub mod test_wire;
+pub mod tx_status;
 
 pub use frame::{decode_frame, Frame};
 pub use lsn::Lsn;
+pub use tx_status::TxStatus;
 
 /// A violation of the wire protocol by the peer. Always SQLSTATE 08P01.
 #[derive(Debug, thiserror::Error)]

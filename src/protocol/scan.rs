@@ -9,7 +9,7 @@
 //! are held back until complete, so a large DataRow or COPY stream passes
 //! through in chunks.
 
-use super::{frame::peek_header, read_cstr, ProtocolError};
+use super::{frame::peek_header, read_cstr, ProtocolError, TxStatus};
 
 /// The kind of one server message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ fn classify(tag: u8) -> BackendKind {
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub enum BackendEvent {
     /// End of a query cycle, with the transaction status: b'I', b'T' or b'E'.
-    ReadyForQuery(u8),
+    ReadyForQuery(TxStatus),
     ParameterStatus {
         name: String,
         value: String,
@@ -176,7 +176,8 @@ impl BackendScanner {
 fn inspect_body(tag: u8, body: &[u8]) -> Result<BackendEvent, ProtocolError> {
     match tag {
         b'Z' => {
-            let status = *body.first().ok_or(ProtocolError::Malformed {
+            let status = body.first().and_then(|&b| TxStatus::from_byte(b));
+            let status = status.ok_or(ProtocolError::Malformed {
                 what: "ReadyForQuery",
             })?;
             Ok(BackendEvent::ReadyForQuery(status))
@@ -231,7 +232,7 @@ mod tests {
         backend::command_complete(&mut b, "SELECT 1");
         backend::parameter_status(&mut b, "TimeZone", "UTC");
         backend::error_response(&mut b, backend::Severity::Fatal, "57P01", "bye", None);
-        backend::ready_for_query(&mut b, b'T');
+        backend::ready_for_query(&mut b, TxStatus::InBlock);
         b.to_vec()
     }
 
@@ -286,7 +287,10 @@ mod tests {
                 fatal: true
             })
         );
-        assert_eq!(whole[5].1, Some(BackendEvent::ReadyForQuery(b'T')));
+        assert_eq!(
+            whole[5].1,
+            Some(BackendEvent::ReadyForQuery(TxStatus::InBlock))
+        );
         let (bytewise, sent) = run(&all, 1, None);
         assert_eq!(sent, all);
         assert_eq!(bytewise, whole);

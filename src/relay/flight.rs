@@ -8,6 +8,7 @@ use bytes::BytesMut;
 
 use crate::prepared::client::Bound;
 use crate::protocol::frontend::FrontendMessage;
+use crate::protocol::TxStatus;
 use crate::sql::settings::{changes, SettingOp};
 use crate::sql::{inspect, SqlEffects};
 
@@ -40,7 +41,7 @@ pub struct Flight {
     /// Extended-protocol messages sent since the last Sync.
     pub(super) unsynced: bool,
     /// Transaction status from the last ReadyForQuery.
-    pub(super) status: u8,
+    pub(super) status: TxStatus,
     /// What the client's SQL did to its session.
     effects: SqlEffects,
     /// The setting changes of this transaction, in order.
@@ -76,7 +77,7 @@ impl Flight {
             dead_on_arrival: false,
             outstanding: 0,
             unsynced: false,
-            status: b'I',
+            status: TxStatus::Idle,
             effects: SqlEffects::default(),
             settings: Vec::new(),
             batch_sent: false,
@@ -114,7 +115,7 @@ impl Flight {
         !self.forwarded
     }
 
-    pub fn status(&self) -> u8 {
+    pub fn status(&self) -> TxStatus {
         self.status
     }
 

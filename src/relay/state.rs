@@ -10,6 +10,7 @@ use crate::prepared::client::LimitError;
 use crate::prepared::{Books, Fate};
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::scan::{BackendEvent, BackendKind, Segment};
+use crate::protocol::TxStatus;
 
 pub(super) struct State<'a> {
     pub flight: &'a mut Flight,
@@ -98,7 +99,7 @@ impl<'a> State<'a> {
     ) -> Result<bool, LimitError> {
         let f = &mut *self.flight;
         let fx = f.note(msg);
-        let aborted = f.status == b'E' && f.outstanding == 0;
+        let aborted = f.status == TxStatus::Failed && f.outstanding == 0;
         let w = self.books.client_message(msg, raw, fx, aborted, out);
         if *msg == FrontendMessage::Flush {
             self.flush_due = self.books.pending();
@@ -192,7 +193,7 @@ impl<'a> State<'a> {
             }
             _ => {}
         }
-        let in_tx = f.status != b'I';
+        let in_tx = f.status.in_block();
         let before = self.books.pending();
         let fate = self.books.server_message(kind, error.as_ref(), in_tx, out);
         let answered = before.saturating_sub(self.books.pending());
@@ -248,7 +249,10 @@ impl<'a> State<'a> {
     /// cycle is answered, no message waits for a Sync, the scanner is
     /// between messages (`at_boundary`) and the server is not in COPY IN.
     pub fn done(&self, at_boundary: bool) -> bool {
-        self.flight.status == b'I' && self.flight.quiet() && at_boundary && !self.books.in_copy_in()
+        self.flight.status == TxStatus::Idle
+            && self.flight.quiet()
+            && at_boundary
+            && !self.books.in_copy_in()
     }
 
     /// The client sent extended-protocol messages and no Sync, and the
@@ -260,6 +264,6 @@ impl<'a> State<'a> {
     /// The client sits in an open transaction with nothing in flight (the
     /// idle-in-transaction timer runs).
     pub fn idle_in_transaction(&self) -> bool {
-        self.flight.status != b'I' && self.flight.quiet()
+        self.flight.status.in_block() && self.flight.quiet()
     }
 }

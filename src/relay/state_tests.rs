@@ -12,6 +12,7 @@ use crate::prepared::Books;
 use crate::protocol::frontend::{self, peek_message};
 use crate::protocol::scan::{BackendEvent, BackendKind as K, Segment};
 use crate::protocol::test_wire::{execute, msg, parse, sync, tags, NO_PARAMS};
+use crate::protocol::TxStatus;
 
 fn bind(statement: &str) -> Vec<u8> {
     crate::protocol::test_wire::bind(statement, NO_PARAMS)
@@ -38,7 +39,9 @@ fn server(st: &mut State<'_>, replies: &str) -> String {
         let (kind, event) = match r.split_once(':') {
             Some(("Z", s)) => (
                 K::ReadyForQuery,
-                Some(BackendEvent::ReadyForQuery(s.as_bytes()[0])),
+                Some(BackendEvent::ReadyForQuery(
+                    TxStatus::from_byte(s.as_bytes()[0]).unwrap(),
+                )),
             ),
             Some((e, code)) => {
                 let code: [u8; 5] = code.as_bytes().try_into().unwrap();

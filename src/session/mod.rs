@@ -190,7 +190,7 @@ impl Session {
         if first == First::LoneSync && self.lease.is_none() {
             self.skip_message().await?;
             let mut out = BytesMut::new();
-            backend::ready_for_query(&mut out, b'I');
+            backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
             self.client.write_all(&out).await?;
             return Ok(Next::Continue);
         }
@@ -511,7 +511,7 @@ impl Session {
         if !flight.quiet() {
             return self.give_back(lease, false);
         }
-        let idle = flight.status() == b'I';
+        let idle = flight.status() == crate::protocol::TxStatus::Idle;
         self.finish_lease(lease, idle).await;
     }
 
@@ -549,7 +549,7 @@ impl Session {
             self.skip_message().await?;
         }
         let mut out = BytesMut::new();
-        backend::ready_for_query(&mut out, b'I');
+        backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
         self.client.write_all(&out).await?;
         Ok(())
     }

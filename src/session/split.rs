@@ -65,7 +65,7 @@ impl Session {
         };
         let mut out = BytesMut::new();
         self.route.answer(cmd, &mut out);
-        backend::ready_for_query(&mut out, b'I');
+        backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
         self.buf.advance(len);
         self.client.write_all(&out).await?;
         Ok(true)
