@@ -1,6 +1,7 @@
 //! Errors a client session can end in, each with the SQLSTATE the client sees.
 
 use crate::pool::PoolError;
+use crate::protocol::sqlstate;
 use crate::protocol::{auth::AuthError, ProtocolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,22 +58,22 @@ impl SessionError {
             SessionError::Protocol(e) => e.sqlstate(),
             SessionError::Auth(e) => e.sqlstate(),
             SessionError::Pool(e) => e.sqlstate(),
-            SessionError::ClientIo(_) => "08006",
-            SessionError::UnknownDatabase(_) => "3D000",
-            SessionError::BadPassword(_) => "28P01",
-            SessionError::LoginThrottled(_) => "28000",
-            SessionError::NoUser => "28000",
-            SessionError::BadStartupParameter(_) => "22023",
-            SessionError::TooManyClients(_) => "53300",
-            SessionError::LoginTimeout => "08006",
-            SessionError::ClientIdle => "57P05",
-            SessionError::IdleInTransaction => "25P03",
-            SessionError::BatchLeftOpen(_) => "08P01",
-            SessionError::OverLimit(_) => "54000",
-            SessionError::ShuttingDown => "57P01",
-            SessionError::ServerLost => "08006",
-            SessionError::Panic(_) => "XX000",
-            SessionError::NotAdmin(_) => "42501",
+            SessionError::ClientIo(_) => sqlstate::CONNECTION_FAILURE,
+            SessionError::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
+            SessionError::BadPassword(_) => sqlstate::INVALID_PASSWORD,
+            SessionError::LoginThrottled(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            SessionError::NoUser => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            SessionError::BadStartupParameter(_) => sqlstate::INVALID_PARAMETER_VALUE,
+            SessionError::TooManyClients(_) => sqlstate::TOO_MANY_CONNECTIONS,
+            SessionError::LoginTimeout => sqlstate::CONNECTION_FAILURE,
+            SessionError::ClientIdle => sqlstate::IDLE_SESSION_TIMEOUT,
+            SessionError::IdleInTransaction => sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            SessionError::BatchLeftOpen(_) => sqlstate::PROTOCOL_VIOLATION,
+            SessionError::OverLimit(_) => sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            SessionError::ShuttingDown => sqlstate::ADMIN_SHUTDOWN,
+            SessionError::ServerLost => sqlstate::CONNECTION_FAILURE,
+            SessionError::Panic(_) => sqlstate::INTERNAL_ERROR,
+            SessionError::NotAdmin(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
         }
     }
 

@@ -27,6 +27,7 @@ use crate::error::SessionError;
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::decode_frame;
 use crate::protocol::frontend::FrontendMessage;
+use crate::protocol::sqlstate;
 use crate::shared::clients::{ClientGuard, ClientLogin};
 use crate::shared::Shared;
 use crate::shutdown::{reached, Phase};
@@ -60,12 +61,12 @@ pub enum AdminError {
 impl AdminError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            AdminError::Parse(_) => "42601",
-            AdminError::NotAdmin(_) => "42501",
-            AdminError::NoDatabase(_) => "3D000",
-            AdminError::BadSetting(_) => "22023",
-            AdminError::Reload(_) => "F0000",
-            AdminError::Extended => "0A000",
+            AdminError::Parse(_) => sqlstate::SYNTAX_ERROR,
+            AdminError::NotAdmin(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
+            AdminError::NoDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
+            AdminError::BadSetting(_) => sqlstate::INVALID_PARAMETER_VALUE,
+            AdminError::Reload(_) => sqlstate::CONFIG_FILE_ERROR,
+            AdminError::Extended => sqlstate::FEATURE_NOT_SUPPORTED,
         }
     }
 }
@@ -168,7 +169,7 @@ async fn session(
             }
             _ = reached(&mut shutdown, Phase::Draining) => {
                 let mut out = BytesMut::new();
-                backend::error_response(&mut out, Severity::Fatal, "57P01",
+                backend::error_response(&mut out, Severity::Fatal, sqlstate::ADMIN_SHUTDOWN,
                     &SessionError::ShuttingDown.to_string(), None);
                 let _ = stream.write_all(&out).await;
                 return Ok("pglittle is shutting down".into());

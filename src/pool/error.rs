@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::protocol::sqlstate;
 use crate::protocol::{auth::AuthError, ProtocolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,9 @@ impl PoolError {
                 e.kind(),
                 K::UnexpectedEof | K::ConnectionReset | K::BrokenPipe
             ),
-            PoolError::ServerRejected { code, .. } => code == "57P03" || code == "57P01",
+            PoolError::ServerRejected { code, .. } => {
+                code == sqlstate::CANNOT_CONNECT_NOW || code == sqlstate::ADMIN_SHUTDOWN
+            }
             _ => false,
         }
     }
@@ -77,14 +80,16 @@ impl PoolError {
     /// The SQLSTATE a client sees for this failure.
     pub fn sqlstate(&self) -> &str {
         match self {
-            PoolError::WaitTimeout { .. } | PoolError::Shed { .. } => "53300",
+            PoolError::WaitTimeout { .. } | PoolError::Shed { .. } => {
+                sqlstate::TOO_MANY_CONNECTIONS
+            }
             PoolError::ServerRejected { code, .. } => code,
             PoolError::UnsupportedAuth { .. }
             | PoolError::CleartextRefused { .. }
-            | PoolError::Auth(_) => "28000",
-            PoolError::Protocol(_) => "08P01",
-            PoolError::Closed(_) => "57P01",
-            _ => "08006",
+            | PoolError::Auth(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            PoolError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
+            PoolError::Closed(_) => sqlstate::ADMIN_SHUTDOWN,
+            _ => sqlstate::CONNECTION_FAILURE,
         }
     }
 }

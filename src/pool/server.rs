@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use super::{error::PoolError, params::Params};
 use crate::prepared::server::ServerStatements;
+use crate::protocol::sqlstate;
 
 /// How pglittle proves itself to the server.
 #[derive(Clone)]
@@ -290,7 +291,7 @@ impl ServerConn {
 pub(super) fn error_code_message(
     mut fields: postgres_protocol::message::backend::ErrorFields<'_>,
 ) -> Result<(String, String), std::io::Error> {
-    let mut code = String::from("XX000");
+    let mut code = String::from(sqlstate::INTERNAL_ERROR);
     let mut message = String::new();
     while let Some(f) = fields.next()? {
         match f.type_() {

@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use super::{Action, Books, Expect, Fate, Reply, Undo};
 use crate::protocol::frontend;
 use crate::protocol::scan::{BackendKind, Segment};
+use crate::protocol::sqlstate;
 
 impl Books<'_> {
     /// Decides the fate of one server message: appends any made-up replies
@@ -46,7 +47,9 @@ impl Books<'_> {
             return Fate::Forward;
         };
         if kind == BackendKind::Error && front.expect != Expect::Cycle {
-            if error == Some(b"0A000") && !in_transaction && self.replay_batch() {
+            let unsupported =
+                error.is_some_and(|c| sqlstate::is(c, sqlstate::FEATURE_NOT_SUPPORTED));
+            if unsupported && !in_transaction && self.replay_batch() {
                 return Fate::Retry;
             }
             // The message failed; the server now ignores everything up to Sync.

@@ -18,6 +18,7 @@ use super::client::{Bound, SavedStatements};
 use super::server::SavedServerStatements;
 use super::{Books, Expect, Reply, Undo, Written};
 use crate::protocol::frontend;
+use crate::protocol::sqlstate;
 use crate::sql::prepare::{scan_numbered, SqlPrepared};
 
 /// What the server holds under a name pglittle knows is taken but not by
@@ -268,7 +269,7 @@ impl Books<'_> {
         let failed = self.completed;
         // pglittle's DEALLOCATE that failed because there was no such
         // statement: the books were wrong, and now they are right.
-        let missing = error == Some(b"26000");
+        let missing = error.is_some_and(|c| sqlstate::is(c, sqlstate::INVALID_SQL_STATEMENT_NAME));
         for (at, step) in undo.steps.into_iter().rev() {
             if at < failed {
                 continue;

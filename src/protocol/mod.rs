@@ -11,6 +11,7 @@ pub mod frame;
 pub mod frontend;
 pub mod lsn;
 pub mod scan;
+pub mod sqlstate;
 pub mod startup;
 #[cfg(test)]
 pub mod test_wire;
@@ -38,8 +39,8 @@ pub enum ProtocolError {
 impl ProtocolError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            ProtocolError::UnsupportedVersion { .. } => "0A000",
-            _ => "08P01",
+            ProtocolError::UnsupportedVersion { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
+            _ => sqlstate::PROTOCOL_VIOLATION,
         }
     }
 }

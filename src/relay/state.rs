@@ -10,6 +10,7 @@ use crate::prepared::client::LimitError;
 use crate::prepared::{Books, Fate};
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::scan::{BackendEvent, BackendKind, Segment};
+use crate::protocol::sqlstate;
 use crate::protocol::TxStatus;
 
 pub(super) struct State<'a> {
@@ -181,7 +182,9 @@ impl<'a> State<'a> {
             Some(&BackendEvent::Error { fatal, code }) => {
                 error = Some(code);
                 f.note_error();
-                let refused = f.retry_armed && (&code == b"25006" || &code == b"40001");
+                let refused = f.retry_armed
+                    && (sqlstate::is(&code, sqlstate::READ_ONLY_SQL_TRANSACTION)
+                        || sqlstate::is(&code, sqlstate::SERIALIZATION_FAILURE));
                 // A replica shutting down says FATAL and hangs up: if the
                 // client saw nothing yet, the request moves.
                 let dying = fatal && (f.one_batch || f.dead_on_arrival);

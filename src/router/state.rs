@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::protocol::backend;
+use crate::protocol::sqlstate;
 use crate::protocol::Lsn;
 use crate::sql::local::{Local, RouteOverride, Var};
 
@@ -70,7 +71,13 @@ impl RouteState {
                 backend::command_complete(out, "SHOW");
             }
             Err(message) => {
-                backend::error_response(out, backend::Severity::Error, "22023", &message, None);
+                backend::error_response(
+                    out,
+                    backend::Severity::Error,
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    &message,
+                    None,
+                );
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod md5;
 pub mod scram;
+use crate::protocol::sqlstate;
 
 /// Everything that can go wrong while authenticating.
 ///
@@ -45,10 +46,10 @@ impl AuthError {
     /// client.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            AuthError::Malformed(_) => "08P01",
-            AuthError::ChannelBinding => "28000",
-            AuthError::BadProof | AuthError::BadSecret(_) => "28P01",
-            AuthError::ServerSignature => "08006",
+            AuthError::Malformed(_) => sqlstate::PROTOCOL_VIOLATION,
+            AuthError::ChannelBinding => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            AuthError::BadProof | AuthError::BadSecret(_) => sqlstate::INVALID_PASSWORD,
+            AuthError::ServerSignature => sqlstate::CONNECTION_FAILURE,
         }
     }
 }
