@@ -46,7 +46,7 @@
 //! - Relaying is two pumps in one task (client -> server, server -> client)
 //!   so a pipelining client can never deadlock against a server writing
 //!   results. What they share is one plain struct, `relay::State` (the
-//!   `Flight` record plus the prepared-statement `Books`), behind one
+//!   `TxRecord` record plus the prepared-statement `Rewriter`), behind one
 //!   mutex that neither holds across an await; its methods are pure and
 //!   `relay::state_tests` drive whole conversations through them.
 //! - Named prepared statements need more than "read only ReadyForQuery":
@@ -90,7 +90,7 @@
 //!   nothing above them; `config` still takes the default writer-function
 //!   list from `sql::classify` (a room below it on the map).
 //! - Whether a client's Parse arrives in a failed transaction block is
-//!   passed to `Books::client_message` by the relay state (it alone sees
+//!   passed to `Rewriter::client_message` by the relay state (it alone sees
 //!   both the last ReadyForQuery and what is in flight), not patched in.
 //! - Statement books change when SQL is sent, before the server runs it, so
 //!   every change carries the index of the statement that makes it

@@ -142,7 +142,7 @@ impl ClientStatements {
         }
     }
 
-    /// Books for a client that may hold at most `max_statements` named
+    /// Rewriter for a client that may hold at most `max_statements` named
     /// statements (0: no cap).
     pub fn capped(max_statements: usize) -> Self {
         ClientStatements {

@@ -99,7 +99,7 @@ pub struct Action {
     expect: Expect,
     reply: Reply,
     undo: Undo,
-    /// Index of the client message in `Books::log`, if logged.
+    /// Index of the client message in `Rewriter::log`, if logged.
     log: Option<usize>,
 }
 
@@ -108,14 +108,14 @@ pub struct Action {
 #[derive(Debug)]
 struct Logged {
     expect: Expect,
-    /// Where its bytes are in `Books::log_buf`.
+    /// Where its bytes are in `Rewriter::log_buf`.
     range: std::ops::Range<usize>,
     stmt: Option<Arc<StmtDef>>,
 }
 
 /// What to do with one server message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
+pub enum ReplyAction {
     Forward,
     Drop,
     /// Dropped, and the batch is being replayed: one more ReadyForQuery will come.
@@ -126,7 +126,7 @@ pub enum Fate {
 const MAX_LOGGED_BATCH: usize = 1 << 20;
 
 /// The state both pumps share: the reply queue and both statement books.
-pub struct Books<'a> {
+pub struct Rewriter<'a> {
     actions: VecDeque<Action>,
     client: &'a mut ClientStatements,
     server: &'a mut ServerStatements,
@@ -160,13 +160,13 @@ pub struct Books<'a> {
     pub refused: Option<client::LimitError>,
 }
 
-impl<'a> Books<'a> {
+impl<'a> Rewriter<'a> {
     pub fn new(
         client: &'a mut ClientStatements,
         server: &'a mut ServerStatements,
         rewrite: bool,
     ) -> Self {
-        Books {
+        Rewriter {
             actions: VecDeque::new(),
             client,
             server,
@@ -188,7 +188,7 @@ impl<'a> Books<'a> {
 
 /// What the client pump must account for after one client message.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Written {
+pub struct ClientStep {
     /// Query/Sync/FunctionCall messages written (each answered by one ReadyForQuery).
     pub cycles: usize,
     /// A made-up reply is at the head of the queue and may be due now.
@@ -198,7 +198,7 @@ pub struct Written {
     pub runs: Vec<Bound>,
 }
 
-impl Books<'_> {
+impl Rewriter<'_> {
     fn push(&mut self, expect: Expect, reply: Reply, undo: Undo) {
         self.actions.push_back(Action {
             expect,

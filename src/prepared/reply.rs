@@ -4,12 +4,12 @@
 
 use bytes::BytesMut;
 
-use super::{Action, Books, Expect, Fate, Reply, Undo};
+use super::{Action, Expect, Reply, ReplyAction, Rewriter, Undo};
 use crate::protocol::frontend;
 use crate::protocol::scan::{BackendKind, Segment};
 use crate::protocol::sqlstate;
 
-impl Books<'_> {
+impl Rewriter<'_> {
     /// Decides the fate of one server message: appends any made-up replies
     /// that are due, and says whether to forward the message itself.
     /// `error` is the SQLSTATE of an ErrorResponse; `in_transaction` whether
@@ -20,9 +20,9 @@ impl Books<'_> {
         error: Option<&[u8; 5]>,
         in_transaction: bool,
         out: &mut Vec<Segment>,
-    ) -> Fate {
+    ) -> ReplyAction {
         if kind == BackendKind::Async {
-            return Fate::Forward;
+            return ReplyAction::Forward;
         }
         self.emit_due(out);
         self.skip_copy_markers();
@@ -30,7 +30,7 @@ impl Books<'_> {
             self.enter_copy_in();
         }
         let Some(front) = self.actions.front_mut() else {
-            return Fate::Forward;
+            return ReplyAction::Forward;
         };
         if front.expect == Expect::Cycle {
             match kind {
@@ -44,13 +44,13 @@ impl Books<'_> {
             }
         }
         let Some(front) = self.actions.front() else {
-            return Fate::Forward;
+            return ReplyAction::Forward;
         };
         if kind == BackendKind::Error && front.expect != Expect::Cycle {
             let unsupported =
                 error.is_some_and(|c| sqlstate::is(c, sqlstate::FEATURE_NOT_SUPPORTED));
             if unsupported && !in_transaction && self.replay_batch() {
-                return Fate::Retry;
+                return ReplyAction::Retry;
             }
             // The message failed; the server now ignores everything up to Sync.
             if let Some(a) = self.actions.pop_front() {
@@ -68,7 +68,7 @@ impl Books<'_> {
             // No Sync sent yet: what the client sends until its Sync is
             // discarded too.
             self.skipping = self.actions.is_empty();
-            return Fate::Forward;
+            return ReplyAction::Forward;
         }
         let forward = front.reply == Reply::Forward;
         if front.expect.ends_with(kind) {
@@ -86,9 +86,9 @@ impl Books<'_> {
             self.actions.pop_front();
         }
         if forward {
-            Fate::Forward
+            ReplyAction::Forward
         } else {
-            Fate::Drop
+            ReplyAction::Drop
         }
     }
 

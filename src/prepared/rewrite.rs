@@ -6,12 +6,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::client::{Bound, StmtDef, UNKNOWN_STATEMENT};
-use super::{sql, Books, Expect, Reply, Undo, Written};
+use super::{sql, ClientStep, Expect, Reply, Rewriter, Undo};
 use crate::protocol::frontend::{self, FrontendMessage, Target};
 use crate::protocol::scan::{CLOSE_COMPLETE, PARSE_COMPLETE};
 use crate::sql::SqlEffects;
 
-impl Books<'_> {
+impl Rewriter<'_> {
     /// Appends what to send the server for one client message (`raw` is
     /// its bytes) and queues how to treat the replies.
     /// `fx`: what the message's own SQL does (`sql::inspect`).
@@ -25,8 +25,8 @@ impl Books<'_> {
         fx: SqlEffects,
         aborted: bool,
         out: &mut BytesMut,
-    ) -> Written {
-        let mut w = Written::default();
+    ) -> ClientStep {
+        let mut w = ClientStep::default();
         if self.skipping {
             self.pending_sql = None;
             if !matches!(msg, FrontendMessage::Sync) {
@@ -132,7 +132,7 @@ impl Books<'_> {
         fx: SqlEffects,
         aborted: bool,
         out: &mut BytesMut,
-        w: &mut Written,
+        w: &mut ClientStep,
     ) {
         if let Err(e) = self.client.room_for(name) {
             self.refused = Some(e);
@@ -178,7 +178,7 @@ impl Books<'_> {
         statement: &[u8],
         rest: &[u8],
         out: &mut BytesMut,
-        w: &mut Written,
+        w: &mut ClientStep,
     ) {
         let Some(def) = self.client.get(statement).cloned() else {
             let at = out.len();
@@ -199,7 +199,7 @@ impl Books<'_> {
 
     /// A Bind of the unnamed statement: this client's is re-established
     /// on the server first.
-    fn bind_unnamed(&mut self, raw: &[u8], out: &mut BytesMut, w: &mut Written) {
+    fn bind_unnamed(&mut self, raw: &[u8], out: &mut BytesMut, w: &mut ClientStep) {
         // Copied only in the rare case that it is SQL PREPARE & co.
         let sql = self
             .client
@@ -224,7 +224,7 @@ impl Books<'_> {
         raw: &[u8],
         fx: SqlEffects,
         out: &mut BytesMut,
-        w: &mut Written,
+        w: &mut ClientStep,
     ) {
         // A simple query destroys the unnamed statement.
         self.client.unnamed = None;
@@ -248,7 +248,7 @@ impl Books<'_> {
 
     /// Any other message, already copied to `out` as it is: queue what
     /// its reply means (nothing, for a Flush or CopyData).
-    fn passed_through(&mut self, m: &FrontendMessage<'_>, raw: &[u8], w: &mut Written) {
+    fn passed_through(&mut self, m: &FrontendMessage<'_>, raw: &[u8], w: &mut ClientStep) {
         let expect = match m {
             FrontendMessage::Parse { .. } => Expect::Parse,
             FrontendMessage::Bind { .. } => Expect::Bind,
@@ -278,7 +278,7 @@ impl Books<'_> {
     /// up the server now if the batch starts here, and change the books
     /// at the Execute.
     /// `sql` is `None` for every other statement (the common case).
-    fn sql_bound(&mut self, sql: Option<&[u8]>, out: &mut BytesMut, w: &mut Written) {
+    fn sql_bound(&mut self, sql: Option<&[u8]>, out: &mut BytesMut, w: &mut ClientStep) {
         let Some(sql) = sql else {
             self.pending_sql = None;
             return;
@@ -321,7 +321,7 @@ impl Books<'_> {
         raw_head: &[u8],
         rest_len: usize,
         out: &mut BytesMut,
-    ) -> Written {
+    ) -> ClientStep {
         let FrontendMessage::Bind {
             portal, statement, ..
         } = *msg
@@ -348,6 +348,6 @@ impl Books<'_> {
         };
         frontend::encode_bind_head(out, portal, name, rest_len);
         self.push(Expect::Bind, Reply::Forward, Undo::None);
-        Written::default()
+        ClientStep::default()
     }
 }

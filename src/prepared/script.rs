@@ -3,7 +3,7 @@
 
 use super::client::ClientStatements;
 use super::server::ServerStatements;
-use super::Books;
+use super::Rewriter;
 use crate::protocol::frontend::{self, peek_message, FrontendMessage};
 use crate::protocol::scan::BackendKind as K;
 
@@ -55,7 +55,7 @@ fn client_message(op: u8, arg: u8) -> Vec<u8> {
 pub fn run_script(data: &[u8]) {
     let mut client = ClientStatements::capped(4);
     let mut server = ServerStatements::new(2);
-    let mut books = Books::new(&mut client, &mut server, true);
+    let mut books = Rewriter::new(&mut client, &mut server, true);
     let mut out = bytes::BytesMut::new();
     for step in data.chunks(3) {
         let [kind, op, arg] = *step else {

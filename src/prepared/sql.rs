@@ -2,9 +2,9 @@
 //! `DISCARD ALL` in a client's SQL, and the setup query pglittle sends
 //! first so the lent server holds exactly this client's statements.
 //!
-//! Books change when the SQL is sent, before the server has run it. Each
+//! Rewriter change when the SQL is sent, before the server has run it. Each
 //! change is recorded with the index of the statement that makes it, so
-//! that when a query fails at statement `n` (`Books::completed`), the
+//! that when a query fails at statement `n` (`Rewriter::completed`), the
 //! changes of statements `n` and later, which never ran, are undone: a
 //! failed PREPARE is not kept, and a DISCARD ALL refused inside a
 //! transaction block forgets nothing.
@@ -16,7 +16,7 @@ use bytes::BytesMut;
 
 use super::client::{Bound, SavedStatements};
 use super::server::SavedServerStatements;
-use super::{Books, Expect, Reply, Undo, Written};
+use super::{ClientStep, Expect, Reply, Rewriter, Undo};
 use crate::protocol::frontend;
 use crate::protocol::sqlstate;
 use crate::sql::prepare::{scan_numbered, SqlPrepared};
@@ -91,7 +91,7 @@ impl Setup {
     }
 }
 
-/// Which half of `Books::sql_prepared` to do: the setup (the server made
+/// Which half of `Rewriter::sql_prepared` to do: the setup (the server made
 /// to hold this client's statements), the changes the SQL makes when it
 /// runs, or both (a simple query does both at once; a statement sent with
 /// Parse is set up at the start of a batch and changes the books when it
@@ -113,7 +113,7 @@ impl Pass {
     }
 }
 
-impl Books<'_> {
+impl Rewriter<'_> {
     /// Tracks SQL-level prepared statements in `sql`. Returns the setup to
     /// run first so this server holds what the SQL needs (bytes: the
     /// client's text may be in any encoding), and the changes to undo if
@@ -226,7 +226,7 @@ impl Books<'_> {
     /// first. Only at the start of a batch (`batch_start`, before anything
     /// of this message was queued): a Query in the middle of one would
     /// commit its implicit transaction.
-    pub(super) fn sql_setup(&mut self, sql: &[u8], out: &mut BytesMut, w: &mut Written) {
+    pub(super) fn sql_setup(&mut self, sql: &[u8], out: &mut BytesMut, w: &mut ClientStep) {
         if !self.batch_start() {
             return;
         }
@@ -250,7 +250,7 @@ impl Books<'_> {
     /// An Execute of the portal bound last: the SQL-level statements of its
     /// statement (`pending_sql`, set at Bind) change the books now, undone
     /// if the Execute fails.
-    pub(super) fn sql_executed(&mut self, w: &mut Written) -> Undo {
+    pub(super) fn sql_executed(&mut self, w: &mut ClientStep) -> Undo {
         let Some(sql) = self.pending_sql.take() else {
             return Undo::None;
         };

@@ -5,7 +5,7 @@ use bytes::BytesMut;
 
 use super::client::ClientStatements;
 use super::server::ServerStatements;
-use super::{Books, Fate};
+use super::{ReplyAction, Rewriter};
 use crate::protocol::frontend::{self, peek_message};
 use crate::protocol::scan::{BackendKind as K, Segment, PARSE_COMPLETE};
 use crate::protocol::test_wire::{self, execute, msg, parse, sync, NO_PARAMS};
@@ -20,7 +20,7 @@ fn query(sql: &str) -> Vec<u8> {
 }
 
 /// Feeds client messages; returns the bytes for the server.
-fn send(b: &mut Books<'_>, msgs: &[Vec<u8>]) -> BytesMut {
+fn send(b: &mut Rewriter<'_>, msgs: &[Vec<u8>]) -> BytesMut {
     let mut out = BytesMut::new();
     for raw in msgs {
         let (m, _) = peek_message(raw, 1 << 20).unwrap().unwrap();
@@ -37,7 +37,7 @@ fn send(b: &mut Books<'_>, msgs: &[Vec<u8>]) -> BytesMut {
 /// What the client gets for each server reply: `F` forwarded, `-` dropped,
 /// `R` dropped for a replay, each preceded by `+` for a reply pglittle
 /// made up that became due.
-fn replies(b: &mut Books<'_>, kinds: &[(K, Option<&[u8; 5]>)]) -> String {
+fn replies(b: &mut Rewriter<'_>, kinds: &[(K, Option<&[u8; 5]>)]) -> String {
     let mut s = String::new();
     for (kind, err) in kinds {
         let mut segs = Vec::new();
@@ -49,9 +49,9 @@ fn replies(b: &mut Books<'_>, kinds: &[(K, Option<&[u8; 5]>)]) -> String {
             }
         }
         s.push(match fate {
-            Fate::Forward => 'F',
-            Fate::Drop => '-',
-            Fate::Retry => 'R',
+            ReplyAction::Forward => 'F',
+            ReplyAction::Drop => '-',
+            ReplyAction::Retry => 'R',
         });
     }
     s
@@ -65,7 +65,7 @@ fn tags(out: &[u8]) -> String {
 #[test]
 fn a_pipeline_prepares_once_and_forwards_every_reply() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
-    let mut b = Books::new(&mut c, &mut s, true);
+    let mut b = Rewriter::new(&mut c, &mut s, true);
     let out = send(
         &mut b,
         &[
@@ -98,7 +98,7 @@ fn a_pipeline_prepares_once_and_forwards_every_reply() {
 fn a_parse_the_server_already_has_is_answered_in_its_turn() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
     {
-        let mut b = Books::new(&mut c, &mut s, true);
+        let mut b = Rewriter::new(&mut c, &mut s, true);
         send(&mut b, &[parse("s1", "select 1"), sync()]);
         replies(
             &mut b,
@@ -108,7 +108,7 @@ fn a_parse_the_server_already_has_is_answered_in_its_turn() {
     // Another client, same text: nothing is sent for its Parse, and its
     // ParseComplete comes before the BindComplete, as PostgreSQL's would.
     let mut other = ClientStatements::new();
-    let mut b = Books::new(&mut other, &mut s, true);
+    let mut b = Rewriter::new(&mut other, &mut s, true);
     let out = send(
         &mut b,
         &[parse("mine", "select 1"), bind("mine"), execute(), sync()],
@@ -128,7 +128,7 @@ fn a_parse_the_server_already_has_is_answered_in_its_turn() {
 #[test]
 fn an_error_mid_pipeline_skips_to_sync_and_undoes_the_failed_parse() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
-    let mut b = Books::new(&mut c, &mut s, true);
+    let mut b = Rewriter::new(&mut c, &mut s, true);
     send(
         &mut b,
         &[
@@ -155,14 +155,14 @@ fn an_error_mid_pipeline_skips_to_sync_and_undoes_the_failed_parse() {
     assert!(c.get(b"ok").is_some());
     // The server does not have the failed statement either: a new Parse of
     // the same text is sent again.
-    let mut b = Books::new(&mut c, &mut s, true);
+    let mut b = Rewriter::new(&mut c, &mut s, true);
     assert_eq!(tags(&send(&mut b, &[parse("bad2", "selec"), sync()])), "PS");
 }
 
 #[test]
 fn syncs_sent_during_copy_in_are_not_waited_for() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
-    let mut b = Books::new(&mut c, &mut s, true);
+    let mut b = Rewriter::new(&mut c, &mut s, true);
     send(
         &mut b,
         &[parse("", "copy t from stdin"), bind(""), execute(), sync()],
@@ -191,14 +191,14 @@ fn syncs_sent_during_copy_in_are_not_waited_for() {
 fn a_stale_plan_is_prepared_again_and_the_batch_replayed_once() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
     {
-        let mut b = Books::new(&mut c, &mut s, true);
+        let mut b = Rewriter::new(&mut c, &mut s, true);
         send(&mut b, &[parse("s", "select * from t"), sync()]);
         replies(
             &mut b,
             &[(K::ParseComplete, None), (K::ReadyForQuery, None)],
         );
     }
-    let mut b = Books::new(&mut c, &mut s, true);
+    let mut b = Rewriter::new(&mut c, &mut s, true);
     send(&mut b, &[bind("s"), execute(), sync()]);
     // "cached plan must not change result type": replayed, unseen.
     assert_eq!(replies(&mut b, &[(K::Error, Some(b"0A000"))]), "R");
@@ -225,12 +225,12 @@ fn a_stale_plan_is_prepared_again_and_the_batch_replayed_once() {
 fn the_unnamed_statement_is_re_established_or_closed() {
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
     {
-        let mut b = Books::new(&mut c, &mut s, true);
+        let mut b = Rewriter::new(&mut c, &mut s, true);
         send(&mut b, &[parse("", "select 1"), sync()]);
     }
     // Another server: the client's own unnamed statement goes first.
     let mut elsewhere = ServerStatements::new(10);
-    let mut b = Books::new(&mut c, &mut elsewhere, true);
+    let mut b = Rewriter::new(&mut c, &mut elsewhere, true);
     assert_eq!(tags(&send(&mut b, &[bind(""), execute(), sync()])), "PBES");
     assert_eq!(
         replies(
@@ -246,7 +246,7 @@ fn the_unnamed_statement_is_re_established_or_closed() {
     );
     drop(b);
     // A simple query destroys it: the next Bind gets the server's closed.
-    let mut b = Books::new(&mut c, &mut elsewhere, true);
+    let mut b = Rewriter::new(&mut c, &mut elsewhere, true);
     send(&mut b, &[query("select 1")]);
     assert_eq!(tags(&send(&mut b, &[bind(""), sync()])), "CBS");
 }
@@ -255,19 +255,19 @@ fn the_unnamed_statement_is_re_established_or_closed() {
 fn sql_prepare_replays_and_refuses_strangers() {
     let (mut a, mut s) = (ClientStatements::new(), ServerStatements::new(10));
     {
-        let mut b = Books::new(&mut a, &mut s, true);
+        let mut b = Rewriter::new(&mut a, &mut s, true);
         send(&mut b, &[query("PREPARE p AS SELECT 'a'")]);
     }
     // A stranger's EXECUTE of the name: the server's copy goes first.
     let mut stranger = ClientStatements::new();
-    let mut b = Books::new(&mut stranger, &mut s, true);
+    let mut b = Rewriter::new(&mut stranger, &mut s, true);
     let out = send(&mut b, &[query("EXECUTE p")]);
     assert_eq!(tags(&out), "QQ");
     assert!(out.windows(12).any(|w| w == b"DEALLOCATE \""));
     drop(b);
     // The owner on a server without it: its PREPARE is replayed first.
     let mut fresh = ServerStatements::new(10);
-    let mut b = Books::new(&mut a, &mut fresh, true);
+    let mut b = Rewriter::new(&mut a, &mut fresh, true);
     let out = send(&mut b, &[query("EXECUTE p")]);
     assert_eq!(tags(&out), "QQ");
     assert!(out.windows(23).any(|w| w == b"PREPARE p AS SELECT 'a'"));
@@ -277,7 +277,7 @@ fn sql_prepare_replays_and_refuses_strangers() {
 fn after_an_unsynced_error_the_server_discards_until_sync() {
     // psycopg's pipeline when its first query fails before the rest is sent.
     let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
-    let mut b = Books::new(&mut c, &mut s, true);
+    let mut b = Rewriter::new(&mut c, &mut s, true);
     let describe = msg(b'D', b"P\0");
     send(
         &mut b,

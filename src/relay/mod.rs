@@ -21,22 +21,22 @@ use crate::pool::ServerConn;
 use crate::prepared::client::ClientStatements;
 use crate::prepared::client::LimitError;
 use crate::prepared::server::ServerStatements;
-use crate::prepared::Books;
+use crate::prepared::Rewriter;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::protocol::scan::{BackendEvent, BackendScanner, Segment};
 use crate::protocol::ProtocolError;
 
-pub use flight::Flight;
 use meter::Meter;
 use state::State;
+pub use tx_record::TxRecord;
 
-mod flight;
 pub mod meter;
 mod state;
 #[cfg(test)]
 mod state_tests;
 #[cfg(test)]
 mod tests;
+mod tx_record;
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -51,7 +51,7 @@ pub enum Outcome {
     Idle,
     /// The server is idle and clean, and the client sent Terminate or hung up.
     IdleThenGone,
-    /// The client hung up or sent Terminate with work in flight.
+    /// The client hung up or sent Terminate with work in record.
     ClientGone,
     /// The client broke the protocol.
     ClientProtocol(ProtocolError),
@@ -119,7 +119,7 @@ pub async fn transaction(
     client_params: &mut Params,
     statements: &mut ClientStatements,
     defaults: &Params,
-    flight: &mut Flight,
+    record: &mut TxRecord,
     limits: &RelayLimits,
     meter: &Meter<'_>,
 ) -> Outcome {
@@ -136,7 +136,7 @@ pub async fn transaction(
         params: &mut server.params,
         statements: &mut server.statements,
     };
-    pump((cr, cw), (sr, sw), client, server, flight, limits, meter).await
+    pump((cr, cw), (sr, sw), client, server, record, limits, meter).await
 }
 
 /// Wakes one pump from the other (what they share is in `State`).
@@ -163,7 +163,7 @@ pub async fn pump<CR, CW, SR, SW>(
     (sr, sw): (SR, SW),
     client: ClientSide<'_>,
     server: ServerSide<'_>,
-    flight: &mut Flight,
+    record: &mut TxRecord,
     limits: &RelayLimits,
     meter: &Meter<'_>,
 ) -> Outcome
@@ -173,12 +173,12 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    let books = Books::new(
+    let rewriter = Rewriter::new(
         client.statements,
         server.statements,
         limits.rewrite_statements,
     );
-    let state = Mutex::new(State::new(flight, books));
+    let state = Mutex::new(State::new(record, rewriter));
     let wake = Wake::default();
     let params = ParamsSide {
         client: client.params,

@@ -1,21 +1,21 @@
 //! The state both pumps of a relay share, as one plain struct behind one
-//! lock: the flight record and the prepared-statement books. Its methods
+//! lock: the transaction record and the prepared-statement rewriter. Its methods
 //! are pure (bytes in, bytes out, and what to do next), so the unit tests
 //! beside it drive whole conversations without a socket.
 
 use bytes::BytesMut;
 
-use super::flight::Flight;
+use super::tx_record::TxRecord;
 use crate::prepared::client::LimitError;
-use crate::prepared::{Books, Fate};
+use crate::prepared::{ReplyAction, Rewriter};
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::scan::{BackendEvent, BackendKind, Segment};
 use crate::protocol::sqlstate;
 use crate::protocol::TxStatus;
 
 pub(super) struct State<'a> {
-    pub flight: &'a mut Flight,
-    pub books: Books<'a>,
+    pub record: &'a mut TxRecord,
+    pub rewriter: Rewriter<'a>,
     /// The relay is over: the client pump stops at its next step.
     pub stopping: bool,
     /// Queued replies the server will send without a Sync: those of the
@@ -52,10 +52,10 @@ fn holdable(kind: BackendKind) -> bool {
 }
 
 impl<'a> State<'a> {
-    pub fn new(flight: &'a mut Flight, books: Books<'a>) -> Self {
+    pub fn new(record: &'a mut TxRecord, rewriter: Rewriter<'a>) -> Self {
         State {
-            flight,
-            books,
+            record,
+            rewriter,
             stopping: false,
             flush_due: 0,
             held_up: false,
@@ -65,24 +65,24 @@ impl<'a> State<'a> {
     /// The client pump may read no further message: a replica lease has
     /// sent its one batch.
     pub fn batch_full(&self) -> bool {
-        self.flight.batch_sent
+        self.record.batch_sent
     }
 
     /// Bytes of a stale-plan replay to send before anything else.
     pub fn take_resend(&mut self) -> Option<BytesMut> {
-        self.books.resend.take()
+        self.rewriter.resend.take()
     }
 
     /// The reply queue is full: the client pump must stop reading.
     pub fn backlogged(&mut self) -> bool {
-        self.held_up = self.books.pending() >= MAX_QUEUED_REPLIES;
+        self.held_up = self.rewriter.pending() >= MAX_QUEUED_REPLIES;
         self.held_up
     }
 
     /// The client pump is held up and the queue has drained to half: it
     /// may read again.
     fn room_again(&mut self) -> bool {
-        if self.held_up && self.books.pending() <= MAX_QUEUED_REPLIES / 2 {
+        if self.held_up && self.rewriter.pending() <= MAX_QUEUED_REPLIES / 2 {
             self.held_up = false;
             return true;
         }
@@ -98,17 +98,17 @@ impl<'a> State<'a> {
         raw: &[u8],
         out: &mut BytesMut,
     ) -> Result<bool, LimitError> {
-        let f = &mut *self.flight;
+        let f = &mut *self.record;
         let fx = f.note(msg);
         let aborted = f.status == TxStatus::Failed && f.outstanding == 0;
-        let w = self.books.client_message(msg, raw, fx, aborted, out);
+        let w = self.rewriter.client_message(msg, raw, fx, aborted, out);
         if *msg == FrontendMessage::Flush {
-            self.flush_due = self.books.pending();
+            self.flush_due = self.rewriter.pending();
         }
         for run in &w.runs {
             f.note_bound(run);
         }
-        if self.books.skipping() {
+        if self.rewriter.skipping() {
             // Not over until the Sync the server waits for.
             f.unsynced = true;
         }
@@ -116,7 +116,7 @@ impl<'a> State<'a> {
         if msg.ends_batch() && f.one_batch {
             f.batch_sent = true;
         }
-        match self.books.refused.take() {
+        match self.rewriter.refused.take() {
             Some(e) => Err(e),
             None => Ok(w.synth),
         }
@@ -130,17 +130,19 @@ impl<'a> State<'a> {
         rest_len: usize,
         out: &mut BytesMut,
     ) -> bool {
-        self.flight.note(msg);
-        let w = self.books.client_stream_head(msg, raw_head, rest_len, out);
-        self.flight.outstanding += w.cycles;
+        self.record.note(msg);
+        let w = self
+            .rewriter
+            .client_stream_head(msg, raw_head, rest_len, out);
+        self.record.outstanding += w.cycles;
         w.synth
     }
 
     /// Client bytes that were forwarded: kept while the request may still
     /// move to the primary.
     pub fn client_bytes(&mut self, bytes: &[u8]) {
-        if self.flight.may_retry {
-            self.flight.keep_for_replay(bytes);
+        if self.record.may_retry {
+            self.record.keep_for_replay(bytes);
         }
     }
 
@@ -148,9 +150,9 @@ impl<'a> State<'a> {
     /// answered here at the head of the queue); true when they were the
     /// last replies due in an open batch (the client's timer starts).
     pub fn emit_due(&mut self, out: &mut Vec<Segment>) -> bool {
-        let (before, pending) = (out.len(), self.books.pending());
-        self.books.emit_due(out);
-        let answered = pending.saturating_sub(self.books.pending());
+        let (before, pending) = (out.len(), self.rewriter.pending());
+        self.rewriter.emit_due(out);
+        let answered = pending.saturating_sub(self.rewriter.pending());
         self.flush_due = self.flush_due.saturating_sub(answered);
         let room = self.room_again();
         (out.len() > before && self.batch_left_open()) || room
@@ -164,7 +166,7 @@ impl<'a> State<'a> {
         event: Option<&BackendEvent>,
         out: &mut Vec<Segment>,
     ) -> ServerStep {
-        let f = &mut *self.flight;
+        let f = &mut *self.record;
         let mut step = ServerStep::default();
         let mut error = None;
         if f.dead_on_arrival && !matches!(event, Some(BackendEvent::Error { fatal: true, .. })) {
@@ -197,27 +199,29 @@ impl<'a> State<'a> {
             _ => {}
         }
         let in_tx = f.status.in_block();
-        let before = self.books.pending();
-        let fate = self.books.server_message(kind, error.as_ref(), in_tx, out);
-        let answered = before.saturating_sub(self.books.pending());
+        let before = self.rewriter.pending();
+        let fate = self
+            .rewriter
+            .server_message(kind, error.as_ref(), in_tx, out);
+        let answered = before.saturating_sub(self.rewriter.pending());
         self.flush_due = self.flush_due.saturating_sub(answered);
-        let ignored = std::mem::take(&mut self.books.ignored_cycles);
+        let ignored = std::mem::take(&mut self.rewriter.ignored_cycles);
         f.outstanding = f.outstanding.saturating_sub(ignored);
         // The last reply due in an open batch: the client's timer starts.
         step.status_changed |= f.unsynced && f.outstanding == 0 && self.flush_due == 0;
         let retry_primary = f.retry_primary;
         step.status_changed |= self.room_again();
-        let f = &mut *self.flight;
+        let f = &mut *self.record;
         if retry_primary {
             return step;
         }
         match fate {
-            Fate::Forward => {
+            ReplyAction::Forward => {
                 f.forwarded |= !holdable(kind);
                 step.forward = true;
             }
-            Fate::Drop => {}
-            Fate::Retry => {
+            ReplyAction::Drop => {}
+            ReplyAction::Retry => {
                 f.outstanding += 1;
                 f.retries += 1;
                 step.resend = true;
@@ -229,44 +233,44 @@ impl<'a> State<'a> {
     /// Replies must be held back: the request may still move to the
     /// primary and nothing final reached the client.
     pub fn hold_back(&self) -> bool {
-        self.flight.may_retry && !self.flight.forwarded && !self.flight.dead_on_arrival
+        self.record.may_retry && !self.record.forwarded && !self.record.dead_on_arrival
     }
 
     /// The request can no longer move to the primary (its held-back reply
     /// grew too big to keep).
     pub fn stay(&mut self) {
-        self.flight.may_retry = false;
+        self.record.may_retry = false;
     }
 
     /// The replica refused: nothing of its reply reaches the client.
     pub fn retry_primary(&self) -> bool {
-        self.flight.retry_primary
+        self.record.retry_primary
     }
 
     /// A FATAL error reached the client.
     pub fn told(&self) -> bool {
-        self.flight.told
+        self.record.told
     }
 
     /// The transaction is over: the server is idle outside a block, every
     /// cycle is answered, no message waits for a Sync, the scanner is
     /// between messages (`at_boundary`) and the server is not in COPY IN.
     pub fn done(&self, at_boundary: bool) -> bool {
-        self.flight.status == TxStatus::Idle
-            && self.flight.quiet()
+        self.record.status == TxStatus::Idle
+            && self.record.quiet()
             && at_boundary
-            && !self.books.in_copy_in()
+            && !self.rewriter.in_copy_in()
     }
 
     /// The client sent extended-protocol messages and no Sync, and the
     /// server owes nothing: only the client can move (client_batch_timeout).
     pub fn batch_left_open(&self) -> bool {
-        self.flight.unsynced && self.flight.outstanding == 0 && self.flush_due == 0
+        self.record.unsynced && self.record.outstanding == 0 && self.flush_due == 0
     }
 
     /// The client sits in an open transaction with nothing in flight (the
     /// idle-in-transaction timer runs).
     pub fn idle_in_transaction(&self) -> bool {
-        self.flight.status.in_block() && self.flight.quiet()
+        self.record.status.in_block() && self.record.quiet()
     }
 }

@@ -4,11 +4,11 @@
 
 use bytes::BytesMut;
 
-use super::flight::Flight;
 use super::state::{State, MAX_QUEUED_REPLIES};
+use super::tx_record::TxRecord;
 use crate::prepared::client::ClientStatements;
 use crate::prepared::server::ServerStatements;
-use crate::prepared::Books;
+use crate::prepared::Rewriter;
 use crate::protocol::frontend::{self, peek_message};
 use crate::protocol::scan::{BackendEvent, BackendKind as K, Segment};
 use crate::protocol::test_wire::{execute, msg, parse, sync, tags, NO_PARAMS};
@@ -79,11 +79,11 @@ fn server(st: &mut State<'_>, replies: &str) -> String {
     seen
 }
 
-/// One client's statements, one server's, and a fresh flight.
+/// One client's statements, one server's, and a fresh record.
 struct Rig {
     client: ClientStatements,
     server: ServerStatements,
-    flight: Flight,
+    record: TxRecord,
 }
 
 impl Rig {
@@ -91,13 +91,13 @@ impl Rig {
         Rig {
             client: ClientStatements::new(),
             server: ServerStatements::new(10),
-            flight: Flight::new(),
+            record: TxRecord::new(),
         }
     }
 
     fn state(&mut self) -> State<'_> {
-        let books = Books::new(&mut self.client, &mut self.server, true);
-        State::new(&mut self.flight, books)
+        let rewriter = Rewriter::new(&mut self.client, &mut self.server, true);
+        State::new(&mut self.record, rewriter)
     }
 }
 
@@ -151,7 +151,7 @@ fn a_parse_in_a_failed_block_reaches_the_server_which_refuses_it() {
         client(&mut st, &[parse("s", "select 1"), sync()]);
         assert_eq!(server(&mut st, "1 Z:I"), "FF");
     }
-    rig.flight = Flight::new();
+    rig.record = TxRecord::new();
     let mut st = rig.state();
     client(
         &mut st,
@@ -197,7 +197,7 @@ fn a_stale_plan_is_replayed_unseen_and_counted() {
         client(&mut st, &[parse("s", "select * from t"), sync()]);
         server(&mut st, "1 Z:I");
     }
-    rig.flight = Flight::new();
+    rig.record = TxRecord::new();
     let mut st = rig.state();
     client(&mut st, &[bind("s"), execute(), sync()]);
     assert_eq!(server(&mut st, "E:0A000"), "R");
@@ -208,15 +208,15 @@ fn a_stale_plan_is_replayed_unseen_and_counted() {
     assert_eq!(server(&mut st, "3 1 2 D C Z:I"), "--FFFF");
     assert!(st.done(true));
     drop(st);
-    assert_eq!(rig.flight.retries, 1);
+    assert_eq!(rig.record.retries, 1);
 }
 
 #[test]
 fn a_replica_refusal_before_any_row_is_swallowed_for_the_primary() {
     let mut rig = Rig::new();
-    rig.flight.may_retry = true;
-    rig.flight.retry_armed = true;
-    rig.flight.one_batch = true;
+    rig.record.may_retry = true;
+    rig.record.retry_armed = true;
+    rig.record.one_batch = true;
     let mut st = rig.state();
     let q = frontend::query("select f()");
     let mut out = BytesMut::new();
@@ -234,15 +234,15 @@ fn a_replica_refusal_before_any_row_is_swallowed_for_the_primary() {
     assert!(st.retry_primary());
     assert!(st.done(true));
     drop(st);
-    assert!(rig.flight.untouched());
-    assert_eq!(&rig.flight.take_replay()[..], &q[..]);
+    assert!(rig.record.untouched());
+    assert_eq!(&rig.record.take_replay()[..], &q[..]);
 }
 
 #[test]
 fn a_replica_that_dies_after_some_rows_costs_the_client_nothing() {
     let mut rig = Rig::new();
-    rig.flight.may_retry = true;
-    rig.flight.one_batch = true;
+    rig.record.may_retry = true;
+    rig.record.one_batch = true;
     let mut st = rig.state();
     client(&mut st, &[frontend::query("select * from t")]);
     assert_eq!(server(&mut st, "T D D"), "FFF");
@@ -256,8 +256,8 @@ fn a_replica_that_dies_after_some_rows_costs_the_client_nothing() {
 /// A primary server lent for one Query, armed for a dead-on-arrival move.
 fn dead_on_arrival_rig() -> Rig {
     let mut rig = Rig::new();
-    rig.flight.may_retry = true;
-    rig.flight.dead_on_arrival = true;
+    rig.record.may_retry = true;
+    rig.record.dead_on_arrival = true;
     rig
 }
 
@@ -277,8 +277,8 @@ fn a_primary_server_whose_first_reply_is_fatal_gives_the_request_back() {
     assert!(st.retry_primary());
     assert!(!st.told());
     drop(st);
-    assert!(rig.flight.untouched());
-    assert_eq!(&rig.flight.take_replay()[..], &q[..]);
+    assert!(rig.record.untouched());
+    assert_eq!(&rig.record.take_replay()[..], &q[..]);
 }
 
 #[test]
@@ -295,15 +295,15 @@ fn a_primary_server_that_answered_keeps_its_request() {
     assert!(!st.retry_primary());
     assert!(st.told());
     drop(st);
-    assert!(!rig.flight.may_retry);
-    assert!(rig.flight.take_replay().is_empty());
+    assert!(!rig.record.may_retry);
+    assert!(rig.record.take_replay().is_empty());
 }
 
 #[test]
 fn a_replica_error_that_answers_the_query_reaches_the_client() {
     let mut rig = Rig::new();
-    rig.flight.may_retry = true;
-    rig.flight.retry_armed = true;
+    rig.record.may_retry = true;
+    rig.record.retry_armed = true;
     let mut st = rig.state();
     client(&mut st, &[frontend::query("select 1/0")]);
     assert_eq!(server(&mut st, "T E:22012"), "FF");
@@ -324,13 +324,13 @@ fn effects_of_a_statement_count_when_it_runs() {
         client(&mut st, &[parse("s", "set work_mem = '1MB'"), sync()]);
         server(&mut st, "1 Z:I");
     }
-    assert!(rig.flight.effects().settings, "parsing counts as well");
-    rig.flight = Flight::new();
+    assert!(rig.record.effects().settings, "parsing counts as well");
+    rig.record = TxRecord::new();
     let mut st = rig.state();
     client(&mut st, &[bind("s"), execute(), sync()]);
     drop(st);
-    assert!(rig.flight.effects().settings, "running it counts");
-    assert_eq!(rig.flight.take_settings().len(), 1);
+    assert!(rig.record.effects().settings, "running it counts");
+    assert_eq!(rig.record.take_settings().len(), 1);
 }
 
 #[test]

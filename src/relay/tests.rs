@@ -5,7 +5,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::meter::Meter;
-use super::{pump, ClientSide, Flight, Outcome, RelayLimits, ServerSide};
+use super::{pump, ClientSide, Outcome, RelayLimits, ServerSide, TxRecord};
 use crate::metrics::PoolMetrics;
 use crate::pool::params::Params;
 use crate::prepared::client::ClientStatements;
@@ -82,7 +82,7 @@ async fn run_pump(
     let mut cbuf = BytesMut::from(&first[..]);
     let (mut params, defaults) = (Params::new(), Params::new());
     let (mut sbuf, mut sparams) = (BytesMut::new(), Params::new());
-    let mut flight = Flight::new();
+    let mut record = TxRecord::new();
     let metrics = PoolMetrics::default();
     let meter = Meter::new(&metrics);
     let limits = RelayLimits {
@@ -111,7 +111,7 @@ async fn run_pump(
         ends.1,
         client,
         server_side,
-        &mut flight,
+        &mut record,
         &limits,
         &meter,
     )

@@ -3,9 +3,9 @@
 
 mod checkin;
 mod idle;
+mod lend;
 mod panic;
 mod routing;
-mod split;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -22,11 +22,11 @@ use crate::pool::{params::Params, Lease, Pool};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame::peek_header;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
-use crate::relay::{self, Flight, Outcome, RelayLimits};
+use crate::relay::{self, Outcome, RelayLimits, TxRecord};
 use crate::shared::cancel::CancelHandle;
 use crate::shared::clients;
 use crate::shutdown::Phase;
-use split::{Busy, Retry};
+use lend::{Busy, Retry};
 
 /// A logged-in client.
 pub struct Session {
@@ -58,7 +58,7 @@ pub struct Session {
     /// The next request goes to the primary (a replica refused it).
     force_primary: bool,
     /// The request in `buf` already moved once off a primary server that
-    /// died on arrival (`split::retry_dead_on_arrival`): it moves no more.
+    /// died on arrival (`lend::retry_dead_on_arrival`): it moves no more.
     moved_off_dead: bool,
     /// The database has replicas or follows failovers: requests are planned.
     /// Decided at login, so a database without either pays nothing per
@@ -180,14 +180,14 @@ impl Session {
     }
 
     /// Serves one request (a transaction, in transaction mode).
-    async fn handle(&mut self, first: First) -> Result<Next, SessionError> {
+    async fn handle(&mut self, first: Incoming) -> Result<Next, SessionError> {
         // A Sync with nothing before it, and no server held: nothing is in a
         // transaction, so pglittle answers it. (A held server answers itself.)
-        if first == First::Stray && self.lease.is_none() {
+        if first == Incoming::Stray && self.lease.is_none() {
             self.skip_message().await?;
             return Ok(Next::Continue);
         }
-        if first == First::LoneSync && self.lease.is_none() {
+        if first == Incoming::LoneSync && self.lease.is_none() {
             self.skip_message().await?;
             let mut out = BytesMut::new();
             backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
@@ -198,7 +198,7 @@ impl Session {
         let held = self.lease.is_some();
         let mut lease = match self.lease.take() {
             Some(lease) => lease,
-            None if first == First::Simple && self.answer_locally().await? => {
+            None if first == Incoming::Simple && self.answer_locally().await? => {
                 return Ok(Next::Continue);
             }
             None => match self.lend_planned(&mut plan).await {
@@ -214,18 +214,18 @@ impl Session {
                 Err(e) => return Err(e),
             },
         };
-        let mut flight = Flight::new();
-        flight.lex_unsafe = self.lex_unsafe();
+        let mut record = TxRecord::new();
+        record.lex_unsafe = self.lex_unsafe();
         let pool = lease.pool().clone();
         if let Some(p) = &plan {
-            flight.one_batch = p.one_batch;
-            flight.retry_armed = p.replica.is_some() && p.refusable && p.retry;
-            flight.may_retry = p.replica.is_some() && p.retry;
+            record.one_batch = p.one_batch;
+            record.retry_armed = p.replica.is_some() && p.refusable && p.retry;
+            record.may_retry = p.replica.is_some() && p.retry;
         }
-        if !held && !flight.may_retry && first == First::Simple {
+        if !held && !record.may_retry && first == Incoming::Simple {
             // A server lent just now may have been told to shut down.
-            flight.dead_on_arrival = !std::mem::take(&mut self.moved_off_dead);
-            flight.may_retry = flight.dead_on_arrival;
+            record.dead_on_arrival = !std::mem::take(&mut self.moved_off_dead);
+            record.may_retry = record.dead_on_arrival;
         }
         let _busy = plan.as_ref().and_then(|p| p.replica.clone()).map(Busy::new);
         let meter = relay::meter::Meter::new(&pool.metrics);
@@ -236,18 +236,18 @@ impl Session {
             &mut self.overrides,
             &mut self.statements,
             &self.defaults,
-            &mut flight,
+            &mut record,
             &self.limits,
             &meter,
         ))
         .await;
-        self.count_statements(&mut lease, &flight);
+        self.count_statements(&mut lease, &record);
         if let Some(p) = plan.take() {
             if p.replica.is_some() {
-                if let Some(next) = self.retry_on_primary(p, &outcome, &mut flight) {
+                if let Some(next) = self.retry_on_primary(p, &outcome, &mut record) {
                     return match next {
                         Retry::AfterIdle => {
-                            self.lease = self.after_transaction(lease, &mut flight).await;
+                            self.lease = self.after_transaction(lease, &mut record).await;
                             Ok(Next::Continue)
                         }
                         Retry::Discard => {
@@ -266,7 +266,7 @@ impl Session {
                 Ok(Next::Continue)
             }
             Outcome::Idle => {
-                self.lease = self.after_transaction(lease, &mut flight).await;
+                self.lease = self.after_transaction(lease, &mut record).await;
                 Ok(Next::Continue)
             }
             Outcome::IdleThenGone if self.mode == PoolMode::Session => {
@@ -274,36 +274,36 @@ impl Session {
                 Ok(Next::Close)
             }
             Outcome::IdleThenGone => {
-                if let Some(kept) = self.after_transaction(lease, &mut flight).await {
+                if let Some(kept) = self.after_transaction(lease, &mut record).await {
                     self.finish_lease(kept, true).await;
                 }
                 Ok(Next::Close)
             }
             Outcome::ClientGone => {
-                self.abandon(lease, &flight).await;
+                self.abandon(lease, &record).await;
                 Ok(Next::Close)
             }
             Outcome::ClientProtocol(e) => {
-                self.abandon(lease, &flight).await;
+                self.abandon(lease, &record).await;
                 Err(e.into())
             }
             Outcome::IdleInTransaction => {
-                self.abandon(lease, &flight).await;
+                self.abandon(lease, &record).await;
                 Err(SessionError::IdleInTransaction)
             }
             Outcome::ClientOverLimit(e) => {
-                self.abandon(lease, &flight).await;
+                self.abandon(lease, &record).await;
                 Err(e.into())
             }
             Outcome::BatchLeftOpen => {
                 // Not quiet: the server is closed, which rolls back
                 // whatever the open batch began.
-                self.abandon(lease, &flight).await;
+                self.abandon(lease, &record).await;
                 Err(SessionError::BatchLeftOpen(self.limits.batch_timeout))
             }
             Outcome::ServerGone { told } => {
                 self.give_back(lease, false);
-                if self.retry_dead_on_arrival(&mut flight, told) {
+                if self.retry_dead_on_arrival(&mut record, told) {
                     return Ok(Next::Continue);
                 }
                 if told {
@@ -315,12 +315,12 @@ impl Session {
     }
 
     /// Moves the relay's prepared-statement counts into the pool's counters.
-    fn count_statements(&self, lease: &mut Lease, flight: &Flight) {
+    fn count_statements(&self, lease: &mut Lease, record: &TxRecord) {
         let pool = lease.pool().clone();
         let c = &pool.counters;
         // Shared counters: touch them only when there is something to add.
         let (hits, misses, evictions) = lease.conn().statements.take_counts();
-        let retries = flight.retries;
+        let retries = record.retries;
         for (counter, n) in [
             (&c.stmt_hits, hits),
             (&c.stmt_misses, misses),
@@ -337,10 +337,10 @@ impl Session {
     async fn wait_for_message(
         &mut self,
         shutdown: &mut tokio::sync::watch::Receiver<Phase>,
-    ) -> Result<Option<First>, SessionError> {
+    ) -> Result<Option<Incoming>, SessionError> {
         loop {
             if let Some(first) = classify_first(&self.buf, self.limits.max_message)? {
-                if first == First::Terminate {
+                if first == Incoming::Terminate {
                     return Ok(None);
                 }
                 return Ok(Some(first));
@@ -500,18 +500,18 @@ impl Session {
     /// Transaction over and the server idle: the settings the client
     /// changed follow it, and the server is cleaned or kept (`checkin`).
     /// Returns the lease when the client keeps it.
-    async fn after_transaction(&mut self, lease: Lease, flight: &mut Flight) -> Option<Lease> {
-        self.check_in(lease, flight.effects(), flight.take_settings())
+    async fn after_transaction(&mut self, lease: Lease, record: &mut TxRecord) -> Option<Lease> {
+        self.check_in(lease, record.effects(), record.take_settings())
             .await
     }
 
     /// The client left (or broke the protocol) while holding a server: roll
-    /// back and reuse it if nothing is in flight, otherwise close it.
-    async fn abandon(&mut self, lease: Lease, flight: &Flight) {
-        if !flight.quiet() {
+    /// back and reuse it if nothing is in record, otherwise close it.
+    async fn abandon(&mut self, lease: Lease, record: &TxRecord) {
+        if !record.quiet() {
             return self.give_back(lease, false);
         }
-        let idle = flight.status() == crate::protocol::TxStatus::Idle;
+        let idle = record.status() == crate::protocol::TxStatus::Idle;
         self.finish_lease(lease, idle).await;
     }
 
@@ -539,11 +539,11 @@ impl Session {
     /// extended-protocol batch) skip to its Sync, then ReadyForQuery.
     async fn refuse_request(
         &mut self,
-        first: First,
+        first: Incoming,
         err: &SessionError,
     ) -> Result<(), SessionError> {
         self.send_error(Severity::Error, err).await?;
-        if first == First::Extended {
+        if first == Incoming::Extended {
             self.skip_to_sync().await?;
         } else {
             self.skip_message().await?;
@@ -620,7 +620,7 @@ enum Next {
 
 /// The kind of the first buffered message, as far as lending a server goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum First {
+enum Incoming {
     Simple,
     Extended,
     LoneSync,
@@ -629,18 +629,18 @@ enum First {
     Terminate,
 }
 
-fn classify_first(buf: &[u8], max: usize) -> Result<Option<First>, SessionError> {
+fn classify_first(buf: &[u8], max: usize) -> Result<Option<Incoming>, SessionError> {
     let kind = |msg: &FrontendMessage<'_>| match msg {
-        FrontendMessage::Terminate => First::Terminate,
-        FrontendMessage::Sync => First::LoneSync,
+        FrontendMessage::Terminate => Incoming::Terminate,
+        FrontendMessage::Sync => Incoming::LoneSync,
         // Ignored by PostgreSQL outside COPY (or, alone, with nothing to
         // flush): no reason to lend a server.
         FrontendMessage::CopyData
         | FrontendMessage::CopyDone
         | FrontendMessage::CopyFail
-        | FrontendMessage::Flush => First::Stray,
-        m if m.is_extended() => First::Extended,
-        _ => First::Simple,
+        | FrontendMessage::Flush => Incoming::Stray,
+        m if m.is_extended() => Incoming::Extended,
+        _ => Incoming::Simple,
     };
     if let Some((msg, _)) = peek_message(buf, max)? {
         return Ok(Some(kind(&msg)));

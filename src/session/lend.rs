@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::relay::{Flight, Outcome};
+use super::relay::{Outcome, TxRecord};
 use super::routing::Plan;
 use super::Session;
 use crate::config::{PoolMode, ReadYourWrites, Switch};
@@ -148,14 +148,14 @@ impl Session {
         &mut self,
         plan: Plan,
         outcome: &Outcome,
-        flight: &mut Flight,
+        record: &mut TxRecord,
     ) -> Option<Retry> {
-        if !plan.retry || !flight.may_retry {
+        if !plan.retry || !record.may_retry {
             return None;
         }
         let next = match outcome {
-            Outcome::Idle if flight.retry_primary => Retry::AfterIdle,
-            Outcome::ServerGone { told: false } if flight.untouched() => {
+            Outcome::Idle if record.retry_primary => Retry::AfterIdle,
+            Outcome::ServerGone { told: false } if record.untouched() => {
                 if let Some(h) = &plan.replica {
                     h.ban();
                 }
@@ -165,7 +165,7 @@ impl Session {
         };
         // Exactly what the replica was sent (nothing, if the relay ended
         // before forwarding) goes back in front of what the client sent since.
-        let bytes = flight.take_replay();
+        let bytes = record.take_replay();
         let mut buf = BytesMut::with_capacity(bytes.len() + self.buf.len());
         buf.extend_from_slice(&bytes);
         buf.extend_from_slice(&self.buf);
@@ -180,18 +180,18 @@ impl Session {
     /// reply at all): if running the request again cannot run anything
     /// twice (`safe_to_move`), it goes back in front of the buffer for
     /// another server, once. True when it did.
-    pub(super) fn retry_dead_on_arrival(&mut self, flight: &mut Flight, told: bool) -> bool {
-        if !flight.dead_on_arrival || told || !flight.untouched() {
+    pub(super) fn retry_dead_on_arrival(&mut self, record: &mut TxRecord, told: bool) -> bool {
+        if !record.dead_on_arrival || told || !record.untouched() {
             return false;
         }
-        let bytes = flight.take_replay();
+        let bytes = record.take_replay();
         let config = self.shared.config();
         let writers = config
             .databases
             .get(&self.pool.database)
             .map(|d| d.routing.writer_functions.as_slice())
             .unwrap_or_default();
-        if !safe_to_move(&bytes, flight.retry_primary, writers) {
+        if !safe_to_move(&bytes, record.retry_primary, writers) {
             return false;
         }
         tracing::debug!("a server died before answering; the request moves to another");

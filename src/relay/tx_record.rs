@@ -1,4 +1,4 @@
-//! What one relay learns about the transaction in flight: outstanding
+//! What one relay learns about the transaction in record: outstanding
 //! replies, transaction status, session effects, and the state of a
 //! replica request that may still move to the primary. A plain struct:
 //! the session fills in the first four fields, the relay does the rest
@@ -16,7 +16,7 @@ use crate::sql::{inspect, SqlEffects};
 const MAX_REPLAY: usize = 1 << 20;
 
 #[derive(Debug)]
-pub struct Flight {
+pub struct TxRecord {
     /// The client's session makes lexing unreliable (standard_conforming_strings
     /// off, or a client-only multibyte encoding): any query with a byte the
     /// lexer could misread needs a reset.
@@ -61,15 +61,15 @@ pub struct Flight {
     pub retry_primary: bool,
 }
 
-impl Default for Flight {
-    fn default() -> Flight {
-        Flight::new()
+impl Default for TxRecord {
+    fn default() -> TxRecord {
+        TxRecord::new()
     }
 }
 
-impl Flight {
-    pub fn new() -> Flight {
-        Flight {
+impl TxRecord {
+    pub fn new() -> TxRecord {
+        TxRecord {
             lex_unsafe: false,
             one_batch: false,
             retry_armed: false,
@@ -89,7 +89,7 @@ impl Flight {
         }
     }
 
-    /// True when nothing is in flight: safe to roll back or release.
+    /// True when nothing is in record: safe to roll back or release.
     pub fn quiet(&self) -> bool {
         self.outstanding == 0 && !self.unsynced
     }
