@@ -82,6 +82,15 @@ busy_pct() { # seconds
 }
 
 bench_build() {
+  # PGLITTLE_BIN: a binary built earlier (its commit in PGLITTLE_REV), used
+  # instead of building, so a concurrent cargo build cannot disturb a run.
+  if [ -n "${PGLITTLE_BIN:-}" ]; then
+    [ -x "$PGLITTLE_BIN" ] || die "$PGLITTLE_BIN not found"
+    REV_DESC="${PGLITTLE_REV:-?} (prebuilt)"
+    PGLITTLE="$WORK/pglittle"
+    cp "$PGLITTLE_BIN" "$PGLITTLE"
+    return
+  fi
   if ((BUILD)); then
     log "building pglittle (release) from the working tree"
     (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
@@ -129,6 +138,8 @@ EOF
 }
 
 # start_pglittle TAG POOLER_LINES... -> PGL_PID PGL_PORT PGL_METRICS.
+# Both poolers reach the server at 127.0.0.1:${SERVER_PORT:-$PGPORT} (set
+# SERVER_PORT to put something, e.g. a fault proxy, on the server path).
 # Each extra argument is one line added to [pooler] (pool_size, timeouts...).
 start_pglittle() {
   local tag=$1; shift
@@ -147,7 +158,7 @@ start_pglittle() {
 
 [databases.$DB]
 host = "127.0.0.1"
-port = $PGPORT
+port = ${SERVER_PORT:-$PGPORT}
 dbname = "$DB"
 
 [users.$DBUSER]
@@ -185,7 +196,7 @@ start_pgbouncer() {
   {
     cat <<EOF
 [databases]
-$DB = host=127.0.0.1 port=$PGPORT dbname=$DB
+$DB = host=127.0.0.1 port=${SERVER_PORT:-$PGPORT} dbname=$DB
 
 [pgbouncer]
 listen_addr = 127.0.0.1
