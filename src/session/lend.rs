@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::relay::{Outcome, TxRecord};
 use super::routing::Plan;
 use super::Session;
 use crate::config::{PoolMode, ReadYourWrites, Switch};
@@ -18,6 +17,7 @@ use crate::pool::Lease;
 use crate::protocol::backend;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
 use crate::protocol::Lsn;
+use crate::relay::{Outcome, TxRecord};
 use crate::topology::HostState;
 
 /// The insert position is at or past the end of every WAL record already

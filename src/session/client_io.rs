@@ -1,0 +1,215 @@
+//! The client's side of the connection, outside a relay: waiting for the
+//! next complete message (holding no buffer while idle, passing on what a
+//! held server says by itself), skipping messages, and answering a request
+//! that could not get a server.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::Session;
+use crate::error::SessionError;
+use crate::protocol::backend::{self, Severity};
+use crate::protocol::frame::peek_header;
+use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
+use crate::shutdown::Phase;
+
+impl Session {
+    /// Waits until a complete message is buffered; `None` on Terminate or EOF.
+    pub(super) async fn wait_for_message(
+        &mut self,
+        shutdown: &mut tokio::sync::watch::Receiver<Phase>,
+    ) -> Result<Option<Incoming>, SessionError> {
+        loop {
+            if let Some(first) = classify_first(&self.buf, self.limits.max_message)? {
+                if first == Incoming::Terminate {
+                    return Ok(None);
+                }
+                return Ok(Some(first));
+            }
+            if self.buf.is_empty() && self.lease.is_none() {
+                // Idle clients hold no buffer: memory per idle client stays small.
+                self.buf = BytesMut::new();
+            }
+            if *shutdown.borrow_and_update() >= Phase::Draining {
+                return Err(SessionError::ShuttingDown);
+            }
+            // The timer is boxed and made only when the timeout is on: this
+            // wait is what every idle client holds, so every byte counts.
+            let idle = self.client_idle_timeout;
+            let mut timer = (!idle.is_zero() && self.lease.is_none())
+                .then(|| Box::pin(tokio::time::sleep(idle)));
+            let expired = async {
+                match timer.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            };
+            if self.lease.is_some() {
+                // A held server (session mode, a pinned client) may speak
+                // first. Boxed: most idle clients hold no server, and this
+                // wait is what each of them keeps.
+                match Box::pin(self.wait_with_server(shutdown)).await? {
+                    Woke::Client => {}
+                    Woke::Other => continue,
+                    Woke::ServerGone => return Ok(None),
+                }
+            } else {
+                tokio::select! {
+                    r = self.client.readable() => r?,
+                    _ = shutdown.changed() => continue,
+                    _ = expired => return Err(SessionError::ClientIdle),
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(8 * 1024);
+            }
+            match self.client.try_read_buf(&mut self.buf) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for the client, or for the server it holds to say something
+    /// by itself (passed on at once).
+    async fn wait_with_server(
+        &mut self,
+        shutdown: &mut tokio::sync::watch::Receiver<Phase>,
+    ) -> Result<Woke, SessionError> {
+        let client = &self.client;
+        let held = self.lease.as_mut().map(|l| l.conn());
+        let server_said = async {
+            match held {
+                Some(conn) => conn.stream.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = client.readable() => {
+                r?;
+                Ok(Woke::Client)
+            }
+            r = server_said => {
+                r.map_err(|_| SessionError::ServerLost)?;
+                if self.relay_server_chatter().await? {
+                    Ok(Woke::Other)
+                } else {
+                    Ok(Woke::ServerGone)
+                }
+            }
+            _ = shutdown.changed() => Ok(Woke::Other),
+        }
+    }
+
+    /// Answers a request that could not get a server: an error, then (for an
+    /// extended-protocol batch) skip to its Sync, then ReadyForQuery.
+    pub(super) async fn refuse_request(
+        &mut self,
+        first: Incoming,
+        err: &SessionError,
+    ) -> Result<(), SessionError> {
+        self.send_error(Severity::Error, err).await?;
+        if first == Incoming::Extended {
+            self.skip_to_sync().await?;
+        } else {
+            self.skip_message().await?;
+        }
+        let mut out = BytesMut::new();
+        backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
+        self.client.write_all(&out).await?;
+        Ok(())
+    }
+
+    async fn skip_to_sync(&mut self) -> Result<(), SessionError> {
+        while self.skip_message().await? != b'S' {}
+        Ok(())
+    }
+
+    /// Drops the client's next message, reading (and dropping) as much of
+    /// it as has not arrived: a large one is never held whole. Its tag.
+    pub(super) async fn skip_message(&mut self) -> Result<u8, SessionError> {
+        let (tag, mut left) = loop {
+            if let Some(h) = peek_header(&self.buf, self.limits.max_message)? {
+                break h;
+            }
+            self.read_more().await?;
+        };
+        loop {
+            let k = left.min(self.buf.len());
+            self.buf.advance(k);
+            left -= k;
+            if left == 0 {
+                return Ok(tag);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    async fn read_more(&mut self) -> Result<(), SessionError> {
+        self.buf.reserve(8 * 1024);
+        if tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.buf).await? == 0 {
+            return Err(SessionError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn send_error(
+        &mut self,
+        severity: Severity,
+        err: &SessionError,
+    ) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        backend::error_response(
+            &mut out,
+            severity,
+            err.sqlstate(),
+            &err.to_string(),
+            err.hint(),
+        );
+        self.client.write_all(&out).await
+    }
+}
+
+/// What ended a wait with a server held.
+enum Woke {
+    Client,
+    /// The server spoke (and was passed on), or shutdown moved: look again.
+    Other,
+    /// The server ended the session after telling the client why.
+    ServerGone,
+}
+
+/// The kind of the first buffered message, as far as lending a server goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Incoming {
+    Simple,
+    Extended,
+    LoneSync,
+    /// CopyData, CopyDone, CopyFail or Flush with no server held.
+    Stray,
+    Terminate,
+}
+
+fn classify_first(buf: &[u8], max: usize) -> Result<Option<Incoming>, SessionError> {
+    let kind = |msg: &FrontendMessage<'_>| match msg {
+        FrontendMessage::Terminate => Incoming::Terminate,
+        FrontendMessage::Sync => Incoming::LoneSync,
+        // Ignored by PostgreSQL outside COPY (or, alone, with nothing to
+        // flush): no reason to lend a server.
+        FrontendMessage::CopyData
+        | FrontendMessage::CopyDone
+        | FrontendMessage::CopyFail
+        | FrontendMessage::Flush => Incoming::Stray,
+        m if m.is_extended() => Incoming::Extended,
+        _ => Incoming::Simple,
+    };
+    if let Some((msg, _)) = peek_message(buf, max)? {
+        return Ok(Some(kind(&msg)));
+    }
+    // A large message is lent a server on its head alone (it streams).
+    Ok(peek_stream_head(buf, max)?.map(|h| kind(&h.msg)))
+}
