@@ -51,7 +51,7 @@ pub enum Outcome {
     Idle,
     /// The server is idle and clean, and the client sent Terminate or hung up.
     IdleThenGone,
-    /// The client hung up or sent Terminate with work in record.
+    /// The client hung up or sent Terminate with work in flight.
     ClientGone,
     /// The client broke the protocol.
     ClientProtocol(ProtocolError),

@@ -1,4 +1,4 @@
-//! What one relay learns about the transaction in record: outstanding
+//! What one relay learns about the transaction in flight: outstanding
 //! replies, transaction status, session effects, and the state of a
 //! replica request that may still move to the primary. A plain struct:
 //! the session fills in the first four fields, the relay does the rest
@@ -89,7 +89,7 @@ impl TxRecord {
         }
     }
 
-    /// True when nothing is in record: safe to roll back or release.
+    /// True when nothing is in flight: safe to roll back or release.
     pub fn quiet(&self) -> bool {
         self.outstanding == 0 && !self.unsynced
     }
