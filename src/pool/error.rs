@@ -77,6 +77,18 @@ impl PoolError {
         }
     }
 
+    /// The server could not be reached or did not answer (as opposed to
+    /// refusing the login): another connection to it may still work.
+    pub fn server_unreachable(&self) -> bool {
+        matches!(
+            self,
+            PoolError::Connect { .. }
+                | PoolError::ConnectTimeout { .. }
+                | PoolError::Io(_)
+                | PoolError::Unresponsive(_)
+        ) || self.server_restarting()
+    }
+
     /// The SQLSTATE a client sees for this failure.
     pub fn sqlstate(&self) -> &str {
         match self {

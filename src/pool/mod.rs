@@ -305,23 +305,57 @@ impl Pool {
             // PAUSE: wait, without a timeout and without an error, for RESUME.
             let _ = paused.wait_for(|p| !*p).await;
         }
-        let mut ticket = match self.try_lend(timeout) {
-            Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
-            Immediate::Open => return self.open(Opening::counted(self), started).await,
-            Immediate::Closed => return Err(PoolError::Closed(self.name())),
-            Immediate::Shed(e) => {
-                self.counters.shed.fetch_add(1, Ordering::Relaxed);
-                self.log_shed(&e);
-                return Err(e);
+        let mut left = timeout;
+        let mut queue_only = false;
+        loop {
+            let attempt = match self.try_lend(left, queue_only) {
+                Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
+                Immediate::Open => self.open(Opening::counted(self), started).await,
+                Immediate::Closed => return Err(PoolError::Closed(self.name())),
+                Immediate::Shed(e) => {
+                    self.counters.shed.fetch_add(1, Ordering::Relaxed);
+                    self.log_shed(&e);
+                    return Err(e);
+                }
+                Immediate::Queued(id, rx) => {
+                    let ticket = Ticket::new(self, id, rx);
+                    self.wait_in_queue(ticket, left, started, !queue_only).await
+                }
+            };
+            // A connect that failed while other servers of this pool work
+            // (a server that hangs at login, a partition to new connections
+            // only): the client waits for one of them, as long as its
+            // query_wait_timeout allows, instead of failing.
+            match attempt {
+                Err(e) if e.server_unreachable() && self.has_live_servers() => {
+                    match remaining(timeout, started) {
+                        Some(rest) => {
+                            left = rest;
+                            queue_only = true;
+                        }
+                        None => return Err(e),
+                    }
+                }
+                other => return other,
             }
-            Immediate::Queued(id, rx) => Ticket::new(self, id, rx),
-        };
+        }
+    }
+
+    /// Waits in the queue for a server or a place to open one (or, after
+    /// `reserve_timeout`, a place in the reserve).
+    async fn wait_in_queue(
+        self: &std::sync::Arc<Self>,
+        mut ticket: Ticket<'_>,
+        timeout: Duration,
+        started: Instant,
+        reserve: bool,
+    ) -> Result<Lease, PoolError> {
         let (reserve_size, reserve_after) = {
             let st = self.state();
             (st.settings.reserve_size, st.settings.reserve_timeout)
         };
         let mut timeout = timeout;
-        if reserve_size > 0 && (timeout.is_zero() || reserve_after < timeout) {
+        if reserve && reserve_size > 0 && (timeout.is_zero() || reserve_after < timeout) {
             if let Ok(r) = tokio::time::timeout(reserve_after, ticket.recv()).await {
                 return self.granted(r, started).await;
             }
@@ -351,6 +385,12 @@ impl Pool {
         self.granted(granted, started).await
     }
 
+    /// Some server of this pool is lent or idle: one will come back.
+    fn has_live_servers(&self) -> bool {
+        let st = self.state();
+        st.active + st.idle.len() > 0
+    }
+
     async fn granted(
         self: &std::sync::Arc<Self>,
         grant: Option<Grant>,
@@ -369,7 +409,9 @@ impl Pool {
 
     /// The synchronous part of `acquire`: an idle connection, a free slot,
     /// or a place in the queue. Kept apart so no lock guard lives in a future.
-    fn try_lend(&self, timeout: Duration) -> Immediate {
+    /// `queue_only`: the client's own connect failed while other servers
+    /// work; it opens none and is not shed, it waits for one.
+    fn try_lend(&self, timeout: Duration, queue_only: bool) -> Immediate {
         let mut st = self.state();
         if st.closed {
             return Immediate::Closed;
@@ -388,12 +430,12 @@ impl Pool {
             st.lend(&mut conn);
             return Immediate::Conn(conn);
         }
-        if st.total() < st.settings.size {
+        if !queue_only && st.total() < st.settings.size {
             st.connecting += 1;
             return Immediate::Open;
         }
         self.sweep_hopeless(&mut st, now);
-        if let Some(e) = self.admission(&st, timeout, now) {
+        if let Some(e) = self.admission(&st, timeout, now).filter(|_| !queue_only) {
             return Immediate::Shed(e);
         }
         let (tx, rx) = oneshot::channel();
@@ -489,4 +531,15 @@ impl Pool {
         }
         result
     }
+}
+
+/// What is left of a wait of `timeout` (zero: forever) begun at `started`;
+/// `None` when nothing is.
+fn remaining(timeout: Duration, started: Instant) -> Option<Duration> {
+    if timeout.is_zero() {
+        return Some(Duration::ZERO);
+    }
+    timeout
+        .checked_sub(started.elapsed())
+        .filter(|d| !d.is_zero())
 }

@@ -159,6 +159,8 @@ async fn a_short_server_restart_costs_a_client_a_wait_not_an_error() {
 struct Crossing {
     port: u16,
     hold: Arc<std::sync::atomic::AtomicBool>,
+    /// New connections are accepted and then never answered.
+    silent: Arc<std::sync::atomic::AtomicBool>,
     /// Server bytes kept back while held.
     kept: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -169,13 +171,24 @@ impl Crossing {
         let port = listener.local_addr().unwrap().port();
         let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let kept = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (h, k) = (hold.clone(), kept.clone());
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, k, q) = (hold.clone(), kept.clone(), silent.clone());
         tokio::spawn(async move {
+            let mut hung = Vec::new();
             while let Ok((inbound, _)) = listener.accept().await {
+                if q.load(Ordering::SeqCst) {
+                    hung.push(inbound);
+                    continue;
+                }
                 tokio::spawn(Crossing::relay(inbound, h.clone(), k.clone()));
             }
         });
-        Crossing { port, hold, kept }
+        Crossing {
+            port,
+            hold,
+            silent,
+            kept,
+        }
     }
 
     async fn relay(
@@ -273,4 +286,44 @@ async fn a_server_that_dies_as_it_is_lent_costs_a_begin_or_a_read_nothing() {
         assert_ne!(again, pid, "still on the dead server");
         c.simple_query("rollback").await.unwrap();
     }
+}
+
+// Issue 12, fault battery: a server that accepts new connections and then
+// says nothing cost each client that asked for a new connection an error
+// (08006 after server_connect_timeout), although the pool's other servers
+// worked. Such a client now waits for one of them (within its
+// query_wait_timeout), as PgBouncer's clients do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_hangs_costs_a_wait_when_other_servers_work() {
+    let fwd = Crossing::start().await;
+    let mut cfg = config();
+    cfg.pooler.pool_size = 2.into();
+    cfg.pooler.server_connect_timeout = Duration::from_millis(500);
+    cfg.databases.get_mut("app").unwrap().port = fwd.port;
+    let p = pooler(cfg).await;
+    // One server works, and a client holds it in a transaction.
+    let a = p.connect_md5().await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    // From now on a new server connection hangs at login.
+    fwd.silent.store(true, Ordering::SeqCst);
+    let b = p.connect_md5().await;
+    let asked = tokio::spawn(async move { b.simple_query("select 2").await.map(|_| b) });
+    // B's connect times out (the pool counts it), and B keeps waiting.
+    let pool = app_pool(&p);
+    let failed = eventually(Duration::from_secs(10), || async {
+        pool.counters.connect_errors.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(failed, "the hanging connect did not time out");
+    assert!(
+        !asked.is_finished(),
+        "B was answered before a server was free"
+    );
+    // A's transaction ends: its server goes to B, with no error.
+    a.batch_execute("commit").await.unwrap();
+    let b = asked
+        .await
+        .unwrap()
+        .expect("a client whose connect hung got an error while a server worked");
+    assert_eq!(scalar(&b, "select 3").await, "3");
 }
