@@ -17,11 +17,11 @@ mod handoff;
 mod janitor;
 mod lease;
 mod login;
+mod ops;
 pub mod params;
 pub mod registry;
 pub mod server;
 mod settings;
-mod sizing;
 mod slot;
 #[cfg(test)]
 mod slot_tests;
@@ -37,10 +37,10 @@ use tokio::sync::{oneshot, watch, Notify};
 pub use error::PoolError;
 use handoff::{Grant, Immediate, State, Waiter};
 pub use lease::Lease;
+pub use ops::{ServerInfo, ServerState, Sizing};
 use params::Params;
 pub use server::{ServerAuth, ServerConn, ServerTarget};
 pub use settings::{AutoBounds, PoolSettings};
-pub use sizing::{ServerInfo, ServerState, Sizing};
 use slot::{Opening, Ticket};
 
 use crate::metrics::PoolMetrics;
