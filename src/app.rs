@@ -103,7 +103,7 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
         }
         share_budgets(&pools, &mut budgets).await;
         let config = shared.config();
-        let goal = crate::pool::controller::Goal {
+        let goal = crate::sizing::Goal {
             headroom: f64::from(config.pooler.sizing_headroom_percent) / 100.0,
             wait_target: config.pooler.sizing_wait_target,
         };

@@ -139,6 +139,7 @@ pub mod relay;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod sizing;
 pub mod sql;
 pub mod topology;
 

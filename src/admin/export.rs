@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use crate::metrics::http::Endpoint;
 use crate::metrics::*;
-use crate::pool::stats::{SizingGoal, WINDOWS};
 use crate::session::Shared;
 use crate::shutdown::Phase;
+use crate::sizing::{SizingGoal, WINDOWS};
 
 pub struct Exporter {
     pub shared: Arc<Shared>,

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::show::by_database;
 use super::table::{num, v, Table, INT4, INT8, NUMERIC, TEXT};
-use crate::pool::stats::{SizingGoal, WINDOWS};
 use crate::session::Shared;
+use crate::sizing::{SizingGoal, WINDOWS};
 
 fn ms(secs: f64) -> Option<String> {
     num(secs * 1000.0, 3)

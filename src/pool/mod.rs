@@ -10,8 +10,6 @@
 
 mod admission;
 pub mod autosize;
-pub mod budget;
-pub mod controller;
 pub mod error;
 mod handoff;
 mod janitor;
@@ -25,7 +23,6 @@ mod settings;
 mod slot;
 #[cfg(test)]
 mod slot_tests;
-pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,13 +34,14 @@ use tokio::sync::{oneshot, watch, Notify};
 pub use error::PoolError;
 use handoff::{Grant, Immediate, State, Waiter};
 pub use lease::Lease;
-pub use ops::{ServerInfo, ServerState, Sizing};
+pub use ops::{ServerInfo, ServerState};
 use params::Params;
 pub use server::{ServerAuth, ServerConn, ServerTarget};
 pub use settings::{AutoBounds, PoolSettings};
 use slot::{Opening, Ticket};
 
 use crate::metrics::PoolMetrics;
+use crate::sizing::{Controller, PoolStats};
 
 /// Which kind of host a pool serves; primaries sort first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,7 +106,7 @@ pub struct Pool {
     defaults: Mutex<Option<std::sync::Arc<Params>>>,
     pub counters: PoolCounters,
     /// Little's Law windows, recorded at lease boundaries.
-    pub stats: stats::PoolStats,
+    pub stats: PoolStats,
     /// When the pool was made, and the second (since then) of the last
     /// shedding log line: shedding is logged at most once a second.
     stats_epoch: Instant,
@@ -122,7 +120,7 @@ pub struct Pool {
     /// This pool's share of the server's max_connections; 0 = not known yet.
     pub budget: AtomicUsize,
     /// The auto-sizing controller's state (touched only by the janitor).
-    controller: Mutex<controller::Controller>,
+    controller: Mutex<Controller>,
     /// When connects to a server that worked began to fail (`None` while
     /// they succeed): clients wait for it to come back only within
     /// server_connect_timeout of this.
@@ -173,14 +171,14 @@ impl Pool {
             next_conn_id: AtomicU64::new(1),
             defaults: Mutex::new(None),
             counters: PoolCounters::default(),
-            stats: stats::PoolStats::new(Instant::now()),
+            stats: PoolStats::new(Instant::now()),
             stats_epoch: Instant::now(),
             last_shed_log: AtomicU64::new(0),
             metrics: Arc::new(PoolMetrics::default()),
             paused: watch::channel(false).0,
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
-            controller: Mutex::new(controller::Controller::new()),
+            controller: Mutex::new(Controller::new()),
             outage: Mutex::new(None),
             #[cfg(test)]
             fake_connect: None,

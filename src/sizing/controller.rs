@@ -34,8 +34,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::stats::Figures;
-use super::AutoBounds;
+use super::windows::Figures;
 
 /// The size an auto pool starts at (raised to `min_pool_size`).
 pub const START_SIZE: usize = 2;
@@ -61,6 +60,34 @@ const SATURATED: f64 = 0.85;
 /// A probe is productive when throughput rose by at least this share of
 /// the relative growth in size.
 const KNEE_EFFICIENCY: f64 = 0.2;
+
+/// The range an auto-sized pool moves in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoBounds {
+    pub min: usize,
+    /// 0: only the database's connection budget bounds the pool.
+    pub max: usize,
+}
+
+impl AutoBounds {
+    /// The size an auto pool starts at, before any load is measured.
+    pub fn start(self) -> usize {
+        let start = self.min.max(START_SIZE);
+        match self.max {
+            0 => start,
+            max => start.min(max),
+        }
+    }
+
+    /// `size` moved into the bounds.
+    pub fn clamp(self, size: usize) -> usize {
+        let size = size.max(self.min).max(1);
+        match self.max {
+            0 => size,
+            max => size.min(max),
+        }
+    }
+}
 
 /// What the controller reads from a pool each tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
