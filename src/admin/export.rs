@@ -33,13 +33,13 @@ impl Endpoint for Exporter {
     }
 }
 
-/// False while draining, or when every database's primary failed its last probe.
+/// False while draining, or when every database's primary is down in the
+/// topology probe's view (`Topology::any_primary_up`).
 pub fn healthy(shared: &Shared) -> bool {
     if *shared.shutdown.borrow() >= Phase::Draining {
         return false;
     }
-    let up = shared.hosts_up.lock().unwrap_or_else(|e| e.into_inner());
-    up.is_empty() || up.values().any(|u| *u)
+    shared.topology.any_primary_up()
 }
 
 pub fn collect(shared: &Shared) {
@@ -53,21 +53,7 @@ pub fn collect(shared: &Shared) {
         &[("reason", "max_client_conn".to_string())],
     )
     .absolute(shared.refused.load(Relaxed));
-    for (db, up) in shared
-        .hosts_up
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
-        if let Some(d) = config.databases.get(db) {
-            let labels = vec![
-                ("database", db.clone()),
-                ("host", format!("{}:{}", d.host, d.port)),
-                ("role", "primary".to_string()),
-            ];
-            m.gauge(HOST_UP, &labels).set(if *up { 1.0 } else { 0.0 });
-        }
-    }
+    primaries(shared);
     replicas(shared);
     for p in shared.pools.all() {
         let pm = &p.metrics;
@@ -155,6 +141,28 @@ pub fn collect(shared: &Shared) {
                 .set(pred.unwrap_or(f64::INFINITY));
             }
         }
+    }
+}
+
+/// Each database's configured primary, once the probe has reported on it.
+fn primaries(shared: &Shared) {
+    let config = shared.config();
+    for (db, hosts) in shared.topology.all() {
+        let Some(up) = hosts.primary.health() else {
+            continue;
+        };
+        if !config.databases.contains_key(&db) {
+            continue;
+        }
+        let labels = vec![
+            ("database", db),
+            ("host", hosts.primary.addr()),
+            ("role", "primary".to_string()),
+        ];
+        shared
+            .metrics
+            .gauge(HOST_UP, &labels)
+            .set(if up { 1.0 } else { 0.0 });
     }
 }
 
