@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::metrics::http::Endpoint;
 use crate::metrics::*;
+use crate::pool::Pool;
 use crate::session::Shared;
 use crate::shutdown::Phase;
 use crate::sizing::{SizingGoal, WINDOWS};
@@ -116,30 +117,35 @@ pub fn collect(shared: &Shared) {
             .set(if p.is_paused() { 1.0 } else { 0.0 });
         m.gauge(CONNECTION_BUDGET, l)
             .set(p.budget.load(Relaxed) as f64);
-        for w in WINDOWS {
-            let z = p.sizing(now, w, goal);
-            let f = &z.figures;
-            let wl = with(l, &[("window", format!("{}s", w.as_secs()))]);
-            m.gauge(ARRIVAL_RATE, &wl).set(f.lambda);
-            m.gauge(HOLD_MEAN_SECONDS, &wl).set(f.hold_mean);
-            m.gauge(HOLD_P99_SECONDS, &wl).set(f.hold_p99);
-            m.gauge(WAIT_P99_WINDOW_SECONDS, &wl).set(f.wait_p99);
-            m.gauge(OFFERED_LOAD, &wl).set(f.offered_load);
-            m.gauge(BUSY_MEAN, &wl).set(f.busy_mean);
-            m.gauge(WAITING_MEAN, &wl).set(f.waiting_mean);
-            m.gauge(UTILISATION, &wl).set(z.utilisation);
-            m.gauge(LOAD_FACTOR, &wl).set(z.load_factor);
-            m.gauge(RECOMMENDED_SIZE, &wl).set(z.recommended as f64);
-            for (at, pred) in [
-                ("current", z.predicted_current),
-                ("recommended", z.predicted_recommended),
-            ] {
-                m.gauge(
-                    PREDICTED_WAIT_P99_SECONDS,
-                    &with(&wl, &[("size", at.into())]),
-                )
-                .set(pred.unwrap_or(f64::INFINITY));
-            }
+        sizing(m, &p, l, now, goal);
+    }
+}
+
+/// One pool's Little's Law figures and sizing, per window.
+fn sizing(m: &Metrics, p: &Pool, l: &Labels, now: Instant, goal: SizingGoal) {
+    for w in WINDOWS {
+        let z = p.sizing(now, w, goal);
+        let f = &z.figures;
+        let wl = with(l, &[("window", format!("{}s", w.as_secs()))]);
+        m.gauge(ARRIVAL_RATE, &wl).set(f.lambda);
+        m.gauge(HOLD_MEAN_SECONDS, &wl).set(f.hold_mean);
+        m.gauge(HOLD_P99_SECONDS, &wl).set(f.hold_p99);
+        m.gauge(WAIT_P99_WINDOW_SECONDS, &wl).set(f.wait_p99);
+        m.gauge(OFFERED_LOAD, &wl).set(f.offered_load);
+        m.gauge(BUSY_MEAN, &wl).set(f.busy_mean);
+        m.gauge(WAITING_MEAN, &wl).set(f.waiting_mean);
+        m.gauge(UTILISATION, &wl).set(z.utilisation);
+        m.gauge(LOAD_FACTOR, &wl).set(z.load_factor);
+        m.gauge(RECOMMENDED_SIZE, &wl).set(z.recommended as f64);
+        for (at, pred) in [
+            ("current", z.predicted_current),
+            ("recommended", z.predicted_recommended),
+        ] {
+            m.gauge(
+                PREDICTED_WAIT_P99_SECONDS,
+                &with(&wl, &[("size", at.into())]),
+            )
+            .set(pred.unwrap_or(f64::INFINITY));
         }
     }
 }
