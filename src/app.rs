@@ -18,9 +18,6 @@ use crate::shutdown::{reached, Phase, Shutdown};
 const JANITOR_PERIOD: Duration = Duration::from_secs(1);
 /// SHOW STATS averages cover this long, as PgBouncer's stats_period.
 const STATS_PERIOD: Duration = Duration::from_secs(60);
-/// How often each database's primary is probed for /health.
-const HEALTH_PERIOD: Duration = Duration::from_secs(2);
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A running pglittle: what tests and `main` hold.
 pub struct Running {
@@ -56,7 +53,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         alive_tx,
     ));
     tokio::spawn(janitor(shared.clone(), shutdown.subscribe()));
-    tokio::spawn(health_probe(shared.clone(), shutdown.subscribe()));
+    // The one health probe: hosts' health (for routing and /health), WAL
+    // positions and lag.
     let config_source = shared.clone();
     tokio::spawn(crate::topology::probe::run(
         shared.topology.clone(),
@@ -103,7 +101,7 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
         }
         share_budgets(&pools, &mut budgets).await;
         let config = shared.config();
-        let goal = crate::pool::controller::Goal {
+        let goal = crate::sizing::Goal {
             headroom: f64::from(config.pooler.sizing_headroom_percent) / 100.0,
             wait_target: config.pooler.sizing_wait_target,
         };
@@ -142,30 +140,6 @@ async fn share_budgets(pools: &[Arc<crate::pool::Pool>], budgets: &mut HashMap<S
         if let (Some(b), Some(n)) = (budgets.get(&host), per_host.get(&host)) {
             p.budget.store((b / n).max(1), Relaxed);
         }
-    }
-}
-
-/// Probes every database's primary with a TCP connect, for /health and
-/// `pglittle_host_up`.
-async fn health_probe(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<Phase>) {
-    let mut tick = tokio::time::interval(HEALTH_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = reached(&mut shutdown, Phase::Stopping) => return,
-        }
-        let config = shared.config();
-        let mut results = std::collections::BTreeMap::new();
-        for (name, db) in &config.databases {
-            let connect = tokio::net::TcpStream::connect((db.host.as_str(), db.port));
-            let up = matches!(
-                tokio::time::timeout(HEALTH_TIMEOUT, connect).await,
-                Ok(Ok(_))
-            );
-            results.insert(name.clone(), up);
-        }
-        *shared.hosts_up.lock().unwrap_or_else(|e| e.into_inner()) = results;
     }
 }
 

@@ -10,11 +10,17 @@
 //! - `prepared`: every prepared-statement concern, pure: client books,
 //!   the per-server LRU, the reply queue, SQL-level statement books.
 //! - `router`: the route decision (primary, or a replica at an LSN).
-//! - `topology`: hosts per database with health, WAL positions and lag,
-//!   kept by a background probe; picks the replica for a read.
+//! - `sizing`: how big a pool should be and whom it turns away, pure with
+//!   the clock passed in: Little's Law windows (`sizing::windows`), Erlang C
+//!   and the recommended size (`sizing::erlang`), the auto-size controller,
+//!   the sharing of a server's connection budget, admission (shedding).
 //! - `pool`: per (database, user, host) pools of server connections, leases, the
-//!   janitor, Little's Law windows and Erlang C sizing (`pool::stats`),
-//!   PAUSE/RESUME/KILL/RECONNECT.
+//!   janitor, PAUSE/RESUME/KILL/RECONNECT (`pool::ops`); it records lease
+//!   boundaries into `sizing`, asks it whom to admit, and applies the
+//!   controller's sizes (`pool::autosize`).
+//! - `topology`: hosts per database with health, WAL positions and lag,
+//!   kept by a background probe (the one health check, which /health reads
+//!   too); picks the replica for a read.
 //! - `relay`: the two pumps of one transaction over generic stream halves,
 //!   their shared `State` (one plain struct), per-query metering.
 //! - `session`: one task per client: handshake, lend, relay, check-in,
@@ -140,6 +146,7 @@ pub mod router;
 pub mod session;
 pub mod shared;
 pub mod shutdown;
+pub mod sizing;
 pub mod sql;
 pub mod topology;
 

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use crate::metrics::http::Endpoint;
 use crate::metrics::*;
-use crate::pool::stats::{SizingGoal, WINDOWS};
+use crate::pool::Pool;
 use crate::shared::Shared;
 use crate::shutdown::Phase;
+use crate::sizing::{SizingGoal, WINDOWS};
 
 pub struct Exporter {
     pub shared: Arc<Shared>,
@@ -33,13 +34,13 @@ impl Endpoint for Exporter {
     }
 }
 
-/// False while draining, or when every database's primary failed its last probe.
+/// False while draining, or when every database's primary is down in the
+/// topology probe's view (`Topology::any_primary_up`).
 pub fn healthy(shared: &Shared) -> bool {
     if *shared.shutdown.borrow() >= Phase::Draining {
         return false;
     }
-    let up = shared.hosts_up.lock().unwrap_or_else(|e| e.into_inner());
-    up.is_empty() || up.values().any(|u| *u)
+    shared.topology.any_primary_up()
 }
 
 pub fn collect(shared: &Shared) {
@@ -53,21 +54,7 @@ pub fn collect(shared: &Shared) {
         &[("reason", "max_client_conn".to_string())],
     )
     .absolute(shared.refused.load(Relaxed));
-    for (db, up) in shared
-        .hosts_up
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
-        if let Some(d) = config.databases.get(db) {
-            let labels = vec![
-                ("database", db.clone()),
-                ("host", format!("{}:{}", d.host, d.port)),
-                ("role", "primary".to_string()),
-            ];
-            m.gauge(HOST_UP, &labels).set(if *up { 1.0 } else { 0.0 });
-        }
-    }
+    primaries(shared);
     replicas(shared);
     for p in shared.pools.all() {
         let pm = &p.metrics;
@@ -130,31 +117,58 @@ pub fn collect(shared: &Shared) {
             .set(if p.is_paused() { 1.0 } else { 0.0 });
         m.gauge(CONNECTION_BUDGET, l)
             .set(p.budget.load(Relaxed) as f64);
-        for w in WINDOWS {
-            let z = p.sizing(now, w, goal);
-            let f = &z.figures;
-            let wl = with(l, &[("window", format!("{}s", w.as_secs()))]);
-            m.gauge(ARRIVAL_RATE, &wl).set(f.lambda);
-            m.gauge(HOLD_MEAN_SECONDS, &wl).set(f.hold_mean);
-            m.gauge(HOLD_P99_SECONDS, &wl).set(f.hold_p99);
-            m.gauge(WAIT_P99_WINDOW_SECONDS, &wl).set(f.wait_p99);
-            m.gauge(OFFERED_LOAD, &wl).set(f.offered_load);
-            m.gauge(BUSY_MEAN, &wl).set(f.busy_mean);
-            m.gauge(WAITING_MEAN, &wl).set(f.waiting_mean);
-            m.gauge(UTILISATION, &wl).set(z.utilisation);
-            m.gauge(LOAD_FACTOR, &wl).set(z.load_factor);
-            m.gauge(RECOMMENDED_SIZE, &wl).set(z.recommended as f64);
-            for (at, pred) in [
-                ("current", z.predicted_current),
-                ("recommended", z.predicted_recommended),
-            ] {
-                m.gauge(
-                    PREDICTED_WAIT_P99_SECONDS,
-                    &with(&wl, &[("size", at.into())]),
-                )
-                .set(pred.unwrap_or(f64::INFINITY));
-            }
+        sizing(m, &p, l, now, goal);
+    }
+}
+
+/// One pool's Little's Law figures and sizing, per window.
+fn sizing(m: &Metrics, p: &Pool, l: &Labels, now: Instant, goal: SizingGoal) {
+    for w in WINDOWS {
+        let z = p.sizing(now, w, goal);
+        let f = &z.figures;
+        let wl = with(l, &[("window", format!("{}s", w.as_secs()))]);
+        m.gauge(ARRIVAL_RATE, &wl).set(f.lambda);
+        m.gauge(HOLD_MEAN_SECONDS, &wl).set(f.hold_mean);
+        m.gauge(HOLD_P99_SECONDS, &wl).set(f.hold_p99);
+        m.gauge(WAIT_P99_WINDOW_SECONDS, &wl).set(f.wait_p99);
+        m.gauge(OFFERED_LOAD, &wl).set(f.offered_load);
+        m.gauge(BUSY_MEAN, &wl).set(f.busy_mean);
+        m.gauge(WAITING_MEAN, &wl).set(f.waiting_mean);
+        m.gauge(UTILISATION, &wl).set(z.utilisation);
+        m.gauge(LOAD_FACTOR, &wl).set(z.load_factor);
+        m.gauge(RECOMMENDED_SIZE, &wl).set(z.recommended as f64);
+        for (at, pred) in [
+            ("current", z.predicted_current),
+            ("recommended", z.predicted_recommended),
+        ] {
+            m.gauge(
+                PREDICTED_WAIT_P99_SECONDS,
+                &with(&wl, &[("size", at.into())]),
+            )
+            .set(pred.unwrap_or(f64::INFINITY));
         }
+    }
+}
+
+/// Each database's configured primary, once the probe has reported on it.
+fn primaries(shared: &Shared) {
+    let config = shared.config();
+    for (db, hosts) in shared.topology.all() {
+        let Some(up) = hosts.primary.health() else {
+            continue;
+        };
+        if !config.databases.contains_key(&db) {
+            continue;
+        }
+        let labels = vec![
+            ("database", db),
+            ("host", hosts.primary.addr()),
+            ("role", "primary".to_string()),
+        ];
+        shared
+            .metrics
+            .gauge(HOST_UP, &labels)
+            .set(if up { 1.0 } else { 0.0 });
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::show::by_database;
 use super::table::{num, v, Table, INT4, INT8, NUMERIC, TEXT};
-use crate::pool::stats::{SizingGoal, WINDOWS};
 use crate::shared::Shared;
+use crate::sizing::{SizingGoal, WINDOWS};
 
 fn ms(secs: f64) -> Option<String> {
     num(secs * 1000.0, 3)
@@ -72,7 +72,7 @@ pub fn sizing(shared: &Shared) -> Table {
 
 /// Every host of every database: role, health, WAL position, lag and the
 /// requests it served. Databases without replicas show their primary with
-/// the /health probe's view (they are not probed for WAL positions).
+/// the probe's liveness check (they are not probed for WAL positions).
 pub fn replicas(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         ("database", TEXT),
@@ -86,15 +86,10 @@ pub fn replicas(shared: &Shared) -> Table {
         ("reads_served", INT8),
     ]);
     let config = shared.config();
-    let up = shared
-        .hosts_up
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     let queries = by_database(shared, |p| p.metrics.totals());
     for (name, db) in &config.databases {
         let hosts = shared.topology.get(name);
-        if let Some(hosts) = hosts.filter(|_| !db.replicas.is_empty()) {
+        if let Some(hosts) = hosts.as_ref().filter(|_| !db.replicas.is_empty()) {
             let yes_no = |b: bool| if b { "yes" } else { "no" };
             let p = &hosts.primary;
             t.row(vec![
@@ -123,7 +118,7 @@ pub fn replicas(shared: &Shared) -> Table {
             }
             continue;
         }
-        let healthy = match up.get(name) {
+        let healthy = match hosts.and_then(|h| h.primary.health()) {
             Some(true) => "yes",
             Some(false) => "no",
             None => "unknown",

@@ -1,5 +1,5 @@
 //! `pool_size`: a fixed number of server connections, or `"auto"`, which
-//! hands the number to the sizing controller (see `pool::controller`).
+//! hands the number to the sizing controller (see `sizing::controller`).
 
 use std::fmt;
 use std::str::FromStr;

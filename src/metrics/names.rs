@@ -55,7 +55,7 @@ pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (SENT_BYTES_TOTAL, "bytes", "Bytes received from servers and relayed to clients."),
     (ERRORS_TOTAL, "", "Errors returned by servers, by SQLSTATE class."),
     (QUERIES_ROUTED_TOTAL, "", "Queries by route (primary or replica)."),
-    (HOST_UP, "", "1 when the host accepted a TCP connection at the last health probe."),
+    (HOST_UP, "", "1 when the host is not banned by the health probe."),
     (PREPARED_HITS_TOTAL, "", "Named statements found already prepared on the lent server."),
     (PREPARED_MISSES_TOTAL, "", "Named statements prepared on the lent server on demand."),
     (PREPARED_EVICTIONS_TOTAL, "", "Server-side statements closed by the LRU (max_prepared_statements)."),

@@ -1,19 +1,18 @@
 //! Running the sizing controller: each janitor tick, every auto-sized pool
 //! says what it wants, the servers' budgets are shared among the pools
-//! ([`super::budget`]), and the sizes are applied. A larger size serves
-//! waiters at once; a smaller one closes surplus idle connections on the
-//! janitor's next pass and lent ones as they come back.
+//! ([`crate::sizing::budget`]), and the sizes are applied. A larger size
+//! serves waiters at once; a smaller one closes surplus idle connections on
+//! the janitor's next pass and lent ones as they come back. Also the sizing
+//! figures a pool reports (SHOW SIZING, /metrics).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::budget::{allocate, Claim};
-use super::controller::{Goal, Sample, Why, WINDOW};
 use super::Pool;
-
-/// The budget assumed for a server whose max_connections is not known yet:
-/// PostgreSQL's default of 100 less its 3 reserved connections.
-pub const FALLBACK_BUDGET: usize = 97;
+use crate::sizing::budget::{allocate, Claim, FALLBACK_BUDGET};
+use crate::sizing::controller::{Goal, Sample, Why, WINDOW};
+use crate::sizing::{Sizing, SizingGoal};
 
 impl Pool {
     /// The controller's size for this pool, or `None` for a fixed-size pool.
@@ -58,6 +57,18 @@ impl Pool {
         if old != size {
             tracing::debug!(pool = %self.name(), from = old, to = size, "auto-sizing: resized");
         }
+    }
+
+    /// Sizing over `window`, with the target and headroom from the config
+    /// and this pool's share of the server's budget (once read).
+    pub fn sizing(&self, now: Instant, window: Duration, goal: SizingGoal) -> Sizing {
+        let figures = self.stats.figures(now, window);
+        let pool_size = self.settings().size;
+        let budget = match self.budget.load(Ordering::Relaxed) {
+            0 => goal.budget,
+            b => Some(b),
+        };
+        Sizing::new(window, figures, pool_size, &SizingGoal { budget, ..goal })
     }
 
     /// The size a detected knee currently caps this pool at.

@@ -10,22 +10,20 @@
 
 mod admission;
 pub mod autosize;
-pub mod budget;
-pub mod controller;
 pub mod error;
 mod handoff;
 mod janitor;
 mod lease;
 mod login;
+mod open;
+mod ops;
 pub mod params;
 pub mod registry;
 pub mod server;
 mod settings;
-mod sizing;
 mod slot;
 #[cfg(test)]
 mod slot_tests;
-pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,13 +35,14 @@ use tokio::sync::{oneshot, watch, Notify};
 pub use error::PoolError;
 use handoff::{Grant, Immediate, State, Waiter};
 pub use lease::Lease;
+pub use ops::{ServerInfo, ServerState};
 use params::Params;
 pub use server::{ServerAuth, ServerConn, ServerTarget};
 pub use settings::{AutoBounds, PoolSettings};
-pub use sizing::{ServerInfo, ServerState, Sizing};
 use slot::{Opening, Ticket};
 
 use crate::metrics::PoolMetrics;
+use crate::sizing::{Controller, PoolStats};
 
 /// Which kind of host a pool serves; primaries sort first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,7 +107,7 @@ pub struct Pool {
     defaults: Mutex<Option<std::sync::Arc<Params>>>,
     pub counters: PoolCounters,
     /// Little's Law windows, recorded at lease boundaries.
-    pub stats: stats::PoolStats,
+    pub stats: PoolStats,
     /// When the pool was made, and the second (since then) of the last
     /// shedding log line: shedding is logged at most once a second.
     stats_epoch: Instant,
@@ -122,7 +121,7 @@ pub struct Pool {
     /// This pool's share of the server's max_connections; 0 = not known yet.
     pub budget: AtomicUsize,
     /// The auto-sizing controller's state (touched only by the janitor).
-    controller: Mutex<controller::Controller>,
+    controller: Mutex<Controller>,
     /// When connects to a server that worked began to fail (`None` while
     /// they succeed): clients wait for it to come back only within
     /// server_connect_timeout of this.
@@ -173,14 +172,14 @@ impl Pool {
             next_conn_id: AtomicU64::new(1),
             defaults: Mutex::new(None),
             counters: PoolCounters::default(),
-            stats: stats::PoolStats::new(Instant::now()),
+            stats: PoolStats::new(Instant::now()),
             stats_epoch: Instant::now(),
             last_shed_log: AtomicU64::new(0),
             metrics: Arc::new(PoolMetrics::default()),
             paused: watch::channel(false).0,
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
-            controller: Mutex::new(controller::Controller::new()),
+            controller: Mutex::new(Controller::new()),
             outage: Mutex::new(None),
             #[cfg(test)]
             fake_connect: None,
@@ -444,92 +443,6 @@ impl Pool {
         let deadline = (!timeout.is_zero()).then(|| now + timeout);
         st.waiters.push_back(Waiter { id, tx, deadline });
         Immediate::Queued(id, rx)
-    }
-
-    /// Opens a connection for a client in a place counted in `connecting`;
-    /// if this fails or is cancelled, the place goes to the next waiter. A
-    /// server that is restarting (refused, hung up, or "starting up") is
-    /// tried again with backoff for up to server_connect_timeout (and the
-    /// client's query_wait_timeout) from the request: a restart that short
-    /// costs clients a wait, not an error.
-    async fn open(
-        self: &std::sync::Arc<Self>,
-        place: Opening<'_>,
-        started: Instant,
-    ) -> Result<Lease, PoolError> {
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self.connect().await {
-                Ok(mut conn) => {
-                    place.fill(&mut conn);
-                    return Ok(Lease::new(self.clone(), conn, started));
-                }
-                Err(e) if self.worth_waiting(&e, started, pause) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// After a failed connect: is the server one that worked and is now
-    /// restarting, within server_connect_timeout of the outage's start and
-    /// of the request (and its query_wait_timeout), with time for another
-    /// try after `pause`? A server that never worked fails at once.
-    fn worth_waiting(&self, e: &PoolError, started: Instant, pause: Duration) -> bool {
-        if !e.server_restarting() || self.counters.connects.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
-        let now = Instant::now();
-        let outage = *self
-            .outage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(now);
-        let window = self.target.connect_timeout;
-        let wait = self.settings().query_wait_timeout;
-        let mut until = (outage + window).min(started + window);
-        if !wait.is_zero() {
-            until = until.min(started + wait);
-        }
-        now + pause < until
-    }
-
-    /// Opens a connection once (the janitor: it tries again next pass).
-    async fn open_once(
-        self: &std::sync::Arc<Self>,
-        place: Opening<'_>,
-    ) -> Result<Lease, PoolError> {
-        let mut conn = self.connect().await?;
-        place.fill(&mut conn);
-        Ok(Lease::new(self.clone(), conn, Instant::now()))
-    }
-
-    async fn connect(&self) -> Result<Conn, PoolError> {
-        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        #[cfg(test)]
-        if let Some(fake) = &self.fake_connect {
-            return fake(id).await;
-        }
-        let result = ServerConn::connect(&self.target, &auth, id)
-            .await
-            .map(Box::new);
-        match &result {
-            Ok(conn) => {
-                self.counters.connects.fetch_add(1, Ordering::Relaxed);
-                *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                let mut d = self.defaults.lock().unwrap_or_else(|e| e.into_inner());
-                if d.is_none() {
-                    *d = Some(std::sync::Arc::new(conn.params.clone()));
-                }
-            }
-            Err(_) => {
-                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        result
     }
 }
 

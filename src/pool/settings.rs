@@ -1,10 +1,11 @@
 //! What a pool is told by the configuration: its settings (a reload may
-//! change them) and, when auto-sized, the bounds its controller works in.
+//! change them) and, when auto-sized, the bounds its controller works in
+//! (`sizing::AutoBounds`, re-exported here because the settings carry them).
 
 use std::time::Duration;
 
-use super::controller;
 use crate::config::PoolMode;
+pub use crate::sizing::AutoBounds;
 
 /// Per-pool settings that a reload may change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,32 +29,4 @@ pub struct PoolSettings {
     pub max_queue: usize,
     /// Refuse at once a request whose predicted wait exceeds query_wait_timeout.
     pub shed_on_predicted_wait: bool,
-}
-
-/// The range an auto-sized pool moves in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AutoBounds {
-    pub min: usize,
-    /// 0: only the database's connection budget bounds the pool.
-    pub max: usize,
-}
-
-impl AutoBounds {
-    /// The size an auto pool starts at, before any load is measured.
-    pub fn start(self) -> usize {
-        let start = self.min.max(controller::START_SIZE);
-        match self.max {
-            0 => start,
-            max => start.min(max),
-        }
-    }
-
-    /// `size` moved into the bounds.
-    pub fn clamp(self, size: usize) -> usize {
-        let size = size.max(self.min).max(1);
-        match self.max {
-            0 => size,
-            max => size.min(max),
-        }
-    }
 }

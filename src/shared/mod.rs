@@ -1,7 +1,7 @@
 //! State every session shares: the live config, the pools, the cancel keys
 //! and the shutdown signal. Built by `app`, passed explicitly; no statics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -41,8 +41,6 @@ pub struct Shared {
     pub control: Shutdown,
     /// Clients refused because max_client_conn was reached.
     pub refused: AtomicU64,
-    /// Database name -> did its primary accept a connection at the last probe.
-    pub hosts_up: Mutex<BTreeMap<String, bool>>,
     reloader: RwLock<Option<Reloader>>,
     /// Databases paused by PAUSE/KILL (`None` = PAUSE of everything), so a
     /// pool created while its database is paused starts paused.
@@ -91,7 +89,6 @@ impl Shared {
             metrics: Metrics::new(),
             control: control.clone(),
             refused: AtomicU64::new(0),
-            hosts_up: Mutex::new(BTreeMap::new()),
             reloader: RwLock::new(None),
             paused: Mutex::new(std::collections::BTreeSet::new()),
             derived: Mutex::new(HashMap::new()),

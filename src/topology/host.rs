@@ -28,6 +28,8 @@ pub struct HostState {
     pub weight: u32,
     pub role: Role,
     healthy: AtomicBool,
+    /// A probe (or a failed connection) has reported on this host.
+    probed: AtomicBool,
     fails: AtomicUsize,
     oks: AtomicUsize,
     /// Replay position (replica) or insert position (primary); 0 = unknown.
@@ -55,6 +57,7 @@ impl HostState {
             weight: weight.max(1),
             role,
             healthy: AtomicBool::new(true),
+            probed: AtomicBool::new(false),
             fails: AtomicUsize::new(0),
             oks: AtomicUsize::new(0),
             lsn: AtomicU64::new(0),
@@ -74,6 +77,11 @@ impl HostState {
 
     pub fn healthy(&self) -> bool {
         self.healthy.load(Relaxed)
+    }
+
+    /// Health as the probe last saw it; `None` until it has reported.
+    pub fn health(&self) -> Option<bool> {
+        self.probed.load(Relaxed).then(|| self.healthy())
     }
 
     pub fn lsn(&self) -> Option<Lsn> {
@@ -96,6 +104,7 @@ impl HostState {
 
     /// A probe succeeded: unbanned after `unban_after` in a row.
     pub fn probe_ok(&self, lsn: Option<Lsn>, unban_after: usize) {
+        self.probed.store(true, Relaxed);
         self.fails.store(0, Relaxed);
         let oks = self.oks.fetch_add(1, Relaxed) + 1;
         if let Some(l) = lsn {
@@ -110,6 +119,7 @@ impl HostState {
     /// A probe (or a connection attempt on the request path) failed: banned
     /// after `ban_after` in a row.
     pub fn probe_failed(&self, ban_after: usize) {
+        self.probed.store(true, Relaxed);
         self.oks.store(0, Relaxed);
         let fails = self.fails.fetch_add(1, Relaxed) + 1;
         if self.healthy() && fails >= ban_after.max(1) {
@@ -120,6 +130,7 @@ impl HostState {
 
     /// Bans at once (a connection failure seen by a client's request).
     pub fn ban(&self) {
+        self.probed.store(true, Relaxed);
         self.oks.store(0, Relaxed);
         if self.healthy.swap(false, Relaxed) {
             tracing::warn!(host = %self.addr(), "host banned after a failed connection");

@@ -89,6 +89,15 @@ impl Topology {
             .cloned()
     }
 
+    /// For /health: whether some database's configured primary passed its
+    /// last probe (true before the probe has reported on any: nothing
+    /// says otherwise yet).
+    pub fn any_primary_up(&self) -> bool {
+        let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
+        let mut seen = dbs.values().filter_map(|d| d.primary.health()).peekable();
+        seen.peek().is_none() || seen.any(|up| up)
+    }
+
     pub fn all(&self) -> Vec<(String, Arc<DbHosts>)> {
         let mut v: Vec<_> = self
             .dbs

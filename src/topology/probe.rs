@@ -1,6 +1,10 @@
-//! The background probe: every `health_check_period`, each host is asked for
-//! its role and WAL position over a connection kept for the purpose. Results
-//! feed health (ban/unban), replay LSNs and lag. Never on the request path.
+//! The background probe, pglittle's one health check: every
+//! `health_check_period`, each host of a database with replicas is asked
+//! for its role and WAL position over a connection kept for the purpose,
+//! and a lone primary (which gets every request anyway, and needs no
+//! connection of its own) is checked with a TCP connect. Results feed
+//! health (ban/unban), replay LSNs and lag, and `/health`. Never on the
+//! request path.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -120,24 +124,30 @@ impl Conns {
     }
 }
 
-/// One probe round over every database with replicas (or, with `only_auto`,
-/// those following failovers with `role = "auto"`, before pglittle serves:
-/// so the first write already goes to the host the probe elected).
+/// One probe round over every database (or, with `only_auto`, those with
+/// replicas following failovers with `role = "auto"`, before pglittle
+/// serves: so the first write already goes to the host the probe elected).
 pub async fn round(topology: &Topology, cfg: &Config, conns: &mut Conns, only_auto: bool) {
     topology.sync(cfg);
     for (name, db) in topology.all() {
         if only_auto && !db.auto {
             continue;
         }
-        // Only databases with replicas are probed: a lone primary gets
-        // every request anyway, and needs no extra connection.
-        let Some(dbc) = cfg.databases.get(&name).filter(|d| !d.replicas.is_empty()) else {
+        let Some(dbc) = cfg.databases.get(&name) else {
             continue;
         };
         let probe = Probe {
             cfg,
             dbname: &dbc.dbname,
         };
+        // A lone primary gets every request anyway: it needs no extra
+        // connection, only a liveness check (for /health).
+        if dbc.replicas.is_empty() {
+            if !only_auto {
+                probe.tcp_only(&db.primary).await;
+            }
+            continue;
+        }
         let now = Instant::now();
         let primary_lsn = probe.host(&db.primary, conns).await;
         if let Some(l) = primary_lsn {
@@ -274,7 +284,8 @@ impl Probe<'_> {
         })
     }
 
-    /// Without a password to log in with, only liveness can be probed.
+    /// Liveness only: a lone primary, or a host with no password to log in
+    /// with.
     async fn tcp_only(&self, h: &HostState) -> Option<Lsn> {
         let connect = tokio::net::TcpStream::connect((h.host.as_str(), h.port));
         match tokio::time::timeout(Duration::from_secs(1), connect).await {

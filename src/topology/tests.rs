@@ -116,3 +116,31 @@ fn primary_reads_always_shares_the_load() {
         "r0"
     );
 }
+
+#[test]
+fn health_is_up_while_some_probed_primary_is_up() {
+    let t = Topology::new();
+    assert!(t.any_primary_up(), "no databases: nothing says down");
+    let a = Arc::new(db(&[]));
+    let b = Arc::new(db(&[1]));
+    {
+        let mut dbs = t.dbs.write().unwrap();
+        dbs.insert("a".into(), a.clone());
+        dbs.insert("b".into(), b.clone());
+    }
+    assert_eq!(a.primary.health(), None);
+    assert!(t.any_primary_up(), "not probed yet");
+    a.primary.probe_failed(2);
+    a.primary.probe_failed(2);
+    assert_eq!(a.primary.health(), Some(false));
+    assert!(!t.any_primary_up(), "the one probed primary is down");
+    b.primary.probe_ok(None, 2);
+    assert!(t.any_primary_up(), "one primary up is enough");
+    b.primary.probe_failed(1);
+    assert!(!t.any_primary_up());
+    b.replicas[0].probe_ok(None, 1);
+    assert!(!t.any_primary_up(), "a replica up does not count");
+    a.primary.probe_ok(None, 2);
+    a.primary.probe_ok(None, 2);
+    assert!(t.any_primary_up(), "unbanned after unban_after good probes");
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pglittle::config::PoolSize;
-use pglittle::pool::stats::WINDOWS;
+use pglittle::sizing::WINDOWS;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::common::*;

@@ -10,6 +10,10 @@
 
 use std::collections::BTreeMap;
 
+/// The budget assumed for a server whose max_connections is not known yet:
+/// PostgreSQL's default of 100 less its 3 reserved connections.
+pub const FALLBACK_BUDGET: usize = 97;
+
 /// One pool's claim on its server's budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {

@@ -1,11 +1,8 @@
-//! The operator's view of a pool: PAUSE/RESUME/KILL/RECONNECT, the list of
-//! its servers, the server's connection budget, and the sizing figures that
-//! SHOW SIZING and /metrics report.
+//! The operator's side of a pool: PAUSE/RESUME/KILL/RECONNECT, the list of
+//! its servers, and reading the server's connection budget.
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::stats::{predicted_wait_p99, recommend, Figures, SizingGoal};
 use super::{Pool, PoolError};
 
 /// How a server connection is used right now (PgBouncer's list names).
@@ -33,22 +30,6 @@ pub struct ServerInfo {
     pub created: Instant,
     /// When it was lent (active) or last returned (idle).
     pub since: Instant,
-}
-
-/// One pool's sizing figures over one window.
-#[derive(Clone, Debug)]
-pub struct Sizing {
-    pub window: Duration,
-    pub figures: Figures,
-    pub pool_size: usize,
-    pub utilisation: f64,
-    pub load_factor: f64,
-    pub recommended: usize,
-    pub budget: Option<usize>,
-    /// Predicted p99 wait (seconds) at the current and recommended sizes;
-    /// `None` when the queue would grow without bound.
-    pub predicted_current: Option<f64>,
-    pub predicted_recommended: Option<f64>,
 }
 
 impl Pool {
@@ -164,36 +145,5 @@ impl Pool {
         let mut conn = st.idle.pop()?;
         st.lend(&mut conn);
         Some(conn)
-    }
-
-    /// Sizing over `window`, with the target and headroom from the config.
-    pub fn sizing(&self, now: Instant, window: Duration, goal: SizingGoal) -> Sizing {
-        let figures = self.stats.figures(now, window);
-        let pool_size = self.settings().size;
-        let budget = match self.budget.load(Ordering::Relaxed) {
-            0 => goal.budget,
-            b => Some(b),
-        };
-        let goal = SizingGoal { budget, ..goal };
-        let (a, w) = (figures.offered_load, figures.hold_mean);
-        let recommended = recommend(a, w, &goal);
-        let per = |n: f64| {
-            if pool_size == 0 {
-                0.0
-            } else {
-                n / pool_size as f64
-            }
-        };
-        Sizing {
-            window,
-            utilisation: per(a),
-            load_factor: per(figures.busy_mean + figures.waiting_mean),
-            pool_size,
-            recommended,
-            budget,
-            predicted_current: predicted_wait_p99(pool_size, a, w),
-            predicted_recommended: predicted_wait_p99(recommended, a, w),
-            figures,
-        }
     }
 }

@@ -34,8 +34,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::stats::Figures;
-use super::AutoBounds;
+use super::windows::Figures;
 
 /// The size an auto pool starts at (raised to `min_pool_size`).
 pub const START_SIZE: usize = 2;
@@ -61,6 +60,34 @@ const SATURATED: f64 = 0.85;
 /// A probe is productive when throughput rose by at least this share of
 /// the relative growth in size.
 const KNEE_EFFICIENCY: f64 = 0.2;
+
+/// The range an auto-sized pool moves in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoBounds {
+    pub min: usize,
+    /// 0: only the database's connection budget bounds the pool.
+    pub max: usize,
+}
+
+impl AutoBounds {
+    /// The size an auto pool starts at, before any load is measured.
+    pub fn start(self) -> usize {
+        let start = self.min.max(START_SIZE);
+        match self.max {
+            0 => start,
+            max => start.min(max),
+        }
+    }
+
+    /// `size` moved into the bounds.
+    pub fn clamp(self, size: usize) -> usize {
+        let size = size.max(self.min).max(1);
+        match self.max {
+            0 => size,
+            max => size.min(max),
+        }
+    }
+}
 
 /// What the controller reads from a pool each tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -170,26 +197,8 @@ impl Controller {
             want = want.max(current + 1);
         }
 
-        if let Some(p) = self.probe {
-            if now.duration_since(p.at) < SETTLE {
-                return (current, Why::Probing);
-            }
-            self.probe = None;
-            let grew = (p.to - p.from) as f64 / p.from.max(1) as f64;
-            let gained = (s.throughput - p.before) / p.before.max(f64::EPSILON);
-            let still_busy = s.busy_mean >= SATURATED * p.to as f64;
-            if still_busy && gained < KNEE_EFFICIENCY * grew {
-                self.step_limit = Some(((p.to - p.from) / 2).max(1));
-                let hold = KNEE_HOLD * 2u32.pow(self.failed_probes.min(3));
-                self.failed_probes += 1;
-                self.knee = Some(Knee {
-                    size: p.from,
-                    until: now + hold,
-                });
-                self.below_since = None;
-                return (bounds.clamp(p.from), Why::Knee);
-            }
-            self.failed_probes = 0;
+        if let Some(verdict) = self.judge_probe(now, s, current, bounds) {
+            return verdict;
         }
         if let Some(k) = self.knee {
             if now >= k.until {
@@ -229,6 +238,39 @@ impl Controller {
         self.step_limit = None;
         self.failed_probes = 0;
         (current - step, Why::Shrink)
+    }
+
+    /// A growth probe in flight: wait while it settles, then judge it. A
+    /// probe that did not raise throughput enough found the knee: back to
+    /// the size before it. `None` when there is no probe, or it paid off.
+    fn judge_probe(
+        &mut self,
+        now: Instant,
+        s: &Sample,
+        current: usize,
+        bounds: AutoBounds,
+    ) -> Option<(usize, Why)> {
+        let p = self.probe?;
+        if now.duration_since(p.at) < SETTLE {
+            return Some((current, Why::Probing));
+        }
+        self.probe = None;
+        let grew = (p.to - p.from) as f64 / p.from.max(1) as f64;
+        let gained = (s.throughput - p.before) / p.before.max(f64::EPSILON);
+        let still_busy = s.busy_mean >= SATURATED * p.to as f64;
+        if still_busy && gained < KNEE_EFFICIENCY * grew {
+            self.step_limit = Some(((p.to - p.from) / 2).max(1));
+            let hold = KNEE_HOLD * 2u32.pow(self.failed_probes.min(3));
+            self.failed_probes += 1;
+            self.knee = Some(Knee {
+                size: p.from,
+                until: now + hold,
+            });
+            self.below_since = None;
+            return Some((bounds.clamp(p.from), Why::Knee));
+        }
+        self.failed_probes = 0;
+        None
     }
 
     /// The size actually applied after the budget; a probe that the budget
