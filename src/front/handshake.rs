@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use super::Admission;
 use crate::router::RouteState;
 use crate::session::PoolClient;
+use crate::shared::cancel::CancelHandle;
 use crate::shared::clients::ClientLogin;
 use crate::shared::Shared;
 
@@ -110,18 +111,8 @@ async fn login(
     ip: std::net::IpAddr,
     admission: Admission,
 ) -> Result<Option<Login>, SessionError> {
-    let (minor, params) = loop {
-        match decode_startup(buf)? {
-            None => read_more(stream, buf).await?,
-            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
-                stream.write_all(&[backend::SSL_NOT_SUPPORTED]).await?;
-            }
-            Some(StartupPacket::Cancel { pid, secret }) => {
-                shared.cancels.cancel(pid, secret).await;
-                return Ok(None);
-            }
-            Some(StartupPacket::Startup { minor, params }) => break (minor, params),
-        }
+    let Some((minor, params)) = read_startup(shared, stream, buf).await? else {
+        return Ok(None);
     };
     let mut out = BytesMut::new();
     let unrecognized: Vec<String> = params
@@ -132,6 +123,85 @@ async fn login(
     if minor > 0 || !unrecognized.is_empty() {
         backend::negotiate_protocol_version(&mut out, &unrecognized);
     }
+    let who = admit(shared, config, &params, ip, admission)?;
+    let user = who.user.as_str();
+    let Some(user_cfg) = config.users.get(user) else {
+        return Err(refuse_unknown_user(shared, stream, buf, &mut out, user).await);
+    };
+    if who.console {
+        flush(stream, &mut out).await?;
+        authenticate(shared, stream, buf, user, user_cfg, None).await?;
+        let login = crate::admin::admit(config, &who.db, user, &who.application_name)?;
+        crate::admin::greet(&mut out);
+        stream.write_all(&out).await?;
+        return Ok(Some(Login::Console(login)));
+    }
+    let (startup_settings, route) = startup_settings(&params)?;
+    let pool = shared
+        .pool_for(config, &who.db, user)
+        .ok_or_else(|| SessionError::UnknownDatabase(who.db.clone()))?;
+    flush(stream, &mut out).await?;
+    authenticate(shared, stream, buf, user, user_cfg, Some(&pool)).await?;
+    let defaults = pool.defaults().await?;
+    let mut overrides = Params::new();
+    for (k, v) in startup_settings {
+        overrides.set_override(&defaults, &canonical_name(&k), &v);
+    }
+    let cancel = shared.cancels.register(pool.clone());
+    greet(&mut out, &defaults, &overrides, &cancel);
+    stream.write_all(&out).await?;
+    Ok(Some(Login::Pool(PoolClient {
+        application_name: who.application_name,
+        pool,
+        defaults,
+        overrides,
+        cancel,
+        route,
+    })))
+}
+
+/// The startup packet's protocol minor version and parameters, after any
+/// SSLRequest or GSSENCRequest (refused); `None` for a cancel request,
+/// which is forwarded here.
+async fn read_startup(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<(u16, Vec<(String, String)>)>, SessionError> {
+    loop {
+        match decode_startup(buf)? {
+            None => read_more(stream, buf).await?,
+            Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+                stream.write_all(&[backend::SSL_NOT_SUPPORTED]).await?;
+            }
+            Some(StartupPacket::Cancel { pid, secret }) => {
+                shared.cancels.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            Some(StartupPacket::Startup { minor, params }) => return Ok(Some((minor, params))),
+        }
+    }
+}
+
+/// Who a startup packet says the client is.
+struct Who {
+    user: String,
+    db: String,
+    application_name: String,
+    /// The virtual console database (`pgbouncer`), not a pool.
+    console: bool,
+}
+
+/// Whether this client may log in at all: not while draining, not without
+/// a user, not from an address refused for failed logins, and over
+/// `max_client_conn` only to the console's reserve.
+fn admit(
+    shared: &Shared,
+    config: &Config,
+    params: &[(String, String)],
+    ip: std::net::IpAddr,
+    admission: Admission,
+) -> Result<Who, SessionError> {
     if *shared.shutdown.borrow() >= Phase::Draining {
         return Err(SessionError::ShuttingDown);
     }
@@ -149,7 +219,6 @@ async fn login(
     if let Some(left) = shared.failed_logins.refused(ip, user, now) {
         return Err(SessionError::LoginThrottled(left.as_secs().max(1)));
     }
-    let application_name = get("application_name").unwrap_or("").to_string();
     let console = crate::admin::is_console(db) && !config.databases.contains_key(db);
     let admitted = match admission {
         Admission::Within => true,
@@ -162,38 +231,34 @@ async fn login(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(SessionError::TooManyClients(config.pooler.max_client_conn));
     }
-    if console {
-        let Some(user_cfg) = config.users.get(user) else {
-            return Err(refuse_unknown_user(shared, stream, buf, &mut out, user).await);
-        };
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
-        authenticate(shared, stream, buf, user, user_cfg, None).await?;
-        let login = crate::admin::admit(config, db, user, &application_name)?;
-        crate::admin::greet(&mut out);
-        stream.write_all(&out).await?;
-        return Ok(Some(Login::Console(login)));
-    }
-    if !config.databases.contains_key(db) {
+    if !console && !config.databases.contains_key(db) {
         return Err(SessionError::UnknownDatabase(db.to_string()));
     }
-    let Some(user_cfg) = config.users.get(user) else {
-        return Err(refuse_unknown_user(shared, stream, buf, &mut out, user).await);
-    };
-    let mut startup_settings = Vec::new();
-    for (k, v) in &params {
+    Ok(Who {
+        user: user.to_string(),
+        db: db.to_string(),
+        application_name: get("application_name").unwrap_or("").to_string(),
+        console,
+    })
+}
+
+/// The startup parameters that follow the client as session settings
+/// (`options=-c ...` unpacked), and pglittle's own (`pglittle.*`) applied
+/// to a fresh routing state; never sent to a server.
+fn startup_settings(
+    params: &[(String, String)],
+) -> Result<(Vec<(String, String)>, RouteState), SessionError> {
+    let mut settings = Vec::new();
+    for (k, v) in params {
         if k == "options" {
-            startup_settings.extend(parse_options(v).map_err(SessionError::BadStartupParameter)?);
+            settings.extend(parse_options(v).map_err(SessionError::BadStartupParameter)?);
         } else if is_session_setting(k) || k.starts_with("pglittle.") {
-            startup_settings.push((k.clone(), v.clone()));
+            settings.push((k.clone(), v.clone()));
         }
     }
-    // pglittle's own parameters are kept here, never sent to a server.
     let mut route = RouteState::default();
     let mut bad = None;
-    startup_settings.retain(|(k, v)| {
+    settings.retain(|(k, v)| {
         let Some(name) = k
             .to_ascii_lowercase()
             .strip_prefix("pglittle.")
@@ -209,39 +274,29 @@ async fn login(
         }
         false
     });
-    if let Some(e) = bad {
-        return Err(SessionError::BadStartupParameter(e));
+    match bad {
+        Some(e) => Err(SessionError::BadStartupParameter(e)),
+        None => Ok((settings, route)),
     }
-    let pool = shared
-        .pool_for(config, db, user)
-        .ok_or_else(|| SessionError::UnknownDatabase(db.to_string()))?;
+}
+
+/// AuthenticationOk, the server's parameters (with the client's own where
+/// it set them), pglittle's cancel key, and ReadyForQuery.
+fn greet(out: &mut BytesMut, defaults: &Params, overrides: &Params, cancel: &CancelHandle) {
+    backend::auth_ok(out);
+    for (k, v) in defaults.iter() {
+        backend::parameter_status(out, k, overrides.get(k).unwrap_or(v));
+    }
+    backend::backend_key_data(out, cancel.pid, cancel.secret);
+    backend::ready_for_query(out, crate::protocol::TxStatus::Idle);
+}
+
+async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), SessionError> {
     if !out.is_empty() {
-        stream.write_all(&out).await?;
+        stream.write_all(out).await?;
         out.clear();
     }
-    authenticate(shared, stream, buf, user, user_cfg, Some(&pool)).await?;
-
-    let defaults = pool.defaults().await?;
-    let mut overrides = Params::new();
-    for (k, v) in startup_settings {
-        overrides.set_override(&defaults, &canonical_name(&k), &v);
-    }
-    let cancel = shared.cancels.register(pool.clone());
-    backend::auth_ok(&mut out);
-    for (k, v) in defaults.iter() {
-        backend::parameter_status(&mut out, k, overrides.get(k).unwrap_or(v));
-    }
-    backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
-    backend::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
-    stream.write_all(&out).await?;
-    Ok(Some(Login::Pool(PoolClient {
-        application_name,
-        pool,
-        defaults,
-        overrides,
-        cancel,
-        route,
-    })))
+    Ok(())
 }
 
 async fn authenticate(
