@@ -14,10 +14,14 @@
 
 use super::Session;
 use crate::config::ServerReset;
-use crate::pool::params::{canonical_name, is_read_only, quote_literal, Params};
+use crate::pool::params::{quote_literal, Params};
 use crate::pool::{Lease, ServerConn};
 use crate::sql::settings::SettingOp;
 use crate::sql::SqlEffects;
+
+#[cfg(test)]
+use super::follow::SettingPlan;
+use super::follow::{apply_settings, plan_settings, reset_names, Observed};
 
 /// How servers are cleaned for this client (from the config at login).
 #[derive(Debug, Clone, Copy)]
@@ -124,181 +128,6 @@ pub fn needs_probe(policy: CheckinPolicy, fx: &SqlEffects, pinned: bool) -> bool
     fx.session_state && (policy.pin_on_session_state || policy.server_reset == ServerReset::Detect)
 }
 
-/// The end state of each setting a transaction changed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SettingPlan {
-    /// RESET ALL (`Some(false)`) or DISCARD ALL (`Some(true)`) ran.
-    pub reset_all: Option<bool>,
-    /// Settings last RESET: back to the client's start value.
-    pub restore: Vec<String>,
-    /// Settings last SET: read back from the server.
-    pub read: Vec<String>,
-    /// A ROLLBACK (or ROLLBACK TO), or an error, came after a RESET: it
-    /// may be undone.
-    pub rolled_back: bool,
-}
-
-impl SettingPlan {
-    /// Nothing changed: most transactions.
-    pub fn is_empty(&self) -> bool {
-        self.reset_all.is_none() && self.restore.is_empty() && self.read.is_empty()
-    }
-}
-
-/// Pure: folds a transaction's setting changes, in order; the last change
-/// to each name wins, and RESET ALL forgets everything before it.
-pub fn plan_settings(ops: &[SettingOp]) -> SettingPlan {
-    let mut plan = SettingPlan::default();
-    let mut last: Vec<(String, bool)> = Vec::new(); // (name, read?)
-    for op in ops {
-        let (name, read) = match op {
-            SettingOp::ResetAll { discard } => {
-                plan.reset_all = Some(plan.reset_all.unwrap_or(false) | discard);
-                last.clear();
-                continue;
-            }
-            SettingOp::Rollback => {
-                plan.rolled_back |= plan.reset_all.is_some() || last.iter().any(|(_, r)| !r);
-                continue;
-            }
-            SettingOp::Set(n) => (canonical_name(n), true),
-            SettingOp::Reset(n) => (canonical_name(n), false),
-        };
-        last.retain(|(n, _)| *n != name);
-        last.push((name, read));
-    }
-    for (name, read) in last {
-        if read {
-            plan.read.push(name);
-        } else {
-            plan.restore.push(name);
-        }
-    }
-    plan
-}
-
-/// What the server says of a setting RESET (or reset by RESET ALL or
-/// DISCARD ALL) during the transaction: its value now, and where that
-/// value came from (`pg_settings.source`; `None` for names it does not
-/// list: custom placeholders and `role`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
-    pub value: Option<String>,
-    pub source: Option<String>,
-    /// `pg_settings.setting = reset_val`: the server holds the value a
-    /// RESET gives it.
-    pub at_reset: Option<bool>,
-}
-
-impl Observed {
-    /// Pure: whether the reset was undone (the transaction rolled back, or
-    /// a savepoint before the RESET was rolled back to), or the setting was
-    /// set again after it. `rolled_back`: something in the transaction may
-    /// have been undone (a ROLLBACK after the reset, or an error).
-    ///
-    /// A reset value does not have the source `session`, with one
-    /// exception: only SET (or set_config) gives that, and pglittle makes
-    /// every value a client holds on a server come from SET
-    /// (`Params::sync_sql`). The exception is a local set after the RESET
-    /// in the same transaction (`SET LOCAL`, `set_config(.., true)`, one
-    /// inside a DO block or a function): at COMMIT PostgreSQL puts the
-    /// reset value back with the source `session`. So a `session` value
-    /// that equals the reset value took effect unless something rolled
-    /// back; then it is taken as undone (it may be wrong only when a
-    /// savepoint rollback, not the whole transaction, followed).
-    /// Names `pg_settings` does not list are judged by their value: a reset
-    /// placeholder reads '' and a reset role 'none'.
-    pub fn undone(&self, name: &str, rolled_back: bool) -> bool {
-        match (self.source.as_deref(), self.value.as_deref()) {
-            (Some("session"), _) => rolled_back || self.at_reset != Some(true),
-            (Some(_), _) => false,
-            (None, None | Some("")) => false,
-            (None, Some("none")) => name != "role",
-            (None, Some(_)) => true,
-        }
-    }
-}
-
-/// Pure: the settings a transaction's RESETs may have changed. RESET ALL
-/// and DISCARD ALL reach every setting the client or the server holds.
-/// Names SET after the reset are read instead.
-pub fn reset_names(
-    plan: &SettingPlan,
-    startup: &Params,
-    overrides: &Params,
-    server: &Params,
-) -> Vec<String> {
-    let mut names: Vec<String> = plan.restore.clone();
-    if plan.reset_all.is_some() {
-        for (k, _) in startup.iter().chain(overrides.iter()).chain(server.iter()) {
-            if !names.iter().any(|n| n == k) {
-                names.push(k.to_string());
-            }
-        }
-    }
-    names.retain(|n| !is_read_only(n) && !plan.read.contains(n));
-    names
-}
-
-/// Pure: applies the values read back and the resets observed to the
-/// client's overrides and to pglittle's model of the server.
-///
-/// A reset that took effect returns the client to the value its session
-/// started with, as on PostgreSQL; one that was undone leaves the client
-/// with what the server holds, which is what it held before.
-pub fn apply_settings(
-    plan: &SettingPlan,
-    values: &[Option<String>],
-    resets: &[(String, Observed)],
-    startup: &Params,
-    defaults: &Params,
-    overrides: &mut Params,
-    server: &mut Params,
-) {
-    for (name, seen) in resets {
-        if seen.undone(name, plan.rolled_back) {
-            learn(name, seen.value.as_deref(), defaults, overrides, server);
-            continue;
-        }
-        match startup.get(name) {
-            Some(v) => overrides.set(name, v),
-            None => overrides.remove(name),
-        }
-        match (defaults.get(name), seen.value.as_deref()) {
-            (Some(_), Some(v)) => server.set(name, v),
-            (Some(d), None) => server.set(name, d),
-            (None, _) => server.remove(name),
-        }
-    }
-    for (name, value) in plan.read.iter().zip(values) {
-        learn(name, value.as_deref(), defaults, overrides, server);
-    }
-}
-
-/// The client's session and the server now hold `value` for `name`.
-fn learn(
-    name: &str,
-    value: Option<&str>,
-    defaults: &Params,
-    overrides: &mut Params,
-    server: &mut Params,
-) {
-    match value {
-        None => {
-            overrides.remove(name);
-            server.remove(name);
-        }
-        Some("none") if name == "role" => {
-            overrides.remove(name);
-            server.remove(name);
-        }
-        Some(v) => {
-            overrides.set_override(defaults, name, v);
-            server.set(name, v);
-        }
-    }
-}
-
 /// The one query of step 1 and 2: the settings to read, the resets to
 /// observe (value and source), then (if asked) the `ServerState` columns.
 fn checkin_query(read: &[String], resets: &[String], probe: bool) -> Option<String> {
@@ -319,6 +148,43 @@ fn checkin_query(read: &[String], resets: &[String], probe: bool) -> Option<Stri
         cols.push(STATE_COLUMNS.to_string());
     }
     (!cols.is_empty()).then(|| format!("SELECT {}", cols.join(", ")))
+}
+
+/// The answer to `checkin_query`: the values read, the resets observed,
+/// and (if asked) what session state is left.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReadBack {
+    values: Vec<Option<String>>,
+    resets: Vec<(String, Observed)>,
+    state: Option<ServerState>,
+}
+
+impl ReadBack {
+    /// Pure: the columns of the check-in query's one row, in its order.
+    fn parse(row: Vec<Option<String>>, read: usize, resets: Vec<String>, probe: bool) -> Self {
+        let mut row = row.into_iter();
+        let values = row.by_ref().take(read).collect();
+        let resets = resets
+            .into_iter()
+            .map(|name| {
+                let value = row.next().flatten();
+                let source = row.next().flatten();
+                let at_reset = row.next().flatten().map(|v| v == "true");
+                let seen = Observed {
+                    value,
+                    source,
+                    at_reset,
+                };
+                (name, seen)
+            })
+            .collect();
+        let rest: Vec<_> = row.collect();
+        ReadBack {
+            values,
+            resets,
+            state: probe.then(|| parse_state(&rest)),
+        }
+    }
 }
 
 fn parse_state(cols: &[Option<String>]) -> ServerState {
@@ -359,27 +225,12 @@ impl Session {
         let timeout = self.pool.target().connect_timeout;
         let conn = lease.conn();
         let names = reset_names(&plan, &self.startup, &self.overrides, &conn.params);
-        let mut state = None;
-        let mut values = Vec::new();
-        let mut resets = Vec::new();
+        let mut seen = ReadBack::default();
         if let Some(sql) = checkin_query(&plan.read, &names, probe) {
             match conn.simple_query(&sql, timeout).await {
                 Ok(o) if o.error.is_none() => {
-                    let mut row = o.rows.into_iter().next().unwrap_or_default().into_iter();
-                    values = row.by_ref().take(plan.read.len()).collect();
-                    for name in names {
-                        let value = row.next().flatten();
-                        let source = row.next().flatten();
-                        let at_reset = row.next().flatten().map(|v| v == "true");
-                        let seen = Observed {
-                            value,
-                            source,
-                            at_reset,
-                        };
-                        resets.push((name, seen));
-                    }
-                    let rest: Vec<_> = row.collect();
-                    state = probe.then(|| parse_state(&rest));
+                    let row = o.rows.into_iter().next().unwrap_or_default();
+                    seen = ReadBack::parse(row, plan.read.len(), names, probe);
                 }
                 outcome => {
                     tracing::warn!(?outcome, "reading session state at check-in failed");
@@ -388,6 +239,11 @@ impl Session {
                 }
             }
         }
+        let ReadBack {
+            values,
+            resets,
+            state,
+        } = seen;
         if !plan.is_empty() {
             let mut server = std::mem::take(&mut conn.params);
             apply_settings(
@@ -766,6 +622,37 @@ mod tests {
         let names = reset_names(&plan, &Params::new(), &overrides, &Params::new());
         assert!(names.is_empty(), "{names:?}");
         assert_eq!(plan.read, ["work_mem"]);
+    }
+
+    #[test]
+    fn the_checkin_row_is_read_in_the_query_order() {
+        let col = |v: &str| Some(v.to_string());
+        let row = vec![
+            col("2MB"),
+            col("pg_catalog, public"),
+            col("session"),
+            col("true"),
+            col("1"),
+            col("0"),
+            None,
+            col("3"),
+        ];
+        let got = ReadBack::parse(row, 1, vec!["search_path".into()], true);
+        assert_eq!(got.values, [col("2MB")]);
+        assert_eq!(
+            got.resets,
+            [(
+                "search_path".to_string(),
+                Observed {
+                    value: col("pg_catalog, public"),
+                    source: col("session"),
+                    at_reset: Some(true),
+                }
+            )]
+        );
+        assert_eq!(got.state.map(|s| (s.listening, s.locks)), Some((1, 3)));
+        let none = ReadBack::parse(vec![col("x")], 1, vec![], false);
+        assert_eq!(none.state, None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod checkin;
 mod client_io;
+mod follow;
 mod idle;
 mod lend;
 mod panic;
