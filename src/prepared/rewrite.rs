@@ -36,66 +36,10 @@ impl Rewriter<'_> {
             }
             self.skipping = false;
         }
-        let rewrite = self.rewrite;
+        if self.rewrite && self.statement_message(msg, raw, (fx, aborted), out, &mut w) {
+            return w;
+        }
         match *msg {
-            FrontendMessage::Parse { name, sql, types } if rewrite && !name.is_empty() => {
-                self.start_message();
-                self.parse_named(name, sql, types, fx, aborted, out, &mut w);
-            }
-            FrontendMessage::Bind {
-                portal,
-                statement,
-                rest,
-            } if rewrite && !statement.is_empty() => {
-                self.start_message();
-                self.bind_named(portal, statement, rest, out, &mut w);
-            }
-            FrontendMessage::Describe(Target::Statement(name)) if rewrite && !name.is_empty() => {
-                self.start_message();
-                match self.client.get(name).cloned() {
-                    Some(def) => {
-                        self.ensure(&def, out);
-                        frontend::encode_describe_statement(out, &def.server_name);
-                    }
-                    None => frontend::encode_describe_statement(out, UNKNOWN_STATEMENT),
-                }
-                self.push(Expect::Describe, Reply::Forward, Undo::None);
-            }
-            FrontendMessage::Close(Target::Statement(name)) if rewrite && !name.is_empty() => {
-                self.start_message();
-                // The server-side statement may serve other clients: leave it to the LRU.
-                self.client.remove(name);
-                self.push(Expect::Close, Reply::Synth(CLOSE_COMPLETE), Undo::None);
-                w.synth = self.actions.len() == 1;
-            }
-            FrontendMessage::Parse { sql, types, .. } if rewrite => {
-                // The unnamed statement (named ones are handled above).
-                self.start_message();
-                if fx.prepared {
-                    self.sql_setup(sql, out, &mut w);
-                }
-                self.client.parse_unnamed(sql, types, fx);
-                self.server.unnamed = Some(self.client.unnamed_owner());
-                out.extend_from_slice(raw);
-                self.push(Expect::Parse, Reply::Forward, Undo::Unnamed);
-            }
-            FrontendMessage::Bind { .. } if rewrite => {
-                self.start_message();
-                self.bind_unnamed(raw, out, &mut w);
-            }
-            FrontendMessage::Describe(Target::Statement(_)) if rewrite => {
-                self.start_message();
-                self.ensure_unnamed(out);
-                out.extend_from_slice(raw);
-                self.push(Expect::Describe, Reply::Forward, Undo::None);
-            }
-            FrontendMessage::Close(Target::Statement(_)) if rewrite => {
-                self.start_message();
-                self.client.unnamed = None;
-                self.server.unnamed = None;
-                out.extend_from_slice(raw);
-                self.push(Expect::Close, Reply::Forward, Undo::None);
-            }
             FrontendMessage::Query { sql } => {
                 self.start_message();
                 self.query(sql, raw, fx, out, &mut w);
@@ -121,16 +65,101 @@ impl Rewriter<'_> {
         w
     }
 
-    /// A Parse of a named statement: sent under its content name, or
-    /// answered here when the lent server already has it.
-    #[allow(clippy::too_many_arguments)]
-    fn parse_named(
+    /// Parse, Bind, Describe and Close of statements, named (renamed to
+    /// their content names) or unnamed (this client's own re-established);
+    /// false for any other message. `cx`: what the message's SQL does, and
+    /// whether the server's block has failed.
+    fn statement_message(
         &mut self,
-        name: &[u8],
+        msg: &FrontendMessage<'_>,
+        raw: &[u8],
+        cx: (SqlEffects, bool),
+        out: &mut BytesMut,
+        w: &mut ClientStep,
+    ) -> bool {
+        match *msg {
+            FrontendMessage::Parse { name, sql, types } if !name.is_empty() => {
+                self.start_message();
+                self.parse_named((name, sql, types), cx, out, w);
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                rest,
+            } if !statement.is_empty() => {
+                self.start_message();
+                self.bind_named(portal, statement, rest, out, w);
+            }
+            FrontendMessage::Describe(Target::Statement(name)) if !name.is_empty() => {
+                self.start_message();
+                match self.client.get(name).cloned() {
+                    Some(def) => {
+                        self.ensure(&def, out);
+                        frontend::encode_describe_statement(out, &def.server_name);
+                    }
+                    None => frontend::encode_describe_statement(out, UNKNOWN_STATEMENT),
+                }
+                self.push(Expect::Describe, Reply::Forward, Undo::None);
+            }
+            FrontendMessage::Close(Target::Statement(name)) if !name.is_empty() => {
+                self.start_message();
+                // The server-side statement may serve other clients: leave it to the LRU.
+                self.client.remove(name);
+                self.push(Expect::Close, Reply::Synth(CLOSE_COMPLETE), Undo::None);
+                w.synth = self.actions.len() == 1;
+            }
+            FrontendMessage::Parse { sql, types, .. } => {
+                self.start_message();
+                self.parse_unnamed(sql, types, cx.0, raw, out, w);
+            }
+            FrontendMessage::Bind { .. } => {
+                self.start_message();
+                self.bind_unnamed(raw, out, w);
+            }
+            FrontendMessage::Describe(Target::Statement(_)) => {
+                self.start_message();
+                self.ensure_unnamed(out);
+                out.extend_from_slice(raw);
+                self.push(Expect::Describe, Reply::Forward, Undo::None);
+            }
+            FrontendMessage::Close(Target::Statement(_)) => {
+                self.start_message();
+                self.client.unnamed = None;
+                self.server.unnamed = None;
+                out.extend_from_slice(raw);
+                self.push(Expect::Close, Reply::Forward, Undo::None);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// A Parse of the unnamed statement: recorded as this client's, and
+    /// sent as it is.
+    fn parse_unnamed(
+        &mut self,
         sql: &[u8],
         types: &[u8],
         fx: SqlEffects,
-        aborted: bool,
+        raw: &[u8],
+        out: &mut BytesMut,
+        w: &mut ClientStep,
+    ) {
+        if fx.prepared {
+            self.sql_setup(sql, out, w);
+        }
+        self.client.parse_unnamed(sql, types, fx);
+        self.server.unnamed = Some(self.client.unnamed_owner());
+        out.extend_from_slice(raw);
+        self.push(Expect::Parse, Reply::Forward, Undo::Unnamed);
+    }
+
+    /// A Parse of a named statement: sent under its content name, or
+    /// answered here when the lent server already has it.
+    fn parse_named(
+        &mut self,
+        (name, sql, types): (&[u8], &[u8], &[u8]),
+        (fx, aborted): (SqlEffects, bool),
         out: &mut BytesMut,
         w: &mut ClientStep,
     ) {
