@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use pool_size::PoolSize;
-pub use routing::Routing;
+pub use routing::{Routing, DEFAULT_WRITERS};
 pub use sidecar::{PgUrl, SidecarArgs};
 
 /// Shown in place of a password or SCRAM secret in `Debug` output and in

@@ -4,6 +4,25 @@ use std::time::Duration;
 
 use super::{PrimaryReads, ReadYourWrites, RoleMode, Switch};
 
+/// The default list of functions that write (or fail on a standby). A
+/// trailing `*` matches any suffix.
+pub const DEFAULT_WRITERS: &[&str] = &[
+    "nextval",
+    "setval",
+    "currval",
+    "lastval",
+    "pg_advisory*",
+    "pg_try_advisory*",
+    "pg_notify",
+    "set_config",
+    "txid_current",
+    "pg_current_xact_id",
+    "pg_current_wal*",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "lo_*",
+];
+
 /// How reads are spread over a database's replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
@@ -37,10 +56,7 @@ impl Default for Routing {
             causal_wait: Duration::ZERO,
             pin_after_write: Duration::from_secs(1),
             primary_reads: PrimaryReads::Fallback,
-            writer_functions: crate::sql::classify::DEFAULT_WRITERS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            writer_functions: DEFAULT_WRITERS.iter().map(|s| s.to_string()).collect(),
             role: RoleMode::Fixed,
         }
     }

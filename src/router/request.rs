@@ -31,63 +31,14 @@ pub fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[Stri
         simple: false,
         replayable: true,
     };
+    let mut batch = Batch::default();
     let mut at = 0;
-    let mut unnamed: Option<&[u8]> = None;
-    // Named statements bound or described so far in this batch.
-    let mut used: Vec<&[u8]> = Vec::new();
-    let worst = |c: Class, req: &mut Request| {
-        req.class = match (req.class, c) {
-            (Class::Write, _) | (_, Class::Write) => Class::Write,
-            (Class::ReadOnlyTx, _) | (_, Class::ReadOnlyTx) => Class::ReadOnlyTx,
-            _ => Class::Read,
-        }
-    };
     while let Ok(Some((msg, len))) = peek_message(&buf[at..], max) {
         at += len;
-        let sql = match msg {
-            FrontendMessage::Query { sql } if at == len => {
-                req.simple = true;
-                Some(sql)
-            }
-            FrontendMessage::Parse { name, sql, .. } => {
-                if name.is_empty() {
-                    unnamed = Some(sql);
-                } else if used.contains(&name) {
-                    req.replayable = false;
-                }
-                Some(sql)
-            }
-            // An unnamed statement parsed in an earlier batch: unknown here.
-            FrontendMessage::Bind { statement: b"", .. } if unnamed.is_none() => {
-                req.class = Class::Write;
-                None
-            }
-            FrontendMessage::Bind { statement: b"", .. } => unnamed,
-            FrontendMessage::Bind { statement, .. } => {
-                used.push(statement);
-                match stmts.get(statement) {
-                    Some(def) => Some(&def.sql[..]),
-                    None => {
-                        req.class = Class::Write;
-                        None
-                    }
-                }
-            }
-            FrontendMessage::Describe(Target::Statement(name)) if !name.is_empty() => {
-                used.push(name);
-                None
-            }
-            FrontendMessage::Close(Target::Statement(name)) if !name.is_empty() => {
-                if used.contains(&name) {
-                    req.replayable = false;
-                }
-                None
-            }
-            FrontendMessage::Describe(_)
-            | FrontendMessage::Execute
-            | FrontendMessage::Close(_)
-            | FrontendMessage::Sync => None,
-            _ => {
+        let sql = match batch.sql_of(&msg, at == len, stmts, &mut req) {
+            Ok(sql) => sql,
+            Err(()) => {
+                // Something routing cannot judge: the primary.
                 req.class = Class::Write;
                 return req;
             }
@@ -96,7 +47,7 @@ pub fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[Stri
             if req.hint.is_none() {
                 req.hint = sql::hint(sql);
             }
-            worst(sql::classify(sql, writers), &mut req);
+            req.class = worst(req.class, sql::classify(sql, writers));
         }
         if msg.ends_batch() {
             req.batch_len = Some(at);
@@ -107,6 +58,84 @@ pub fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[Stri
     // the primary.
     req.class = Class::Write;
     req
+}
+
+/// The class of two statements run together.
+fn worst(a: Class, b: Class) -> Class {
+    match (a, b) {
+        (Class::Write, _) | (_, Class::Write) => Class::Write,
+        (Class::ReadOnlyTx, _) | (_, Class::ReadOnlyTx) => Class::ReadOnlyTx,
+        _ => Class::Read,
+    }
+}
+
+/// What the batch so far has named.
+#[derive(Default)]
+struct Batch<'a> {
+    /// The unnamed statement parsed in this batch.
+    unnamed: Option<&'a [u8]>,
+    /// Named statements bound or described so far in this batch.
+    used: Vec<&'a [u8]>,
+}
+
+impl<'a> Batch<'a> {
+    /// The SQL one message runs, if any (a Bind runs its statement's);
+    /// marks the request a write when it binds a statement unknown here,
+    /// and not replayable when it closes or redefines one it used. `Err`:
+    /// a message routing cannot judge. `first`: the message opens the buffer.
+    fn sql_of(
+        &mut self,
+        msg: &FrontendMessage<'a>,
+        first: bool,
+        stmts: &'a ClientStatements,
+        req: &mut Request,
+    ) -> Result<Option<&'a [u8]>, ()> {
+        Ok(match *msg {
+            FrontendMessage::Query { sql } if first => {
+                req.simple = true;
+                Some(sql)
+            }
+            FrontendMessage::Parse { name, sql, .. } => {
+                if name.is_empty() {
+                    self.unnamed = Some(sql);
+                } else if self.used.contains(&name) {
+                    req.replayable = false;
+                }
+                Some(sql)
+            }
+            // An unnamed statement parsed in an earlier batch: unknown here.
+            FrontendMessage::Bind { statement: b"", .. } if self.unnamed.is_none() => {
+                req.class = Class::Write;
+                None
+            }
+            FrontendMessage::Bind { statement: b"", .. } => self.unnamed,
+            FrontendMessage::Bind { statement, .. } => {
+                self.used.push(statement);
+                match stmts.get(statement) {
+                    Some(def) => Some(&def.sql[..]),
+                    None => {
+                        req.class = Class::Write;
+                        None
+                    }
+                }
+            }
+            FrontendMessage::Describe(Target::Statement(name)) if !name.is_empty() => {
+                self.used.push(name);
+                None
+            }
+            FrontendMessage::Close(Target::Statement(name)) if !name.is_empty() => {
+                if self.used.contains(&name) {
+                    req.replayable = false;
+                }
+                None
+            }
+            FrontendMessage::Describe(_)
+            | FrontendMessage::Execute
+            | FrontendMessage::Close(_)
+            | FrontendMessage::Sync => None,
+            _ => return Err(()),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -24,24 +24,7 @@ pub enum Hint {
     Replica,
 }
 
-/// The default list of functions that write (or fail on a standby). A
-/// trailing `*` matches any suffix.
-pub const DEFAULT_WRITERS: &[&str] = &[
-    "nextval",
-    "setval",
-    "currval",
-    "lastval",
-    "pg_advisory*",
-    "pg_try_advisory*",
-    "pg_notify",
-    "set_config",
-    "txid_current",
-    "pg_current_xact_id",
-    "pg_current_wal*",
-    "pg_switch_wal",
-    "pg_create_restore_point",
-    "lo_*",
-];
+pub use crate::config::DEFAULT_WRITERS;
 
 /// Classifies a query string; `writers` lists the functions that write.
 pub fn classify<S: AsRef<str>>(sql: &[u8], writers: &[S]) -> Class {
