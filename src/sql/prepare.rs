@@ -55,6 +55,45 @@ pub fn scan(sql: &[u8]) -> Vec<SqlPrepared<'_>> {
     scan_numbered(sql).into_iter().map(|(_, op)| op).collect()
 }
 
+/// After `PREPARE`: the statement's name, and where its text ends (at its
+/// semicolon; `None`: the end of the query). `None` for PREPARE
+/// TRANSACTION 'gid' (two-phase commit), which is no statement.
+fn prepare_at(lx: &mut Lexer<'_>) -> Option<(Option<usize>, Vec<u8>)> {
+    let mut ahead = lx.clone();
+    let name = ahead.next().and_then(ident)?;
+    // Its string literal leaves no token, so AS or ( never follows.
+    if name == b"transaction" {
+        let mut after = ahead.clone();
+        if !after
+            .next()
+            .is_some_and(|t| t.is("as") || t == Token::Punct(b'('))
+        {
+            return None;
+        }
+    }
+    *lx = ahead;
+    // The statement runs to its semicolon: string literals leave no token,
+    // so the last token is not its end.
+    while let Some(t) = lx.next() {
+        if t == Token::Semicolon {
+            return Some((Some(lx.token_start()), name));
+        }
+    }
+    Some((None, name))
+}
+
+/// After `DEALLOCATE`: `[PREPARE] name` or `[PREPARE] ALL`.
+fn deallocate_at<'a>(lx: &mut Lexer<'a>) -> Option<SqlPrepared<'a>> {
+    let mut n = lx.next();
+    if n.is_some_and(|t| t.is("prepare")) {
+        n = lx.next();
+    }
+    match n? {
+        t if t.is("all") => Some(SqlPrepared::DeallocateAll),
+        t => ident(t).map(|name| SqlPrepared::Deallocate { name }),
+    }
+}
+
 /// Like `scan`, with the index of the statement each command is in
 /// (counting non-empty statements from 0), so a PREPARE can be undone
 /// when an earlier statement of the same query failed.
@@ -91,41 +130,13 @@ pub fn scan_numbered(sql: &[u8]) -> Vec<(usize, SqlPrepared<'_>)> {
         first = Some(t);
         let start = lx.token_start();
         if t.is("prepare") {
-            let mut ahead = lx.clone();
-            let Some(name) = ahead.next().and_then(ident) else {
+            let Some((text_end, name)) = prepare_at(&mut lx) else {
                 continue;
             };
-            // PREPARE TRANSACTION 'gid' (two-phase commit) is no statement:
-            // its string literal leaves no token, so AS or ( never follows.
-            if name == b"transaction" {
-                let mut after = ahead.clone();
-                if !after
-                    .next()
-                    .is_some_and(|t| t.is("as") || t == Token::Punct(b'('))
-                {
-                    continue;
-                }
-            }
-            lx = ahead;
-            // The statement runs to its semicolon: string literals leave no
-            // token, so the last token is not its end.
-            let mut end = sql.len();
-            let mut ended = false;
-            while let Some(t) = lx.next() {
-                if t == Token::Semicolon {
-                    end = lx.token_start();
-                    ended = true;
-                    break;
-                }
-            }
-            out.push((
-                statement,
-                SqlPrepared::Prepare {
-                    name,
-                    text: &sql[start..end],
-                },
-            ));
-            if ended {
+            let end = text_end.unwrap_or(sql.len());
+            let text = &sql[start..end];
+            out.push((statement, SqlPrepared::Prepare { name, text }));
+            if text_end.is_some() {
                 statement += 1;
                 at_start = true;
             }
@@ -134,18 +145,8 @@ pub fn scan_numbered(sql: &[u8]) -> Vec<(usize, SqlPrepared<'_>)> {
                 out.push((statement, SqlPrepared::Execute { name }));
             }
         } else if t.is("deallocate") {
-            let mut n = lx.next();
-            if n.is_some_and(|t| t.is("prepare")) {
-                n = lx.next();
-            }
-            match n {
-                Some(t) if t.is("all") => out.push((statement, SqlPrepared::DeallocateAll)),
-                Some(t) => {
-                    if let Some(name) = ident(t) {
-                        out.push((statement, SqlPrepared::Deallocate { name }));
-                    }
-                }
-                None => {}
+            if let Some(d) = deallocate_at(&mut lx) {
+                out.push((statement, d));
             }
         } else if t.is("discard") && lx.next().is_some_and(|t| t.is("all")) {
             out.push((statement, SqlPrepared::DeallocateAll));
