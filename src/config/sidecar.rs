@@ -252,41 +252,7 @@ impl Config {
                 ),
             ));
         };
-        let mut replicas = Vec::with_capacity(args.replicas.len());
-        for (index, url) in args.replicas.iter().enumerate() {
-            let flag = if args.replicas.len() == 1 {
-                "--replica".to_owned()
-            } else {
-                format!("--replica #{}", index + 1)
-            };
-            let replica = PgUrl::parse_for(&flag, url)?;
-            let mismatch = if replica.user != primary.user {
-                Some(format!(
-                    "user {:?} differs from --primary's {:?}",
-                    replica.user, primary.user
-                ))
-            } else if replica.dbname != primary.dbname {
-                Some(format!(
-                    "database {:?} differs from --primary's {:?}",
-                    replica.dbname, primary.dbname
-                ))
-            } else if replica.password.as_ref().is_some_and(|p| *p != password) {
-                Some("the password differs from --primary's".to_owned())
-            } else {
-                None
-            };
-            if let Some(why) = mismatch {
-                return Err(ConfigError::flag(
-                    flag,
-                    format!("{why}; replicas are reached with the primary's user and database"),
-                ));
-            }
-            replicas.push(HostConfig {
-                host: replica.host,
-                port: replica.port,
-                weight: 1,
-            });
-        }
+        let replicas = replicas_of(args, &primary, &password)?;
         if args.pool_size == Some(PoolSize::Fixed(0)) {
             return Err(ConfigError::flag(
                 "--pool-size",
@@ -339,6 +305,51 @@ impl Config {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// The `--replica` URLs as hosts; each must name the primary's user,
+/// database and password (or none).
+fn replicas_of(
+    args: &SidecarArgs,
+    primary: &PgUrl,
+    password: &str,
+) -> Result<Vec<HostConfig>, ConfigError> {
+    let mut replicas = Vec::with_capacity(args.replicas.len());
+    for (index, url) in args.replicas.iter().enumerate() {
+        let flag = if args.replicas.len() == 1 {
+            "--replica".to_owned()
+        } else {
+            format!("--replica #{}", index + 1)
+        };
+        let replica = PgUrl::parse_for(&flag, url)?;
+        let mismatch = if replica.user != primary.user {
+            Some(format!(
+                "user {:?} differs from --primary's {:?}",
+                replica.user, primary.user
+            ))
+        } else if replica.dbname != primary.dbname {
+            Some(format!(
+                "database {:?} differs from --primary's {:?}",
+                replica.dbname, primary.dbname
+            ))
+        } else if replica.password.as_ref().is_some_and(|p| *p != password) {
+            Some("the password differs from --primary's".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = mismatch {
+            return Err(ConfigError::flag(
+                flag,
+                format!("{why}; replicas are reached with the primary's user and database"),
+            ));
+        }
+        replicas.push(HostConfig {
+            host: replica.host,
+            port: replica.port,
+            weight: 1,
+        });
+    }
+    Ok(replicas)
 }
 
 #[cfg(test)]
