@@ -131,19 +131,21 @@
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;
 //! the relay only bumps atomics for bytes, queries and errors.
 
-pub mod admin;
+#![forbid(unsafe_code)]
+
+pub(crate) mod admin;
 pub mod app;
 pub mod cluster;
 pub mod config;
-pub mod error;
-pub mod front;
+pub(crate) mod error;
+pub(crate) mod front;
 pub mod metrics;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
-pub mod relay;
-pub mod router;
-pub mod session;
+pub(crate) mod relay;
+pub(crate) mod router;
+pub(crate) mod session;
 pub mod shared;
 pub mod shutdown;
 pub mod sizing;

@@ -1,5 +1,7 @@
 //! The `pglittle` command: run (from a file or sidecar flags), check-config, demo.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

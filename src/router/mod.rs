@@ -13,7 +13,7 @@ pub mod state;
 use std::time::Instant;
 
 pub use request::{inspect, Request};
-pub use route::{decide, Inputs, Route, RouteOverride};
+pub use route::{decide, Inputs, Route};
 pub use state::RouteState;
 
 use crate::config::{ReadYourWrites, Routing};
