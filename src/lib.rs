@@ -25,7 +25,8 @@
 //! - `metrics`: a per-instance Prometheus registry (no global recorder),
 //!   metric names, and the tiny HTTP server for /metrics and /health.
 //! - `listener`, `app`, `shutdown`: wiring, background tasks, signals.
-//! - `cluster`: a throwaway local primary + replica for `demo` and the tests.
+//! - The throwaway local primary + replica for `demo` and the tests is not
+//!   part of this library: it is the workspace crate `crates/pgcluster`.
 //!
 //! # Life of one query (transaction mode)
 //! 1. `listener` accepts and spawns `session::serve`.
@@ -127,7 +128,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod listener;
