@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use pglittle::cluster::{Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER};
+use pgcluster::{Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER};
 use pglittle::config::{
     AuthMethod, Config, DatabaseConfig, HostConfig, PoolerSettings, UserConfig,
 };

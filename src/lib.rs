@@ -31,7 +31,8 @@
 //! - `metrics`: a per-instance Prometheus registry (no global recorder),
 //!   metric names, and the tiny HTTP server for /metrics and /health.
 //! - `listener`, `app`, `shutdown`: wiring, background tasks, signals.
-//! - `cluster`: a throwaway local primary + replica for `demo` and the tests.
+//! - The throwaway local primary + replica for `demo` and the tests is not
+//!   part of this library: it is the workspace crate `crates/pgcluster`.
 //!
 //! # Life of one query (transaction mode)
 //! 1. `listener` accepts and spawns `session::serve`.
@@ -135,7 +136,6 @@
 
 pub(crate) mod admin;
 pub mod app;
-pub mod cluster;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod front;

@@ -10,7 +10,19 @@ use clap::{Parser, Subcommand};
 use pglittle::config::{Config, LogFormat, PoolMode, SidecarArgs};
 use pglittle::{Phase, Shutdown};
 
+#[cfg(feature = "demo")]
 mod demo;
+
+/// Built with `--no-default-features`: `demo` is still listed, and says why
+/// it cannot run.
+#[cfg(not(feature = "demo"))]
+mod demo {
+    pub async fn run(_listen: std::net::SocketAddr) -> Result<(), String> {
+        Err("this pglittle was built without the `demo` feature \
+             (rebuild with default features)"
+            .to_string())
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "pglittle", version, about = "PostgreSQL connection pooler")]

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pglittle::cluster::{APP_DB, APP_PASSWORD, APP_USER};
+use pgcluster::{APP_DB, APP_PASSWORD, APP_USER};
 use tokio::time::Instant;
 use tokio_postgres::{Client, NoTls};
 

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pglittle::cluster::{APP_PASSWORD, APP_USER};
+use pgcluster::{APP_PASSWORD, APP_USER};
 use pglittle::metrics::http::get;
 use tokio_postgres::NoTls;
 

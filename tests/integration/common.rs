@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pglittle::cluster::{
-    Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER, MD5_PASSWORD, MD5_USER,
-};
+use pgcluster::{Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER, MD5_PASSWORD, MD5_USER};
 use pglittle::config::{AuthMethod, Config, DatabaseConfig, PoolerSettings, UserConfig};
 use pglittle::{Running, Shutdown};
 use tokio_postgres::{Client, NoTls};
@@ -143,11 +141,9 @@ pub async fn pooler(config: Config) -> Pooler {
 /// A direct connection to the primary as the superuser, for inspection.
 pub async fn superuser() -> Client {
     let c = cluster();
-    let conninfo = c.primary.conninfo(
-        pglittle::cluster::SUPERUSER,
-        pglittle::cluster::SUPERUSER_PASSWORD,
-        "app",
-    );
+    let conninfo = c
+        .primary
+        .conninfo(pgcluster::SUPERUSER, pgcluster::SUPERUSER_PASSWORD, "app");
     let (client, conn) = tokio_postgres::connect(&conninfo, NoTls)
         .await
         .expect("connect to the primary");

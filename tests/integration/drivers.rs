@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use pglittle::cluster::{APP_DB, APP_PASSWORD, APP_USER};
+use pgcluster::{APP_DB, APP_PASSWORD, APP_USER};
 use tokio::process::Command;
 
 use crate::common::*;

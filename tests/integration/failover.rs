@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pglittle::cluster::{Cluster, ClusterOptions, APP_DB};
+use pgcluster::{Cluster, ClusterOptions, APP_DB};
 use pglittle::config::{HostConfig, RoleMode};
 
 use crate::common::*;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use pglittle::cluster::{APP_PASSWORD, APP_USER};
+use pgcluster::{APP_PASSWORD, APP_USER};
 use pglittle::metrics::http::get;
 
 use crate::common::*;

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use pglittle::cluster::{APP_PASSWORD, APP_USER};
+use pgcluster::{APP_PASSWORD, APP_USER};
 
 use crate::common::*;
 

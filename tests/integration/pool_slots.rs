@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use pglittle::cluster::{MD5_PASSWORD, MD5_USER};
+use pgcluster::{MD5_PASSWORD, MD5_USER};
 
 use crate::common::*;
 

@@ -263,7 +263,7 @@ fn pipeline_with_a_failure() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_with_an_error_looks_exactly_as_it_does_direct() {
-    use pglittle::cluster::{APP_PASSWORD, APP_USER};
+    use pgcluster::{APP_PASSWORD, APP_USER};
     let batch = pipeline_with_a_failure();
     let mut direct = Raw::login(cluster().primary.port, APP_USER, APP_PASSWORD).await;
     let want = direct.exchange(&batch, 2).await;
@@ -309,7 +309,7 @@ fn exec_prepared(name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_plan_after_ddl_is_prepared_again_transparently() {
-    use pglittle::cluster::{APP_PASSWORD, APP_USER};
+    use pgcluster::{APP_PASSWORD, APP_USER};
     use postgres_protocol::message::frontend;
     let admin = superuser().await;
     admin

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use pglittle::cluster::{Cluster, ClusterOptions, APP_DB};
+use pgcluster::{Cluster, ClusterOptions, APP_DB};
 use pglittle::config::{Config, HostConfig, ReadYourWrites};
 use tokio_postgres::Client;
 
@@ -191,7 +191,7 @@ async fn the_causal_token_carries_read_your_writes_to_another_connection() {
     let token = scalar(&writer, "SHOW pglittle.lsn").await;
     let url = format!(
         "{} options='-c pglittle.min_lsn={token}'",
-        p.url("app", pglittle::cluster::APP_PASSWORD)
+        p.url("app", pgcluster::APP_PASSWORD)
     );
     let (late, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -323,7 +323,7 @@ async fn writes_follow_a_failover_with_role_auto() {
     // Clients whose server died with the old primary reconnect, as
     // applications do; writes succeed again once the probe saw the promotion.
     let mut id = 2;
-    let url = p.url("app", pglittle::cluster::APP_PASSWORD);
+    let url = p.url("app", pgcluster::APP_PASSWORD);
     assert!(
         eventually(Duration::from_secs(40), || {
             id += 1;
