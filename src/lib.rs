@@ -1,53 +1,76 @@
 //! pglittle: a PostgreSQL connection pooler.
 //!
-//! # Layout
+//! # Layout (rooms, bottom floor first; each imports only rooms above it
+//! in this list, checked by `integration/house.py`)
+//! - `shutdown`: the shutdown phases and signal (imports nothing).
 //! - `protocol`: sans-IO wire protocol (frames, startup packets, the
-//!   messages pglittle decodes or encodes, SCRAM and md5).
-//! - `config`: TOML -> validated, typed `Config`; sidecar flags.
+//!   messages pglittle decodes or encodes, `TxStatus`, named SQLSTATEs in
+//!   `protocol::sqlstate`, `Lsn`, SCRAM and md5).
+//! - `config`: TOML and sidecar flags -> validated, typed `Config`.
+//! - `metrics`: a per-instance Prometheus registry (no global recorder),
+//!   metric names, and the tiny HTTP server for /metrics and /health.
 //! - `sql`: pure statement analysis: the lexer, session side effects,
 //!   read/write classification with hints, SQL PREPARE & co, pglittle's
 //!   own `SET`/`SHOW pglittle.*`.
-//! - `prepared`: every prepared-statement concern, pure: client books,
-//!   the per-server LRU, the reply queue, SQL-level statement books.
-//! - `router`: the route decision (primary, or a replica at an LSN).
+//! - `prepared`: every prepared-statement concern, pure: the client's
+//!   statements, the per-server LRU, the `Rewriter` (client messages in,
+//!   bytes for the server out, and a queue saying what each reply means),
+//!   SQL-level statements.
+//! - `router`: pure "where may this request run": the buffered request
+//!   folded into a `Request` (`router::request`), the session's
+//!   `RouteState` (floor, override, pglittle's own commands), and
+//!   `router::plan`, a `Decision` tested as a table.
 //! - `sizing`: how big a pool should be and whom it turns away, pure with
 //!   the clock passed in: Little's Law windows (`sizing::windows`), Erlang C
 //!   and the recommended size (`sizing::erlang`), the auto-size controller,
 //!   the sharing of a server's connection budget, admission (shedding).
 //! - `pool`: per (database, user, host) pools of server connections, leases, the
-//!   janitor, PAUSE/RESUME/KILL/RECONNECT (`pool::ops`); it records lease
-//!   boundaries into `sizing`, asks it whom to admit, and applies the
-//!   controller's sizes (`pool::autosize`).
+//!   janitor, opening connections (`pool::open`), PAUSE/RESUME/KILL/RECONNECT
+//!   (`pool::ops`); it records lease boundaries into `sizing`, asks it whom
+//!   to admit, and applies the controller's sizes (`pool::autosize`).
 //! - `topology`: hosts per database with health, WAL positions and lag,
 //!   kept by a background probe (the one health check, which /health reads
 //!   too); picks the replica for a read.
 //! - `relay`: the two pumps of one transaction over generic stream halves,
-//!   their shared `State` (one plain struct), per-query metering.
-//! - `session`: one task per client: handshake, lend, relay, check-in,
-//!   cancel keys, the registry of live clients.
-//! - `admin`: the PgBouncer-compatible console (the handshake hands it
-//!   clients of the virtual database `pgbouncer`), and the export of pool
-//!   state into Prometheus at scrape time.
-//! - `metrics`: a per-instance Prometheus registry (no global recorder),
-//!   metric names, and the tiny HTTP server for /metrics and /health.
-//! - `listener`, `app`, `shutdown`: wiring, background tasks, signals.
+//!   their shared `State` (the `TxRecord` plus the `Rewriter`, one plain
+//!   struct with pure methods), per-query metering.
+//! - `shared`: the app-wide hub passed to every session and the console
+//!   (`Shared`: config snapshot, pools, topology), the client and cancel
+//!   registries, the failed-login table.
+//! - `error`: the session's errors, each with its SQLSTATE.
+//! - `session`: one logged-in pool client: next request -> plan -> lend ->
+//!   relay -> check-in, each a named step (`session::request`).
+//! - `admin`: the PgBouncer-compatible console, and the export of pool
+//!   state into Prometheus at scrape time. A sibling of `session`: neither
+//!   imports the other.
+//! - `front`: the accept loop and the handshake; hands a `Login` to
+//!   `session` (a pool client) or `admin` (a console client).
+//! - `app`: builds everything, spawns the background tasks, applies reloads.
 //! - The throwaway local primary + replica for `demo` and the tests is not
-//!   part of this library: it is the workspace crate `crates/pgcluster`.
+//!   part of this library: it is the workspace crate `crates/pgcluster`, a
+//!   dev-dependency of the tests and an optional dependency (the default
+//!   `demo` feature) of the binary.
 //!
 //! # Life of one query (transaction mode)
-//! 1. `listener` accepts and spawns `session::serve`.
-//! 2. `session::handshake` answers SSLRequest with 'N', reads the
-//!    StartupMessage, verifies the client (SCRAM-SHA-256, md5 or trust) and
-//!    greets it with the server's parameters and pglittle's own cancel key.
-//! 3. The session waits for a complete message without holding a buffer.
+//! 1. `front` accepts, and `front::handshake` answers SSLRequest with 'N',
+//!    reads the StartupMessage, verifies the client (SCRAM-SHA-256, md5 or
+//!    trust) and greets it with the server's parameters and pglittle's own
+//!    cancel key; `session::Session::start` takes it from there.
+//! 2. The session waits for a complete message without holding a buffer
+//!    (`session::client_io`).
+//! 3. `router::inspect` and `router::plan` decide where it may run (for a
+//!    database with replicas); `session::routing` asks the topology for the
+//!    host.
 //! 4. `Pool::acquire` lends an idle server (checked for liveness), opens a
 //!    new one, or queues the client FIFO up to `query_wait_timeout`.
 //! 5. The client's session parameters are applied if the server differs.
-//! 6. `relay::transaction` pumps bytes both ways untouched, reading only
+//! 6. `relay::transaction` pumps bytes both ways, rewriting prepared
+//!    statement names through `prepared::Rewriter` and reading only
 //!    ReadyForQuery, ParameterStatus and ErrorResponse from the server.
-//! 7. At ReadyForQuery('I') with nothing in flight the server goes back,
-//!    after `SHOW search_path` or `DISCARD ALL` if the client changed state
-//!    that pglittle does not carry.
+//! 7. At ReadyForQuery('I') with nothing in flight, `session::checkin`:
+//!    the LSN of a write is read on the same server, the settings the
+//!    client changed are read back so they follow it, and the server is
+//!    released, kept (pinned) or reset.
 //!
 //! # Where the map changed
 //! - Relaying is two pumps in one task (client -> server, server -> client)
@@ -67,19 +90,19 @@
 //!   the idle wait: every other step is boxed, and a unit test guards the size.
 //! - Server connections are boxed for life, so the pool moves pointers.
 //!
-//! - Read/write splitting happens before step 4: `session::routing`
-//!   classifies the buffered request, `router::decide` picks primary or
-//!   replica (with the client's LSN floor), and the topology picks the
-//!   replica; a replica lease serves one batch. After a write, step 7 first
-//!   reads `pg_current_wal_insert_lsn()` on the same server: the client's
-//!   new floor (and its `pglittle.lsn` token).
+//! - Read/write splitting happens before step 4: `router::plan` decides,
+//!   and `session::routing` asks the topology for a replica, which may wait
+//!   (`causal_wait`) for one to replay the client's floor; a replica lease
+//!   serves one batch. After a write, step 7 first reads
+//!   `pg_current_wal_insert_lsn()` on the same server: the client's new
+//!   floor (and its `pglittle.lsn` token).
 //!
 //! - Check-in is one place, `session::checkin`, used by every path (end of
 //!   a transaction, a client leaving or cut off, session mode): settings the
 //!   client SET or RESET are read back so they follow it (RESET returns to
 //!   the session's start value; whether a RESET stuck or was rolled back is
-//!   told by the setting's `pg_settings.source`, `session` only while a SET
-//!   holds), one query asks what session state is left
+//!   told by the setting's `pg_settings.source` and whether it is at its
+//!   reset value, `session::follow`), one query asks what session state is left
 //!   when the SQL may have made some, and a pure `decide` keeps the server
 //!   (LISTEN, or `pin_on_session_state`), resets it (DISCARD ALL, or the
 //!   pipelined `server_reset = "always"` reset whose reply the next borrower
@@ -94,8 +117,17 @@
 //!   their head (`frontend::peek_stream_head`).
 //! - `Lsn` lives in `protocol` and `RouteOverride` in `sql::local` (the
 //!   value of `SET pglittle.route`), so `sql` and `prepared` import
-//!   nothing above them; `config` still takes the default writer-function
-//!   list from `sql::classify` (a room below it on the map).
+//!   nothing above them; the default writer-function list is a `config`
+//!   default that `sql::classify` re-exports.
+//! - `shutdown` sits below `protocol` (DESIGN.md does not place it): the
+//!   phases are read by `topology`, `shared`, `session` and `admin`, and it
+//!   imports nothing. `error` (the session's errors) sits between `shared`
+//!   and `session`, because `front` and `admin` use it too.
+//! - The relay's `TxRecord` also carries what may happen to the request if
+//!   its server fails before answering (`may_retry`, `dead_on_arrival`,
+//!   `retry_primary`); the session asks it after the relay
+//!   (`session::lend`), which is not yet the `RetryType`-like outcome
+//!   DESIGN.md describes.
 //! - Whether a client's Parse arrives in a failed transaction block is
 //!   passed to `Rewriter::client_message` by the relay state (it alone sees
 //!   both the last ReadyForQuery and what is in flight), not patched in.
@@ -110,10 +142,10 @@
 //!   `LoginCheck` of message order: a server is logged in only after
 //!   AuthenticationOk and, for SCRAM, a verified server-final message.
 //! - Where a new connection stands against `max_client_conn` is a pure
-//!   `session::Admission` decided at accept: over the cap it has 1 s to be
+//!   `front::Admission` decided at accept: over the cap it has 1 s to be
 //!   a cancel request or (within a reserve of 5) a console login.
 //! - A cancel holds its client's server until delivered
-//!   (`session::cancel`): check-in waits for it before a clean release.
+//!   (`shared::cancel`): check-in waits for it before a clean release.
 //! - Every pool place that lives inside a client's future has one RAII
 //!   owner (`pool::slot`): `Opening` for a counted connect, `Ticket` for a
 //!   place in the queue and any grant sent to it. Cancelling the future at
