@@ -178,7 +178,8 @@ impl Rewriter<'_> {
         def.bound = Bound::of(sql, fx);
         let def = Arc::new(def);
         self.client.insert(name, def.clone());
-        if self.server.touch(&def.server_name) {
+        let cached = self.server.touch(&def.server_name);
+        if cached && !fx.prepared {
             if aborted && !crate::sql::effects::ends_failed_block(sql) {
                 // PostgreSQL refuses it (25P02): so must the server.
                 frontend::encode_parse(out, &def.server_name, sql, types);
@@ -189,6 +190,16 @@ impl Rewriter<'_> {
                 w.synth = self.actions.len() == 1;
             }
             return;
+        }
+        if cached {
+            // A statement that runs SQL EXECUTE keeps the row description
+            // PostgreSQL found when it was parsed (a utility statement is
+            // never revalidated), which the client's statements may have
+            // changed since: parsed afresh, as on the client's own
+            // connection, where every Parse makes a new statement.
+            self.server.forget(&def.server_name);
+            frontend::encode_close_statement(out, &def.server_name);
+            self.push(Expect::Close, Reply::Swallow, Undo::None);
         }
         if let Some(evicted) = self.server.insert(def.server_name.clone()) {
             frontend::encode_close_statement(out, &evicted);

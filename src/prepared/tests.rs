@@ -339,3 +339,40 @@ proptest::proptest! {
         super::script::run_script(&data);
     }
 }
+
+#[test]
+fn a_statement_that_runs_sql_execute_is_parsed_afresh_every_time() {
+    // Its row description is fixed when it is parsed (PostgreSQL never
+    // revalidates a utility statement): reused after the client PREPAREd
+    // the statement it runs, it described no rows and then sent one.
+    let (mut c, mut s) = (ClientStatements::new(), ServerStatements::new(10));
+    let mut b = Rewriter::new(&mut c, &mut s, true);
+    let first = send(&mut b, &[parse("s0", "EXECUTE a('y')"), sync()]);
+    assert_eq!(tags(&first), "PS");
+    assert_eq!(
+        replies(
+            &mut b,
+            &[(K::ParseComplete, None), (K::ReadyForQuery, None)]
+        ),
+        "FF"
+    );
+    let again = send(&mut b, &[parse("s1", "EXECUTE a('y')"), sync()]);
+    assert_eq!(tags(&again), "CPS", "closed, then parsed again");
+    let got = replies(
+        &mut b,
+        &[
+            (K::CloseComplete, None),
+            (K::ParseComplete, None),
+            (K::ReadyForQuery, None),
+        ],
+    );
+    assert_eq!(got, "-FF");
+    // An ordinary statement is still answered from the server's cache.
+    send(&mut b, &[parse("s2", "select 1"), sync()]);
+    replies(
+        &mut b,
+        &[(K::ParseComplete, None), (K::ReadyForQuery, None)],
+    );
+    let cached = send(&mut b, &[parse("s3", "select 1"), sync()]);
+    assert_eq!(tags(&cached), "S");
+}

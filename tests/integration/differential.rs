@@ -2117,6 +2117,19 @@ fn differential_do_blocks_with_server_reset_always() {
 
 fn fixed_always() -> Vec<Script> {
     vec![
+        // Found in the 10,000-case run on e340c92: an EXECUTE through
+        // Parse of a name not prepared (26000), PREPARE, then the same
+        // EXECUTE: pglittle reused the server's statement of that text,
+        // whose row description PostgreSQL had fixed at its Parse (none),
+        // and the driver got a row it had not been told of.
+        script(
+            &[(Driver, None)],
+            vec![
+                one(0, true, Execute(0, 1)),
+                one(0, false, Prepare(0, 0)),
+                one(0, true, Execute(0, 1)),
+            ],
+        ),
         // Found on da1f082: RESET of a startup setting, then a local
         // set_config in a DO block in the same transaction block: the
         // local set was read back as the session's value, which by then
