@@ -38,7 +38,7 @@
 //!   (`Shared`: config snapshot, pools, topology), the client and cancel
 //!   registries, the failed-login table.
 //! - `error`: the session's errors, each with its SQLSTATE.
-//! - `session`: one logged-in pool client: next request -> plan -> lend ->
+//! - `session`: one logged-in pool client: next request -> plan -> acquire ->
 //!   relay -> check-in, each a named step (`session::request`).
 //! - `admin`: the PgBouncer-compatible console, and the export of pool
 //!   state into Prometheus at scrape time. A sibling of `session`: neither
@@ -126,7 +126,7 @@
 //! - The relay's `TxRecord` also carries what may happen to the request if
 //!   its server fails before answering (`may_retry`, `dead_on_arrival`,
 //!   `retry_primary`); the session asks it after the relay
-//!   (`session::lend`), which is not yet the `RetryType`-like outcome
+//!   (`session::placement`), which is not yet the `RetryType`-like outcome
 //!   DESIGN.md describes.
 //! - Whether a client's Parse arrives in a failed transaction block is
 //!   passed to `Rewriter::client_message` by the relay state (it alone sees

@@ -234,7 +234,7 @@ impl Session {
                 }
                 outcome => {
                     tracing::warn!(?outcome, "reading session state at check-in failed");
-                    self.give_back(lease, false);
+                    self.release(lease, false);
                     return None;
                 }
             }
@@ -262,11 +262,11 @@ impl Session {
         }
         let clean = match decide(self.policy, &fx, state.as_ref()) {
             Checkin::Pin(reason) => {
-                // The client keeps this server, so no lend will sync it: a
+                // The client keeps this server, so no acquire will sync it: a
                 // reset that took effect is undone for the client here.
                 if !resets.is_empty() && !matches!(self.sync_params(conn, timeout).await, Ok(None))
                 {
-                    self.give_back(lease, false);
+                    self.release(lease, false);
                     return None;
                 }
                 self.set_pin(Some(reason));
@@ -289,7 +289,7 @@ impl Session {
         if clean {
             self.settle_cancels().await;
         }
-        self.give_back(lease, clean);
+        self.release(lease, clean);
         None
     }
 
@@ -305,7 +305,7 @@ impl Session {
 
     /// The client no longer holds the server: back to the pool if it is
     /// known clean, closed otherwise.
-    pub(super) fn give_back(&mut self, lease: Lease, clean: bool) {
+    pub(super) fn release(&mut self, lease: Lease, clean: bool) {
         self.set_pin(None);
         self.cancel.clear_server();
         if clean {
@@ -337,7 +337,7 @@ impl Session {
         if clean {
             self.settle_cancels().await;
         }
-        self.give_back(lease, clean);
+        self.release(lease, clean);
     }
 
     /// Records (or clears) why this client keeps its server, for SHOW

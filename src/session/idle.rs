@@ -111,7 +111,7 @@ impl Session {
 
     fn drop_held_server(&mut self) {
         if let Some(lease) = self.lease.take() {
-            self.give_back(lease, false);
+            self.release(lease, false);
         }
     }
 }

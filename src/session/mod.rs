@@ -5,8 +5,8 @@ mod checkin;
 mod client_io;
 mod follow;
 mod idle;
-mod lend;
 mod panic;
+mod placement;
 mod request;
 mod routing;
 
@@ -56,7 +56,7 @@ pub struct Session {
     /// The next request goes to the primary (a replica refused it).
     force_primary: bool,
     /// The request in `buf` already moved once off a primary server that
-    /// died on arrival (`lend::retry_dead_on_arrival`): it moves no more.
+    /// died on arrival (`placement::retry_dead_on_arrival`): it moves no more.
     moved_off_dead: bool,
     /// The database has replicas or follows failovers: requests are planned.
     /// Decided at login, so a database without either pays nothing per
@@ -178,7 +178,7 @@ impl Session {
     }
 
     /// Borrows a server and makes its session parameters match this client's.
-    async fn lend(&mut self, pool: &Arc<Pool>) -> Result<Lease, SessionError> {
+    async fn acquire(&mut self, pool: &Arc<Pool>) -> Result<Lease, SessionError> {
         let wait = pool.settings().query_wait_timeout;
         self.entry.entry.set_state(clients::ClientState::Waiting);
         let mut lease = pool.acquire(wait).await?;

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::client_io::Incoming;
-use super::lend::{Busy, Retry};
+use super::placement::{Busy, Retry};
 use super::routing::Plan;
 use super::{Next, Session};
 use crate::config::PoolMode;
@@ -33,7 +33,7 @@ impl Session {
         }
         let held = self.lease.is_some();
         let mut plan = None;
-        let mut lease = match self.acquire(first, &mut plan).await? {
+        let mut lease = match self.find_server(first, &mut plan).await? {
             Step::Done(next) => return Ok(next),
             Step::Go(lease) => lease,
         };
@@ -83,7 +83,7 @@ impl Session {
     /// The server for this request: the one held, none (pglittle answers
     /// its own commands), or one lent from the planned host. A pool's
     /// refusal is answered to the client, which may try again.
-    async fn acquire(
+    async fn find_server(
         &mut self,
         first: Incoming,
         plan: &mut Option<Plan>,
@@ -94,7 +94,7 @@ impl Session {
         if first == Incoming::Simple && self.answer_locally().await? {
             return Ok(Step::Done(Next::Continue));
         }
-        match self.lend_planned(plan).await {
+        match self.acquire_planned(plan).await {
             Ok(lease) => Ok(Step::Go(lease)),
             Err(SessionError::Pool(e)) => {
                 let closed = matches!(e, crate::pool::PoolError::Closed(_));
@@ -151,7 +151,7 @@ impl Session {
                 Step::Done(Next::Continue)
             }
             Some(Retry::Discard) => {
-                self.give_back(lease, false);
+                self.release(lease, false);
                 Step::Done(Next::Continue)
             }
             None => Step::Go(lease),
@@ -190,7 +190,7 @@ impl Session {
                 Ok(Next::Close)
             }
             Outcome::ServerGone { told } => {
-                self.give_back(lease, false);
+                self.release(lease, false);
                 if self.retry_dead_on_arrival(record, told) {
                     return Ok(Next::Continue);
                 }
@@ -261,7 +261,7 @@ impl Session {
     /// back and reuse it if nothing is in flight, otherwise close it.
     async fn abandon(&mut self, lease: Lease, record: &TxRecord) {
         if !record.quiet() {
-            return self.give_back(lease, false);
+            return self.release(lease, false);
         }
         let idle = record.status() == TxStatus::Idle;
         self.finish_lease(lease, idle).await;

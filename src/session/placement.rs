@@ -1,7 +1,9 @@
-//! The session's side of read/write splitting: pglittle's own commands,
-//! lending from the host the plan picked (falling back to the primary),
-//! retrying on the primary what a replica refused or dropped, and learning
-//! the read-your-writes floor after a write.
+//! Where a request runs, and where it moves: pglittle's own commands
+//! (answered here), a lease acquired from the host the plan picked
+//! (falling back to the primary), the move to the primary of what a
+//! replica refused or dropped, the move to another server of what a
+//! server dying as it was lent never ran, and the read-your-writes floor
+//! learnt after a write.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -73,18 +75,18 @@ impl Session {
 
     /// Plans the request and lends a server of the chosen host; a replica
     /// that cannot lend one is banned and the primary serves instead.
-    pub(super) async fn lend_planned(
+    pub(super) async fn acquire_planned(
         &mut self,
         plan: &mut Option<Plan>,
     ) -> Result<Lease, SessionError> {
         if !self.routed {
             let primary = self.pool.clone();
-            return self.lend(&primary).await;
+            return self.acquire(&primary).await;
         }
         let config = self.shared.config();
         let primary = self.write_pool(&config);
         if self.mode != PoolMode::Transaction {
-            return self.lend(&primary).await;
+            return self.acquire(&primary).await;
         }
         let p = if std::mem::take(&mut self.force_primary) {
             Plan {
@@ -99,7 +101,7 @@ impl Session {
             let request = (&self.buf, self.limits.max_message, &self.statements);
             super::routing::plan(&self.route, &self.shared, &config, &primary, request).await
         };
-        let lease = match (self.lend(&p.pool).await, &p.replica) {
+        let lease = match (self.acquire(&p.pool).await, &p.replica) {
             (Ok(lease), _) => lease,
             (Err(SessionError::Pool(e)), Some(host)) => {
                 tracing::warn!(replica = %host.addr(), error = %e, "replica unavailable; reading from the primary");
@@ -110,7 +112,7 @@ impl Session {
                     retry: false,
                     ..p
                 });
-                return self.lend(&primary).await;
+                return self.acquire(&primary).await;
             }
             (Err(e), _) => return Err(e),
         };
