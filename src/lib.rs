@@ -123,11 +123,13 @@
 //!   phases are read by `topology`, `shared`, `session` and `admin`, and it
 //!   imports nothing. `error` (the session's errors) sits between `shared`
 //!   and `session`, because `front` and `admin` use it too.
-//! - The relay's `TxRecord` also carries what may happen to the request if
-//!   its server fails before answering (`may_retry`, `dead_on_arrival`,
-//!   `retry_primary`); the session asks it after the relay
-//!   (`session::placement`), which is not yet the `RetryType`-like outcome
-//!   DESIGN.md describes.
+//! - After the relay, `TxRecord::replay(outcome)` says whether the request
+//!   may run again elsewhere (`relay::Replay`: no; refused by a replica
+//!   before anything reached the client; or its server died first, with
+//!   or without a FATAL first), as pingora's `RetryType` does for an error.
+//!   The session decides where (`session::placement`): a replica's request
+//!   moves to the primary, a primary's only when `safe_to_move` (a lone
+//!   BEGIN, or reads answered first by a FATAL).
 //! - Whether a client's Parse arrives in a failed transaction block is
 //!   passed to `Rewriter::client_message` by the relay state (it alone sees
 //!   both the last ReadyForQuery and what is in flight), not patched in.

@@ -28,7 +28,7 @@ use crate::protocol::ProtocolError;
 
 use meter::Meter;
 use state::State;
-pub use tx_record::TxRecord;
+pub use tx_record::{Replay, TxRecord};
 
 pub mod meter;
 mod state;

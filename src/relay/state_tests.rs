@@ -5,7 +5,8 @@
 use bytes::BytesMut;
 
 use super::state::{State, MAX_QUEUED_REPLIES};
-use super::tx_record::TxRecord;
+use super::tx_record::{Replay, TxRecord};
+use super::Outcome;
 use crate::prepared::client::ClientStatements;
 use crate::prepared::server::ServerStatements;
 use crate::prepared::Rewriter;
@@ -235,7 +236,10 @@ fn a_replica_refusal_before_any_row_is_swallowed_for_the_primary() {
     assert!(st.done(true));
     drop(st);
     assert!(rig.record.untouched());
-    assert_eq!(&rig.record.take_replay()[..], &q[..]);
+    assert_eq!(
+        rig.record.replay(&Outcome::Idle),
+        Replay::Refused(BytesMut::from(&q[..]))
+    );
 }
 
 #[test]
@@ -278,7 +282,14 @@ fn a_primary_server_whose_first_reply_is_fatal_gives_the_request_back() {
     assert!(!st.told());
     drop(st);
     assert!(rig.record.untouched());
-    assert_eq!(&rig.record.take_replay()[..], &q[..]);
+    let gone = Outcome::ServerGone { told: false };
+    assert_eq!(
+        rig.record.replay(&gone),
+        Replay::ServerDied {
+            sent: BytesMut::from(&q[..]),
+            fatal_first: true
+        }
+    );
 }
 
 #[test]
@@ -296,7 +307,8 @@ fn a_primary_server_that_answered_keeps_its_request() {
     assert!(st.told());
     drop(st);
     assert!(!rig.record.may_retry);
-    assert!(rig.record.take_replay().is_empty());
+    let gone = Outcome::ServerGone { told: true };
+    assert_eq!(rig.record.replay(&gone), Replay::No);
 }
 
 #[test]

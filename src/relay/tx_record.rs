@@ -61,6 +61,22 @@ pub struct TxRecord {
     pub retry_primary: bool,
 }
 
+/// What a relay's outcome allows for the request it carried: may it run
+/// again elsewhere? The relay answers from what it saw (as pingora's
+/// `RetryType` answers for an error); the session decides where.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Something reached the client, or the server may have run it.
+    No,
+    /// A replica refused it (25006, 40001) before anything reached the
+    /// client, and its server is idle and clean: `sent` may run elsewhere.
+    Refused(BytesMut),
+    /// The server failed before anything reached the client. `fatal_first`:
+    /// its first reply was a FATAL (a server shutting down), so it never
+    /// began a query.
+    ServerDied { sent: BytesMut, fatal_first: bool },
+}
+
 impl Default for TxRecord {
     fn default() -> TxRecord {
         TxRecord::new()
@@ -86,6 +102,23 @@ impl TxRecord {
             replay: BytesMut::new(),
             retries: 0,
             retry_primary: false,
+        }
+    }
+
+    /// Whether the request may run again elsewhere, after `outcome` (the
+    /// bytes it was sent are handed over, so this is asked once).
+    pub fn replay(&mut self, outcome: &super::Outcome) -> Replay {
+        use super::Outcome;
+        if !self.may_retry {
+            return Replay::No;
+        }
+        match outcome {
+            Outcome::Idle if self.retry_primary => Replay::Refused(self.take_replay()),
+            Outcome::ServerGone { told: false } if self.untouched() => Replay::ServerDied {
+                sent: self.take_replay(),
+                fatal_first: self.retry_primary,
+            },
+            _ => Replay::No,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::pool::Lease;
 use crate::protocol::backend;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
 use crate::protocol::Lsn;
-use crate::relay::{Outcome, TxRecord};
+use crate::relay::Replay;
 use crate::topology::HostState;
 
 /// The insert position is at or past the end of every WAL record already
@@ -146,32 +146,23 @@ impl Session {
     /// After a request ran on a replica: if the replica refused it (25006,
     /// 40001, swallowed by the relay) or died before anything reached the
     /// client, put what it was sent back in front of the buffer for the primary.
-    pub(super) fn retry_on_primary(
-        &mut self,
-        plan: Plan,
-        outcome: &Outcome,
-        record: &mut TxRecord,
-    ) -> Option<Retry> {
-        if !plan.retry || !record.may_retry {
+    pub(super) fn retry_on_primary(&mut self, plan: Plan, replay: Replay) -> Option<Retry> {
+        if !plan.retry {
             return None;
         }
-        let next = match outcome {
-            Outcome::Idle if record.retry_primary => Retry::AfterIdle,
-            Outcome::ServerGone { told: false } if record.untouched() => {
+        let (next, sent) = match replay {
+            Replay::Refused(sent) => (Retry::AfterIdle, sent),
+            Replay::ServerDied { sent, .. } => {
                 if let Some(h) = &plan.replica {
                     h.ban();
                 }
-                Retry::Discard
+                (Retry::Discard, sent)
             }
-            _ => return None,
+            Replay::No => return None,
         };
         // Exactly what the replica was sent (nothing, if the relay ended
         // before forwarding) goes back in front of what the client sent since.
-        let bytes = record.take_replay();
-        let mut buf = BytesMut::with_capacity(bytes.len() + self.buf.len());
-        buf.extend_from_slice(&bytes);
-        buf.extend_from_slice(&self.buf);
-        self.buf = buf;
+        self.put_back(&sent);
         self.force_primary = true;
         self.shared.ryw.retried.fetch_add(1, Relaxed);
         Some(next)
@@ -182,27 +173,31 @@ impl Session {
     /// reply at all): if running the request again cannot run anything
     /// twice (`safe_to_move`), it goes back in front of the buffer for
     /// another server, once. True when it did.
-    pub(super) fn retry_dead_on_arrival(&mut self, record: &mut TxRecord, told: bool) -> bool {
-        if !record.dead_on_arrival || told || !record.untouched() {
+    pub(super) fn retry_dead_on_arrival(&mut self, replay: Replay) -> bool {
+        let Replay::ServerDied { sent, fatal_first } = replay else {
             return false;
-        }
-        let bytes = record.take_replay();
+        };
         let config = self.shared.config();
         let writers = config
             .databases
             .get(&self.pool.database)
             .map(|d| d.routing.writer_functions.as_slice())
             .unwrap_or_default();
-        if !safe_to_move(&bytes, record.retry_primary, writers) {
+        if !safe_to_move(&sent, fatal_first, writers) {
             return false;
         }
         tracing::debug!("a server died before answering; the request moves to another");
-        let mut buf = BytesMut::with_capacity(bytes.len() + self.buf.len());
-        buf.extend_from_slice(&bytes);
-        buf.extend_from_slice(&self.buf);
-        self.buf = buf;
+        self.put_back(&sent);
         self.moved_off_dead = true;
         true
+    }
+
+    /// `sent` goes back in front of what the client sent since.
+    fn put_back(&mut self, sent: &[u8]) {
+        let mut buf = BytesMut::with_capacity(sent.len() + self.buf.len());
+        buf.extend_from_slice(sent);
+        buf.extend_from_slice(&self.buf);
+        self.buf = buf;
     }
 
     /// A write transaction committed on the primary: learn its position

@@ -17,7 +17,7 @@ use crate::config::PoolMode;
 use crate::error::SessionError;
 use crate::pool::Lease;
 use crate::protocol::{backend, TxStatus};
-use crate::relay::{self, Outcome, TxRecord};
+use crate::relay::{self, Outcome, Replay, TxRecord};
 
 /// A step either finished the request or hands on what the next needs.
 enum Step<T> {
@@ -54,11 +54,15 @@ impl Session {
         ))
         .await;
         self.count_statements(&mut lease, &record);
-        let lease = match self.follow_plan(plan, &outcome, &mut record, lease).await {
+        let replay = record.replay(&outcome);
+        let (lease, replay) = match self
+            .follow_plan(plan, &outcome, replay, &mut record, lease)
+            .await
+        {
             Step::Done(next) => return Ok(next),
-            Step::Go(lease) => lease,
+            Step::Go(go) => go,
         };
-        self.settle(lease, outcome, &mut record).await
+        self.settle(lease, outcome, replay, &mut record).await
     }
 
     /// A stray CopyData/CopyDone/CopyFail/Flush, or a Sync with nothing
@@ -133,19 +137,20 @@ impl Session {
         &mut self,
         plan: Option<Plan>,
         outcome: &Outcome,
+        replay: Replay,
         record: &mut TxRecord,
         mut lease: Lease,
-    ) -> Step<Lease> {
+    ) -> Step<(Lease, Replay)> {
         let Some(p) = plan else {
-            return Step::Go(lease);
+            return Step::Go((lease, replay));
         };
         if p.replica.is_none() {
             if !p.read && matches!(outcome, Outcome::Idle | Outcome::IdleThenGone) {
                 self.learn_floor(&mut lease).await;
             }
-            return Step::Go(lease);
+            return Step::Go((lease, replay));
         }
-        match self.retry_on_primary(p, outcome, record) {
+        match self.retry_on_primary(p, replay) {
             Some(Retry::AfterIdle) => {
                 self.lease = self.after_transaction(lease, record).await;
                 Step::Done(Next::Continue)
@@ -154,7 +159,7 @@ impl Session {
                 self.release(lease, false);
                 Step::Done(Next::Continue)
             }
-            None => Step::Go(lease),
+            None => Step::Go((lease, Replay::No)),
         }
     }
 
@@ -163,6 +168,7 @@ impl Session {
         &mut self,
         lease: Lease,
         outcome: Outcome,
+        replay: Replay,
         record: &mut TxRecord,
     ) -> Result<Next, SessionError> {
         let session_mode = self.mode == PoolMode::Session;
@@ -191,7 +197,7 @@ impl Session {
             }
             Outcome::ServerGone { told } => {
                 self.release(lease, false);
-                if self.retry_dead_on_arrival(record, told) {
+                if self.retry_dead_on_arrival(replay) {
                     return Ok(Next::Continue);
                 }
                 if told {
