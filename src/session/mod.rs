@@ -180,43 +180,41 @@ impl Session {
     /// Borrows a server and makes its session parameters match this client's.
     async fn acquire(&mut self, pool: &Arc<Pool>) -> Result<Lease, SessionError> {
         let wait = pool.settings().query_wait_timeout;
+        let timeout = pool.target().connect_timeout;
         self.entry.entry.set_state(clients::ClientState::Waiting);
-        let mut lease = pool.acquire(wait).await?;
-        // A reset written at check-in: its reply is read first (usually
-        // already here). One that failed leaves a server not known clean.
+        // A server that fails before the client's request reaches it (the
+        // reply of its check-in reset, or the parameter sync, finds it dead:
+        // killed while idle in the pool) costs the client nothing: it is
+        // closed and another one lent, up to three times.
         let mut tries = 0;
-        while let Err(e) = lease
-            .conn()
-            .finish_reset(pool.target().connect_timeout)
-            .await
-        {
-            tracing::warn!(error = %e, "a server failed its check-in reset; closing it");
+        let mut lease = loop {
+            let mut lease = pool.acquire(wait).await?;
+            let failed = match lease.conn().finish_reset(timeout).await {
+                Err(e) => e,
+                // Skip the comparison when this server was last synced for
+                // a client with the same overrides and nothing changed since
+                // (the common case).
+                Ok(()) => match self.sync_params(lease.conn(), timeout).await {
+                    Ok(None) => break lease,
+                    Ok(Some((code, message))) => {
+                        lease.release();
+                        return Err(SessionError::Pool(crate::pool::PoolError::ServerRejected {
+                            addr: pool.target().addr(),
+                            code,
+                            message,
+                        }));
+                    }
+                    Err(e) => e,
+                },
+            };
+            tracing::warn!(error = %failed, "a server failed before it was lent; closing it");
             lease.discard();
             tries += 1;
             if tries > 3 {
-                return Err(e.into());
+                return Err(failed.into());
             }
-            lease = pool.acquire(wait).await?;
-        }
+        };
         self.entry.entry.set_state(clients::ClientState::Active);
-        let conn = lease.conn();
-        // Skip the comparison when this server was last synced for a client
-        // with the same overrides and nothing changed since (the common case).
-        match self.sync_params(conn, pool.target().connect_timeout).await {
-            Ok(None) => {}
-            Ok(Some((code, message))) => {
-                lease.release();
-                return Err(SessionError::Pool(crate::pool::PoolError::ServerRejected {
-                    addr: pool.target().addr(),
-                    code,
-                    message,
-                }));
-            }
-            Err(e) => {
-                lease.discard();
-                return Err(e.into());
-            }
-        }
         let conn = lease.conn();
         self.cancel.set_server_in(pool, conn.pid, conn.secret);
         Ok(lease)

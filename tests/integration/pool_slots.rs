@@ -327,3 +327,52 @@ async fn a_connect_that_hangs_costs_a_wait_when_other_servers_work() {
         .expect("a client whose connect hung got an error while a server worked");
     assert_eq!(scalar(&b, "select 3").await, "3");
 }
+
+// Issue 12, fault battery (kill_idle): a server killed while idle in the
+// pool, whose FATAL had not arrived when it was lent, failed the parameter
+// sync pglittle sends before the client's request, and the client got
+// 08006 ("server connection lost") for a request the server never saw.
+// The dead server is now closed and another one lent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_before_the_parameter_sync_costs_the_client_nothing() {
+    let fwd = Crossing::start().await;
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1.into();
+    cfg.databases.get_mut("app").unwrap().port = fwd.port;
+    let p = pooler(cfg).await;
+    let connect = |app: &'static str| {
+        let url = format!("{} application_name={app}", p.url(MD5_USER, MD5_PASSWORD));
+        async move {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c
+        }
+    };
+    let a = connect("a").await;
+    let pid = pid_of(&a.simple_query("select pg_backend_pid()").await.unwrap());
+    // The one server, idle in the pool, is terminated; its FATAL is kept
+    // back until pglittle sends it something.
+    fwd.kept.store(0, Ordering::SeqCst);
+    fwd.hold.store(true, Ordering::SeqCst);
+    let admin = superuser().await;
+    admin
+        .simple_query(&format!("select pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+    let said = eventually(Duration::from_secs(10), || async {
+        fwd.kept.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(said, "the terminated server said nothing");
+    fwd.hold.store(false, Ordering::SeqCst);
+    // B's application_name differs, so pglittle syncs it first: that is
+    // what meets the dead server. A write, which no server died before.
+    let b = connect("b").await;
+    let got = b.simple_query("select txid_current() > 0").await;
+    let rows = got.expect("a request the dead server never saw failed");
+    assert_ne!(pid_of(&rows), "");
+    let again = pid_of(&b.simple_query("select pg_backend_pid()").await.unwrap());
+    assert_ne!(again, pid, "still on the dead server");
+}
