@@ -191,6 +191,35 @@ impl Crossing {
         }
     }
 
+    /// The one server of a pool of one, idle in the pool after `client`'s
+    /// query, is terminated by `admin`; its FATAL is kept back until
+    /// pglittle sends it something. Returns its pid.
+    async fn terminate_idle_server_of(
+        &self,
+        client: &tokio_postgres::Client,
+        admin: &tokio_postgres::Client,
+    ) -> String {
+        let pid = pid_of(
+            &client
+                .simple_query("select pg_backend_pid()")
+                .await
+                .unwrap(),
+        );
+        self.kept.store(0, Ordering::SeqCst);
+        self.hold.store(true, Ordering::SeqCst);
+        admin
+            .simple_query(&format!("select pg_terminate_backend({pid})"))
+            .await
+            .unwrap();
+        let said = eventually(Duration::from_secs(10), || async {
+            self.kept.load(Ordering::SeqCst) > 0
+        })
+        .await;
+        assert!(said, "the terminated server said nothing");
+        self.hold.store(false, Ordering::SeqCst);
+        pid
+    }
+
     async fn relay(
         inbound: TcpStream,
         hold: Arc<std::sync::atomic::AtomicBool>,
@@ -258,21 +287,7 @@ async fn a_server_that_dies_as_it_is_lent_costs_a_begin_or_a_read_nothing() {
     let c = p.connect_md5().await;
     let admin = superuser().await;
     for (sql, moves) in [("BEGIN", true), ("SELECT 1", true), ("COMMIT", false)] {
-        // The one server, idle in the pool, is terminated; its FATAL is
-        // kept back until pglittle sends it the next request.
-        let pid = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
-        fwd.kept.store(0, Ordering::SeqCst);
-        fwd.hold.store(true, Ordering::SeqCst);
-        admin
-            .simple_query(&format!("select pg_terminate_backend({pid})"))
-            .await
-            .unwrap();
-        let said = eventually(Duration::from_secs(10), || async {
-            fwd.kept.load(Ordering::SeqCst) > 0
-        })
-        .await;
-        assert!(said, "the terminated server said nothing");
-        fwd.hold.store(false, Ordering::SeqCst);
+        let pid = fwd.terminate_idle_server_of(&c, &admin).await;
         let got = c.simple_query(sql).await;
         if moves {
             got.unwrap_or_else(|e| panic!("{sql} on a server that died as it was lent: {e}"));
@@ -351,22 +366,8 @@ async fn a_server_that_dies_before_the_parameter_sync_costs_the_client_nothing()
         }
     };
     let a = connect("a").await;
-    let pid = pid_of(&a.simple_query("select pg_backend_pid()").await.unwrap());
-    // The one server, idle in the pool, is terminated; its FATAL is kept
-    // back until pglittle sends it something.
-    fwd.kept.store(0, Ordering::SeqCst);
-    fwd.hold.store(true, Ordering::SeqCst);
     let admin = superuser().await;
-    admin
-        .simple_query(&format!("select pg_terminate_backend({pid})"))
-        .await
-        .unwrap();
-    let said = eventually(Duration::from_secs(10), || async {
-        fwd.kept.load(Ordering::SeqCst) > 0
-    })
-    .await;
-    assert!(said, "the terminated server said nothing");
-    fwd.hold.store(false, Ordering::SeqCst);
+    let pid = fwd.terminate_idle_server_of(&a, &admin).await;
     // B's application_name differs, so pglittle syncs it first: that is
     // what meets the dead server. A write, which no server died before.
     let b = connect("b").await;
