@@ -580,13 +580,15 @@ async fn an_extended_read_the_replica_refuses_runs_on_the_primary() {
 }
 
 /// A read that missed its floor only because the last probe is old asks the
-/// replicas for their replay position at once: with a 3 s probe, a client's
-/// reads are back on the (undelayed) replica well within a second of each
-/// write, not up to 3 s later.
+/// replicas for their replay position at once: with a 60 s probe, a client's
+/// reads are back on the (undelayed) replica after each write long before the
+/// next probe. The window is 10 s, not less, because replay on a loaded CI
+/// machine can itself take a second; it is still a sixth of the probe
+/// period, so at most one of the ten writes can be rescued by a regular probe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_return_to_the_replica_soon_after_a_write_even_with_a_slow_probe() {
     let mut config = split_config(common::cluster(), ReadYourWrites::Lsn);
-    config.pooler.health_check_period = Duration::from_secs(3);
+    config.pooler.health_check_period = Duration::from_secs(60);
     let p = common::pooler(config).await;
     let c = table(&p, "ryw_eager").await;
     for id in 0..10 {
@@ -595,11 +597,11 @@ async fn reads_return_to_the_replica_soon_after_a_write_even_with_a_slow_probe()
             .unwrap();
         assert!(found(&c, "ryw_eager", id).await, "stale read of row {id}");
         assert!(
-            eventually(Duration::from_secs(1), || async {
+            eventually(Duration::from_secs(10), || async {
                 on_replica(&c, "SELECT pg_is_in_recovery()").await
             })
             .await,
-            "a second after write {id}, reads were still on the primary"
+            "10 s after write {id}, reads were still on the primary"
         );
     }
 }
