@@ -34,10 +34,10 @@ def room_of(path):
 
 def strip_tests(text):
     """The text before the first `#[cfg(test)]` item (tests sit last)."""
-    i = text.find("#[cfg(test)]\nmod tests")
-    if i < 0:
-        i = text.find("#[cfg(test)]\nmod ")
-    return text if i < 0 else text[:i]
+    # An inline test module (`mod tests {`); a declaration of a test file
+    # (`mod tests;`) may sit at the top and ends nothing.
+    m = re.search(r"#\[cfg\(test\)\]\nmod [a-z_]+ \{", text)
+    return text if m is None else text[:m.start()]
 
 
 def code_lines(text):

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use super::{error::PoolError, params::Params};
 use crate::prepared::server::ServerStatements;
+use crate::protocol::scan::Segment;
 use crate::protocol::sqlstate;
 
 /// How pglittle proves itself to the server.
@@ -65,6 +66,8 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// Prepared statements this server holds (transaction mode).
     pub statements: ServerStatements,
+    /// The relay's working buffers, kept here for the same reason as `buf`.
+    pub relay: RelayBuffers,
     /// The client overrides `params` were last checked against (see
     /// `Params::changed`): compared by value, so no client can make
     /// another's settings look already applied.
@@ -73,6 +76,43 @@ pub struct ServerConn {
     /// next borrower reads it first (`finish_reset`), usually already
     /// arrived, so nobody waits a round trip for it.
     pub pending_reset: bool,
+}
+
+/// Buffers the relay fills and empties in every transaction, kept with the
+/// server connection so that a transaction allocates none of them (there
+/// are few servers, so this costs nothing per client). Each is empty
+/// between transactions; only its capacity is kept.
+#[derive(Debug, Default)]
+pub struct RelayBuffers {
+    /// Client bytes on their way to the server.
+    pub to_server: BytesMut,
+    /// What one scan of the server's bytes forwards.
+    pub segs: Vec<Segment>,
+    /// Replies held back while the request may still move to the primary.
+    pub held: BytesMut,
+    /// A scan's bytes gathered from more than one range.
+    pub gather: BytesMut,
+    /// Room for the client bytes kept while the request may still move.
+    pub replay: BytesMut,
+}
+
+impl RelayBuffers {
+    /// Gives back what one large transaction grew.
+    pub fn shrink(&mut self) {
+        for b in [
+            &mut self.to_server,
+            &mut self.held,
+            &mut self.gather,
+            &mut self.replay,
+        ] {
+            if b.capacity() > BUF_SIZE {
+                *b = BytesMut::new();
+            }
+        }
+        if self.segs.capacity() > 1024 {
+            self.segs = Vec::new();
+        }
+    }
 }
 
 /// What one of pglittle's own simple queries returned.
@@ -100,6 +140,7 @@ impl ServerConn {
             lent_at: now,
             buf: BytesMut::with_capacity(BUF_SIZE),
             statements: ServerStatements::new(max_prepared),
+            relay: RelayBuffers::default(),
             synced_for: None,
             pending_reset: false,
         }
@@ -265,6 +306,7 @@ impl ServerConn {
         if self.buf.is_empty() && self.buf.capacity() > 4 * BUF_SIZE {
             self.buf = BytesMut::with_capacity(BUF_SIZE);
         }
+        self.relay.shrink();
     }
 
     /// A cheap `is_broken` for a connection used moments ago: only when

@@ -167,7 +167,7 @@ impl<'a> Rewriter<'a> {
         rewrite: bool,
     ) -> Self {
         Rewriter {
-            actions: VecDeque::new(),
+            actions: std::mem::take(&mut server.spare_queue),
             client,
             server,
             rewrite,
@@ -182,6 +182,17 @@ impl<'a> Rewriter<'a> {
             skipping: false,
             pending_sql: None,
             refused: None,
+        }
+    }
+}
+
+impl Drop for Rewriter<'_> {
+    /// Gives the queue's storage back to the server's books for the next
+    /// transaction (not a large one: that memory is let go).
+    fn drop(&mut self) {
+        if self.actions.capacity() <= 64 {
+            self.actions.clear();
+            std::mem::swap(&mut self.server.spare_queue, &mut self.actions);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Which prepared statements a server connection holds, under pglittle's
 //! content-derived names, with least-recently-used eviction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// A bounded LRU set of statement names prepared on one server.
@@ -18,6 +18,9 @@ pub struct ServerStatements {
     /// Whose unnamed statement the server holds: (client token, that
     /// client's unnamed-statement generation). `None`: nobody's, or unknown.
     pub unnamed: Option<(u64, u64)>,
+    /// The expected-reply queue's storage, empty, between transactions (a
+    /// `Rewriter` takes it and gives it back, so none allocates its own).
+    pub(super) spare_queue: VecDeque<super::Action>,
 }
 
 /// What `ServerStatements::take_all` took.
@@ -36,6 +39,7 @@ impl ServerStatements {
             counts: (0, 0, 0),
             sql: HashMap::new(),
             unnamed: None,
+            spare_queue: VecDeque::new(),
         }
     }
 

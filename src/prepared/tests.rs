@@ -376,3 +376,20 @@ fn a_statement_that_runs_sql_execute_is_parsed_afresh_every_time() {
     let cached = send(&mut b, &[parse("s3", "select 1"), sync()]);
     assert_eq!(tags(&cached), "S");
 }
+
+#[test]
+fn the_reply_queue_keeps_its_storage_with_the_server_between_transactions() {
+    let mut client = ClientStatements::default();
+    let mut server = ServerStatements::new(8);
+    {
+        let mut b = Rewriter::new(&mut client, &mut server, true);
+        send(&mut b, &[query("select 1")]);
+        assert_eq!(b.pending(), 1);
+    }
+    assert!(server.spare_queue.is_empty(), "nothing is left queued");
+    let room = server.spare_queue.capacity();
+    assert!(room > 0, "the storage came back");
+    // The next transaction's queue is that storage.
+    let b = Rewriter::new(&mut client, &mut server, true);
+    assert_eq!(b.actions.capacity(), room);
+}

@@ -173,7 +173,7 @@ impl<'a> State<'a> {
             // The server answered: the request stays where it is.
             f.dead_on_arrival = false;
             f.may_retry = false;
-            f.take_replay();
+            f.forget_replay();
         }
         match event {
             Some(&BackendEvent::ReadyForQuery(s)) => {

@@ -295,6 +295,10 @@ fn a_primary_server_whose_first_reply_is_fatal_gives_the_request_back() {
 #[test]
 fn a_primary_server_that_answered_keeps_its_request() {
     let mut rig = dead_on_arrival_rig();
+    // The bytes are kept in the connection's spare buffer, not a new one.
+    let mut room = BytesMut::with_capacity(256);
+    rig.record.lend_replay_room(&mut room);
+    assert_eq!(room.capacity(), 0, "the record holds the room");
     let mut st = rig.state();
     let q = frontend::query("select 1");
     client(&mut st, std::slice::from_ref(&q));
@@ -307,6 +311,10 @@ fn a_primary_server_that_answered_keeps_its_request() {
     assert!(st.told());
     drop(st);
     assert!(!rig.record.may_retry);
+    // The answered request needs its bytes no more: the room goes back
+    // to the connection, empty, for the next transaction.
+    rig.record.return_replay_room(&mut room);
+    assert!(room.is_empty() && room.capacity() >= 256);
     let gone = Outcome::ServerGone { told: true };
     assert_eq!(rig.record.replay(&gone), Replay::No);
 }

@@ -99,6 +99,7 @@ async fn run_pump(
     };
     let server_side = ServerSide {
         buf: &mut sbuf,
+        bufs: &mut Default::default(),
         params: &mut sparams,
         statements: server,
     };

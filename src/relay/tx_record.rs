@@ -132,10 +132,33 @@ impl TxRecord {
     pub(super) fn keep_for_replay(&mut self, bytes: &[u8]) {
         if self.replay.len() + bytes.len() > MAX_REPLAY || self.forwarded {
             self.may_retry = false;
-            self.replay = BytesMut::new();
+            self.replay.clear();
         } else {
             self.replay.extend_from_slice(bytes);
         }
+    }
+
+    /// Takes the connection's spare buffer to keep the sent bytes in, when
+    /// the request may move (no allocation per transaction).
+    pub(super) fn lend_replay_room(&mut self, room: &mut BytesMut) {
+        if self.may_retry && self.replay.capacity() == 0 {
+            std::mem::swap(&mut self.replay, room);
+            self.replay.clear();
+        }
+    }
+
+    /// Gives the buffer back once the request can no longer move (its
+    /// bytes are needed no more).
+    pub(super) fn return_replay_room(&mut self, room: &mut BytesMut) {
+        if !self.may_retry && room.capacity() == 0 {
+            std::mem::swap(&mut self.replay, room);
+            room.clear();
+        }
+    }
+
+    /// Forgets the bytes kept for a move (the buffer stays for the next).
+    pub(super) fn forget_replay(&mut self) {
+        self.replay.clear();
     }
 
     /// The client bytes the server was sent (to run them elsewhere).

@@ -13,6 +13,9 @@ use crate::protocol::frame::peek_header;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::shutdown::Phase;
 
+/// The buffer a client's request is first read into (`wait_for_message`).
+const FIRST_READ: usize = 1024;
+
 impl Session {
     /// Waits until a complete message is buffered; `None` on Terminate or EOF.
     pub(super) async fn wait_for_message(
@@ -60,7 +63,12 @@ impl Session {
                     _ = expired => return Err(SessionError::ClientIdle),
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
+            if self.buf.capacity() == 0 {
+                // A request's first bytes. Most requests fit, and a buffer
+                // of this size comes cheaply from the allocator's per-thread
+                // cache (this runs once per transaction, after idle).
+                self.buf.reserve(FIRST_READ);
+            } else if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(8 * 1024);
             }
             match self.client.try_read_buf(&mut self.buf) {

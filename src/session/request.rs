@@ -43,11 +43,13 @@ impl Session {
         let meter = relay::meter::Meter::new(&pool.metrics);
         let outcome = Box::pin(relay::transaction(
             &mut self.client,
-            &mut self.buf,
+            relay::ClientSide {
+                buf: &mut self.buf,
+                params: &mut self.overrides,
+                statements: &mut self.statements,
+                defaults: &self.defaults,
+            },
             lease.conn(),
-            &mut self.overrides,
-            &mut self.statements,
-            &self.defaults,
             &mut record,
             &self.limits,
             &meter,
