@@ -10,7 +10,7 @@ use crate::prepared::client::Bound;
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::TxStatus;
 use crate::sql::settings::{changes, SettingOp};
-use crate::sql::{inspect, SqlEffects};
+use crate::sql::{Known, SqlEffects};
 
 /// A replica request bigger than this is not kept for a replay on the primary.
 const MAX_REPLAY: usize = 1 << 20;
@@ -35,6 +35,10 @@ pub struct TxRecord {
     /// the session may run the request on another server (with
     /// `may_retry`; nothing is held back, and the first other reply ends it).
     pub dead_on_arrival: bool,
+
+    /// What routing found in the request's SQL (its Query or Parses), so
+    /// the relay lexes none of them again; the session lends it.
+    pub known: Known,
 
     /// Query/Sync/FunctionCall messages sent and not yet answered.
     pub(super) outstanding: usize,
@@ -91,6 +95,7 @@ impl TxRecord {
             retry_armed: false,
             may_retry: false,
             dead_on_arrival: false,
+            known: Known::default(),
             outstanding: 0,
             unsynced: false,
             status: TxStatus::Idle,
@@ -215,7 +220,7 @@ impl TxRecord {
     pub(super) fn note(&mut self, msg: &FrontendMessage<'_>) -> SqlEffects {
         let mut found = SqlEffects::default();
         if let FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } = msg {
-            let mut fx = inspect(sql);
+            let mut fx = self.known.effects_of(sql);
             // After a setting changed, a ROLLBACK may undo it (check-in
             // needs to know, `session::checkin::Observed::reset_took_effect`).
             if fx.settings || !self.settings.is_empty() {

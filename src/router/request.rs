@@ -5,7 +5,7 @@
 
 use crate::prepared::client::ClientStatements;
 use crate::protocol::frontend::{peek_message, FrontendMessage, Target};
-use crate::sql::{self, Class};
+use crate::sql::{self, Class, Known};
 
 /// What the buffered request is, as far as routing goes.
 pub struct Request {
@@ -22,8 +22,17 @@ pub struct Request {
 
 /// Classifies the request at the front of `buf`: a simple Query, or an
 /// extended batch up to its Sync (a batch whose Sync has not arrived, or
-/// that names an unknown statement, counts as a write).
-pub fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[String]) -> Request {
+/// that names an unknown statement, counts as a write). The effects of its
+/// Query or Parse texts go into `known`, for the relay (each text is lexed
+/// once).
+pub fn inspect(
+    buf: &[u8],
+    max: usize,
+    stmts: &ClientStatements,
+    writers: &[String],
+    known: &mut Known,
+) -> Request {
+    known.clear();
     let mut req = Request {
         class: Class::Read,
         hint: None,
@@ -47,7 +56,20 @@ pub fn inspect(buf: &[u8], max: usize, stmts: &ClientStatements, writers: &[Stri
             if req.hint.is_none() {
                 req.hint = sql::hint(sql);
             }
-            req.class = worst(req.class, sql::classify(sql, writers));
+            let class = match msg {
+                FrontendMessage::Query { .. } | FrontendMessage::Parse { .. } => {
+                    known.analyze(sql, writers)
+                }
+                FrontendMessage::Bind { statement: b"", .. } => match batch.unnamed_class {
+                    Some(c) => c,
+                    None => sql::classify(sql, writers),
+                },
+                _ => sql::classify(sql, writers),
+            };
+            if let FrontendMessage::Parse { name: b"", .. } = msg {
+                batch.unnamed_class = Some(class);
+            }
+            req.class = worst(req.class, class);
         }
         if msg.ends_batch() {
             req.batch_len = Some(at);
@@ -74,6 +96,8 @@ fn worst(a: Class, b: Class) -> Class {
 struct Batch<'a> {
     /// The unnamed statement parsed in this batch.
     unnamed: Option<&'a [u8]>,
+    /// Its class (known from its Parse).
+    unnamed_class: Option<Class>,
     /// Named statements bound or described so far in this batch.
     used: Vec<&'a [u8]>,
 }
@@ -173,7 +197,7 @@ mod tests {
     fn class(parts: &[Vec<u8>], stmts: &ClientStatements) -> (Class, Option<usize>) {
         let buf = parts.concat();
         let writers: Vec<String> = vec!["nextval".into()];
-        let r = inspect(&buf, 1 << 20, stmts, &writers);
+        let r = inspect(&buf, 1 << 20, stmts, &writers, &mut Known::default());
         (r.class, r.batch_len)
     }
 
@@ -264,7 +288,7 @@ mod tests {
         );
         let replayable = |parts: &[Vec<u8>]| {
             let buf = parts.concat();
-            inspect(&buf, 1 << 20, &stmts, &[]).replayable
+            inspect(&buf, 1 << 20, &stmts, &[], &mut Known::default()).replayable
         };
         assert!(replayable(&[bind("s1"), execute(), sync()]));
         assert!(replayable(&[

@@ -44,6 +44,8 @@ pub struct Session {
     cancel: CancelHandle,
     /// Named prepared statements, kept across servers in transaction mode.
     statements: crate::prepared::client::ClientStatements,
+    /// What routing found in the request's SQL, lent to the relay.
+    known: crate::sql::Known,
     lease: Option<Lease>,
     /// Client bytes not yet handled; empty (and unallocated) while idle.
     buf: BytesMut,
@@ -111,6 +113,7 @@ impl Session {
             },
             pin: None,
             cancel: login.cancel,
+            known: crate::sql::Known::default(),
             statements: crate::prepared::client::ClientStatements::capped(
                 config.pooler.max_client_statements,
             ),
@@ -290,6 +293,7 @@ mod tests {
             pin: None,
             cancel: shared.cancels.register(pool),
             statements: crate::prepared::client::ClientStatements::new(),
+            known: crate::sql::Known::default(),
             lease: None,
             buf: BytesMut::new(),
             limits: RelayLimits {

@@ -31,6 +31,8 @@ impl Session {
         if let Some(next) = self.answer_without_server(first).await? {
             return Ok(next);
         }
+        // Filled by routing for this request only.
+        self.known.clear();
         let held = self.lease.is_some();
         let mut plan = None;
         let mut lease = match self.find_server(first, &mut plan).await? {
@@ -56,6 +58,7 @@ impl Session {
         ))
         .await;
         self.count_statements(&mut lease, &record);
+        self.known = std::mem::take(&mut record.known);
         let replay = record.replay(&outcome);
         let (lease, replay) = match self
             .follow_plan(plan, &outcome, replay, &mut record, lease)
@@ -119,6 +122,7 @@ impl Session {
     /// server lent just now may have been told to shut down.
     fn arm(&mut self, plan: Option<&Plan>, held: bool, first: Incoming) -> TxRecord {
         let mut record = TxRecord::new();
+        record.known = std::mem::take(&mut self.known);
         record.lex_unsafe = self.lex_unsafe();
         if let Some(p) = plan {
             record.one_batch = p.one_batch;

@@ -13,6 +13,7 @@ use crate::pool::Pool;
 use crate::prepared::client::ClientStatements;
 use crate::protocol::Lsn;
 use crate::router::{self, RouteState};
+use crate::sql::Known;
 use crate::topology::{Choice, Eligibility, HostState};
 
 /// Where one request runs.
@@ -48,7 +49,7 @@ pub async fn plan(
     shared: &Shared,
     config: &Config,
     primary: &Arc<Pool>,
-    request: (&BytesMut, usize, &ClientStatements),
+    request: (&BytesMut, usize, &ClientStatements, &mut Known),
 ) -> Plan {
     let on_primary = |read: bool, one_batch: bool| Plan {
         pool: primary.clone(),
@@ -65,8 +66,8 @@ pub async fn plan(
     if r.split == Switch::Off || dbc.replicas.is_empty() {
         return on_primary(false, false);
     }
-    let (buf, max, stmts) = request;
-    let req = router::inspect(buf, max, stmts, &r.writer_functions);
+    let (buf, max, stmts, known) = request;
+    let req = router::inspect(buf, max, stmts, &r.writer_functions, known);
     let d = router::plan(&req, route, r, Instant::now());
     let Some(min_lsn) = d.replica else {
         if d.time_pinned && d.read {

@@ -28,7 +28,15 @@ pub use crate::config::DEFAULT_WRITERS;
 
 /// Classifies a query string; `writers` lists the functions that write.
 pub fn classify<S: AsRef<str>>(sql: &[u8], writers: &[S]) -> Class {
-    let mut toks = Lexer::new(sql).peekable();
+    classify_tokens(Lexer::new(sql), writers)
+}
+
+/// `classify` over tokens already lexed (`super::analyze`).
+pub fn classify_tokens<'a, S: AsRef<str>>(
+    toks: impl Iterator<Item = Token<'a>>,
+    writers: &[S],
+) -> Class {
+    let mut toks = toks.peekable();
     let mut saw_begin_ro = false;
     let mut saw_any = false;
     loop {
@@ -88,7 +96,7 @@ enum Stmt {
 
 /// Reads one statement (up to `;` or the end); `None` at the end of input.
 fn statement<'a, S: AsRef<str>>(
-    toks: &mut std::iter::Peekable<Lexer<'a>>,
+    toks: &mut std::iter::Peekable<impl Iterator<Item = Token<'a>>>,
     writers: &[S],
 ) -> Option<Stmt> {
     let first = loop {

@@ -1,7 +1,7 @@
 //! What a statement does to session state, so transaction pooling can keep
 //! every client's session to itself.
 
-use super::lexer::{Lexer, Token};
+use super::lexer::{Lexer, Token, Tokens};
 
 /// Session-level side effects found in a query string.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +72,12 @@ pub fn ends_failed_block(sql: &[u8]) -> bool {
 
 /// Scans a query string (one or many statements).
 pub fn inspect(sql: &[u8]) -> SqlEffects {
+    inspect_tokens(Lexer::new(sql))
+}
+
+/// `inspect` over tokens already lexed (`super::analyze`).
+pub fn inspect_tokens<'a>(mut lx: impl Tokens<'a>) -> SqlEffects {
     let mut fx = SqlEffects::default();
-    let mut lx = Lexer::new(sql);
     let mut at_start = true;
     // The first word of the current statement.
     let mut first: Option<Token<'_>> = None;
@@ -110,7 +114,7 @@ pub fn inspect(sql: &[u8]) -> SqlEffects {
 }
 
 /// Effects of a word anywhere in a statement.
-fn word_effects(w: &[u8], lx: &mut Lexer<'_>, fx: &mut SqlEffects) {
+fn word_effects<'a>(w: &[u8], lx: &mut impl Tokens<'a>, fx: &mut SqlEffects) {
     let is = |k: &str| w.eq_ignore_ascii_case(k.as_bytes());
     if is("temp") || is("temporary") || is("hold") || starts_with_ci(w, b"pg_temp") {
         fx.session_state = true;
@@ -135,7 +139,7 @@ fn starts_with_ci(w: &[u8], prefix: &[u8]) -> bool {
     w.len() >= prefix.len() && w[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-fn set_effects(lx: &mut Lexer<'_>) -> SqlEffects {
+fn set_effects<'a>(lx: &mut impl Tokens<'a>) -> SqlEffects {
     let mut name = lx.next();
     if name.is_some_and(|t| t.is("local") || t.is("transaction") || t.is("constraints")) {
         return SqlEffects::default();

@@ -138,6 +138,167 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
 
+/// What walks a query's tokens: the lexer itself, or a `Cursor` over
+/// tokens lexed once into a `Spans` (so that several analyses of one text
+/// lex it once). Clone to look ahead.
+pub trait Tokens<'a>: Iterator<Item = Token<'a>> + Clone {
+    /// The text the tokens come from.
+    fn source(&self) -> &'a [u8];
+    /// Byte offset just past the last token returned.
+    fn offset(&self) -> usize;
+}
+
+impl<'a> Tokens<'a> for Lexer<'a> {
+    fn source(&self) -> &'a [u8] {
+        self.sql
+    }
+    fn offset(&self) -> usize {
+        self.pos
+    }
+}
+
+/// One token's kind and place in its text.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    kind: Kind,
+    /// The token's text (inside the quotes for a quoted name).
+    start: u32,
+    end: u32,
+    /// Just past the token (past a closing quote).
+    after: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Word,
+    Quoted,
+    Semicolon,
+    Punct(u8),
+}
+
+/// Tokens a `Spans` holds without allocating (most queries have fewer).
+const INLINE: usize = 96;
+
+const NO_SPAN: Span = Span {
+    kind: Kind::Semicolon,
+    start: 0,
+    end: 0,
+    after: 0,
+};
+
+/// The tokens of one text, lexed once (`fill`), walked by `cursor` as
+/// often as needed. Lives on the stack while one text is analyzed: the
+/// first `INLINE` tokens need no allocation. Texts past 4 GiB are never
+/// filled (the caller lexes them as it goes).
+#[derive(Debug)]
+pub struct Spans {
+    inline: [Span; INLINE],
+    len: usize,
+    more: Vec<Span>,
+}
+
+impl Default for Spans {
+    fn default() -> Spans {
+        Spans {
+            inline: [NO_SPAN; INLINE],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl Spans {
+    fn push(&mut self, span: Span) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = span;
+                self.len += 1;
+            }
+            None => self.more.push(span),
+        }
+    }
+
+    /// Lexes `sql` into this buffer (its old tokens are dropped).
+    pub fn fill(&mut self, sql: &[u8]) {
+        self.len = 0;
+        self.more.clear();
+        if u32::try_from(sql.len()).is_err() {
+            return;
+        }
+        let mut lx = Lexer::new(sql);
+        while let Some(t) = lx.next() {
+            let (kind, start, end) = match t {
+                Token::Word(_) => (Kind::Word, lx.start, lx.pos),
+                Token::Quoted(w) => (Kind::Quoted, lx.start + 1, lx.start + 1 + w.len()),
+                Token::Semicolon => (Kind::Semicolon, lx.start, lx.pos),
+                Token::Punct(c) => (Kind::Punct(c), lx.start, lx.pos),
+            };
+            self.push(Span {
+                kind,
+                start: start as u32,
+                end: end as u32,
+                after: lx.pos as u32,
+            });
+        }
+    }
+
+    /// Walks the tokens of `sql`, the text last filled in.
+    pub fn cursor<'a>(&'a self, sql: &'a [u8]) -> Cursor<'a> {
+        Cursor {
+            sql,
+            spans: &self.inline[..self.len],
+            more: &self.more,
+            next: 0,
+        }
+    }
+}
+
+/// Walks tokens lexed into a `Spans`.
+#[derive(Clone)]
+pub struct Cursor<'a> {
+    sql: &'a [u8],
+    spans: &'a [Span],
+    more: &'a [Span],
+    next: usize,
+}
+
+impl Cursor<'_> {
+    fn span(&self, i: usize) -> Option<&Span> {
+        match self.spans.get(i) {
+            Some(s) => Some(s),
+            None => self.more.get(i - self.spans.len()),
+        }
+    }
+}
+
+impl<'a> Iterator for Cursor<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        let s = *self.span(self.next)?;
+        self.next += 1;
+        let text = self.sql.get(s.start as usize..s.end as usize)?;
+        Some(match s.kind {
+            Kind::Word => Token::Word(text),
+            Kind::Quoted => Token::Quoted(text),
+            Kind::Semicolon => Token::Semicolon,
+            Kind::Punct(c) => Token::Punct(c),
+        })
+    }
+}
+
+impl<'a> Tokens<'a> for Cursor<'a> {
+    fn source(&self) -> &'a [u8] {
+        self.sql
+    }
+    fn offset(&self) -> usize {
+        match self.next.checked_sub(1).and_then(|i| self.span(i)) {
+            Some(s) => s.after as usize,
+            None => 0,
+        }
+    }
+}
+
 fn is_word_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
@@ -228,6 +389,32 @@ mod tests {
             words("select $1, a$b"),
             vec!["select", "$", "1", ",", "a$b"]
         );
+    }
+
+    #[test]
+    fn a_cursor_over_spans_walks_what_the_lexer_walks() {
+        let sql = b"SELECT \"Q\"(1), 'x;' /* y */ ; set_config ( 'a.b' , e'\\'' ) $$z$$";
+        let mut spans = Spans::default();
+        spans.fill(sql);
+        let (mut lx, mut cur) = (Lexer::new(sql), spans.cursor(sql));
+        loop {
+            let (a, b) = (lx.next(), cur.next());
+            assert_eq!(a, b);
+            if a.is_none() {
+                break;
+            }
+            assert_eq!(lx.offset(), Tokens::offset(&cur));
+        }
+    }
+
+    #[test]
+    fn a_long_text_spills_past_the_inline_tokens() {
+        let sql = "SELECT ".to_string() + &vec!["a"; 300].join(", ") + "; SET x = 1";
+        let mut spans = Spans::default();
+        spans.fill(sql.as_bytes());
+        let all: Vec<_> = spans.cursor(sql.as_bytes()).collect();
+        assert_eq!(all, Lexer::new(sql.as_bytes()).collect::<Vec<_>>());
+        assert_eq!(all.len(), 1 + 300 + 299 + 5);
     }
 
     #[test]

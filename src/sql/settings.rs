@@ -2,7 +2,7 @@
 //! follows its client from server to server instead of vanishing at the end
 //! of the transaction. Only called for queries `effects::inspect` flagged.
 
-use super::lexer::{Lexer, Token};
+use super::lexer::{Lexer, Token, Tokens};
 
 /// One change to session settings, in the order the query makes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ fn third_argument_true(mut lx: Lexer<'_>) -> bool {
 
 /// After a SET's name: the value is `DEFAULT` (`TO DEFAULT`, `= DEFAULT`,
 /// and `TIME ZONE DEFAULT` or `LOCAL`).
-pub fn to_default(mut lx: Lexer<'_>) -> bool {
+pub fn to_default<'a>(mut lx: impl Tokens<'a>) -> bool {
     let mut t = lx.next();
     let zone = t.is_some_and(|t| t.is("zone"));
     if zone {
