@@ -126,7 +126,12 @@ impl Pool {
     }
 
     /// Takes back a clean connection: straight to the longest waiter, or onto the idle stack.
-    pub(super) fn put_back(&self, mut conn: Conn) {
+    pub(super) fn put_back(&self, conn: Conn) {
+        self.put_back_at(conn, Instant::now());
+    }
+
+    /// `put_back` with the time already read (a lease's end).
+    pub(super) fn put_back_at(&self, mut conn: Conn, now: Instant) {
         let mut st = self.state();
         st.active -= 1;
         st.lent.remove(&conn.id);
@@ -138,14 +143,14 @@ impl Pool {
             && !st.waiters.is_empty()
             && st.total() < st.settings.size + st.reserve_used;
         let surplus = st.total() >= st.settings.size && !for_waiters;
-        if st.closed || surplus || st.expired(&conn, Instant::now()) {
+        if st.closed || surplus || st.expired(&conn, now) {
             st.grant_slot();
             st.settle_reserve();
             drop(st);
             super::slot::terminate_later(conn);
             return;
         }
-        conn.last_used = Instant::now();
+        conn.last_used = now;
         conn.shrink_buffer();
         self.sweep_hopeless(&mut st, conn.last_used);
         while let Some(w) = st.waiters.pop_front() {

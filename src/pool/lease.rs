@@ -44,7 +44,8 @@ impl Lease {
         &self.pool
     }
 
-    fn record_hold(&self) {
+    /// Records the hold time; returns the time it ended.
+    fn record_hold(&self) -> Instant {
         let now = Instant::now();
         let held = now.duration_since(self.leased_at);
         let micros = held.as_micros() as u64;
@@ -54,13 +55,14 @@ impl Lease {
         m.hold.record(held.as_secs_f64());
         m.transactions.fetch_add(1, Ordering::Relaxed);
         m.xact_micros.fetch_add(micros, Ordering::Relaxed);
+        now
     }
 
     /// Returns a clean connection (transaction status idle) to the pool.
     pub fn release(mut self) {
-        self.record_hold();
+        let now = self.record_hold();
         if let Some(conn) = self.conn.take() {
-            self.pool.put_back(conn);
+            self.pool.put_back_at(conn, now);
         }
     }
 

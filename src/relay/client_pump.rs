@@ -118,9 +118,8 @@ where
         let read = tokio::io::AsyncReadExt::read_buf(&mut cr, cbuf);
         tokio::select! {
             biased;
-            _ = wake.stop.notified() => return ClientEnd::Stopped,
-            _ = wake.status_changed.notified() => {}
-            _ = wake.resend_due.notified() => {}
+            // Stopping, a new status, or a replay: read again at the top.
+            _ = wake.client.notified() => {}
             r = read, if !taken.backlogged => match r {
                 Ok(0) | Err(_) => return ClientEnd::Gone,
                 Ok(_) => {}

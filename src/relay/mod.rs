@@ -114,17 +114,17 @@ pub async fn transaction(
     pump((cr, cw), (sr, sw), side, server, record, limits, meter).await
 }
 
-/// Wakes one pump from the other (what they share is in `State`).
+/// Wakes one pump from the other. What happened is in `State`, which a
+/// woken pump reads again: one wake-up per pump (registering a waiter is
+/// the cost of a wait, so each pump waits on one).
 #[derive(Default)]
 struct Wake {
-    stop: Notify,
-    /// A ReadyForQuery changed the transaction status: the client pump
-    /// re-arms its idle-in-transaction timer.
-    status_changed: Notify,
-    /// A made-up reply is due now: the server pump emits it.
+    /// The client pump: the relay is stopping; or a ReadyForQuery changed
+    /// the transaction status (re-arm the idle-in-transaction timer); or
+    /// a stale cached plan must be replayed.
+    client: Notify,
+    /// The server pump: a made-up reply is due now.
     synth_due: Notify,
-    /// A stale cached plan: the client pump replays the batch.
-    resend_due: Notify,
 }
 
 fn lock<'m, 'a>(state: &'m Mutex<State<'a>>) -> MutexGuard<'m, State<'a>> {
@@ -215,7 +215,7 @@ async fn run_pumps(
         end = &mut s2c => match end {
             ServerEnd::Done => {
                 lock(ctx.state).stopping = true;
-                ctx.wake.stop.notify_one();
+                ctx.wake.client.notify_one();
                 match c2s.await {
                     ClientEnd::Gone | ClientEnd::Terminated => Outcome::IdleThenGone,
                     end => client_end(end),

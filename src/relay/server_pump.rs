@@ -59,7 +59,8 @@ where
     out.gather.clear();
     loop {
         segs.clear();
-        let Ok((n, what)) = scan_once(&mut scanner, sbuf, segs, &mut params, ctx) else {
+        let Ok((n, what, wake_client)) = scan_once(&mut scanner, sbuf, segs, &mut params, ctx)
+        else {
             return ServerEnd::Gone {
                 told: lock(state).told(),
             };
@@ -72,8 +73,12 @@ where
         if n > 0 {
             meter.server_bytes(n);
             if lock(state).done(scanner.at_boundary()) {
+                // The relay stops the client pump itself.
                 return ServerEnd::Done;
             }
+        }
+        if wake_client {
+            wake.client.notify_one();
         }
         if sbuf.capacity() - sbuf.len() < 1024 {
             sbuf.reserve(READ_CHUNK);
@@ -88,22 +93,20 @@ where
     }
 }
 
-/// Scans what the server sent so far: the bytes it covers, and what to do
-/// with them (`segs` names them). `Err`: the server broke the protocol.
+/// Scans what the server sent so far: the bytes it covers, what to do with
+/// them (`segs` names them), and whether the client pump must look at the
+/// state again (woken once the bytes are sent, unless the transaction is
+/// over by then). `Err`: the server broke the protocol.
 fn scan_once(
     scanner: &mut BackendScanner,
     sbuf: &[u8],
     segs: &mut Vec<Segment>,
     params: &mut ParamsSide<'_>,
     ctx: Ctx<'_, '_, '_>,
-) -> Result<(usize, Send), ()> {
-    let Ctx {
-        state, wake, meter, ..
-    } = ctx;
+) -> Result<(usize, Send, bool), ()> {
+    let Ctx { state, meter, .. } = ctx;
     let mut st = lock(state);
-    if st.emit_due(segs) {
-        wake.status_changed.notify_one();
-    }
+    let mut wake_client = st.emit_due(segs);
     let scanned = scanner.scan(sbuf, segs, |head, segs| {
         if let Some(ev) = &head.event {
             meter.server_event(ev);
@@ -113,12 +116,7 @@ fn scan_once(
             params.server.set(name, value);
         }
         let step = st.server_message(head.kind, head.event.as_ref(), segs);
-        if step.status_changed {
-            wake.status_changed.notify_one();
-        }
-        if step.resend {
-            wake.resend_due.notify_one();
-        }
+        wake_client |= step.status_changed || step.resend;
         step.forward
     });
     let n = scanned.map_err(|_| ())?;
@@ -129,7 +127,7 @@ fn scan_once(
     } else {
         Send::Now
     };
-    Ok((n, what))
+    Ok((n, what, wake_client))
 }
 
 /// What the server pump does with the bytes of one scan.

@@ -89,10 +89,19 @@ fn mixed_in(sql: &[u8]) -> Option<String> {
     })
 }
 
+/// Whether "pglittle" (any case) appears in `sql`: a vectorised search
+/// for its first letter, then a look at the next seven bytes.
+fn mentions_pglittle(sql: &[u8]) -> bool {
+    memchr::memchr2_iter(b'p', b'P', sql).any(|i| {
+        sql.get(i..i + 8)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"pglittle"))
+    })
+}
+
 pub fn parse(sql: &[u8]) -> Option<Result<Local, String>> {
     // Runs for every simple query of a routed client: reject the common case
     // (no "pglittle" anywhere) on bytes, without allocating or validating UTF-8.
-    if !sql.windows(8).any(|w| w.eq_ignore_ascii_case(b"pglittle")) {
+    if !mentions_pglittle(sql) {
         return None;
     }
     if let Some(e) = mixed_in(sql) {
@@ -179,6 +188,22 @@ mod tests {
 
     fn p(s: &str) -> Option<Result<Local, String>> {
         parse(s.as_bytes())
+    }
+
+    #[test]
+    fn the_quick_search_finds_the_name_in_any_case_and_place() {
+        for sql in ["pglittle", "SHOW PgLittle.lsn", "x ppglittle", "p pglittlE"] {
+            assert!(mentions_pglittle(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "",
+            "p",
+            "pglittl",
+            "SELECT abalance FROM pgbench_accounts",
+            "pg little",
+        ] {
+            assert!(!mentions_pglittle(sql.as_bytes()), "{sql}");
+        }
     }
 
     #[test]
