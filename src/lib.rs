@@ -11,7 +11,7 @@
 //!   metric names, and the tiny HTTP server for /metrics and /health.
 //! - `sql`: pure statement analysis: the lexer, session side effects,
 //!   read/write classification with hints, SQL PREPARE & co, pglittle's
-//!   own `SET`/`SHOW pglittle.*`.
+//!   own `SET`/`SHOW pglittle.*`, which reads may run twice (`rerun`).
 //! - `prepared`: every prepared-statement concern, pure: the client's
 //!   statements, the per-server LRU, the `Rewriter` (client messages in,
 //!   bytes for the server out, and a queue saying what each reply means),
@@ -129,7 +129,19 @@
 //!   or without a FATAL first), as pingora's `RetryType` does for an error.
 //!   The session decides where (`session::placement`): a replica's request
 //!   moves to the primary, a primary's only when `safe_to_move` (a lone
-//!   BEGIN, or reads answered first by a FATAL).
+//!   BEGIN, reads answered first by a FATAL, or, after a bare hang-up,
+//!   reads that call only functions known to change nothing: `sql::rerun`).
+//! - Each query text is lexed once. Routing (`router::inspect`) lexes a
+//!   Query or Parse text into stack-held spans (`sql::lexer::Spans`) and
+//!   runs both the classifier and the effects scan over them
+//!   (`sql::analyze`); what it found travels in `sql::Known`, which the
+//!   session lends to the relay's `TxRecord`, so the relay does not lex
+//!   those texts again. Without replicas routing does not run and the relay
+//!   lexes each text itself, once.
+//! - The relay allocates nothing per transaction for its own buffers: they
+//!   live with the server connection (`pool::server::RelayBuffers`; few
+//!   servers, so nothing per client) and the reply queue's storage with the
+//!   server's statement books. Both pumps share one `Ctx`.
 //! - Whether a client's Parse arrives in a failed transaction block is
 //!   passed to `Rewriter::client_message` by the relay state (it alone sees
 //!   both the last ReadyForQuery and what is in flight), not patched in.

@@ -219,6 +219,7 @@ def idle(argv):
 # --------------------------------------------------------------------------
 
 TARGETS = [("direct", "direct Postgres"), ("pglittle", "pglittle"),
+           ("pglittle_base", "pglittle, base binary"),
            ("pglittle_always", "pglittle, server_reset = always"),
            ("pgbouncer", "PgBouncer")]
 
@@ -291,7 +292,7 @@ def report(raw_path, idle_path, meta_path):
     w("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     present = {r["target"] for r in rows} | {r["target"] for r in idle_rows}
     for t, label in TARGETS:
-        if t == "pglittle_always" and t not in present:
+        if t in ("pglittle_always", "pglittle_base") and t not in present:
             continue
         cells = [label]
         for key, _, digits, _ in metrics:
@@ -301,6 +302,9 @@ def report(raw_path, idle_path, meta_path):
     pairs = [("pglittle", "pgbouncer", "pglittle / PgBouncer"),
              ("pglittle", "direct", "pglittle / direct"),
              ("pgbouncer", "direct", "PgBouncer / direct")]
+    if "pglittle_base" in present:
+        pairs += [("pglittle", "pglittle_base", "pglittle / base"),
+                  ("pglittle_base", "pgbouncer", "base / PgBouncer")]
     if "pglittle_always" in present:
         pairs += [("pglittle_always", "pglittle", "always / detect"),
                   ("pglittle_always", "pgbouncer", "always / PgBouncer")]

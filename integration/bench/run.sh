@@ -52,6 +52,10 @@ Options:
                       server_reset = "always"; only when named here)
   --rev REV           benchmark a commit (git archive REV, built in
                       target/bench-rev) instead of the working tree
+  --base-bin PATH     a second, prebuilt pglittle to compare against in the
+                      same interleaved rounds (target pglittle_base; name it
+                      in --targets): before/after ratios without the day's
+                      drift between two runs
   --no-build          use the existing target/release/pglittle
   --mode M            pgbench query mode: simple (default), prepared, extended
   --skip-tps          memory test only
@@ -70,6 +74,7 @@ while (($#)); do
     --idle-clients) IDLE_CLIENTS=$2; shift ;;
     --targets) ONLY=$2; shift ;;
     --rev) REV=$2; shift ;;
+    --base-bin) BASE_BIN=$2; shift ;;
     --no-build) BUILD=0 ;;
     --mode) MODE=$2; shift ;;
     --skip-tps) RUN_TPS=0 ;;
@@ -100,6 +105,7 @@ for tool in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBIN/postgres" "$PGBENCH" python3
 done
 target_enabled() {
   if [ "$1" = pglittle_always ]; then [[ ",$ONLY," == *",$1,"* ]]; return; fi
+  if [ "$1" = pglittle_base ]; then [ -n "${BASE_BIN:-}" ] && [[ ",$ONLY," == *",$1,"* ]]; return; fi
   [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]
 }
 if target_enabled pgbouncer && ! [ -x "$PGBOUNCER" ]; then
@@ -234,6 +240,10 @@ fi
 # A private copy: a concurrent cargo build must not swap the binary mid-run.
 PGLITTLE="$WORK/pglittle"
 cp "$BUILT" "$PGLITTLE"
+if [ -n "${BASE_BIN:-}" ]; then
+  [ -x "$BASE_BIN" ] || die "--base-bin $BASE_BIN is not an executable"
+  cp "$BASE_BIN" "$WORK/pglittle-base"
+fi
 
 # ----------------------------------------------------------- postgresql ---
 PGPORT=$(free_port)
@@ -394,15 +404,21 @@ run_pgbench() { # round order target port pooler-pid|"" duration
 
 if ((RUN_TPS)); then
   TARGETS=()
-  for t in direct pglittle pglittle_always pgbouncer; do target_enabled "$t" && TARGETS+=("$t"); done
+  for t in direct pglittle pglittle_base pglittle_always pgbouncer; do target_enabled "$t" && TARGETS+=("$t"); done
+  if target_enabled pglittle_base; then
+    MAIN_PGLITTLE=$PGLITTLE; PGLITTLE="$WORK/pglittle-base"
+    start_pglittle tps-base
+    PGLITTLE=$MAIN_PGLITTLE
+    PGLB_PID=$PGL_PID; PGLB_PORT=$PGL_PORT
+  fi
   if target_enabled pglittle_always; then
     start_pglittle tps-always 'server_reset = "always"'
     PGLA_PID=$PGL_PID; PGLA_PORT=$PGL_PORT
   fi
   target_enabled pglittle && start_pglittle tps
   target_enabled pgbouncer && start_pgbouncer tps
-  port_of() { case $1 in direct) echo "$PGPORT" ;; pglittle) echo "$PGL_PORT" ;; pglittle_always) echo "$PGLA_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; esac; }
-  pid_of() { case $1 in direct) echo "" ;; pglittle) echo "$PGL_PID" ;; pglittle_always) echo "$PGLA_PID" ;; pgbouncer) echo "$PGB_PID" ;; esac; }
+  port_of() { case $1 in direct) echo "$PGPORT" ;; pglittle) echo "$PGL_PORT" ;; pglittle_always) echo "$PGLA_PORT" ;; pglittle_base) echo "$PGLB_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; esac; }
+  pid_of() { case $1 in direct) echo "" ;; pglittle) echo "$PGL_PID" ;; pglittle_always) echo "$PGLA_PID" ;; pglittle_base) echo "$PGLB_PID" ;; pgbouncer) echo "$PGB_PID" ;; esac; }
   # Warm-up (not recorded): fills the pools and the caches.
   for t in "${TARGETS[@]}"; do
     log "warm-up through $t (5s)"
@@ -429,8 +445,9 @@ if ((RUN_TPS)); then
   done
   [ -n "${PGL_PID:-}" ] && stop_pid "$PGL_PID" INT
   [ -n "${PGLA_PID:-}" ] && stop_pid "$PGLA_PID" INT
+  [ -n "${PGLB_PID:-}" ] && stop_pid "$PGLB_PID" INT
   [ -n "${PGB_PID:-}" ] && stop_pid "$PGB_PID" TERM
-  PGL_PID=""; PGLA_PID=""; PGB_PID=""
+  PGL_PID=""; PGLA_PID=""; PGLB_PID=""; PGB_PID=""
 fi
 
 # --------------------------------------------------------- idle clients ---
@@ -506,6 +523,7 @@ REPORT="$RESULTS_DIR/$STAMP.md"
   echo
   echo "- command: \`integration/bench/run.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (rounds=$ROUNDS, -M $MODE, -T $DURATION, -c $CLIENTS, -j $THREADS, pool $POOL_SIZE, scale $SCALE, idle clients $IDLE_CLIENTS)"
   echo "- pglittle: $REV_DESC"
+  if [ -n "${BASE_BIN:-}" ]; then echo "- pglittle_base: \`$BASE_BIN\` (prebuilt)"; fi
   echo "- $("$PGBIN/postgres" --version), $("$PGBENCH" --version), $("$PGBOUNCER" --version 2>/dev/null | head -1)"
   echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo) RAM"
   echo
