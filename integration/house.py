@@ -16,7 +16,7 @@ import sys
 
 # Bottom floor first: each room may import only rooms before it.
 ORDER = [
-    "shutdown", "protocol", "config", "metrics", "sql", "prepared", "router",
+    "shutdown", "protocol", "config", "tls", "metrics", "sql", "prepared", "router",
     "sizing", "pool", "topology", "relay", "shared", "error", "session",
     "admin", "front", "app", "demo", "main", "lib",
 ]

@@ -39,6 +39,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         None => None,
     };
     let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
+    shared
+        .load_tls(&shared.config())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // Databases following failovers (`role = "auto"`) are probed once before
     // the first client is served, so no write goes to a configured primary
     // that has since been demoted or replaced.
@@ -150,6 +153,9 @@ impl Running {
 
     /// Applies a reloaded config: pool sizes and timeouts change in place.
     pub fn reload(&self, config: Config) {
+        if let Err(e) = self.shared.load_tls(&config) {
+            tracing::error!(error = %e, "reload: TLS files not loaded; the previous ones stay");
+        }
         self.shared.apply_config(Arc::new(config));
         tracing::info!("configuration reloaded");
     }

@@ -50,6 +50,15 @@ pub enum SessionError {
     Panic(String),
     #[error("permission denied: user \"{0}\" is not in admin_users or stats_users")]
     NotAdmin(String),
+    #[error(
+        "this pooler accepts only TLS connections (client_tls_mode = \"{0}\"); \
+         connect with sslmode=require or stronger"
+    )]
+    TlsRequired(crate::config::TlsMode),
+    /// The TLS handshake failed, or TLS was asked for where it cannot be
+    /// had: nothing can be told in a language the client understands.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl SessionError {
@@ -74,12 +83,14 @@ impl SessionError {
             SessionError::ServerLost => sqlstate::CONNECTION_FAILURE,
             SessionError::Panic(_) => sqlstate::INTERNAL_ERROR,
             SessionError::NotAdmin(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
+            SessionError::TlsRequired(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            SessionError::Tls(_) => sqlstate::PROTOCOL_VIOLATION,
         }
     }
 
     /// False when the client itself is gone, so no ErrorResponse is sent.
     pub fn client_reachable(&self) -> bool {
-        !matches!(self, SessionError::ClientIo(_))
+        !matches!(self, SessionError::ClientIo(_) | SessionError::Tls(_))
     }
 
     /// A short reason for the disconnect log line.

@@ -7,6 +7,9 @@
 //!   messages pglittle decodes or encodes, `TxStatus`, named SQLSTATEs in
 //!   `protocol::sqlstate`, `Lsn`, SCRAM and md5).
 //! - `config`: TOML and sidecar flags -> validated, typed `Config`.
+//! - `tls`: the TLS acceptor offered to clients (built from the config's
+//!   PEM files, rebuilt at RELOAD) and `ClientStream`, a client connection
+//!   that is plain TCP or TLS over it (rustls, ring provider).
 //! - `metrics`: a per-instance Prometheus registry (no global recorder),
 //!   metric names, and the tiny HTTP server for /metrics and /health.
 //! - `sql`: pure statement analysis: the lexer, session side effects,
@@ -138,6 +141,13 @@
 //!   session lends to the relay's `TxRecord`, so the relay does not lex
 //!   those texts again. Without replicas routing does not run and the relay
 //!   lexes each text itself, once.
+//! - `tls` is a room of its own, just above `config` (DESIGN.md places TLS
+//!   in `front`): the client stream it defines is used by `front`, `admin`,
+//!   `session` and `relay`, which `front` must not be imported by. TLS is
+//!   settled in `front::tls` before the startup packet; a plain stream is
+//!   waited on for readiness and split without a lock as before, a TLS
+//!   stream is read (rustls may hold decrypted bytes the socket no longer
+//!   shows) and split with tokio's lock.
 //! - The relay allocates nothing per transaction for its own buffers: they
 //!   live with the server connection (`pool::server::RelayBuffers`; few
 //!   servers, so nothing per client) and the reply queue's storage with the
@@ -196,6 +206,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod sizing;
 pub mod sql;
+pub(crate) mod tls;
 pub mod topology;
 
 pub use app::{start, Running};

@@ -18,9 +18,9 @@ mod table;
 
 use std::sync::Arc;
 
+use crate::tls::ClientStream;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::SessionError;
@@ -112,7 +112,7 @@ pub fn greet(out: &mut BytesMut) {
 /// leaves or pglittle drains.
 pub async fn serve(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     mut buf: BytesMut,
     login: ClientLogin,
     client: ClientGuard,
@@ -128,7 +128,7 @@ pub async fn serve(
 
 async fn session(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     login: &ClientLogin,
 ) -> Result<String, SessionError> {

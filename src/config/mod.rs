@@ -104,6 +104,8 @@ pub struct PoolerSettings {
     /// default: a server (or something posing as one) asking for cleartext
     /// is refused.
     pub server_allow_cleartext: bool,
+    /// TLS towards clients (`client_tls_mode` and its files).
+    pub client_tls: ClientTls,
     /// Client messages larger than this (bytes) are refused with SQLSTATE 08P01.
     pub max_message_size: usize,
     /// How long SIGTERM waits for open transactions before closing them.
@@ -162,6 +164,7 @@ impl Default for PoolerSettings {
             server_reset: ServerReset::Detect,
             pin_on_session_state: false,
             server_allow_cleartext: false,
+            client_tls: ClientTls::default(),
             max_message_size: 1 << 30,
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 100,
@@ -178,6 +181,55 @@ impl Default for PoolerSettings {
             ban_after: 2,
             unban_after: 2,
         }
+    }
+}
+
+/// TLS between clients and pglittle, with PgBouncer's `client_tls_*`
+/// meanings. The files are read at start and at every RELOAD.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientTls {
+    pub mode: TlsMode,
+    /// PEM certificate chain pglittle presents.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of that certificate.
+    pub key_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates that client certificates must chain to
+    /// (`verify-ca`, `verify-full`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Whether TLS is offered, required, and how the peer is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum TlsMode {
+    /// No TLS: an SSLRequest is answered 'N'.
+    #[default]
+    Disable,
+    /// TLS when the client asks; plain text otherwise.
+    Allow,
+    /// The same as `allow` on this side (the client chooses).
+    Prefer,
+    /// TLS only; a plain-text login is refused (28000).
+    Require,
+    /// TLS only, and the client presents a certificate signed by `ca_file`.
+    VerifyCa,
+    /// As `verify-ca` (a client has no host name to check).
+    VerifyFull,
+}
+
+impl TlsMode {
+    /// TLS is offered to clients that ask.
+    pub fn offered(self) -> bool {
+        self != TlsMode::Disable
+    }
+
+    /// A client that does not use TLS is refused.
+    pub fn required(self) -> bool {
+        self >= TlsMode::Require
+    }
+
+    /// The client must present a certificate that chains to the CA file.
+    pub fn verifies_peer(self) -> bool {
+        self >= TlsMode::VerifyCa
     }
 }
 
@@ -389,6 +441,14 @@ keyword_enum!(Switch { On => "on", Off => "off" });
 keyword_enum!(ReadYourWrites { Lsn => "lsn", Time => "time", Off => "off" });
 keyword_enum!(PrimaryReads { Never => "never", Fallback => "fallback", Always => "always" });
 keyword_enum!(ServerReset { Detect => "detect", Always => "always" });
+keyword_enum!(TlsMode {
+    Disable => "disable",
+    Allow => "allow",
+    Prefer => "prefer",
+    Require => "require",
+    VerifyCa => "verify-ca",
+    VerifyFull => "verify-full"
+});
 keyword_enum!(PoolMode { Transaction => "transaction", Session => "session" });
 keyword_enum!(LogFormat { Text => "text", Json => "json" });
 keyword_enum!(AuthMethod { ScramSha256 => "scram-sha-256", Md5 => "md5", Trust => "trust" });

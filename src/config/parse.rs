@@ -36,6 +36,10 @@ const POOLER_KEYS: &[&str] = &[
     "server_reset",
     "pin_on_session_state",
     "server_allow_cleartext",
+    "client_tls_mode",
+    "client_tls_cert_file",
+    "client_tls_key_file",
+    "client_tls_ca_file",
     "max_message_size",
     "shutdown_timeout",
     "max_prepared_statements",
@@ -137,6 +141,12 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         server_allow_cleartext: s
             .boolean("server_allow_cleartext")?
             .unwrap_or(d.server_allow_cleartext),
+        client_tls: crate::config::ClientTls {
+            mode: s.keyword("client_tls_mode")?.unwrap_or(d.client_tls.mode),
+            cert_file: s.string("client_tls_cert_file")?.map(Into::into),
+            key_file: s.string("client_tls_key_file")?.map(Into::into),
+            ca_file: s.string("client_tls_ca_file")?.map(Into::into),
+        },
         max_message_size: s.size("max_message_size")?.unwrap_or(d.max_message_size),
         shutdown_timeout: duration("shutdown_timeout", d.shutdown_timeout)?,
         server_check_delay: duration("server_check_delay", d.server_check_delay)?,

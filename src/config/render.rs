@@ -77,6 +77,7 @@ fn render_pooler(config: &Config, out: &mut String) {
     line(out, "server_reset", toml_string(p.server_reset.as_str()));
     line(out, "pin_on_session_state", p.pin_on_session_state);
     line(out, "server_allow_cleartext", p.server_allow_cleartext);
+    render_client_tls(out, &p.client_tls);
     line(
         out,
         "max_message_size",
@@ -213,4 +214,18 @@ fn line(out: &mut String, key: &str, value: impl Display) {
 
 fn inherited(out: &mut String, key: &str, value: impl Display, from: &str) {
     out.push_str(&format!("# {key} = {value}  (not set; {from} applies)\n"));
+}
+
+/// `client_tls_mode` and the files it uses (unset files are left out).
+fn render_client_tls(out: &mut String, t: &super::ClientTls) {
+    line(out, "client_tls_mode", toml_string(t.mode.as_str()));
+    for (key, file) in [
+        ("client_tls_cert_file", &t.cert_file),
+        ("client_tls_key_file", &t.key_file),
+        ("client_tls_ca_file", &t.ca_file),
+    ] {
+        if let Some(f) = file {
+            line(out, key, toml_string(&f.display().to_string()));
+        }
+    }
 }

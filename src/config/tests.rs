@@ -787,3 +787,32 @@ fn server_reset_and_pinning_parse_and_name_their_key() {
     let e = parse_err(&with("pooler", "pin_on_session_state = \"yes\""));
     assert!(e.starts_with("pooler.pin_on_session_state:"), "{e}");
 }
+
+#[test]
+fn client_tls_needs_its_files_and_names_the_key() {
+    let e = parse_err(&with("pooler", "client_tls_mode = \"require\""));
+    assert!(e.contains("pooler.client_tls_cert_file"), "{e}");
+    assert!(e.contains("pooler.client_tls_key_file"), "{e}");
+    let e = parse_err(&with(
+        "pooler",
+        "client_tls_mode = \"verify-ca\"\nclient_tls_cert_file = \"c\"\nclient_tls_key_file = \"k\"",
+    ));
+    assert!(e.contains("pooler.client_tls_ca_file"), "{e}");
+    assert!(!e.contains("client_tls_cert_file"), "{e}");
+    let e = parse_err(&with("pooler", "client_tls_mode = \"sometimes\""));
+    assert!(e.contains("client_tls_mode"), "{e}");
+    let c = parse(&with(
+        "pooler",
+        "client_tls_mode = \"verify-full\"\nclient_tls_cert_file = \"c.pem\"\n\
+         client_tls_key_file = \"k.pem\"\nclient_tls_ca_file = \"ca.pem\"",
+    ));
+    let t = &c.pooler.client_tls;
+    assert_eq!(t.mode, TlsMode::VerifyFull);
+    assert!(t.mode.required() && t.mode.verifies_peer() && t.mode.offered());
+    assert_eq!(t.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert!(!TlsMode::Prefer.required() && TlsMode::Prefer.offered());
+    assert!(!TlsMode::Disable.offered());
+    // The effective config shows it, and reads back the same.
+    let again = parse(&c.render_effective());
+    assert_eq!(again.pooler.client_tls, c.pooler.client_tls);
+}

@@ -34,12 +34,44 @@ fn check_pooler(config: &Config, errors: &mut Vec<ConfigError>) {
         ));
     }
     at_least_one("pooler.max_client_conn", p.max_client_conn, errors);
+    check_client_tls(&p.client_tls, errors);
     if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&p.max_message_size) {
         errors.push(ConfigError::invalid(
             "pooler.max_message_size",
             format!(
                 "must be between 1KiB and 1GiB, got {}",
                 format_size(p.max_message_size)
+            ),
+        ));
+    }
+}
+
+/// TLS needs its files: a certificate and key to offer it, a CA to verify
+/// clients' certificates. (Whether they can be read and parsed is checked
+/// when they are loaded, at start and at RELOAD.)
+fn check_client_tls(t: &super::ClientTls, errors: &mut Vec<ConfigError>) {
+    if t.mode.offered() {
+        for (key, file) in [
+            ("pooler.client_tls_cert_file", &t.cert_file),
+            ("pooler.client_tls_key_file", &t.key_file),
+        ] {
+            if file.is_none() {
+                errors.push(ConfigError::invalid(
+                    key,
+                    format!(
+                        "required when client_tls_mode = \"{}\" (a PEM file)",
+                        t.mode
+                    ),
+                ));
+            }
+        }
+    }
+    if t.mode.verifies_peer() && t.ca_file.is_none() {
+        errors.push(ConfigError::invalid(
+            "pooler.client_tls_ca_file",
+            format!(
+                "required when client_tls_mode = \"{}\": the CA that client certificates must chain to",
+                t.mode
             ),
         ));
     }

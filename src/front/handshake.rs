@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::tls::ClientStream;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::Admission;
 use crate::router::RouteState;
@@ -44,18 +44,13 @@ pub(super) enum Login {
 /// address.
 pub(super) async fn run(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     peer: std::net::SocketAddr,
     admission: Admission,
 ) -> Result<Option<Login>, SessionError> {
     let config = shared.config();
-    // Over the cap, a connection gets only long enough to say it is a
-    // cancel request or a console login: it is refused at once otherwise.
-    let timeout = match admission {
-        Admission::Within => config.pooler.client_login_timeout,
-        _ => config.pooler.client_login_timeout.min(OVER_CAP_WAIT),
-    };
+    let timeout = login_timeout(&config, admission);
     let login = login(shared, &config, stream, buf, peer.ip(), admission);
     let result = match tokio::time::timeout(timeout, login).await {
         Ok(r) => r,
@@ -84,7 +79,17 @@ pub(super) async fn run(
     Err(e)
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), SessionError> {
+/// How long a client has to log in. Over the cap, a connection gets only
+/// long enough to say it is a cancel request or a console login: it is
+/// refused at once otherwise.
+pub(super) fn login_timeout(config: &Config, admission: Admission) -> std::time::Duration {
+    match admission {
+        Admission::Within => config.pooler.client_login_timeout,
+        _ => config.pooler.client_login_timeout.min(OVER_CAP_WAIT),
+    }
+}
+
+async fn read_more(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<(), SessionError> {
     buf.reserve(1024);
     if stream.read_buf(buf).await? == 0 {
         return Err(SessionError::ClientIo(
@@ -94,7 +99,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Ses
     Ok(())
 }
 
-async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, SessionError> {
+async fn read_frame(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<Frame, SessionError> {
     loop {
         if let Some(f) = decode_frame(buf, MAX_AUTH_MESSAGE)? {
             return Ok(f);
@@ -106,7 +111,7 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame,
 async fn login(
     shared: &Arc<Shared>,
     config: &Config,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     ip: std::net::IpAddr,
     admission: Admission,
@@ -165,7 +170,7 @@ async fn login(
 /// which is forwarded here.
 async fn read_startup(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<Option<(u16, Vec<(String, String)>)>, SessionError> {
     loop {
@@ -291,7 +296,7 @@ fn greet(out: &mut BytesMut, defaults: &Params, overrides: &Params, cancel: &Can
     backend::ready_for_query(out, crate::protocol::TxStatus::Idle);
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), SessionError> {
+async fn flush(stream: &mut ClientStream, out: &mut BytesMut) -> Result<(), SessionError> {
     if !out.is_empty() {
         stream.write_all(out).await?;
         out.clear();
@@ -301,7 +306,7 @@ async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), Session
 
 async fn authenticate(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     user: &str,
     cfg: &UserConfig,
@@ -348,7 +353,7 @@ async fn authenticate(
 /// One SCRAM-SHA-256 exchange against `secret`; returns the ClientKey the
 /// client proved, or BadPassword.
 async fn scram_exchange(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     secret: scram::ScramSecret,
     user: &str,
@@ -389,7 +394,7 @@ async fn scram_exchange(
 /// the proof, exactly as a wrong password does.
 async fn refuse_unknown_user(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: &str,

@@ -3,6 +3,7 @@
 //! pool `session` or to the `admin` console.
 
 mod handshake;
+mod tls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,7 +15,11 @@ use tokio::sync::{mpsc, watch};
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::protocol::backend::{self, Severity};
+use crate::tls::ClientStream;
 
 use crate::session::Session;
 use crate::shared::clients::{ClientGuard, ClientLogin};
@@ -126,13 +131,14 @@ pub async fn serve(
 /// client's session is returned with its database and user names.
 async fn admit(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     admission: Admission,
     client: ClientGuard,
 ) -> Option<(Box<Session>, String, String)> {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::new();
+    let mut stream = secure(&shared, tcp, &mut buf, peer, admission).await?;
     let login = match handshake::run(&shared, &mut stream, &mut buf, peer, admission).await {
         Ok(Some(Login::Pool(login))) => login,
         Ok(Some(Login::Console(login))) => {
@@ -159,6 +165,37 @@ async fn admit(
     tracing::info!(client = %peer, db = %db, user = %user, "client connected");
     let session = Session::start(&shared, stream, buf, login, client);
     Some((session, db, user))
+}
+
+/// TLS or not, within client_login_timeout; a plain-text login where TLS
+/// is required is told why (28000).
+async fn secure(
+    shared: &Shared,
+    tcp: TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    admission: Admission,
+) -> Option<ClientStream> {
+    let config = shared.config();
+    let offer = tls::Offer {
+        mode: config.pooler.client_tls.mode,
+        acceptor: shared.client_tls(),
+    };
+    let timeout = handshake::login_timeout(&config, admission);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (tcp, e) = match tls::negotiate(offer, tcp, buf, deadline).await {
+        Ok(stream) => return Some(stream),
+        Err(failed) => failed,
+    };
+    if let (Some(mut tcp), true) = (tcp, e.client_reachable()) {
+        let mut out = BytesMut::new();
+        let (code, text) = (e.sqlstate(), e.to_string());
+        backend::error_response(&mut out, Severity::Fatal, code, &text, e.hint());
+        let _ = tcp.write_all(&out).await;
+    }
+    let error = e.to_string();
+    tracing::info!(client = %peer, error = %error.escape_debug(), "login failed");
+    None
 }
 
 #[cfg(test)]

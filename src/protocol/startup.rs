@@ -28,6 +28,33 @@ pub enum StartupPacket {
     },
 }
 
+/// What the first packet of a connection is, from its first 8 bytes
+/// (`None`: fewer are buffered), without consuming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    SslRequest,
+    GssEncRequest,
+    Cancel,
+    /// A StartupMessage, or anything else (`decode_startup` judges it).
+    Other,
+}
+
+pub fn peek_opening(buf: &[u8]) -> Option<Opening> {
+    let head = buf.get(..8)?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    Some(match (len, code) {
+        (8, SSL_REQUEST) => Opening::SslRequest,
+        (8, GSSENC_REQUEST) => Opening::GssEncRequest,
+        (_, CANCEL_REQUEST) => Opening::Cancel,
+        _ => Opening::Other,
+    })
+}
+
+/// The first byte of a TLS handshake record: a connection that opens with
+/// it is PostgreSQL 17's direct TLS (no SSLRequest first).
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// Splits one startup-phase packet off `buf`; `Ok(None)` means read more.
 pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolError> {
     if buf.len() < 8 {
@@ -144,6 +171,27 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_opening_packet_is_told_from_its_first_eight_bytes() {
+        let head = |len: u32, code: u32| [len.to_be_bytes(), code.to_be_bytes()].concat();
+        assert_eq!(
+            peek_opening(&head(8, SSL_REQUEST)),
+            Some(Opening::SslRequest)
+        );
+        assert_eq!(
+            peek_opening(&head(8, GSSENC_REQUEST)),
+            Some(Opening::GssEncRequest)
+        );
+        assert_eq!(
+            peek_opening(&head(16, CANCEL_REQUEST)),
+            Some(Opening::Cancel)
+        );
+        assert_eq!(peek_opening(&head(40, 196_608)), Some(Opening::Other));
+        // An SSLRequest code in a longer packet is not an SSLRequest.
+        assert_eq!(peek_opening(&head(12, SSL_REQUEST)), Some(Opening::Other));
+        assert_eq!(peek_opening(&head(8, SSL_REQUEST)[..7]), None);
+    }
     use bytes::BufMut;
 
     fn packet(code: u32, body: &[u8]) -> BytesMut {

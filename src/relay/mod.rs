@@ -11,9 +11,9 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::tls::ClientStream;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::pool::params::Params;
@@ -95,15 +95,16 @@ pub struct ServerSide<'a> {
 }
 
 /// Runs until the transaction ends, over the client's and server's sockets.
+/// A plain client socket splits without a lock; a TLS stream is split
+/// with tokio's (its two directions share one rustls session).
 pub async fn transaction(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     side: ClientSide<'_>,
     server: &mut ServerConn,
     record: &mut TxRecord,
     limits: &RelayLimits,
     meter: &Meter<'_>,
 ) -> Outcome {
-    let (cr, cw) = client.split();
     let (sr, sw) = server.stream.split();
     let server = ServerSide {
         buf: &mut server.buf,
@@ -111,7 +112,16 @@ pub async fn transaction(
         params: &mut server.params,
         statements: &mut server.statements,
     };
-    pump((cr, cw), (sr, sw), side, server, record, limits, meter).await
+    match client {
+        ClientStream::Plain(tcp) => {
+            let (cr, cw) = tcp.split();
+            pump((cr, cw), (sr, sw), side, server, record, limits, meter).await
+        }
+        tls @ ClientStream::Tls(_) => {
+            let (cr, cw) = tokio::io::split(tls);
+            pump((cr, cw), (sr, sw), side, server, record, limits, meter).await
+        }
+    }
 }
 
 /// Wakes one pump from the other. What happened is in `State`, which a

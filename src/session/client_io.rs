@@ -12,9 +12,38 @@ use crate::protocol::backend::{self, Severity};
 use crate::protocol::frame::peek_header;
 use crate::protocol::frontend::{peek_message, peek_stream_head, FrontendMessage};
 use crate::shutdown::Phase;
+use crate::tls::ClientStream;
 
 /// The buffer a client's request is first read into (`wait_for_message`).
 const FIRST_READ: usize = 1024;
+
+/// What waiting for the client gave.
+enum Arrived {
+    /// The TCP socket is readable (nothing read yet: no buffer was needed).
+    Readable,
+    /// Bytes were read into the buffer (TLS: rustls may hold decrypted
+    /// bytes the socket no longer shows, so it is read, not watched); 0 is
+    /// the end of the stream.
+    Read(usize),
+}
+
+/// Waits for the client: readiness of a plain socket, or a read of a TLS
+/// stream into `buf`.
+async fn wait_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::Result<Arrived> {
+    match client {
+        ClientStream::Plain(tcp) => {
+            tcp.readable().await?;
+            Ok(Arrived::Readable)
+        }
+        ClientStream::Tls(_) => {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(8 * 1024);
+            }
+            let n = tokio::io::AsyncReadExt::read_buf(client, buf).await?;
+            Ok(Arrived::Read(n))
+        }
+    }
+}
 
 impl Session {
     /// Waits until a complete message is buffered; `None` on Terminate or EOF.
@@ -47,22 +76,30 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
-            if self.lease.is_some() {
+            let arrived = if self.lease.is_some() {
                 // A held server (session mode, a pinned client) may speak
                 // first. Boxed: most idle clients hold no server, and this
                 // wait is what each of them keeps.
                 match Box::pin(self.wait_with_server(shutdown)).await? {
-                    Woke::Client => {}
+                    Woke::Client(arrived) => arrived,
                     Woke::Other => continue,
                     Woke::ServerGone => return Ok(None),
                 }
             } else {
                 tokio::select! {
-                    r = self.client.readable() => r?,
+                    r = wait_client(&mut self.client, &mut self.buf) => r?,
                     _ = shutdown.changed() => continue,
                     _ = expired => return Err(SessionError::ClientIdle),
                 }
-            }
+            };
+            let tcp = match arrived {
+                Arrived::Read(0) => return Ok(None),
+                Arrived::Read(_) => continue,
+                Arrived::Readable => match self.client.as_tcp() {
+                    Some(tcp) => tcp,
+                    None => continue,
+                },
+            };
             if self.buf.capacity() == 0 {
                 // A request's first bytes. Most requests fit, and a buffer
                 // of this size comes cheaply from the allocator's per-thread
@@ -71,7 +108,7 @@ impl Session {
             } else if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(8 * 1024);
             }
-            match self.client.try_read_buf(&mut self.buf) {
+            match tcp.try_read_buf(&mut self.buf) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -86,7 +123,7 @@ impl Session {
         &mut self,
         shutdown: &mut tokio::sync::watch::Receiver<Phase>,
     ) -> Result<Woke, SessionError> {
-        let client = &self.client;
+        let (client, buf) = (&mut self.client, &mut self.buf);
         let held = self.lease.as_mut().map(|l| l.conn());
         let server_said = async {
             match held {
@@ -95,10 +132,7 @@ impl Session {
             }
         };
         tokio::select! {
-            r = client.readable() => {
-                r?;
-                Ok(Woke::Client)
-            }
+            r = wait_client(client, buf) => Ok(Woke::Client(r?)),
             r = server_said => {
                 r.map_err(|_| SessionError::ServerLost)?;
                 if self.relay_server_chatter().await? {
@@ -184,7 +218,8 @@ impl Session {
 
 /// What ended a wait with a server held.
 enum Woke {
-    Client,
+    /// The client: its socket is readable, or bytes were read.
+    Client(Arrived),
     /// The server spoke (and was passed on), or shutdown moved: look again.
     Other,
     /// The server ended the session after telling the client why.

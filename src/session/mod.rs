@@ -12,8 +12,8 @@ mod routing;
 
 use std::sync::Arc;
 
+use crate::tls::ClientStream;
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 pub use crate::shared::Shared;
 
@@ -29,7 +29,7 @@ use crate::shutdown::Phase;
 /// A logged-in client.
 pub struct Session {
     shared: Arc<Shared>,
-    client: TcpStream,
+    client: ClientStream,
     pool: Arc<Pool>,
     mode: PoolMode,
     defaults: Arc<Params>,
@@ -85,7 +85,7 @@ impl Session {
     /// sent past its login.
     pub fn start(
         shared: &Arc<Shared>,
-        client: TcpStream,
+        client: ClientStream,
         buf: BytesMut,
         login: PoolClient,
         entry: clients::ClientGuard,
@@ -280,7 +280,7 @@ mod tests {
         let session = Session {
             entry: shared.client_list.register(addr, None),
             shared: shared.clone(),
-            client: TcpStream::connect(addr).await.unwrap(),
+            client: tokio::net::TcpStream::connect(addr).await.unwrap().into(),
             pool: pool.clone(),
             mode: PoolMode::Transaction,
             defaults: Arc::new(Params::new()),

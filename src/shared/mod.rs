@@ -55,6 +55,9 @@ pub struct Shared {
     pub ryw: RywCounters,
     /// Failed logins per source address and user (delay, then refusal).
     pub failed_logins: failed_logins::FailedLogins,
+    /// What clients are offered for TLS, from the config's files as last
+    /// (re)loaded; `None` when client_tls_mode is disable.
+    client_tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
 }
 
 /// How reads were placed with respect to the client's own writes.
@@ -93,7 +96,26 @@ impl Shared {
             paused: Mutex::new(std::collections::BTreeSet::new()),
             derived: Mutex::new(HashMap::new()),
             mock_nonce: rand::random(),
+            client_tls: RwLock::new(None),
         }
+    }
+
+    /// Reads the TLS files `config` names and installs what clients are
+    /// offered from now on (connected clients keep their session). An error
+    /// names the key; the previous setup stays.
+    pub fn load_tls(&self, config: &Config) -> Result<(), String> {
+        let acceptor =
+            crate::tls::client_acceptor(&config.pooler.client_tls).map_err(|e| e.to_string())?;
+        *self.client_tls.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    /// The TLS acceptor offered to clients now (`None`: TLS is off).
+    pub fn client_tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.client_tls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Installs how RELOAD re-reads the configuration.
@@ -110,6 +132,7 @@ impl Shared {
             .clone()
             .ok_or("this instance was started without a configuration source to reload")?;
         let config = r()?;
+        self.load_tls(&config)?;
         self.apply_config(Arc::new(config));
         tracing::info!("configuration reloaded");
         Ok(())

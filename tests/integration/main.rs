@@ -20,3 +20,4 @@ mod prepared;
 mod raw;
 mod replica;
 mod server_login;
+mod tls;

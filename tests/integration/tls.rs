@@ -1,0 +1,382 @@
+//! Issue 14: TLS between clients and pglittle, against the real primary.
+//! Clients are tokio-postgres over rustls (a small connector below), libpq
+//! (psql), and raw sockets for what no driver here sends (GSSENCRequest,
+//! PostgreSQL 17's direct TLS).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Command;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pgcluster::{APP_DB, APP_PASSWORD, APP_USER, MD5_PASSWORD, MD5_USER};
+use pglittle::config::TlsMode;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_postgres::tls::{ChannelBinding, TlsConnect};
+
+use crate::common::*;
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
+/// certificate for the md5 user, as PEM files in a directory of their own.
+struct Certs {
+    dir: PathBuf,
+    ca: rcgen::Certificate,
+}
+
+impl Certs {
+    fn new(name: &str) -> Certs {
+        let dir = std::env::temp_dir().join(format!("pglittle-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("pglittle test CA {name}"),
+        );
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>, cn: &str, stem: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(names).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{stem}.crt")), cert.pem()).unwrap();
+            let key_path = dir.join(format!("{stem}.key"));
+            std::fs::write(&key_path, key.serialize_pem()).unwrap();
+            // libpq refuses a client key others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            "pglittle",
+            "server",
+        );
+        leaf(vec![], MD5_USER, "client");
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        Certs { dir, ca }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// A pooler config offering TLS in `mode` with these files.
+    fn config(&self, mode: TlsMode) -> pglittle::config::Config {
+        let mut cfg = config();
+        let t = &mut cfg.pooler.client_tls;
+        t.mode = mode;
+        t.cert_file = Some(self.path("server.crt"));
+        t.key_file = Some(self.path("server.key"));
+        t.ca_file = Some(self.path("ca.crt"));
+        cfg
+    }
+
+    /// A rustls client that trusts this CA (and, optionally, presents the
+    /// client certificate), offering `alpn`.
+    fn client(&self, with_cert: bool, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut cfg = if with_cert {
+            use rustls::pki_types::pem::PemObject;
+            let certs = CertificateDer::pem_file_iter(self.path("client.crt"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_file(self.path("client.key")).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Arc::new(cfg)
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// tokio-postgres over rustls: the connector a TLS-speaking app would use.
+struct Rustls(Arc<rustls::ClientConfig>);
+
+struct RustlsStream(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl TlsConnect<TcpStream> for Rustls {
+    type Stream = RustlsStream;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<RustlsStream>> + Send>>;
+
+    fn connect(self, stream: TcpStream) -> Self::Future {
+        Box::pin(async move {
+            let name = ServerName::try_from("localhost").unwrap();
+            let s = tokio_rustls::TlsConnector::from(self.0)
+                .connect(name, stream)
+                .await?;
+            Ok(RustlsStream(s))
+        })
+    }
+}
+
+impl tokio_postgres::tls::TlsStream for RustlsStream {
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+impl AsyncRead for RustlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RustlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Connects tokio-postgres to pglittle with `sslmode`, over rustls.
+async fn connect_tls(
+    port: u16,
+    sslmode: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB} sslmode={sslmode}"
+    );
+    let cfg: tokio_postgres::Config = conninfo.parse().unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (client, conn) = cfg.connect_raw(tcp, Rustls(tls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn psql(port: u16, conn: &str, sql: &str) -> std::process::Output {
+    let bindir = &cluster().bindir;
+    let exe = if bindir.join("psql").exists() {
+        bindir.join("psql")
+    } else {
+        "psql".into()
+    };
+    Command::new(exe)
+        .args(["-X", "-A", "-t", "-c", sql])
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname={APP_DB} user={MD5_USER} password={MD5_PASSWORD} {conn}"
+        ))
+        .output()
+        .expect("run psql")
+}
+
+fn text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+// The client asks (SSLRequest), gets TLS, and works; with TLS required, a
+// plain-text login is refused with 28000 naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_used_when_asked_and_plain_text_is_refused_when_required() {
+    let certs = Certs::new("require");
+    let p = pooler(certs.config(TlsMode::Require)).await;
+    let c = connect_tls(p.port, "require", certs.client(false, &[]))
+        .await
+        .expect("a TLS client is served");
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    // Over a pool of servers, many queries and a large reply.
+    let big = scalar(&c, "select repeat('x', 300000)").await;
+    assert_eq!(big.len(), 300_000);
+    // libpq says the connection is encrypted.
+    let out = psql(
+        p.port,
+        &format!(
+            "sslmode=verify-full sslrootcert={}",
+            certs.path("ca.crt").display()
+        ),
+        "\\conninfo",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("SSL connection"), "{}", text(&out));
+    // Plain text: refused, and told why.
+    let e = p
+        .connect_as(APP_USER, APP_PASSWORD)
+        .await
+        .expect_err("plain text served");
+    assert_eq!(code(&e), "28000", "{e}");
+    let said = e.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        said.as_deref()
+            .is_some_and(|m| m.contains("client_tls_mode")),
+        "{said:?}"
+    );
+    let out = psql(p.port, "sslmode=disable", "select 1");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("client_tls_mode"), "{}", text(&out));
+}
+
+// With TLS off, a client that asks is answered 'N' and goes on in plain
+// text (sslmode=prefer), and one that insists is refused by its driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_off_an_sslrequest_is_declined_and_the_login_goes_on() {
+    let p = pooler(config()).await;
+    let out = psql(p.port, "sslmode=prefer", "select 2");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let out = psql(p.port, "sslmode=require", "select 2");
+    assert!(
+        !out.status.success(),
+        "TLS without an offer: {}",
+        text(&out)
+    );
+}
+
+// A GSSENCRequest is answered 'N'; the client may then ask for TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gssenc_is_declined_then_tls_is_given() {
+    let certs = Certs::new("gss");
+    let p = pooler(certs.config(TlsMode::Prefer)).await;
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let request = |code: u32| [8u32.to_be_bytes(), code.to_be_bytes()].concat();
+    s.write_all(&request(80_877_104)).await.unwrap();
+    assert_eq!(s.read_u8().await.unwrap(), b'N');
+    s.write_all(&request(80_877_103)).await.unwrap();
+    assert_eq!(s.read_u8().await.unwrap(), b'S');
+    let tls = tokio_rustls::TlsConnector::from(certs.client(false, &[]))
+        .connect(ServerName::try_from("localhost").unwrap(), s)
+        .await;
+    let mut tls = tls.expect("TLS after the declined GSSENCRequest");
+    assert_eq!(
+        startup_reply(&mut tls).await,
+        Some(b'R'),
+        "no authentication request over TLS"
+    );
+}
+
+/// Sends a StartupMessage for the app user; the first reply's tag.
+async fn startup_reply<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Option<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", APP_USER), ("database", APP_DB)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).await.ok()?;
+    s.flush().await.ok()?;
+    s.read_u8().await.ok()
+}
+
+// PostgreSQL 17's direct TLS: a TLS handshake at once, with ALPN
+// "postgresql"; without that ALPN the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_needs_the_postgresql_alpn() {
+    let certs = Certs::new("direct");
+    let p = pooler(certs.config(TlsMode::Require)).await;
+    let name = ServerName::try_from("localhost").unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(certs.client(false, &[b"postgresql"]))
+        .connect(name.clone(), tcp)
+        .await
+        .expect("direct TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    assert_eq!(startup_reply(&mut tls).await, Some(b'R'));
+    // No ALPN: the handshake may finish, but nothing is served.
+    let tcp = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(certs.client(false, &[]))
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(mut tls) => startup_reply(&mut tls).await.is_none(),
+    };
+    assert!(refused, "direct TLS without ALPN was served");
+}
+
+// verify-ca: a client certificate signed by client_tls_ca_file is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_ca_needs_a_client_certificate_from_the_ca() {
+    let certs = Certs::new("verify");
+    let p = pooler(certs.config(TlsMode::VerifyCa)).await;
+    let with = format!(
+        "sslmode=require sslcert={} sslkey={}",
+        certs.path("client.crt").display(),
+        certs.path("client.key").display()
+    );
+    let out = psql(p.port, &with, "select 3");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let e = connect_tls(p.port, "require", certs.client(false, &[])).await;
+    assert!(e.is_err(), "served without a client certificate");
+    let c = connect_tls(p.port, "require", certs.client(true, &[]))
+        .await
+        .expect("served with the client certificate");
+    assert_eq!(scalar(&c, "select 4").await, "4");
+}
+
+// RELOAD re-reads the files: new connections get the new certificate (a
+// new CA here), and a client connected before keeps its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_gives_new_connections_the_new_certificate_and_drops_nobody() {
+    let old = Certs::new("reload-old");
+    let new = Certs::new("reload-new");
+    let p = pooler(old.config(TlsMode::Require)).await;
+    let before = connect_tls(p.port, "require", old.client(false, &[]))
+        .await
+        .expect("old certificate");
+    assert!(connect_tls(p.port, "require", new.client(false, &[]))
+        .await
+        .is_err());
+    p.running.reload(new.config(TlsMode::Require));
+    let after = connect_tls(p.port, "require", new.client(false, &[]))
+        .await
+        .expect("new certificate after RELOAD");
+    assert_eq!(scalar(&after, "select 5").await, "5");
+    assert!(connect_tls(p.port, "require", old.client(false, &[]))
+        .await
+        .is_err());
+    assert_eq!(
+        scalar(&before, "select 6").await,
+        "6",
+        "the connected client was dropped"
+    );
+    // Files that cannot be read leave the working setup in place.
+    let mut broken = new.config(TlsMode::Require);
+    broken.pooler.client_tls.cert_file = Some(Path::new("/nonexistent/cert.pem").into());
+    p.running.reload(broken);
+    let again = connect_tls(p.port, "require", new.client(false, &[]))
+        .await
+        .expect("still served after a failed reload");
+    assert_eq!(scalar(&again, "select 7").await, "7");
+}
