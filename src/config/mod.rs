@@ -106,6 +106,8 @@ pub struct PoolerSettings {
     pub server_allow_cleartext: bool,
     /// TLS towards clients (`client_tls_mode` and its files).
     pub client_tls: ClientTls,
+    /// TLS towards servers (`server_tls_mode` and its files).
+    pub server_tls: ServerTls,
     /// Client messages larger than this (bytes) are refused with SQLSTATE 08P01.
     pub max_message_size: usize,
     /// How long SIGTERM waits for open transactions before closing them.
@@ -165,6 +167,7 @@ impl Default for PoolerSettings {
             pin_on_session_state: false,
             server_allow_cleartext: false,
             client_tls: ClientTls::default(),
+            server_tls: ServerTls::default(),
             max_message_size: 1 << 30,
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 100,
@@ -196,6 +199,19 @@ pub struct ClientTls {
     /// PEM CA certificates that client certificates must chain to
     /// (`verify-ca`, `verify-full`).
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// TLS between pglittle and PostgreSQL (pools and the health probe), with
+/// libpq's `sslmode` meanings. The files are read at start and at RELOAD.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerTls {
+    pub mode: TlsMode,
+    /// PEM CA certificates the server's certificate must chain to
+    /// (`verify-ca`, `verify-full`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and key pglittle presents, if the server asks.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// Whether TLS is offered, required, and how the peer is checked.

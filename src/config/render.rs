@@ -78,6 +78,7 @@ fn render_pooler(config: &Config, out: &mut String) {
     line(out, "pin_on_session_state", p.pin_on_session_state);
     line(out, "server_allow_cleartext", p.server_allow_cleartext);
     render_client_tls(out, &p.client_tls);
+    render_server_tls(out, &p.server_tls);
     line(
         out,
         "max_message_size",
@@ -223,6 +224,20 @@ fn render_client_tls(out: &mut String, t: &super::ClientTls) {
         ("client_tls_cert_file", &t.cert_file),
         ("client_tls_key_file", &t.key_file),
         ("client_tls_ca_file", &t.ca_file),
+    ] {
+        if let Some(f) = file {
+            line(out, key, toml_string(&f.display().to_string()));
+        }
+    }
+}
+
+/// `server_tls_mode` and the files it uses (unset files are left out).
+fn render_server_tls(out: &mut String, t: &super::ServerTls) {
+    line(out, "server_tls_mode", toml_string(t.mode.as_str()));
+    for (key, file) in [
+        ("server_tls_ca_file", &t.ca_file),
+        ("server_tls_cert_file", &t.cert_file),
+        ("server_tls_key_file", &t.key_file),
     ] {
         if let Some(f) = file {
             line(out, key, toml_string(&f.display().to_string()));

@@ -816,3 +816,15 @@ fn client_tls_needs_its_files_and_names_the_key() {
     let again = parse(&c.render_effective());
     assert_eq!(again.pooler.client_tls, c.pooler.client_tls);
 }
+
+#[test]
+fn server_tls_needs_a_ca_to_verify_and_a_key_with_its_certificate() {
+    let e = parse_err(&with("pooler", "server_tls_mode = \"verify-full\""));
+    assert!(e.contains("pooler.server_tls_ca_file"), "{e}");
+    let e = parse_err(&with("pooler", "server_tls_cert_file = \"c.pem\""));
+    assert!(e.contains("pooler.server_tls_key_file"), "{e}");
+    let c = parse(&with("pooler", "server_tls_mode = \"require\""));
+    assert_eq!(c.pooler.server_tls.mode, TlsMode::Require);
+    let again = parse(&c.render_effective());
+    assert_eq!(again.pooler.server_tls, c.pooler.server_tls);
+}

@@ -35,6 +35,7 @@ fn check_pooler(config: &Config, errors: &mut Vec<ConfigError>) {
     }
     at_least_one("pooler.max_client_conn", p.max_client_conn, errors);
     check_client_tls(&p.client_tls, errors);
+    check_server_tls(&p.server_tls, errors);
     if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&p.max_message_size) {
         errors.push(ConfigError::invalid(
             "pooler.max_message_size",
@@ -73,6 +74,25 @@ fn check_client_tls(t: &super::ClientTls, errors: &mut Vec<ConfigError>) {
                 "required when client_tls_mode = \"{}\": the CA that client certificates must chain to",
                 t.mode
             ),
+        ));
+    }
+}
+
+/// Verifying a server needs the CA; a client certificate needs its key.
+fn check_server_tls(t: &super::ServerTls, errors: &mut Vec<ConfigError>) {
+    if t.mode.verifies_peer() && t.ca_file.is_none() {
+        errors.push(ConfigError::invalid(
+            "pooler.server_tls_ca_file",
+            format!(
+                "required when server_tls_mode = \"{}\": the CA that servers' certificates must chain to",
+                t.mode
+            ),
+        ));
+    }
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        errors.push(ConfigError::invalid(
+            "pooler.server_tls_key_file",
+            "server_tls_cert_file and server_tls_key_file go together (a client certificate and its key)",
         ));
     }
 }

@@ -27,6 +27,7 @@ pub(crate) fn pool(size: usize, timeout: Duration) -> Pool {
         connect_timeout: Duration::from_secs(1),
         max_prepared_statements: 0,
         allow_cleartext: false,
+        tls: Default::default(),
     };
     let settings = PoolSettings {
         mode: PoolMode::Transaction,

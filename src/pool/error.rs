@@ -23,6 +23,8 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS to server {addr}: {reason}")]
+    Tls { addr: String, reason: String },
     #[error("could not connect to server {addr} within server_connect_timeout ({timeout:?})")]
     ConnectTimeout { addr: String, timeout: Duration },
     #[error("server {addr} refused the login: {message}")]

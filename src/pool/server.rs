@@ -8,6 +8,8 @@ use postgres_protocol::message::backend::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls::ServerStream;
+
 use super::{error::PoolError, params::Params};
 use crate::prepared::server::ServerStatements;
 use crate::protocol::scan::Segment;
@@ -40,6 +42,8 @@ pub struct ServerTarget {
     pub max_prepared_statements: usize,
     /// Answer a request for a cleartext password (`server_allow_cleartext`).
     pub allow_cleartext: bool,
+    /// TLS to the server (`server_tls_mode`).
+    pub tls: crate::tls::ServerTls,
 }
 
 impl ServerTarget {
@@ -50,7 +54,7 @@ impl ServerTarget {
 
 /// A server connection and what pglittle knows of its session.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// The server's session parameters as last reported or set.
     pub params: Params,
     /// BackendKeyData, for forwarding CancelRequests.
@@ -127,7 +131,7 @@ const BUF_SIZE: usize = 16 * 1024;
 
 impl ServerConn {
     /// A connection over `stream`, not yet logged in.
-    pub(super) fn over(stream: TcpStream, id: u64, max_prepared: usize) -> ServerConn {
+    pub(super) fn over(stream: ServerStream, id: u64, max_prepared: usize) -> ServerConn {
         let now = Instant::now();
         ServerConn {
             stream,
@@ -161,6 +165,12 @@ impl ServerConn {
                     source,
                 })?;
             stream.set_nodelay(true)?;
+            let stream = crate::tls::connect_server(&target.tls, stream, &target.host)
+                .await
+                .map_err(|e| PoolError::Tls {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
             let mut conn = ServerConn::over(stream, id, target.max_prepared_statements);
             conn.login(target, auth).await?;
             Ok(conn)
@@ -291,13 +301,18 @@ impl ServerConn {
     /// Cheap liveness check before lending an idle connection: an idle
     /// server must have nothing to say. Readable data (say, a FATAL from
     /// `pg_terminate_backend`) or EOF means it is gone.
-    pub fn is_broken(&self) -> bool {
+    pub fn is_broken(&mut self) -> bool {
         if self.pending_reset {
             // The reset's reply is due; reading it at lend checks liveness.
             return false;
         }
-        let mut probe = [0u8; 1];
-        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        let said = match &mut self.stream {
+            ServerStream::Plain(s) => s.try_read(&mut [0u8; 1]),
+            // Decrypted: a TLS record with nothing for pglittle in it (a
+            // session ticket) is not the server speaking.
+            tls => tls.try_read_buf(&mut BytesMut::new()),
+        };
+        !matches!(said, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Gives back a read buffer that one large reply grew (kept idle, it
@@ -312,7 +327,7 @@ impl ServerConn {
     /// A cheap `is_broken` for a connection used moments ago: only when
     /// the reactor has seen it become readable (a FATAL and a hang-up
     /// arrive as bytes while it sits idle) is the socket itself asked.
-    pub fn looks_closed(&self) -> bool {
+    pub fn looks_closed(&mut self) -> bool {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match self.stream.poll_read_ready(&mut cx) {
             std::task::Poll::Pending => false,

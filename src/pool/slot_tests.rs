@@ -48,7 +48,11 @@ fn fake_connect(fake: Arc<Mutex<Fake>>, listener: Arc<std::net::TcpListener>) ->
             fake.lock().unwrap().servers.push(server);
             client.set_nonblocking(true).unwrap();
             let stream = tokio::net::TcpStream::from_std(client).unwrap();
-            Ok::<Conn, PoolError>(Box::new(ServerConn::over(stream, id, 0)))
+            Ok::<Conn, PoolError>(Box::new(ServerConn::over(
+                crate::tls::ServerStream::Plain(stream),
+                id,
+                0,
+            )))
         })
     })
 }

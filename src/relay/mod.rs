@@ -11,7 +11,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::tls::ClientStream;
+use crate::tls::{ClientStream, ServerStream};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -95,8 +95,8 @@ pub struct ServerSide<'a> {
 }
 
 /// Runs until the transaction ends, over the client's and server's sockets.
-/// A plain client socket splits without a lock; a TLS stream is split
-/// with tokio's (its two directions share one rustls session).
+/// A plain socket splits without a lock; a TLS stream is split with
+/// tokio's (its two directions share one rustls session).
 pub async fn transaction(
     client: &mut ClientStream,
     side: ClientSide<'_>,
@@ -105,21 +105,36 @@ pub async fn transaction(
     limits: &RelayLimits,
     meter: &Meter<'_>,
 ) -> Outcome {
-    let (sr, sw) = server.stream.split();
+    let ServerConn {
+        stream,
+        buf,
+        relay,
+        params,
+        statements,
+        ..
+    } = server;
     let server = ServerSide {
-        buf: &mut server.buf,
-        bufs: &mut server.relay,
-        params: &mut server.params,
-        statements: &mut server.statements,
+        buf,
+        bufs: relay,
+        params,
+        statements,
     };
-    match client {
-        ClientStream::Plain(tcp) => {
-            let (cr, cw) = tcp.split();
-            pump((cr, cw), (sr, sw), side, server, record, limits, meter).await
+    match (client, stream) {
+        (ClientStream::Plain(c), ServerStream::Plain(s)) => {
+            let (c, s) = (c.split(), s.split());
+            pump(c, s, side, server, record, limits, meter).await
         }
-        tls @ ClientStream::Tls(_) => {
-            let (cr, cw) = tokio::io::split(tls);
-            pump((cr, cw), (sr, sw), side, server, record, limits, meter).await
+        (ClientStream::Plain(c), s) => {
+            let (c, s) = (c.split(), tokio::io::split(s));
+            pump(c, s, side, server, record, limits, meter).await
+        }
+        (c, ServerStream::Plain(s)) => {
+            let (c, s) = (tokio::io::split(c), s.split());
+            pump(c, s, side, server, record, limits, meter).await
+        }
+        (c, s) => {
+            let (c, s) = (tokio::io::split(c), tokio::io::split(s));
+            pump(c, s, side, server, record, limits, meter).await
         }
     }
 }

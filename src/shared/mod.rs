@@ -106,7 +106,12 @@ impl Shared {
     pub fn load_tls(&self, config: &Config) -> Result<(), String> {
         let acceptor =
             crate::tls::client_acceptor(&config.pooler.client_tls).map_err(|e| e.to_string())?;
+        let server =
+            crate::tls::server_connector(&config.pooler.server_tls).map_err(|e| e.to_string())?;
         *self.client_tls.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        // Pools made from now on use it; existing ones keep theirs (their
+        // open connections are not redone).
+        self.topology.set_server_tls(server);
         Ok(())
     }
 
@@ -237,6 +242,7 @@ impl Shared {
                 connect_timeout: config.pooler.server_connect_timeout,
                 max_prepared_statements: config.pooler.max_prepared_statements,
                 allow_cleartext: config.pooler.server_allow_cleartext,
+                tls: self.topology.server_tls(),
             };
             let auth = match uc.server_password.as_ref().or(uc.password.as_ref()) {
                 Some(p) => ServerAuth::Password(p.clone()),

@@ -1,7 +1,11 @@
-//! TLS towards clients: the acceptor built from `config::ClientTls` (read
-//! from its PEM files at start and at every RELOAD), and the client stream
-//! that may be encrypted. rustls with the ring provider only.
+//! TLS: towards clients, the acceptor built from `config::ClientTls` and
+//! the client stream that may be encrypted; towards servers, the connector
+//! built from `config::ServerTls` and the server stream (`server_side`).
+//! The PEM files are read at start and at every RELOAD. rustls with the
+//! ring provider only.
 
+mod server_side;
+mod server_stream;
 mod stream;
 
 use std::path::Path;
@@ -13,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ClientTls;
 
+pub use server_side::{connect as connect_server, server_connector, ServerTls};
+pub use server_stream::ServerStream;
 pub use stream::ClientStream;
 
 /// The ALPN protocol of PostgreSQL's direct TLS (PostgreSQL 17).
@@ -81,14 +87,17 @@ fn required<'a>(
     })
 }
 
-fn rejected(key: &'static str, e: impl std::fmt::Display) -> TlsError {
+pub(crate) fn rejected(key: &'static str, e: impl std::fmt::Display) -> TlsError {
     TlsError::Rejected {
         key,
         reason: e.to_string(),
     }
 }
 
-fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certificates(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file = |reason: String| TlsError::File {
         key,
         path: path.display().to_string(),
@@ -108,7 +117,10 @@ fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
-fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn private_key(
+    key: &'static str,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
         key,
         path: path.display().to_string(),

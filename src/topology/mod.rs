@@ -27,6 +27,9 @@ pub struct Topology {
     /// to a replica a few milliseconds after a write instead of up to one
     /// `health_check_period` later. Shared with every `DbHosts`.
     pub floor_missed: Arc<Notify>,
+    /// How servers are connected to (`server_tls_mode`), for the pools and
+    /// the probe; set at start and at RELOAD.
+    server_tls: RwLock<crate::tls::ServerTls>,
 }
 
 /// One database: its primary and replicas.
@@ -66,6 +69,17 @@ pub struct Eligibility {
 impl Topology {
     pub fn new() -> Topology {
         Topology::default()
+    }
+
+    pub fn server_tls(&self) -> crate::tls::ServerTls {
+        self.server_tls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_server_tls(&self, tls: crate::tls::ServerTls) {
+        *self.server_tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
     }
 
     /// Creates (or, when its hosts changed, replaces) each database's entry.

@@ -139,6 +139,7 @@ pub async fn round(topology: &Topology, cfg: &Config, conns: &mut Conns, only_au
         let probe = Probe {
             cfg,
             dbname: &dbc.dbname,
+            tls: topology.server_tls(),
         };
         // A lone primary gets every request anyway: it needs no extra
         // connection, only a liveness check (for /health).
@@ -178,6 +179,7 @@ async fn replay_positions(topology: &Topology, cfg: &Config, conns: &mut Conns) 
         let probe = Probe {
             cfg,
             dbname: &dbc.dbname,
+            tls: topology.server_tls(),
         };
         for r in db.replicas.iter().filter(|r| r.healthy()) {
             probe.host(r, conns).await;
@@ -208,6 +210,8 @@ fn update_lag(
 struct Probe<'a> {
     cfg: &'a Config,
     dbname: &'a str,
+    /// The pools' TLS settings: the probe connects as they do.
+    tls: crate::tls::ServerTls,
 }
 
 impl Probe<'_> {
@@ -228,6 +232,7 @@ impl Probe<'_> {
                         connect_timeout: p.server_connect_timeout.min(Duration::from_secs(2)),
                         max_prepared_statements: 0,
                         allow_cleartext: p.server_allow_cleartext,
+                        tls: self.tls.clone(),
                     };
                     ServerConn::connect(&target, &auth, conns.next_id)
                         .await

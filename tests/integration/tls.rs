@@ -380,3 +380,134 @@ async fn reload_gives_new_connections_the_new_certificate_and_drops_nobody() {
         .expect("still served after a failed reload");
     assert_eq!(scalar(&again, "select 7").await, "7");
 }
+
+/// Turns TLS on in the shared primary, once per test process: a server
+/// certificate for 127.0.0.1 signed by a CA of its own, `ssl = on`, and a
+/// configuration reload (plain connections keep working).
+async fn primary_with_tls() -> &'static Certs {
+    static CERTS: tokio::sync::OnceCell<Certs> = tokio::sync::OnceCell::const_new();
+    CERTS
+        .get_or_init(|| async {
+            let certs = Certs::new("primary");
+            // PostgreSQL reads its key only if its own user owns it.
+            let data = std::fs::metadata(&cluster().primary.data_dir).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            for f in ["server.crt", "server.key"] {
+                std::os::unix::fs::chown(certs.path(f), Some(data.uid()), Some(data.gid()))
+                    .unwrap();
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&certs.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let admin = superuser().await;
+            let set = |k: &str, v: &Path| format!("ALTER SYSTEM SET {k} = '{}'", v.display());
+            for sql in [
+                set("ssl_cert_file", &certs.path("server.crt")),
+                set("ssl_key_file", &certs.path("server.key")),
+                "ALTER SYSTEM SET ssl = on".into(),
+                "SELECT pg_reload_conf()".into(),
+            ] {
+                admin.batch_execute(&sql).await.unwrap();
+            }
+            let on = eventually(std::time::Duration::from_secs(10), || async {
+                scalar(&admin, "SHOW ssl").await == "on"
+            })
+            .await;
+            assert!(on, "the primary did not turn TLS on");
+            certs
+        })
+        .await
+}
+
+/// Whether pglittle's server connection (the one serving `c`) is encrypted.
+async fn server_side_ssl(c: &tokio_postgres::Client) -> String {
+    scalar(
+        c,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await
+}
+
+// server_tls_mode: require encrypts (certificate unchecked, as libpq's
+// require), verify-full checks the chain and the host name, and a wrong CA
+// is refused with the host and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_use_tls_as_server_tls_mode_says() {
+    let certs = primary_with_tls().await;
+    let mut cfg = config();
+    cfg.pooler.server_tls.mode = TlsMode::Require;
+    let p = pooler(cfg).await;
+    let c = p.connect().await;
+    assert_eq!(server_side_ssl(&c).await, "t");
+    let big = scalar(&c, "select repeat('y', 200000)").await;
+    assert_eq!(big.len(), 200_000);
+    // An idle TLS server that is terminated (its FATAL arrives encrypted)
+    // is seen as gone at the next lend: the client is served by a new one.
+    let pid = scalar(&c, "select pg_backend_pid()").await;
+    let admin = superuser().await;
+    admin
+        .simple_query(&format!("select pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+    let gone = eventually(std::time::Duration::from_secs(10), || async {
+        scalar(
+            &admin,
+            &format!("select count(*) from pg_stat_activity where pid = {pid}"),
+        )
+        .await
+            == "0"
+    })
+    .await;
+    assert!(gone);
+    assert_ne!(scalar(&c, "select pg_backend_pid()").await, pid);
+    assert_eq!(server_side_ssl(&c).await, "t");
+    // A server that offers no TLS (the replica has it off): refused.
+    let mut cfg = config();
+    cfg.pooler.server_tls.mode = TlsMode::Require;
+    let replica = cluster().replica.as_ref().expect("a replica");
+    cfg.databases.get_mut(APP_DB).unwrap().port = replica.port;
+    let p = pooler(cfg).await;
+    let e = match p.connect_as(APP_USER, APP_PASSWORD).await {
+        Err(e) => e,
+        Ok(c) => c
+            .simple_query("select 1")
+            .await
+            .expect_err("served without TLS"),
+    };
+    let said = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(said.contains("does not offer TLS"), "{said}");
+    // Without it, the same server is used in plain text.
+    let plain = pooler(config()).await;
+    assert_eq!(server_side_ssl(&plain.connect().await).await, "f");
+    // verify-full against the right CA (the certificate names 127.0.0.1).
+    let mut cfg = config();
+    cfg.pooler.server_tls.mode = TlsMode::VerifyFull;
+    cfg.pooler.server_tls.ca_file = Some(certs.path("ca.crt"));
+    let p = pooler(cfg).await;
+    assert_eq!(server_side_ssl(&p.connect().await).await, "t");
+    // A CA that did not sign it: refused, and the client is told why.
+    let other = Certs::new("other-ca");
+    let mut cfg = config();
+    cfg.pooler.server_tls.mode = TlsMode::VerifyCa;
+    cfg.pooler.server_tls.ca_file = Some(other.path("ca.crt"));
+    cfg.pooler.query_wait_timeout = std::time::Duration::from_secs(3);
+    let p = pooler(cfg).await;
+    // (The login itself may need a server: the error comes then, or at
+    // the first query.)
+    let e = match p.connect_as(APP_USER, APP_PASSWORD).await {
+        Err(e) => e,
+        Ok(c) => c
+            .simple_query("select 1")
+            .await
+            .expect_err("an unknown CA was trusted"),
+    };
+    assert_eq!(code(&e), "08006", "{e:?}");
+    let said = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(said.contains("TLS to server 127.0.0.1"), "{said}");
+    assert!(said.contains("certificate"), "{said}");
+}
