@@ -254,16 +254,52 @@ impl Session {
 /// commit loses what it had not flushed), so then only a read whose every
 /// call is known to change nothing (`sql::rerun`): running it twice is
 /// running it once.
+///
+/// Extended-protocol batches move under the same rule for their SQL, when
+/// they use only the unnamed statement (Parse, Bind, Describe, Execute,
+/// ending with Sync): parsing it again is what PostgreSQL allows at any
+/// time, where a named statement's Parse would redefine what the client's
+/// books already hold.
 pub fn safe_to_move<S: AsRef<str>>(sent: &[u8], fatal_first: bool, writers: &[S]) -> bool {
-    let Ok(Some((FrontendMessage::Query { sql }, len))) = peek_message(sent, sent.len()) else {
-        return false;
+    let rerunnable = |sql: &[u8]| {
+        crate::sql::classify(sql, writers) == crate::sql::Class::Read
+            && (fatal_first || crate::sql::rerun::calls_nothing_that_writes(sql))
     };
-    if len != sent.len() {
-        return false;
+    match peek_message(sent, sent.len()) {
+        Ok(Some((FrontendMessage::Query { sql }, len))) if len == sent.len() => {
+            lone_begin(sql) || rerunnable(sql)
+        }
+        Ok(Some(_)) => unnamed_reads(sent, rerunnable),
+        _ => false,
     }
-    lone_begin(sql)
-        || (crate::sql::classify(sql, writers) == crate::sql::Class::Read
-            && (fatal_first || crate::sql::rerun::calls_nothing_that_writes(sql)))
+}
+
+/// One or more extended batches that use only the unnamed statement and
+/// whose every Parse passes `rerunnable`; the last message is a Sync.
+fn unnamed_reads(sent: &[u8], rerunnable: impl Fn(&[u8]) -> bool) -> bool {
+    let (mut at, mut parsed, mut last_sync) = (0, false, false);
+    while at < sent.len() {
+        let Ok(Some((msg, len))) = peek_message(&sent[at..], sent.len()) else {
+            return false;
+        };
+        at += len;
+        last_sync = msg == FrontendMessage::Sync;
+        let fine = match msg {
+            FrontendMessage::Parse { name: b"", sql, .. } => {
+                parsed = true;
+                rerunnable(sql)
+            }
+            // Bound only to what this request parsed (the unnamed statement
+            // of an earlier request is not known here).
+            FrontendMessage::Bind { statement: b"", .. } => parsed,
+            FrontendMessage::Describe(_) | FrontendMessage::Execute | FrontendMessage::Sync => true,
+            _ => false,
+        };
+        if !fine {
+            return false;
+        }
+    }
+    last_sync
 }
 
 /// One statement that opens a transaction block, and nothing else.
@@ -327,5 +363,32 @@ mod tests {
         let two = [query("BEGIN"), query("SELECT 1")].concat();
         assert!(!safe_to_move(&two, true, w), "one Query only");
         assert!(!safe_to_move(b"", true, w));
+    }
+
+    #[test]
+    fn extended_reads_of_the_unnamed_statement_move_too() {
+        use crate::protocol::test_wire::{bind, execute, parse, sync, NO_PARAMS};
+        let w = crate::sql::classify::DEFAULT_WRITERS;
+        let batch = |sql: &str, name: &str| {
+            [parse(name, sql), bind(name, NO_PARAMS), execute(), sync()].concat()
+        };
+        let read = batch("SELECT abalance FROM t WHERE aid = $1", "");
+        assert!(safe_to_move(&read, false, w));
+        let two = [read.clone(), batch("SELECT count(*) FROM t", "")].concat();
+        assert!(safe_to_move(&two, false, w), "two batches of reads");
+        for (sent, why) in [
+            (batch("SELECT my_audit($1)", ""), "an unknown call"),
+            (batch("INSERT INTO t VALUES ($1)", ""), "a write"),
+            (batch("SELECT 1", "s1"), "a named statement"),
+            (read[..read.len() - 5].to_vec(), "no Sync at the end"),
+            (
+                [bind("", NO_PARAMS), execute(), sync()].concat(),
+                "an unnamed statement of before",
+            ),
+        ] {
+            assert!(!safe_to_move(&sent, false, w), "{why}");
+        }
+        // An unknown call moves only when a FATAL came first.
+        assert!(safe_to_move(&batch("SELECT my_audit($1)", ""), true, w));
     }
 }

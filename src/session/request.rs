@@ -129,7 +129,7 @@ impl Session {
             record.retry_armed = p.replica.is_some() && p.refusable && p.retry;
             record.may_retry = p.replica.is_some() && p.retry;
         }
-        if !held && !record.may_retry && first == Incoming::Simple {
+        if !held && !record.may_retry && matches!(first, Incoming::Simple | Incoming::Extended) {
             record.dead_on_arrival = !std::mem::take(&mut self.moved_off_dead);
             record.may_retry = record.dead_on_arrival;
         }

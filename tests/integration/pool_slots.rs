@@ -339,6 +339,21 @@ async fn a_read_on_a_server_that_hangs_up_as_it_is_lent_runs_on_another() {
         let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
         assert_ne!(again, pid, "still on the dead server");
     }
+    // The extended protocol, unnamed statement (Parse/Bind/Describe/
+    // Execute/Sync in one batch): the same.
+    let pid = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
+    fwd.cut.store(true, Ordering::SeqCst);
+    let rows = c
+        .query_typed(
+            "SELECT $1::int + 1",
+            &[(&41i32, tokio_postgres::types::Type::INT4)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("an extended read on a server that hung up: {e}"));
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    assert!(!fwd.cut.load(Ordering::SeqCst), "the cut did not happen");
+    let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
+    assert_ne!(again, pid, "still on the dead server");
     // A function pglittle does not know may have run and written: told.
     fwd.cut.store(true, Ordering::SeqCst);
     let e = c
