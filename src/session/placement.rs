@@ -16,6 +16,7 @@ use super::Session;
 use crate::config::{PoolMode, ReadYourWrites, Switch};
 use crate::error::SessionError;
 use crate::pool::Lease;
+use crate::prepared::client::ClientStatements;
 use crate::protocol::backend;
 use crate::protocol::frontend::{peek_message, FrontendMessage};
 use crate::protocol::Lsn;
@@ -188,7 +189,7 @@ impl Session {
             .get(&self.pool.database)
             .map(|d| d.routing.writer_functions.as_slice())
             .unwrap_or_default();
-        if !safe_to_move(&sent, fatal_first, writers) {
+        if !safe_to_move(&sent, fatal_first, writers, &self.statements) {
             return false;
         }
         tracing::debug!("a server died before answering; the request moves to another");
@@ -255,12 +256,18 @@ impl Session {
 /// call is known to change nothing (`sql::rerun`): running it twice is
 /// running it once.
 ///
-/// Extended-protocol batches move under the same rule for their SQL, when
-/// they use only the unnamed statement (Parse, Bind, Describe, Execute,
-/// ending with Sync): parsing it again is what PostgreSQL allows at any
+/// Extended-protocol batches (Parse, Bind, Describe, Execute, ending with
+/// Sync) move under the same rule for their SQL, when they parse only the
+/// unnamed statement (parsing it again is what PostgreSQL allows at any
 /// time, where a named statement's Parse would redefine what the client's
-/// books already hold.
-pub fn safe_to_move<S: AsRef<str>>(sent: &[u8], fatal_first: bool, writers: &[S]) -> bool {
+/// books already hold) and bind it or statements the client `prepared`
+/// before (the next server is sent their Parse if it lacks them).
+pub fn safe_to_move<S: AsRef<str>>(
+    sent: &[u8],
+    fatal_first: bool,
+    writers: &[S],
+    prepared: &ClientStatements,
+) -> bool {
     let rerunnable = |sql: &[u8]| {
         crate::sql::classify(sql, writers) == crate::sql::Class::Read
             && (fatal_first || crate::sql::rerun::calls_nothing_that_writes(sql))
@@ -269,14 +276,18 @@ pub fn safe_to_move<S: AsRef<str>>(sent: &[u8], fatal_first: bool, writers: &[S]
         Ok(Some((FrontendMessage::Query { sql }, len))) if len == sent.len() => {
             lone_begin(sql) || rerunnable(sql)
         }
-        Ok(Some(_)) => unnamed_reads(sent, rerunnable),
+        Ok(Some(_)) => extended_reads(sent, rerunnable, prepared),
         _ => false,
     }
 }
 
-/// One or more extended batches that use only the unnamed statement and
-/// whose every Parse passes `rerunnable`; the last message is a Sync.
-fn unnamed_reads(sent: &[u8], rerunnable: impl Fn(&[u8]) -> bool) -> bool {
+/// One or more extended batches that parse only the unnamed statement,
+/// whose every statement passes `rerunnable`; the last message is a Sync.
+fn extended_reads(
+    sent: &[u8],
+    rerunnable: impl Fn(&[u8]) -> bool,
+    prepared: &ClientStatements,
+) -> bool {
     let (mut at, mut parsed, mut last_sync) = (0, false, false);
     while at < sent.len() {
         let Ok(Some((msg, len))) = peek_message(&sent[at..], sent.len()) else {
@@ -292,6 +303,9 @@ fn unnamed_reads(sent: &[u8], rerunnable: impl Fn(&[u8]) -> bool) -> bool {
             // Bound only to what this request parsed (the unnamed statement
             // of an earlier request is not known here).
             FrontendMessage::Bind { statement: b"", .. } => parsed,
+            FrontendMessage::Bind { statement, .. } => prepared
+                .get(statement)
+                .is_some_and(|def| rerunnable(&def.sql)),
             FrontendMessage::Describe(_) | FrontendMessage::Execute | FrontendMessage::Sync => true,
             _ => false,
         };
@@ -324,6 +338,7 @@ fn lone_begin(sql: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::safe_to_move;
+    use crate::prepared::client::ClientStatements;
     use crate::protocol::frontend::query;
 
     #[test]
@@ -335,18 +350,18 @@ mod tests {
             "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "BEGIN READ ONLY; ",
         ] {
-            assert!(safe_to_move(&query(sql), false, w), "{sql}");
-            assert!(safe_to_move(&query(sql), true, w), "{sql}");
+            assert!(safe_to_move(&query(sql), false, w, &none()), "{sql}");
+            assert!(safe_to_move(&query(sql), true, w, &none()), "{sql}");
         }
         // A bare hang-up: reads that call nothing unknown still move.
         for sql in ["SELECT 1", "SELECT * FROM t; SHOW work_mem"] {
-            assert!(safe_to_move(&query(sql), true, w), "{sql}");
-            assert!(safe_to_move(&query(sql), false, w), "{sql}");
+            assert!(safe_to_move(&query(sql), true, w, &none()), "{sql}");
+            assert!(safe_to_move(&query(sql), false, w, &none()), "{sql}");
         }
         for sql in ["SELECT my_audit(1)", "SELECT count(*) FROM t WHERE f(x)"] {
-            assert!(safe_to_move(&query(sql), true, w), "{sql}");
+            assert!(safe_to_move(&query(sql), true, w, &none()), "{sql}");
             assert!(
-                !safe_to_move(&query(sql), false, w),
+                !safe_to_move(&query(sql), false, w, &none()),
                 "a hang-up alone: {sql}"
             );
         }
@@ -358,11 +373,11 @@ mod tests {
             "start",
             "",
         ] {
-            assert!(!safe_to_move(&query(sql), true, w), "{sql}");
+            assert!(!safe_to_move(&query(sql), true, w, &none()), "{sql}");
         }
         let two = [query("BEGIN"), query("SELECT 1")].concat();
-        assert!(!safe_to_move(&two, true, w), "one Query only");
-        assert!(!safe_to_move(b"", true, w));
+        assert!(!safe_to_move(&two, true, w, &none()), "one Query only");
+        assert!(!safe_to_move(b"", true, w, &none()));
     }
 
     #[test]
@@ -373,9 +388,12 @@ mod tests {
             [parse(name, sql), bind(name, NO_PARAMS), execute(), sync()].concat()
         };
         let read = batch("SELECT abalance FROM t WHERE aid = $1", "");
-        assert!(safe_to_move(&read, false, w));
+        assert!(safe_to_move(&read, false, w, &none()));
         let two = [read.clone(), batch("SELECT count(*) FROM t", "")].concat();
-        assert!(safe_to_move(&two, false, w), "two batches of reads");
+        assert!(
+            safe_to_move(&two, false, w, &none()),
+            "two batches of reads"
+        );
         for (sent, why) in [
             (batch("SELECT my_audit($1)", ""), "an unknown call"),
             (batch("INSERT INTO t VALUES ($1)", ""), "a write"),
@@ -386,9 +404,33 @@ mod tests {
                 "an unnamed statement of before",
             ),
         ] {
-            assert!(!safe_to_move(&sent, false, w), "{why}");
+            assert!(!safe_to_move(&sent, false, w, &none()), "{why}");
         }
         // An unknown call moves only when a FATAL came first.
-        assert!(safe_to_move(&batch("SELECT my_audit($1)", ""), true, w));
+        assert!(safe_to_move(
+            &batch("SELECT my_audit($1)", ""),
+            true,
+            w,
+            &none()
+        ));
+        // A statement the client prepared before, bound again: its SQL
+        // decides; one never prepared, or prepared in this request, does
+        // not move.
+        let mut prepared = ClientStatements::default();
+        for (name, sql) in [
+            ("s_read", "SELECT * FROM t WHERE id = $1"),
+            ("s_call", "SELECT f($1)"),
+        ] {
+            let def = crate::prepared::client::StmtDef::new(sql.as_bytes(), b"\0\0");
+            prepared.insert(name.as_bytes(), std::sync::Arc::new(def));
+        }
+        let bound = |name: &str| [bind(name, NO_PARAMS), execute(), sync()].concat();
+        assert!(safe_to_move(&bound("s_read"), false, w, &prepared));
+        assert!(!safe_to_move(&bound("s_call"), false, w, &prepared));
+        assert!(!safe_to_move(&bound("s_never"), false, w, &prepared));
+    }
+
+    fn none() -> ClientStatements {
+        ClientStatements::default()
     }
 }

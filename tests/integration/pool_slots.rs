@@ -354,6 +354,23 @@ async fn a_read_on_a_server_that_hangs_up_as_it_is_lent_runs_on_another() {
     assert!(!fwd.cut.load(Ordering::SeqCst), "the cut did not happen");
     let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
     assert_ne!(again, pid, "still on the dead server");
+    // A statement the client prepared before (a named statement, bound
+    // again: Bind/Execute/Sync): the same.
+    let stmt = c.prepare("SELECT $1::int * 2").await.unwrap();
+    assert_eq!(
+        c.query_one(&stmt, &[&2i32]).await.unwrap().get::<_, i32>(0),
+        4
+    );
+    let pid = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
+    fwd.cut.store(true, Ordering::SeqCst);
+    let row = c
+        .query_one(&stmt, &[&21i32])
+        .await
+        .unwrap_or_else(|e| panic!("a prepared read on a server that hung up: {e}"));
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert!(!fwd.cut.load(Ordering::SeqCst), "the cut did not happen");
+    let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
+    assert_ne!(again, pid, "still on the dead server");
     // A function pglittle does not know may have run and written: told.
     fwd.cut.store(true, Ordering::SeqCst);
     let e = c
