@@ -281,7 +281,7 @@ log "pgbench -i -s $SCALE"
 # in to PostgreSQL with SCRAM. Transaction pooling, $POOL_SIZE servers.
 start_pglittle() { # tag [extra [pooler] line] -> sets PGL_PID PGL_PORT
   PGL_PORT=$(free_port)
-  cat >"$WORK/pglittle.toml" <<EOF
+  cat >"$WORK/pglittle-$1.toml" <<EOF
 [pooler]
 listen = "127.0.0.1:$PGL_PORT"
 ${2:-}
@@ -298,7 +298,7 @@ dbname = "$DB"
 auth = "md5"
 password = "$DBPASS"
 EOF
-  RUST_LOG=${RUST_LOG:-info} "$PGLITTLE" --config "$WORK/pglittle.toml" 2>"$WORK/pglittle-$1.log" &
+  RUST_LOG=${RUST_LOG:-info} "$PGLITTLE" --config "$WORK/pglittle-$1.toml" 2>"$WORK/pglittle-$1.log" &
   PGL_PID=$!
   PIDS+=("$PGL_PID")
   wait_port "$PGL_PORT" 30 "$PGL_PID" || die "pglittle did not start: $(tail -5 "$WORK/pglittle-$1.log")"
