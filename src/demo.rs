@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use pgcluster::{Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER};
 use pglittle::config::{
-    AuthMethod, Config, DatabaseConfig, HostConfig, PoolerSettings, UserConfig,
+    AuthMethod, Config, DatabaseConfig, HostConfig, PoolerSettings, TlsMode, UserConfig,
 };
 use pglittle::{Phase, Shutdown};
 
@@ -21,7 +21,9 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
         Ok(_) => listen,
         Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
     };
-    let config = demo_config(&cluster, listen);
+    let certs = DemoCerts::make().map_err(|e| format!("demo certificates: {e}"))?;
+    let mut config = demo_config(&cluster, listen);
+    certs.offer(&mut config);
     let shutdown = Shutdown::new();
     let running = pglittle::start(config, shutdown.clone())
         .await
@@ -39,6 +41,13 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
         "  psql \"postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{APP_DB}\"",
         addr.ip(),
         addr.port()
+    );
+    println!("The same over TLS, checked against the demo's own throwaway CA:");
+    println!(
+        "  psql \"host={} port={} dbname={APP_DB} user={APP_USER} password={APP_PASSWORD} sslmode=verify-full sslrootcert={}\"",
+        addr.ip(),
+        addr.port(),
+        certs.ca().display()
     );
     println!("The PgBouncer-compatible console (SHOW POOLS; SHOW CLIENTS; ...):");
     println!(
@@ -71,8 +80,55 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
         .map_err(|e| e.to_string())?;
+    drop(certs);
     eprintln!("removed the demo cluster");
     Ok(())
+}
+
+/// A throwaway CA and a certificate for 127.0.0.1 and localhost signed by
+/// it, as PEM files in a directory removed when the demo stops.
+struct DemoCerts {
+    dir: std::path::PathBuf,
+}
+
+impl DemoCerts {
+    fn make() -> Result<DemoCerts, Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("pglittle-demo-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "pglittle demo CA");
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let cert = rcgen::CertificateParams::new(names)?.signed_by(&key, &issuer)?;
+        std::fs::write(dir.join("ca.crt"), ca.pem())?;
+        std::fs::write(dir.join("server.crt"), cert.pem())?;
+        std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+        Ok(DemoCerts { dir })
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// TLS for clients that ask; plain text for those that do not.
+    fn offer(&self, config: &mut Config) {
+        let t = &mut config.pooler.client_tls;
+        t.mode = TlsMode::Prefer;
+        t.cert_file = Some(self.dir.join("server.crt"));
+        t.key_file = Some(self.dir.join("server.key"));
+    }
+}
+
+impl Drop for DemoCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn demo_config(cluster: &Cluster, listen: SocketAddr) -> Config {

@@ -618,3 +618,84 @@ async fn a_client_that_reads_slowly_cannot_grow_the_reply_queue() {
     let grown = peak_rss_kib(proc.pid()).saturating_sub(before);
     assert!(grown < 24 * 1024, "pglittle's peak RSS grew by {grown} KiB");
 }
+
+/// psql from the test cluster's installation (or the PATH).
+fn psql_exe() -> Command {
+    let bindir = &cluster().bindir;
+    match bindir.join("psql") {
+        p if p.exists() => Command::new(p),
+        _ => Command::new("psql"),
+    }
+}
+
+/// What `psql "<conninfo>"` on a banner line connects to.
+fn conninfo_of(line: &str) -> String {
+    line.trim()
+        .trim_start_matches("psql ")
+        .trim_matches('"')
+        .to_string()
+}
+
+// Issue 14: `pglittle demo` offers TLS with a throwaway CA of its own, and
+// every connection line it prints works as printed: the pool over TLS
+// (libpq's verify-full against that CA) and the console. Ctrl-C stops it
+// and removes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_connection_lines_that_work_tls_included() {
+    let dir = TempDir::new("demo");
+    let port = free_port();
+    let mut cmd = pglittle();
+    cmd.args(["demo", "--listen", &format!("127.0.0.1:{port}")]);
+    let mut p = Proc::spawn(cmd, &dir);
+    let stdout = dir.file("pglittle.stdout");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let banner = loop {
+        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        if text.contains("Press Ctrl-C") {
+            break text;
+        }
+        if p.exited().is_some() || Instant::now() >= deadline {
+            panic!("no demo banner:\n{text}\n{}", p.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let line = |needle: &str| {
+        banner
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(conninfo_of)
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{banner}"))
+    };
+    let tls = line("sslmode=verify-full");
+    let out = psql_exe()
+        .args(["-X", "-A", "-t", "-c", "\\conninfo"])
+        .arg(&tls)
+        .output()
+        .expect("run psql");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("SSL connection"),
+        "{tls}: {said}"
+    );
+    let console = line("/pgbouncer\"");
+    let out = psql_exe()
+        .args(["-X", "-A", "-t", "-c", "SHOW POOLS"])
+        .arg(&console)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{console}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.signal("INT");
+    let status = p.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the demo did not stop cleanly: {status:?}\n{}",
+        p.log()
+    );
+    let ca = tls.split("sslrootcert=").nth(1).unwrap_or_default();
+    assert!(!Path::new(ca).exists(), "the demo's CA was left at {ca}");
+}
