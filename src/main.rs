@@ -33,7 +33,9 @@ struct Cli {
     /// Sidecar mode: address to listen on.
     #[arg(long, env = "PGLITTLE_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Sidecar mode: the primary, as postgres://USER:PASS@HOST:PORT/DB.
+    /// Sidecar mode: the primary, as postgres://USER:PASS@HOST:PORT/DB;
+    /// `?sslmode=...&sslrootcert=FILE` sets TLS to the servers (libpq's
+    /// meanings).
     #[arg(long, env = "PGLITTLE_PRIMARY")]
     primary: Option<String>,
     /// Sidecar mode: a streaming replica (repeatable; env is comma-separated).
@@ -59,6 +61,13 @@ struct Cli {
     /// Sidecar mode: admin console users (default: the --primary URL's user).
     #[arg(long, env = "PGLITTLE_ADMIN_USERS", value_delimiter = ',')]
     admin_users: Vec<String>,
+    /// Sidecar mode: offer clients TLS with this PEM certificate chain
+    /// (with --client-tls-key).
+    #[arg(long, env = "PGLITTLE_CLIENT_TLS_CERT")]
+    client_tls_cert: Option<PathBuf>,
+    /// Sidecar mode: the PEM private key of --client-tls-cert.
+    #[arg(long, env = "PGLITTLE_CLIENT_TLS_KEY")]
+    client_tls_key: Option<PathBuf>,
     /// Log format: text or json (overrides the file's log_format).
     #[arg(long, env = "PGLITTLE_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -156,6 +165,8 @@ fn load(cli: &Cli) -> Result<Config, String> {
         metrics: cli.metrics,
         admin_users: cli.admin_users.clone(),
         read_your_writes: cli.read_your_writes,
+        client_tls_cert: cli.client_tls_cert.clone(),
+        client_tls_key: cli.client_tls_key.clone(),
     })
     .map_err(|e| e.to_string())
 }

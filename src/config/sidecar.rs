@@ -35,6 +35,10 @@ pub struct SidecarArgs {
     pub admin_users: Vec<String>,
     /// `--read-your-writes`: lsn (default), time or off.
     pub read_your_writes: Option<ReadYourWrites>,
+    /// `--client-tls-cert` and `--client-tls-key`: offer clients TLS
+    /// (client_tls_mode "prefer") with this PEM certificate and key.
+    pub client_tls_cert: Option<std::path::PathBuf>,
+    pub client_tls_key: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for SidecarArgs {
@@ -46,6 +50,12 @@ impl fmt::Debug for SidecarArgs {
             .field("replicas", &replicas)
             .field("pool_mode", &self.pool_mode)
             .field("pool_size", &self.pool_size)
+            .field("max_db_connections", &self.max_db_connections)
+            .field("metrics", &self.metrics)
+            .field("admin_users", &self.admin_users)
+            .field("read_your_writes", &self.read_your_writes)
+            .field("client_tls_cert", &self.client_tls_cert)
+            .field("client_tls_key", &self.client_tls_key)
             .finish()
     }
 }
@@ -70,6 +80,10 @@ pub struct PgUrl {
     pub port: u16,
     /// Defaults to the user name, as libpq does.
     pub dbname: String,
+    /// `?sslmode=`, with libpq's meanings (pglittle's server_tls_mode).
+    pub sslmode: Option<super::TlsMode>,
+    /// `?sslrootcert=`: the CA file for verify-ca and verify-full.
+    pub sslrootcert: Option<String>,
 }
 
 impl fmt::Debug for PgUrl {
@@ -80,6 +94,8 @@ impl fmt::Debug for PgUrl {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("dbname", &self.dbname)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
             .finish()
     }
 }
@@ -126,12 +142,14 @@ impl PgUrl {
                 "unsupported URL scheme{shown}; expected postgres:// or postgresql://"
             )));
         }
-        if rest.contains('?') || rest.contains('#') {
+        if rest.contains('#') {
             return Err(err(format!(
-                "connection parameters (?...) are not supported; write {URL_SHAPE}, \
-                 percent-encoding any '?', '#', '/' or '@' in the password"
+                "a '#' in the URL; write {URL_SHAPE}, percent-encoding any '?', '#', '/' \
+                 or '@' in the password"
             )));
         }
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (sslmode, sslrootcert) = url_parameters(query).map_err(err)?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
@@ -162,8 +180,39 @@ impl PgUrl {
             password: (!password.is_empty()).then_some(password),
             host,
             port,
+            sslmode,
+            sslrootcert,
         })
     }
+}
+
+/// The URL's `?k=v&...`: only `sslmode` and `sslrootcert` are taken; any
+/// other parameter is refused by name (its value is never shown).
+fn url_parameters(query: &str) -> Result<(Option<super::TlsMode>, Option<String>), String> {
+    let (mut sslmode, mut sslrootcert) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decode(value).ok_or_else(|| format!("{key} has invalid percent-encoding"))?;
+        match key {
+            "sslmode" => {
+                let mode = value.parse::<super::TlsMode>().map_err(|_| {
+                    format!(
+                        "sslmode={value:?}: expected disable, allow, prefer, require, \
+                         verify-ca or verify-full"
+                    )
+                })?;
+                sslmode = Some(mode);
+            }
+            "sslrootcert" => sslrootcert = Some(value),
+            other => {
+                return Err(format!(
+                    "the connection parameter {other:?} is not supported (only sslmode and \
+                     sslrootcert); percent-encode any '?' in the password"
+                ))
+            }
+        }
+    }
+    Ok((sslmode, sslrootcert))
 }
 
 /// Splits `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -274,6 +323,12 @@ impl Config {
             } else {
                 args.admin_users.clone()
             },
+            client_tls: client_tls_of(args)?,
+            server_tls: super::ServerTls {
+                mode: primary.sslmode.unwrap_or_default(),
+                ca_file: primary.sslrootcert.clone().map(Into::into),
+                ..Default::default()
+            },
             ..defaults
         };
         let database = DatabaseConfig {
@@ -307,6 +362,28 @@ impl Config {
     }
 }
 
+/// `--client-tls-cert` and `--client-tls-key`, both or neither: TLS offered
+/// to clients that ask.
+fn client_tls_of(args: &SidecarArgs) -> Result<super::ClientTls, ConfigError> {
+    match (&args.client_tls_cert, &args.client_tls_key) {
+        (None, None) => Ok(super::ClientTls::default()),
+        (Some(cert), Some(key)) => Ok(super::ClientTls {
+            mode: super::TlsMode::Prefer,
+            cert_file: Some(cert.clone()),
+            key_file: Some(key.clone()),
+            ca_file: None,
+        }),
+        (Some(_), None) => Err(ConfigError::flag(
+            "--client-tls-key",
+            "required with --client-tls-cert (the certificate's PEM private key)",
+        )),
+        (None, Some(_)) => Err(ConfigError::flag(
+            "--client-tls-cert",
+            "required with --client-tls-key (the PEM certificate chain)",
+        )),
+    }
+}
+
 /// The `--replica` URLs as hosts; each must name the primary's user,
 /// database and password (or none).
 fn replicas_of(
@@ -334,6 +411,13 @@ fn replicas_of(
             ))
         } else if replica.password.as_ref().is_some_and(|p| *p != password) {
             Some("the password differs from --primary's".to_owned())
+        } else if replica.sslmode.is_some_and(|m| Some(m) != primary.sslmode)
+            || replica
+                .sslrootcert
+                .as_ref()
+                .is_some_and(|c| Some(c) != primary.sslrootcert.as_ref())
+        {
+            Some("its sslmode or sslrootcert differs from --primary's (one TLS setting for all hosts)".to_owned())
         } else {
             None
         };
@@ -446,8 +530,12 @@ mod tests {
             ("postgres://app:pw@h:99999/db", "is not an integer 1-65535"),
             ("postgres://app:pw@h:x/db", "is not an integer 1-65535"),
             (
-                "postgres://app:pw@h/db?sslmode=disable",
-                "connection parameters",
+                "postgres://app:pw@h/db?application_name=x",
+                "connection parameter \"application_name\" is not supported",
+            ),
+            (
+                "postgres://app:pw@h/db?sslmode=sometimes",
+                "sslmode=\"sometimes\"",
             ),
             ("postgres://app:pw@h1,h2/db", "several hosts"),
             ("postgres://app:pw@h%2Fx/db", "is not a valid host name"),
@@ -606,5 +694,53 @@ mod tests {
         let mut a = args("postgres://app:pw@db/x", &[]);
         a.pool_size = Some(PoolSize::Fixed(0));
         assert_eq!(err(&a), "--pool-size: must be at least 1, got 0");
+    }
+
+    #[test]
+    fn tls_from_the_url_and_the_client_tls_flags() {
+        let u = url("postgres://app:pw@db/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem");
+        assert_eq!(u.sslmode, Some(crate::config::TlsMode::VerifyFull));
+        assert_eq!(u.sslrootcert.as_deref(), Some("/etc/ca.pem"));
+        let args = SidecarArgs {
+            primary: "postgres://app:pw@db/app?sslmode=verify-ca&sslrootcert=/ca.pem".into(),
+            client_tls_cert: Some("c.pem".into()),
+            client_tls_key: Some("k.pem".into()),
+            ..SidecarArgs::default()
+        };
+        let c = Config::from_sidecar(&args).unwrap();
+        assert_eq!(c.pooler.server_tls.mode, crate::config::TlsMode::VerifyCa);
+        assert_eq!(
+            c.pooler.server_tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!(c.pooler.client_tls.mode, crate::config::TlsMode::Prefer);
+        // verify-* without a CA is refused, naming the key it maps to.
+        let args = SidecarArgs {
+            primary: "postgres://app:pw@db/app?sslmode=verify-full".into(),
+            ..SidecarArgs::default()
+        };
+        let e = Config::from_sidecar(&args).unwrap_err().to_string();
+        assert!(e.contains("server_tls_ca_file"), "{e}");
+        // A certificate without its key, and a replica with another sslmode.
+        let args = SidecarArgs {
+            primary: "postgres://app:pw@db/app".into(),
+            client_tls_cert: Some("c.pem".into()),
+            ..SidecarArgs::default()
+        };
+        let e = Config::from_sidecar(&args).unwrap_err().to_string();
+        assert!(e.contains("--client-tls-key"), "{e}");
+        let args = SidecarArgs {
+            primary: "postgres://app:pw@db/app?sslmode=require".into(),
+            replicas: vec!["postgres://app:pw@r/app?sslmode=disable".into()],
+            ..SidecarArgs::default()
+        };
+        let e = Config::from_sidecar(&args).unwrap_err().to_string();
+        assert!(e.contains("sslmode"), "{e}");
+        // Debug shows every field, and never the password.
+        let shown = format!("{args:?}");
+        assert!(
+            shown.contains("read_your_writes") && !shown.contains(":pw@"),
+            "{shown}"
+        );
     }
 }

@@ -21,8 +21,10 @@ use crate::common::*;
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 /// Environment variables the binary reads; cleared so that the test
 /// process's own environment cannot change what a test runs.
-const PGLITTLE_ENV: [&str; 6] = [
+const PGLITTLE_ENV: [&str; 8] = [
     "PGLITTLE_CONFIG",
+    "PGLITTLE_CLIENT_TLS_CERT",
+    "PGLITTLE_CLIENT_TLS_KEY",
     "PGLITTLE_LISTEN",
     "PGLITTLE_PRIMARY",
     "PGLITTLE_REPLICAS",
@@ -698,4 +700,48 @@ async fn the_demo_prints_connection_lines_that_work_tls_included() {
     );
     let ca = tls.split("sslrootcert=").nth(1).unwrap_or_default();
     assert!(!Path::new(ca).exists(), "the demo's CA was left at {ca}");
+}
+
+// Issue 14, sidecar mode: --client-tls-cert/--client-tls-key (here as
+// their environment variables) offer clients TLS, and the --primary URL's
+// sslmode sets TLS to the server (prefer: whatever the test primary offers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_tls_from_environment_variables_and_the_url() {
+    let certs = crate::tls::Certs::new("sidecar");
+    let dir = TempDir::new("sidecar-tls");
+    let port = free_port();
+    let primary = &cluster().primary;
+    let url = format!(
+        "postgres://{APP_USER}:{APP_PASSWORD}@{}:{}/{APP_DB}?sslmode=prefer",
+        primary.host, primary.port
+    );
+    let mut cmd = pglittle();
+    cmd.env("PGLITTLE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PGLITTLE_PRIMARY", url)
+        .env("PGLITTLE_CLIENT_TLS_CERT", certs.path("server.crt"))
+        .env("PGLITTLE_CLIENT_TLS_KEY", certs.path("server.key"));
+    let mut proc = Proc::spawn(cmd, &dir);
+    let plain = proc.wait_ready(port).await;
+    assert_eq!(
+        scalar(&plain, "select 1").await,
+        "1",
+        "prefer: plain text still served"
+    );
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} dbname={APP_DB} user={APP_USER} password={APP_PASSWORD} \
+         sslmode=verify-full sslrootcert={}",
+        certs.path("ca.crt").display()
+    );
+    let out = psql_exe()
+        .args(["-X", "-A", "-t", "-c", "\\conninfo"])
+        .arg(&conninfo)
+        .output()
+        .expect("run psql");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("SSL connection"),
+        "{said}\n{}",
+        proc.log()
+    );
 }

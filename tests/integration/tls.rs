@@ -21,13 +21,13 @@ use crate::common::*;
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, and a client
 /// certificate for the md5 user, as PEM files in a directory of their own.
-struct Certs {
+pub(crate) struct Certs {
     dir: PathBuf,
     ca: rcgen::Certificate,
 }
 
 impl Certs {
-    fn new(name: &str) -> Certs {
+    pub(crate) fn new(name: &str) -> Certs {
         let dir = std::env::temp_dir().join(format!("pglittle-tls-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -63,7 +63,7 @@ impl Certs {
         Certs { dir, ca }
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
 
