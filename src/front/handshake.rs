@@ -360,17 +360,15 @@ async fn scram_exchange(
 ) -> Result<[u8; 32], SessionError> {
     let mut out = BytesMut::new();
     let mut exchange = scram::ScramServer::new(secret);
-    backend::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
+    if let Some(end_point) = stream.channel_binding() {
+        // Over TLS: SCRAM-SHA-256-PLUS, bound to this connection's certificate.
+        exchange = exchange.offer_binding(end_point.to_vec());
+    }
+    backend::auth_sasl(&mut out, exchange.mechanisms());
     stream.write_all(&out).await?;
     let frame = read_frame(stream, buf).await?;
     let (mechanism, first) = frontend::parse_sasl_initial(&frame)?;
-    if mechanism != b"SCRAM-SHA-256" {
-        return Err(SessionError::Auth(
-            crate::protocol::auth::AuthError::Malformed(
-                "client chose a mechanism other than SCRAM-SHA-256".into(),
-            ),
-        ));
-    }
+    exchange.choose(mechanism)?;
     let server_first = exchange.client_first(first)?;
     out.clear();
     backend::auth_sasl_continue(&mut out, &server_first);

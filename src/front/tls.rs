@@ -7,18 +7,17 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsMode;
 use crate::error::SessionError;
 use crate::protocol::backend;
 use crate::protocol::startup::{peek_opening, Opening, TLS_HANDSHAKE_RECORD};
-use crate::tls::{ClientStream, ALPN_POSTGRESQL};
+use crate::tls::{ClientStream, ClientTlsSetup, ALPN_POSTGRESQL};
 
 /// What the client is offered: the mode and, unless disabled, the acceptor.
 pub(super) struct Offer {
     pub mode: TlsMode,
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Option<ClientTlsSetup>,
 }
 
 /// Settles whether the connection is encrypted, by `deadline`; what is
@@ -127,19 +126,20 @@ async fn opens_with_tls(tcp: &TcpStream) -> Result<bool, SessionError> {
     }
 }
 
-async fn accept(acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<ClientStream, SessionError> {
-    let tls = acceptor
+async fn accept(setup: &ClientTlsSetup, tcp: TcpStream) -> Result<ClientStream, SessionError> {
+    let tls = setup
+        .acceptor
         .accept(tcp)
         .await
         .map_err(|e| SessionError::Tls(format!("handshake failed: {e}")))?;
-    Ok(ClientStream::Tls(Box::new(tls)))
+    Ok(ClientStream::Tls(Box::new(tls), setup.end_point.clone()))
 }
 
 /// PostgreSQL requires direct TLS to agree on the ALPN protocol
 /// "postgresql" (a client of another protocol must not be served).
 fn check_alpn(stream: &ClientStream) -> Result<(), SessionError> {
     let agreed = match stream {
-        ClientStream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL),
+        ClientStream::Tls(s, _) => s.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL),
         ClientStream::Plain(_) => false,
     };
     if agreed {

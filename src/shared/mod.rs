@@ -57,7 +57,7 @@ pub struct Shared {
     pub failed_logins: failed_logins::FailedLogins,
     /// What clients are offered for TLS, from the config's files as last
     /// (re)loaded; `None` when client_tls_mode is disable.
-    client_tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
+    client_tls: RwLock<Option<crate::tls::ClientTlsSetup>>,
 }
 
 /// How reads were placed with respect to the client's own writes.
@@ -115,8 +115,8 @@ impl Shared {
         Ok(())
     }
 
-    /// The TLS acceptor offered to clients now (`None`: TLS is off).
-    pub fn client_tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+    /// What clients are offered for TLS now (`None`: TLS is off).
+    pub fn client_tls(&self) -> Option<crate::tls::ClientTlsSetup> {
         self.client_tls
             .read()
             .unwrap_or_else(|e| e.into_inner())

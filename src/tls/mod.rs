@@ -43,14 +43,23 @@ pub enum TlsError {
     Rejected { key: &'static str, reason: String },
 }
 
+/// What clients are offered: the acceptor, and the tls-server-end-point
+/// data of its certificate (RFC 5929) for SCRAM channel binding.
+#[derive(Clone)]
+pub struct ClientTlsSetup {
+    pub acceptor: TlsAcceptor,
+    pub end_point: Arc<[u8]>,
+}
+
 /// What a client is offered: `None` when `client_tls_mode` is disable.
-pub fn client_acceptor(t: &ClientTls) -> Result<Option<TlsAcceptor>, TlsError> {
+pub fn client_acceptor(t: &ClientTls) -> Result<Option<ClientTlsSetup>, TlsError> {
     if !t.mode.offered() {
         return Ok(None);
     }
     let cert_key = "pooler.client_tls_cert_file";
     let key_key = "pooler.client_tls_key_file";
     let certs = certificates(cert_key, required(cert_key, &t.cert_file)?)?;
+    let end_point = end_point(&certs[0]).into();
     let key = private_key(key_key, required(key_key, &t.key_file)?)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -74,7 +83,63 @@ pub fn client_acceptor(t: &ClientTls) -> Result<Option<TlsAcceptor>, TlsError> {
         .with_single_cert(certs, key)
         .map_err(|e| rejected(key_key, e))?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    Ok(Some(ClientTlsSetup {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        end_point,
+    }))
+}
+
+/// RFC 5929's tls-server-end-point: the hash of the certificate, with the
+/// hash function of its signature algorithm (SHA-256 for MD5, SHA-1 and
+/// anything else; SHA-384 and SHA-512 when it is signed with those), as
+/// PostgreSQL and libpq compute it.
+pub fn end_point(cert_der: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    const SHA384: [&[u8]; 2] = [
+        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C],
+        &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03],
+    ];
+    const SHA512: [&[u8]; 2] = [
+        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D],
+        &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04],
+    ];
+    match signature_oid(cert_der) {
+        Some(oid) if SHA384.contains(&oid) => sha2::Sha384::digest(cert_der).to_vec(),
+        Some(oid) if SHA512.contains(&oid) => sha2::Sha512::digest(cert_der).to_vec(),
+        _ => sha2::Sha256::digest(cert_der).to_vec(),
+    }
+}
+
+/// The OID of a certificate's outer signatureAlgorithm:
+/// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }.
+fn signature_oid(der: &[u8]) -> Option<&[u8]> {
+    let (_, cert) = der_item(der, 0x30)?;
+    let (tbs_len, _) = der_item(cert, 0x30)?;
+    let (_, alg) = der_item(cert.get(tbs_len..)?, 0x30)?;
+    der_item(alg, 0x06).map(|(_, oid)| oid)
+}
+
+/// One DER item of `tag` at the start of `b`: its whole length and its content.
+fn der_item(b: &[u8], tag: u8) -> Option<(usize, &[u8])> {
+    if *b.first()? != tag {
+        return None;
+    }
+    let first = *b.get(1)? as usize;
+    let (header, len) = if first < 0x80 {
+        (2, first)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |a, &x| a << 8 | x as usize);
+        (2 + n, len)
+    };
+    let content = b.get(header..header.checked_add(len)?)?;
+    Some((header + len, content))
 }
 
 fn required<'a>(
@@ -126,4 +191,27 @@ pub(crate) fn private_key(
         path: path.display().to_string(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_end_point_hash_follows_the_signature_algorithm() {
+        // A certificate signed with ECDSA P-256/SHA-256 (rcgen's default).
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().to_vec();
+        let oid = super::signature_oid(&der).expect("an OID");
+        assert_eq!(oid, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]);
+        use sha2::Digest;
+        assert_eq!(super::end_point(&der), sha2::Sha256::digest(&der).to_vec());
+        // Not a certificate: SHA-256 of whatever it is, no panic.
+        assert_eq!(
+            super::end_point(b"\x30\x81"),
+            sha2::Sha256::digest(b"\x30\x81").to_vec()
+        );
+    }
 }

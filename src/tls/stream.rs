@@ -11,7 +11,9 @@ use tokio_rustls::server::TlsStream;
 
 pub enum ClientStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// With the tls-server-end-point data of the certificate it was
+    /// accepted with (for SCRAM channel binding).
+    Tls(Box<TlsStream<TcpStream>>, std::sync::Arc<[u8]>),
 }
 
 impl ClientStream {
@@ -20,7 +22,17 @@ impl ClientStream {
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match self {
             ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(_) => None,
+            ClientStream::Tls(..) => None,
+        }
+    }
+}
+
+impl ClientStream {
+    /// What SCRAM-SHA-256-PLUS binds to: `None` over plain TCP.
+    pub fn channel_binding(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(_, end_point) => Some(end_point),
         }
     }
 }
@@ -39,7 +51,7 @@ impl AsyncRead for ClientStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => {
+            ClientStream::Tls(s, _) => {
                 // Records a write left in rustls (the socket was full) go
                 // out first: every wait of pglittle's ends in a read, so
                 // nothing written stays behind while it waits.
@@ -60,7 +72,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => {
+            ClientStream::Tls(s, _) => {
                 let n = std::task::ready!(Pin::new(s.as_mut()).poll_write(cx, buf))?;
                 // Push the records out now if the socket takes them; if it
                 // does not, the next read (or write) does.
@@ -75,14 +87,14 @@ impl AsyncWrite for ClientStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

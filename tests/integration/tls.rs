@@ -511,3 +511,104 @@ async fn server_connections_use_tls_as_server_tls_mode_says() {
     assert!(said.contains("TLS to server 127.0.0.1"), "{said}");
     assert!(said.contains("certificate"), "{said}");
 }
+
+/// psql as the SCRAM user `app` with `extra` connection parameters.
+fn psql_app(port: u16, extra: &str, sql: &str) -> std::process::Output {
+    let bindir = &cluster().bindir;
+    let exe = if bindir.join("psql").exists() {
+        bindir.join("psql")
+    } else {
+        "psql".into()
+    };
+    Command::new(exe)
+        .args(["-X", "-A", "-t", "-c", sql])
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname={APP_DB} user={APP_USER} password={APP_PASSWORD} {extra}"
+        ))
+        .output()
+        .expect("run psql")
+}
+
+/// A man in the middle: accepts TLS with its own certificate (`certs`'
+/// server certificate) and speaks TLS on to pglittle (trusting
+/// `onward_ca`), passing the bytes between. A client that does not check the certificate (sslmode=require)
+/// cannot tell, unless channel binding does.
+async fn man_in_the_middle(certs: &Certs, onward_ca: &Certs, target: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    let chain = CertificateDer::pem_file_iter(certs.path("server.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(certs.path("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let onward = onward_ca.client(false, &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let (acceptor, onward) = (acceptor.clone(), onward.clone());
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                inbound.read_exact(&mut request).await.ok()?;
+                inbound.write_all(b"S").await.ok()?;
+                let mut client_side = acceptor.accept(inbound).await.ok()?;
+                let mut tcp = TcpStream::connect(("127.0.0.1", target)).await.ok()?;
+                tcp.write_all(&request).await.ok()?;
+                (tcp.read_u8().await.ok()? == b'S').then_some(())?;
+                let name = ServerName::try_from("localhost").unwrap();
+                let mut server_side = tokio_rustls::TlsConnector::from(onward)
+                    .connect(name, tcp)
+                    .await
+                    .ok()?;
+                tokio::io::copy_bidirectional(&mut client_side, &mut server_side)
+                    .await
+                    .ok()
+            });
+        }
+    });
+    port
+}
+
+// SCRAM-SHA-256-PLUS: libpq's channel_binding=require works through
+// pglittle over TLS; without TLS it cannot be had; and a man in the middle
+// with another certificate (invisible to sslmode=require) fails the binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_works_and_catches_a_man_in_the_middle() {
+    let certs = Certs::new("binding");
+    let p = pooler(certs.config(TlsMode::Prefer)).await;
+    let out = psql_app(
+        p.port,
+        "sslmode=require channel_binding=require",
+        "select 8",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
+    let out = psql_app(
+        p.port,
+        "sslmode=disable channel_binding=require",
+        "select 8",
+    );
+    assert!(!out.status.success(), "bound without TLS: {}", text(&out));
+    // The middle presents a certificate of another CA.
+    let other = Certs::new("binding-mitm");
+    let mitm = man_in_the_middle(&other, &certs, p.port).await;
+    // Without binding, the client is fooled (it checks no certificate)...
+    let out = psql_app(mitm, "sslmode=require channel_binding=disable", "select 9");
+    assert!(
+        out.status.success(),
+        "the relay itself works: {}",
+        text(&out)
+    );
+    // ...with it, the login fails: the client bound to the middle's
+    // certificate, pglittle to its own.
+    let out = psql_app(mitm, "sslmode=require channel_binding=require", "select 9");
+    assert!(!out.status.success(), "a man in the middle was not caught");
+    assert!(text(&out).contains("channel binding"), "{}", text(&out));
+}

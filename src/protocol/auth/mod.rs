@@ -20,8 +20,9 @@ pub enum AuthError {
     /// The peer sent something that is not a well-formed SCRAM message.
     #[error("malformed SCRAM message: {0}")]
     Malformed(String),
-    /// The client asked for channel binding (`p=`), which we never advertise.
-    #[error("SCRAM channel binding is not supported")]
+    /// Channel binding failed: asked for where it was not offered, declined
+    /// where it was (a downgrade), or bound to another TLS certificate.
+    #[error("SCRAM channel binding failed")]
     ChannelBinding,
     /// The client's proof does not match the stored secret: wrong password.
     #[error("password authentication failed")]

@@ -11,8 +11,10 @@
 //! PostgreSQL specifics that differ from a generic SCRAM library:
 //! * the username inside the SCRAM messages is ignored (it is usually empty);
 //!   the startup packet's user is the one that counts;
-//! * channel binding is never offered, so only the gs2 flags `n` and `y` are
-//!   accepted;
+//! * channel binding (`tls-server-end-point`, RFC 5929) is offered only over
+//!   TLS, as SCRAM-SHA-256-PLUS ([`ScramServer::offer_binding`]); a client
+//!   that could bind but believes the server cannot (`y`) is refused then,
+//!   since the server can (a downgrade);
 //! * the secret format is the `pg_authid.rolpassword` text form.
 
 mod client;
@@ -26,6 +28,12 @@ use self::crypto::{hi, hmac, random_nonce, sha256, xor, Key};
 use super::{ct_eq, AuthError};
 
 pub use self::client::ScramKeyClient;
+
+/// The channel-binding variant, offered over TLS.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The channel-binding type pglittle supports (RFC 5929).
+const TLS_SERVER_END_POINT: &[u8] = b"p=tls-server-end-point";
 
 /// SASL mechanism name to advertise in `AuthenticationSASL`.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
@@ -146,7 +154,9 @@ impl ScramSecret {
 enum ServerState {
     AwaitingClientFirst,
     AwaitingClientFinal {
-        gs2_header: Vec<u8>,
+        /// What the client must echo in `c=`: its gs2 header, and the
+        /// binding data when it bound.
+        expected_cbind: Vec<u8>,
         client_first_bare: Vec<u8>,
         server_first: Vec<u8>,
         nonce: Vec<u8>,
@@ -161,6 +171,11 @@ pub struct ScramServer {
     secret: ScramSecret,
     server_nonce: String,
     state: ServerState,
+    /// The tls-server-end-point data of the connection, when SCRAM-SHA-256-PLUS
+    /// is offered (over TLS).
+    binding: Option<Vec<u8>>,
+    /// The client chose SCRAM-SHA-256-PLUS.
+    plus: bool,
 }
 
 impl ScramServer {
@@ -177,6 +192,37 @@ impl ScramServer {
             secret,
             server_nonce: nonce.to_owned(),
             state: ServerState::AwaitingClientFirst,
+            binding: None,
+            plus: false,
+        }
+    }
+
+    /// Offers channel binding with this connection's tls-server-end-point
+    /// data (the hash of pglittle's certificate): advertise
+    /// [`SCRAM_SHA_256_PLUS`] too.
+    pub fn offer_binding(mut self, end_point: Vec<u8>) -> Self {
+        self.binding = Some(end_point);
+        self
+    }
+
+    /// The mechanisms to advertise, preferred first.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.binding.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
+        }
+    }
+
+    /// Records the mechanism the client chose (from SASLInitialResponse).
+    pub fn choose(&mut self, mechanism: &[u8]) -> Result<(), AuthError> {
+        match mechanism {
+            m if m == SCRAM_SHA_256.as_bytes() => Ok(()),
+            m if m == SCRAM_SHA_256_PLUS.as_bytes() && self.binding.is_some() => {
+                self.plus = true;
+                Ok(())
+            }
+            _ => Err(malformed("client chose a mechanism that was not offered")),
         }
     }
 
@@ -190,14 +236,7 @@ impl ScramServer {
         self.state = ServerState::Done;
 
         let mut header = data.splitn(3, |&b| b == b',');
-        match header.next() {
-            // "y": the client supports channel binding but believes we do
-            // not. That belief is correct (we never advertise -PLUS), so this
-            // is not a downgrade and is accepted like "n".
-            Some(b"n") | Some(b"y") => {}
-            Some(flag) if flag.starts_with(b"p=") => return Err(AuthError::ChannelBinding),
-            _ => return Err(malformed("invalid gs2 channel-binding flag")),
-        }
+        let bound = self.gs2_flag(header.next())?;
         match header.next() {
             Some(b"") => {}
             Some(a) if a.starts_with(b"a=") => {
@@ -230,8 +269,12 @@ impl ScramServer {
         server_first
             .extend_from_slice(format!(",s={salt},i={}", self.secret.iterations).as_bytes());
 
+        let mut expected_cbind = gs2_header.to_vec();
+        if bound {
+            expected_cbind.extend_from_slice(self.binding.as_deref().unwrap_or_default());
+        }
         self.state = ServerState::AwaitingClientFinal {
-            gs2_header: gs2_header.to_vec(),
+            expected_cbind,
             client_first_bare: bare.to_vec(),
             server_first: server_first.clone(),
             nonce,
@@ -239,12 +282,28 @@ impl ScramServer {
         Ok(server_first)
     }
 
+    /// Checks the gs2 channel-binding flag against what was offered and
+    /// chosen; true when the client binds.
+    fn gs2_flag(&self, flag: Option<&[u8]>) -> Result<bool, AuthError> {
+        match flag {
+            Some(b"n") if !self.plus => Ok(false),
+            // "y": the client could bind but believes we cannot. Right when
+            // we did not offer it; a downgrade when we did.
+            Some(b"y") if self.binding.is_none() => Ok(false),
+            Some(b"y") => Err(AuthError::ChannelBinding),
+            Some(TLS_SERVER_END_POINT) if self.plus => Ok(true),
+            Some(f) if f.starts_with(b"p=") => Err(AuthError::ChannelBinding),
+            Some(b"n") => Err(AuthError::ChannelBinding),
+            _ => Err(malformed("invalid gs2 channel-binding flag")),
+        }
+    }
+
     /// Consume the client-final-message (`c=...,r=...,p=...`), verify it, and
     /// produce the server-final-message (`v=...`) together with the ClientKey
     /// recovered from the proof, for use with [`ScramKeyClient`].
     pub fn client_final(&mut self, data: &[u8]) -> Result<(Vec<u8>, [u8; 32]), AuthError> {
         let ServerState::AwaitingClientFinal {
-            gs2_header,
+            expected_cbind,
             client_first_bare,
             server_first,
             nonce,
@@ -265,12 +324,15 @@ impl ScramServer {
 
         let mut attrs = without_proof.split(|&b| b == b',');
         let cbind = expect_attr(attrs.next(), b'c')?;
-        // Without channel binding the client must echo exactly its gs2 header;
-        // anything else means the header was altered in transit.
-        if B64.decode(cbind).ok().as_deref() != Some(gs2_header.as_slice()) {
-            return Err(malformed(
-                "channel-binding data does not match the gs2 header",
-            ));
+        // The client echoes its gs2 header (altered in transit otherwise)
+        // and, when it binds, the end point of the TLS connection it sees:
+        // another certificate there means a man in the middle.
+        if B64.decode(cbind).ok().as_deref() != Some(expected_cbind.as_slice()) {
+            return Err(if expected_cbind.starts_with(TLS_SERVER_END_POINT) {
+                AuthError::ChannelBinding
+            } else {
+                malformed("channel-binding data does not match the gs2 header")
+            });
         }
         if !ct_eq(expect_attr(attrs.next(), b'r')?, &nonce) {
             return Err(malformed("nonce does not match"));
@@ -561,7 +623,7 @@ mod tests {
     }
 
     #[test]
-    fn channel_binding_is_refused() {
+    fn channel_binding_is_refused_when_not_offered() {
         let cb = ChannelBinding::tls_server_end_point(vec![1, 2, 3]);
         let r = pp_exchange("pw", &secret("pw"), cb);
         assert!(matches!(r, Err(AuthError::ChannelBinding)), "{r:?}");
@@ -569,6 +631,46 @@ mod tests {
         let r = server.client_first(b"p=tls-unique,,n=,r=abc");
         assert!(matches!(r, Err(AuthError::ChannelBinding)), "{r:?}");
         assert_eq!(AuthError::ChannelBinding.sqlstate(), "28000");
+        let mut server = ScramServer::new(secret("pw"));
+        assert!(
+            server.choose(SCRAM_SHA_256_PLUS.as_bytes()).is_err(),
+            "PLUS not offered"
+        );
+    }
+
+    /// postgres-protocol's client binding to `client_sees` against a server
+    /// offering `server_has`.
+    fn bound_exchange(client_sees: Vec<u8>, server_has: Vec<u8>) -> Result<Key, AuthError> {
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(client_sees));
+        let mut server = ScramServer::new(secret("pw")).offer_binding(server_has);
+        assert_eq!(server.mechanisms(), &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
+        server.choose(SCRAM_SHA_256_PLUS.as_bytes())?;
+        let server_first = server.client_first(client.message())?;
+        client.update(&server_first).expect("server-first");
+        let (server_final, key) = server.client_final(client.message())?;
+        client.finish(&server_final).expect("our signature");
+        Ok(key)
+    }
+
+    #[test]
+    fn channel_binding_over_tls_binds_to_the_certificate() {
+        let end_point = vec![7u8; 32];
+        assert!(bound_exchange(end_point.clone(), end_point.clone()).is_ok());
+        // The client saw another certificate (a man in the middle).
+        let r = bound_exchange(vec![8u8; 32], end_point.clone());
+        assert!(matches!(r, Err(AuthError::ChannelBinding)), "{r:?}");
+        // Offered but declined with "y": a downgrade, refused.
+        let mut server = ScramServer::new(secret("pw")).offer_binding(end_point.clone());
+        server.choose(SCRAM_SHA_256.as_bytes()).unwrap();
+        let r = server.client_first(b"y,,n=,r=abc");
+        assert!(matches!(r, Err(AuthError::ChannelBinding)), "{r:?}");
+        // Offered, and not used ("n", plain SCRAM-SHA-256): fine.
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::unsupported());
+        let mut server = ScramServer::new(secret("pw")).offer_binding(end_point);
+        server.choose(SCRAM_SHA_256.as_bytes()).unwrap();
+        let first = server.client_first(client.message()).unwrap();
+        client.update(&first).unwrap();
+        assert!(server.client_final(client.message()).is_ok());
     }
 
     #[test]
