@@ -35,7 +35,7 @@ async fn wait_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::
             tcp.readable().await?;
             Ok(Arrived::Readable)
         }
-        ClientStream::Tls(_) => {
+        ClientStream::Tls(..) => {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(8 * 1024);
             }
