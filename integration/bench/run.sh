@@ -22,6 +22,8 @@
 set -euo pipefail
 
 ROUNDS=5
+TLS=0
+CONNECT=0
 DURATION=15
 MODE=simple
 CLIENTS=100
@@ -58,6 +60,12 @@ Options:
                       drift between two runs
   --no-build          use the existing target/release/pglittle
   --mode M            pgbench query mode: simple (default), prepared, extended
+  --tls               TLS on every hop: PostgreSQL ssl = on, both poolers
+                      require TLS from clients and use it to the server,
+                      pgbench connects with sslmode=require (direct too);
+                      a throwaway ECDSA P-256 certificate made with openssl
+  --connect           pgbench -C: a new connection per transaction (a
+                      connection storm; TPS is then logins per second)
   --skip-tps          memory test only
   --skip-idle         throughput test only
   --keep              keep the temporary directory (logs, data) at the end
@@ -77,6 +85,8 @@ while (($#)); do
     --base-bin) BASE_BIN=$2; shift ;;
     --no-build) BUILD=0 ;;
     --mode) MODE=$2; shift ;;
+    --tls) TLS=1 ;;
+    --connect) CONNECT=1 ;;
     --skip-tps) RUN_TPS=0 ;;
     --skip-idle) RUN_IDLE=0 ;;
     --keep) KEEP=1 ;;
@@ -264,6 +274,19 @@ synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
 EOF
+PGL_TLS="" PGB_TLS=""
+if ((TLS)); then
+  # One self-signed certificate for every TLS server here (nothing is
+  # verified: sslmode=require and server_tls_mode = "require").
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >"$WORK/openssl.log" 2>&1 ||
+    die "openssl failed: $(tail -3 "$WORK/openssl.log")"
+  chmod 600 "$WORK/tls.key"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/tls.key" "$WORK/tls.crt"; fi
+  printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$WORK/tls.crt" "$WORK/tls.key" >>"$WORK/pg/postgresql.conf"
+  PGL_TLS=$(printf 'client_tls_mode = "require"\nclient_tls_cert_file = "%s"\nclient_tls_key_file = "%s"\nserver_tls_mode = "require"' "$WORK/tls.crt" "$WORK/tls.key")
+  PGB_TLS=$(printf 'client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\nserver_tls_sslmode = require' "$WORK/tls.crt" "$WORK/tls.key")
+fi
 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -t 60 start >/dev/null ||
   die "PostgreSQL did not start: $(tail -5 "$WORK/pg.log")"
 PG_STARTED=1
@@ -271,6 +294,9 @@ PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PGPORT" -U postgres
 "${PSQL[@]}" -d postgres -c "CREATE ROLE $DBUSER LOGIN PASSWORD '$DBPASS'" \
   -c "CREATE DATABASE $DB OWNER $DBUSER" || die "cannot create role/database"
 export PGPASSWORD=$DBPASS
+if ((TLS)); then export PGSSLMODE=require; fi
+CONNECT_FLAG=()
+if ((CONNECT)); then CONNECT_FLAG=(-C); fi
 log "pgbench -i -s $SCALE"
 "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" "$DB" >"$WORK/pgbench-init.out" 2>&1 ||
   die "pgbench -i failed: $(tail -5 "$WORK/pgbench-init.out")"
@@ -285,6 +311,7 @@ start_pglittle() { # tag [extra [pooler] line] -> sets PGL_PID PGL_PORT
 [pooler]
 listen = "127.0.0.1:$PGL_PORT"
 ${2:-}
+$PGL_TLS
 pool_mode = "transaction"
 pool_size = $POOL_SIZE
 max_client_conn = $((IDLE_CLIENTS + 1000))
@@ -322,6 +349,7 @@ default_pool_size = $POOL_SIZE
 max_client_conn = $((IDLE_CLIENTS + 1000))
 max_db_connections = 0
 ignore_startup_parameters = extra_float_digits
+$PGB_TLS
 EOF
   if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/userlist.txt" "$WORK/pgbouncer.ini"; fi
   "${AS_PG[@]}" "$PGBOUNCER" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer-$1.log" 2>&1 &
@@ -354,7 +382,7 @@ run_pgbench() { # round order target port pooler-pid|"" duration
   # The subshell's `times` gives pgbench's own CPU time (its reaped children).
   (
     timeout --signal=INT $((dur + 120)) \
-      "$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -S -M "$MODE" -c "$CLIENTS" -j "$THREADS" -T "$dur" \
+      "$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -S -M "$MODE" "${CONNECT_FLAG[@]}" -c "$CLIENTS" -j "$THREADS" -T "$dur" \
       --no-vacuum -l --log-prefix="$dir/tx" "$DB" >"$out" 2>&1
     echo "rc $?"
     times
