@@ -407,7 +407,8 @@ run_pgbench() { # round order target port pooler-pid|"" duration
     die "pgbench through $target failed; see $out and the pooler log in $WORK"
   fi
   local tps tx failed conn avg
-  tps=$(awk '/^tps = .*without initial connection time/ { print $3 }' "$out")
+  # -C prints 'including reconnection times' instead of 'without initial connection time'.
+  tps=$(awk '/^tps = / { print $3; exit }' "$out")
   tx=$(awk '/^number of transactions actually processed:/ { print $6 }' "$out" | cut -d/ -f1)
   failed=$(awk '/^number of failed transactions:/ { print $5 }' "$out")
   conn=$(awk '/^initial connection time = / { print $5 }' "$out")
