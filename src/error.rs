@@ -55,6 +55,8 @@ pub enum SessionError {
          connect with sslmode=require or stronger"
     )]
     TlsRequired(crate::config::TlsMode),
+    #[error("certificate authentication failed for user \"{user}\": {why}")]
+    CertRefused { user: String, why: String },
     /// The TLS handshake failed, or TLS was asked for where it cannot be
     /// had: nothing can be told in a language the client understands.
     #[error("TLS: {0}")]
@@ -84,6 +86,7 @@ impl SessionError {
             SessionError::Panic(_) => sqlstate::INTERNAL_ERROR,
             SessionError::NotAdmin(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
             SessionError::TlsRequired(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            SessionError::CertRefused { .. } => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             SessionError::Tls(_) => sqlstate::PROTOCOL_VIOLATION,
         }
     }

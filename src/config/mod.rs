@@ -352,6 +352,10 @@ pub enum AuthMethod {
     Md5,
     #[serde(rename = "trust")]
     Trust,
+    /// A TLS client certificate (verified against client_tls_ca_file) whose
+    /// common name (CN) is the user name; no password is asked.
+    #[serde(rename = "cert")]
+    Cert,
 }
 
 /// A fixed set of words accepted for one key. One trait so that the three
@@ -467,7 +471,12 @@ keyword_enum!(TlsMode {
 });
 keyword_enum!(PoolMode { Transaction => "transaction", Session => "session" });
 keyword_enum!(LogFormat { Text => "text", Json => "json" });
-keyword_enum!(AuthMethod { ScramSha256 => "scram-sha-256", Md5 => "md5", Trust => "trust" });
+keyword_enum!(AuthMethod {
+    ScramSha256 => "scram-sha-256",
+    Md5 => "md5",
+    Trust => "trust",
+    Cert => "cert"
+});
 
 impl Config {
     /// Parses and validates a configuration file's text.

@@ -261,7 +261,7 @@ fn type_errors_name_the_key() {
         ),
         (
             with("users.app", "auth = \"plain\""),
-            r#"users.app.auth: expected "scram-sha-256", "md5" or "trust", got "plain""#,
+            r#"users.app.auth: expected "scram-sha-256", "md5", "trust" or "cert", got "plain""#,
         ),
         (
             with("databases.app", "dbname = 5"),

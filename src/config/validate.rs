@@ -16,6 +16,7 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigError> {
     check_pooler(config, &mut errors);
     check_databases(config, &mut errors);
     check_users(config, &mut errors);
+    check_cert_users(config, &mut errors);
     errors
 }
 
@@ -234,6 +235,33 @@ fn check_user(path: &str, user: &UserConfig, errors: &mut Vec<ConfigError>) {
             ));
         }
         AuthMethod::Md5 => {}
+        AuthMethod::Cert if user.password.is_none() && user.server_password.is_none() => {
+            errors.push(ConfigError::invalid(
+                key("server_password"),
+                "missing; auth = \"cert\" asks the client for no password, so pglittle needs \
+                 password or server_password to log in to the server",
+            ));
+        }
+        AuthMethod::Cert => {}
+    }
+}
+
+/// `auth = "cert"` trusts a certificate only if pglittle verified it.
+fn check_cert_users(config: &Config, errors: &mut Vec<ConfigError>) {
+    if config.pooler.client_tls.mode.verifies_peer() {
+        return;
+    }
+    for (name, user) in &config.users {
+        if user.auth == AuthMethod::Cert {
+            errors.push(ConfigError::invalid(
+                child_key(&child_key("users", name), "auth"),
+                format!(
+                    "\"cert\" needs client certificates verified: set pooler.client_tls_mode to \
+                     \"verify-ca\" or \"verify-full\" (it is \"{}\")",
+                    config.pooler.client_tls.mode
+                ),
+            ));
+        }
     }
 }
 

@@ -316,6 +316,7 @@ async fn authenticate(
     let mut out = BytesMut::new();
     match cfg.auth {
         AuthMethod::Trust => Ok(()),
+        AuthMethod::Cert => cert_login(stream, user),
         AuthMethod::Md5 => {
             let password = cfg.password.as_deref().ok_or_else(bad)?;
             let salt: [u8; 4] = rand::random();
@@ -347,6 +348,23 @@ async fn authenticate(
             }
             Ok(())
         }
+    }
+}
+
+/// `auth = "cert"`: the client's certificate (verified against the CA by
+/// the TLS handshake) must name the user in its common name.
+fn cert_login(stream: &ClientStream, user: &str) -> Result<(), SessionError> {
+    let refused = |why: String| SessionError::CertRefused {
+        user: user.to_string(),
+        why,
+    };
+    let cert = stream
+        .peer_certificate()
+        .ok_or_else(|| refused("no client certificate (connect with TLS and sslcert)".into()))?;
+    match crate::tls::common_name(cert) {
+        Some(cn) if cn == user => Ok(()),
+        Some(cn) => Err(refused(format!("the certificate is for {cn:?}"))),
+        None => Err(refused("the certificate has no common name".into())),
     }
 }
 

@@ -119,6 +119,42 @@ fn signature_oid(der: &[u8]) -> Option<&[u8]> {
     der_item(alg, 0x06).map(|(_, oid)| oid)
 }
 
+/// The subject's common name (CN) of a certificate, as text.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = der_item(der, 0x30)?;
+    let (_, mut tbs) = der_item(cert, 0x30)?;
+    // version [0] (optional), serialNumber, signature, issuer, validity, subject
+    if tbs.first() == Some(&0xA0) {
+        tbs = tbs.get(der_any(tbs)?..)?;
+    }
+    for _ in 0..4 {
+        tbs = tbs.get(der_any(tbs)?..)?;
+    }
+    let (_, mut subject) = der_item(tbs, 0x30)?;
+    while !subject.is_empty() {
+        let (rdn_len, rdn) = der_item(subject, 0x31)?;
+        let (_, attr) = der_item(rdn, 0x30)?;
+        let (oid_len, oid) = der_item(attr, 0x06)?;
+        if oid == [0x55, 0x04, 0x03] {
+            let value = attr.get(oid_len..)?;
+            let len = der_any(value)?;
+            let header = len - der_content_len(value)?;
+            return String::from_utf8(value.get(header..len)?.to_vec()).ok();
+        }
+        subject = subject.get(rdn_len..)?;
+    }
+    None
+}
+
+/// The whole length of the DER item at the start of `b`, whatever its tag.
+fn der_any(b: &[u8]) -> Option<usize> {
+    der_item(b, *b.first()?).map(|(len, _)| len)
+}
+
+fn der_content_len(b: &[u8]) -> Option<usize> {
+    der_item(b, *b.first()?).map(|(_, c)| c.len())
+}
+
 /// One DER item of `tag` at the start of `b`: its whole length and its content.
 fn der_item(b: &[u8], tag: u8) -> Option<(usize, &[u8])> {
     if *b.first()? != tag {
@@ -208,6 +244,20 @@ mod tests {
         assert_eq!(oid, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]);
         use sha2::Digest;
         assert_eq!(super::end_point(&der), sha2::Sha256::digest(&der).to_vec());
+        assert_eq!(
+            super::common_name(&der).as_deref(),
+            Some("rcgen self signed cert")
+        );
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "o");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "app_user");
+        let named = params.self_signed(&key).unwrap();
+        assert_eq!(super::common_name(named.der()).as_deref(), Some("app_user"));
+        assert_eq!(super::common_name(b"\x30\x03\x30\x01"), None);
         // Not a certificate: SHA-256 of whatever it is, no panic.
         assert_eq!(
             super::end_point(b"\x30\x81"),

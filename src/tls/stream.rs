@@ -28,6 +28,14 @@ impl ClientStream {
 }
 
 impl ClientStream {
+    /// The client's certificate (DER), when it presented one over TLS.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(s, _) => s.get_ref().1.peer_certificates()?.first().map(|c| &c[..]),
+        }
+    }
+
     /// What SCRAM-SHA-256-PLUS binds to: `None` over plain TCP.
     pub fn channel_binding(&self) -> Option<&[u8]> {
         match self {

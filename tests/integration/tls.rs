@@ -612,3 +612,45 @@ async fn channel_binding_works_and_catches_a_man_in_the_middle() {
     assert!(!out.status.success(), "a man in the middle was not caught");
     assert!(text(&out).contains("channel binding"), "{}", text(&out));
 }
+
+// auth = "cert": a client certificate verified against the CA logs in the
+// user its common name names, with no password; a certificate for another
+// user is refused with 28000; and the setting needs verified certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_auth_logs_in_the_user_the_certificate_names() {
+    let certs = Certs::new("cert-auth");
+    let mut cfg = certs.config(TlsMode::VerifyCa);
+    for user in [MD5_USER, APP_USER] {
+        cfg.users.get_mut(user).unwrap().auth = pglittle::config::AuthMethod::Cert;
+    }
+    let p = pooler(cfg).await;
+    let with_cert = format!(
+        "sslmode=require sslcert={} sslkey={}",
+        certs.path("client.crt").display(),
+        certs.path("client.key").display()
+    );
+    // The certificate is for app_md5 (CN), and no password is asked.
+    let out = psql(
+        p.port,
+        &format!("{with_cert} password=wrong"),
+        "select current_user",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), MD5_USER);
+    // The same certificate for another user: refused, and told why.
+    let out = psql_app(p.port, &with_cert, "select 1");
+    assert!(
+        !out.status.success(),
+        "a certificate for another user was taken"
+    );
+    assert!(
+        text(&out).contains("certificate authentication failed"),
+        "{}",
+        text(&out)
+    );
+    // Unverified certificates cannot vouch for anyone.
+    let mut cfg = certs.config(TlsMode::Require);
+    cfg.users.get_mut(MD5_USER).unwrap().auth = pglittle::config::AuthMethod::Cert;
+    let e = cfg.validate().expect_err("cert auth without verify-ca");
+    assert!(e.to_string().contains("client_tls_mode"), "{e}");
+}
