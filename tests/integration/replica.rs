@@ -316,6 +316,28 @@ async fn writes_follow_a_failover_with_role_auto() {
         .await
         .unwrap();
     let replica = cluster.replica.as_ref().unwrap();
+    // Replication is asynchronous: row 1 must have reached the replica
+    // before it is promoted, or the new primary starts without it (this
+    // raced on a loaded CI machine).
+    let direct = replica.conninfo(pgcluster::SUPERUSER, pgcluster::SUPERUSER_PASSWORD, APP_DB);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let direct = direct.clone();
+            async move {
+                let Ok((r, conn)) = tokio_postgres::connect(&direct, tokio_postgres::NoTls).await
+                else {
+                    return false;
+                };
+                tokio::spawn(conn);
+                matches!(
+                    r.query_one("SELECT count(*) FROM failover", &[]).await,
+                    Ok(row) if row.get::<_, i64>(0) == 1
+                )
+            }
+        })
+        .await,
+        "row 1 never reached the replica"
+    );
     cluster.promote(replica).expect("promote the replica");
     cluster
         .stop_instance(&cluster.primary, "fast")
