@@ -4,6 +4,7 @@
 //! The PEM files are read at start and at every RELOAD. rustls with the
 //! ring provider only.
 
+mod io;
 mod server_side;
 mod server_stream;
 mod stream;

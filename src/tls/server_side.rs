@@ -29,12 +29,6 @@ pub struct ServerTls {
     connector: Option<TlsConnector>,
 }
 
-impl ServerTls {
-    pub fn mode(&self) -> TlsMode {
-        self.mode
-    }
-}
-
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ServerTls({})", self.mode)

@@ -1,11 +1,6 @@
 //! A client's connection: plain TCP, or TLS over it. One type for the
 //! handshake, the console, the session and the relay.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -51,58 +46,4 @@ impl From<TcpStream> for ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s, _) => {
-                // Records a write left in rustls (the socket was full) go
-                // out first: every wait of pglittle's ends in a read, so
-                // nothing written stays behind while it waits.
-                if let Poll::Ready(Err(e)) = Pin::new(s.as_mut()).poll_flush(cx) {
-                    return Poll::Ready(Err(e));
-                }
-                Pin::new(s.as_mut()).poll_read(cx, buf)
-            }
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s, _) => {
-                let n = std::task::ready!(Pin::new(s.as_mut()).poll_write(cx, buf))?;
-                // Push the records out now if the socket takes them; if it
-                // does not, the next read (or write) does.
-                if let Poll::Ready(Err(e)) = Pin::new(s.as_mut()).poll_flush(cx) {
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Ok(n))
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+super::io::plain_or_tls_io!(ClientStream, ClientStream::Tls(s, _) => s.as_mut());

@@ -621,15 +621,6 @@ async fn a_client_that_reads_slowly_cannot_grow_the_reply_queue() {
     assert!(grown < 24 * 1024, "pglittle's peak RSS grew by {grown} KiB");
 }
 
-/// psql from the test cluster's installation (or the PATH).
-fn psql_exe() -> Command {
-    let bindir = &cluster().bindir;
-    match bindir.join("psql") {
-        p if p.exists() => Command::new(p),
-        _ => Command::new("psql"),
-    }
-}
-
 /// What `psql "<conninfo>"` on a banner line connects to.
 fn conninfo_of(line: &str) -> String {
     line.trim()
@@ -669,23 +660,14 @@ async fn the_demo_prints_connection_lines_that_work_tls_included() {
             .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{banner}"))
     };
     let tls = line("sslmode=verify-full");
-    let out = psql_exe()
-        .args(["-X", "-A", "-t", "-c", "\\conninfo"])
-        .arg(&tls)
-        .output()
-        .expect("run psql");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = psql_conn(&tls, "\\conninfo");
+    let said = output_text(&out);
     assert!(
         out.status.success() && said.contains("SSL connection"),
         "{tls}: {said}"
     );
     let console = line("/pgbouncer\"");
-    let out = psql_exe()
-        .args(["-X", "-A", "-t", "-c", "SHOW POOLS"])
-        .arg(&console)
-        .output()
-        .expect("run psql");
+    let out = psql_conn(&console, "SHOW POOLS");
     assert!(
         out.status.success(),
         "{console}: {}",
@@ -732,13 +714,8 @@ async fn sidecar_tls_from_environment_variables_and_the_url() {
          sslmode=verify-full sslrootcert={}",
         certs.path("ca.crt").display()
     );
-    let out = psql_exe()
-        .args(["-X", "-A", "-t", "-c", "\\conninfo"])
-        .arg(&conninfo)
-        .output()
-        .expect("run psql");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = psql_conn(&conninfo, "\\conninfo");
+    let said = output_text(&out);
     assert!(
         out.status.success() && said.contains("SSL connection"),
         "{said}\n{}",

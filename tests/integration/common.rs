@@ -301,3 +301,23 @@ impl Pooler {
         client
     }
 }
+
+/// psql from the test cluster's installation (or the PATH).
+pub fn psql_exe() -> std::process::Command {
+    let exe = cluster().bindir.join("psql");
+    std::process::Command::new(if exe.exists() { exe } else { "psql".into() })
+}
+
+/// `psql -X -A -t -c SQL CONNINFO`: libpq as a real client.
+pub fn psql_conn(conninfo: &str, sql: &str) -> std::process::Output {
+    psql_exe()
+        .args(["-X", "-A", "-t", "-c", sql])
+        .arg(conninfo)
+        .output()
+        .expect("run psql")
+}
+
+/// What a psql run printed, stdout then stderr (for assertions).
+pub fn output_text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}

@@ -73,13 +73,7 @@ async fn app_pool(admin: &Client) -> Vec<(String, String)> {
 }
 
 fn psql(port: u16, user: &str, sql: &str) -> std::process::Output {
-    let bindir = &cluster().bindir;
-    let exe = if bindir.join("psql").exists() {
-        bindir.join("psql")
-    } else {
-        "psql".into()
-    };
-    Command::new(exe)
+    psql_exe()
         .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
         .args(["--csv", "-d", "pgbouncer", "-c", sql])
         .output()

@@ -330,19 +330,15 @@ async fn a_read_on_a_server_that_hangs_up_as_it_is_lent_runs_on_another() {
         "SELECT 1",
         "SELECT count(*) FROM pg_class WHERE relname IN ('pg_class')",
     ] {
-        let pid = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
-        fwd.cut.store(true, Ordering::SeqCst);
+        let pid = cut_next_request(&c, &fwd).await;
         c.simple_query(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql} on a server that hung up as it was lent: {e}"));
-        assert!(!fwd.cut.load(Ordering::SeqCst), "the cut did not happen");
-        let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
-        assert_ne!(again, pid, "still on the dead server");
+        assert_moved(&c, &fwd, &pid).await;
     }
     // The extended protocol, unnamed statement (Parse/Bind/Describe/
     // Execute/Sync in one batch): the same.
-    let pid = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
-    fwd.cut.store(true, Ordering::SeqCst);
+    let pid = cut_next_request(&c, &fwd).await;
     let rows = c
         .query_typed(
             "SELECT $1::int + 1",
@@ -351,9 +347,7 @@ async fn a_read_on_a_server_that_hangs_up_as_it_is_lent_runs_on_another() {
         .await
         .unwrap_or_else(|e| panic!("an extended read on a server that hung up: {e}"));
     assert_eq!(rows[0].get::<_, i32>(0), 42);
-    assert!(!fwd.cut.load(Ordering::SeqCst), "the cut did not happen");
-    let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
-    assert_ne!(again, pid, "still on the dead server");
+    assert_moved(&c, &fwd, &pid).await;
     // A statement the client prepared before (a named statement, bound
     // again: Bind/Execute/Sync): the same.
     let stmt = c.prepare("SELECT $1::int * 2").await.unwrap();
@@ -361,16 +355,13 @@ async fn a_read_on_a_server_that_hangs_up_as_it_is_lent_runs_on_another() {
         c.query_one(&stmt, &[&2i32]).await.unwrap().get::<_, i32>(0),
         4
     );
-    let pid = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
-    fwd.cut.store(true, Ordering::SeqCst);
+    let pid = cut_next_request(&c, &fwd).await;
     let row = c
         .query_one(&stmt, &[&21i32])
         .await
         .unwrap_or_else(|e| panic!("a prepared read on a server that hung up: {e}"));
     assert_eq!(row.get::<_, i32>(0), 42);
-    assert!(!fwd.cut.load(Ordering::SeqCst), "the cut did not happen");
-    let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
-    assert_ne!(again, pid, "still on the dead server");
+    assert_moved(&c, &fwd, &pid).await;
     // A function pglittle does not know may have run and written: told.
     fwd.cut.store(true, Ordering::SeqCst);
     let e = c
@@ -381,6 +372,21 @@ async fn a_read_on_a_server_that_hangs_up_as_it_is_lent_runs_on_another() {
     // Another client is served: the pool lost nothing.
     let d = p.connect_md5().await;
     assert_eq!(scalar(&d, "select 4").await, "4");
+}
+
+/// The client's server pid, with the forwarder set to cut the next request
+/// (dropped, both sides closed, no word).
+async fn cut_next_request(c: &tokio_postgres::Client, fwd: &Crossing) -> String {
+    let pid = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
+    fwd.cut.store(true, Ordering::SeqCst);
+    pid
+}
+
+/// The cut happened, and the client is now on another server than `pid`.
+async fn assert_moved(c: &tokio_postgres::Client, fwd: &Crossing, pid: &str) {
+    assert!(!fwd.cut.load(Ordering::SeqCst), "the cut did not happen");
+    let again = pid_of(&c.simple_query("select pg_backend_pid()").await.unwrap());
+    assert_ne!(again, pid, "still on the dead server");
 }
 
 // Issue 12, fault battery: a server that accepts new connections and then

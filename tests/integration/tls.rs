@@ -6,7 +6,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::Command;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -182,24 +181,22 @@ async fn connect_tls(
     Ok(client)
 }
 
-fn psql(port: u16, conn: &str, sql: &str) -> std::process::Output {
-    let bindir = &cluster().bindir;
-    let exe = if bindir.join("psql").exists() {
-        bindir.join("psql")
-    } else {
-        "psql".into()
-    };
-    Command::new(exe)
-        .args(["-X", "-A", "-t", "-c", sql])
-        .arg(format!(
-            "host=127.0.0.1 port={port} dbname={APP_DB} user={MD5_USER} password={MD5_PASSWORD} {conn}"
-        ))
-        .output()
-        .expect("run psql")
+/// psql through pglittle on `port` as `user`, with `extra` parameters.
+fn psql_as(port: u16, user: &str, password: &str, extra: &str, sql: &str) -> std::process::Output {
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} dbname={APP_DB} user={user} password={password} {extra}"
+    );
+    psql_conn(&conninfo, sql)
 }
 
-fn text(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+/// As the md5 user (`app_md5`, the client certificate's CN).
+fn psql(port: u16, extra: &str, sql: &str) -> std::process::Output {
+    psql_as(port, MD5_USER, MD5_PASSWORD, extra, sql)
+}
+
+/// As the SCRAM user `app`.
+fn psql_app(port: u16, extra: &str, sql: &str) -> std::process::Output {
+    psql_as(port, APP_USER, APP_PASSWORD, extra, sql)
 }
 
 // The client asks (SSLRequest), gets TLS, and works; with TLS required, a
@@ -224,8 +221,12 @@ async fn tls_is_used_when_asked_and_plain_text_is_refused_when_required() {
         ),
         "\\conninfo",
     );
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("SSL connection"), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("SSL connection"),
+        "{}",
+        output_text(&out)
+    );
     // Plain text: refused, and told why.
     let e = p
         .connect_as(APP_USER, APP_PASSWORD)
@@ -240,7 +241,11 @@ async fn tls_is_used_when_asked_and_plain_text_is_refused_when_required() {
     );
     let out = psql(p.port, "sslmode=disable", "select 1");
     assert!(!out.status.success());
-    assert!(text(&out).contains("client_tls_mode"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("client_tls_mode"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 // With TLS off, a client that asks is answered 'N' and goes on in plain
@@ -249,13 +254,13 @@ async fn tls_is_used_when_asked_and_plain_text_is_refused_when_required() {
 async fn with_tls_off_an_sslrequest_is_declined_and_the_login_goes_on() {
     let p = pooler(config()).await;
     let out = psql(p.port, "sslmode=prefer", "select 2");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
     let out = psql(p.port, "sslmode=require", "select 2");
     assert!(
         !out.status.success(),
         "TLS without an offer: {}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -335,7 +340,7 @@ async fn verify_ca_needs_a_client_certificate_from_the_ca() {
         certs.path("client.key").display()
     );
     let out = psql(p.port, &with, "select 3");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     let e = connect_tls(p.port, "require", certs.client(false, &[])).await;
     assert!(e.is_err(), "served without a client certificate");
@@ -512,23 +517,6 @@ async fn server_connections_use_tls_as_server_tls_mode_says() {
     assert!(said.contains("certificate"), "{said}");
 }
 
-/// psql as the SCRAM user `app` with `extra` connection parameters.
-fn psql_app(port: u16, extra: &str, sql: &str) -> std::process::Output {
-    let bindir = &cluster().bindir;
-    let exe = if bindir.join("psql").exists() {
-        bindir.join("psql")
-    } else {
-        "psql".into()
-    };
-    Command::new(exe)
-        .args(["-X", "-A", "-t", "-c", sql])
-        .arg(format!(
-            "host=127.0.0.1 port={port} dbname={APP_DB} user={APP_USER} password={APP_PASSWORD} {extra}"
-        ))
-        .output()
-        .expect("run psql")
-}
-
 /// A man in the middle: accepts TLS with its own certificate (`certs`'
 /// server certificate) and speaks TLS on to pglittle (trusting
 /// `onward_ca`), passing the bytes between. A client that does not check the certificate (sslmode=require)
@@ -588,14 +576,18 @@ async fn channel_binding_works_and_catches_a_man_in_the_middle() {
         "sslmode=require channel_binding=require",
         "select 8",
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
     let out = psql_app(
         p.port,
         "sslmode=disable channel_binding=require",
         "select 8",
     );
-    assert!(!out.status.success(), "bound without TLS: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "bound without TLS: {}",
+        output_text(&out)
+    );
     // The middle presents a certificate of another CA.
     let other = Certs::new("binding-mitm");
     let mitm = man_in_the_middle(&other, &certs, p.port).await;
@@ -604,13 +596,17 @@ async fn channel_binding_works_and_catches_a_man_in_the_middle() {
     assert!(
         out.status.success(),
         "the relay itself works: {}",
-        text(&out)
+        output_text(&out)
     );
     // ...with it, the login fails: the client bound to the middle's
     // certificate, pglittle to its own.
     let out = psql_app(mitm, "sslmode=require channel_binding=require", "select 9");
     assert!(!out.status.success(), "a man in the middle was not caught");
-    assert!(text(&out).contains("channel binding"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("channel binding"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 // auth = "cert": a client certificate verified against the CA logs in the
@@ -635,7 +631,7 @@ async fn cert_auth_logs_in_the_user_the_certificate_names() {
         &format!("{with_cert} password=wrong"),
         "select current_user",
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), MD5_USER);
     // The same certificate for another user: refused, and told why.
     let out = psql_app(p.port, &with_cert, "select 1");
@@ -644,9 +640,9 @@ async fn cert_auth_logs_in_the_user_the_certificate_names() {
         "a certificate for another user was taken"
     );
     assert!(
-        text(&out).contains("certificate authentication failed"),
+        output_text(&out).contains("certificate authentication failed"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // Unverified certificates cannot vouch for anyone.
     let mut cfg = certs.config(TlsMode::Require);
