@@ -162,6 +162,7 @@ fn demo_config(cluster: &Cluster, listen: SocketAddr) -> Config {
         UserConfig {
             password: Some(APP_PASSWORD.to_string()),
             scram_secret: None,
+            md5_secret: None,
             auth: AuthMethod::ScramSha256,
             server_password: None,
             pool_size: None,

@@ -55,6 +55,10 @@ pub enum SessionError {
          connect with sslmode=require or stronger"
     )]
     TlsRequired(crate::config::TlsMode),
+    /// auth_query could not run (the cause is in pglittle's log, not told
+    /// to a client that has proved nothing yet).
+    #[error("could not look up user \"{0}\": pglittle's auth_query failed (see its log)")]
+    LookupFailed(String),
     #[error("certificate authentication failed for user \"{user}\": {why}")]
     CertRefused { user: String, why: String },
     /// The TLS handshake failed, or TLS was asked for where it cannot be
@@ -87,6 +91,7 @@ impl SessionError {
             SessionError::NotAdmin(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
             SessionError::TlsRequired(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             SessionError::CertRefused { .. } => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            SessionError::LookupFailed(_) => sqlstate::CONNECTION_FAILURE,
             SessionError::Tls(_) => sqlstate::PROTOCOL_VIOLATION,
         }
     }

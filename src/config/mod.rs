@@ -10,6 +10,7 @@
 //! checks the rules that involve more than one key. Everything after loading
 //! works with the typed [`Config`] and never sees TOML.
 
+mod auth;
 mod error;
 mod parse;
 mod pool_size;
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{parse_userlist, AuthLookup, Secret, DEFAULT_AUTH_QUERY};
 pub use error::ConfigError;
 pub use pool_size::PoolSize;
 pub use routing::{Routing, DEFAULT_WRITERS};
@@ -104,6 +106,10 @@ pub struct PoolerSettings {
     /// default: a server (or something posing as one) asking for cleartext
     /// is refused.
     pub server_allow_cleartext: bool,
+    /// A PgBouncer userlist.txt whose users are added to `[users]` at load.
+    pub auth_file: Option<std::path::PathBuf>,
+    /// Users not listed are looked up in the database (`auth_user`, `auth_query`).
+    pub auth_lookup: AuthLookup,
     /// TLS towards clients (`client_tls_mode` and its files).
     pub client_tls: ClientTls,
     /// TLS towards servers (`server_tls_mode` and its files).
@@ -166,6 +172,8 @@ impl Default for PoolerSettings {
             server_reset: ServerReset::Detect,
             pin_on_session_state: false,
             server_allow_cleartext: false,
+            auth_file: None,
+            auth_lookup: AuthLookup::default(),
             client_tls: ClientTls::default(),
             server_tls: ServerTls::default(),
             max_message_size: 1 << 30,
@@ -322,6 +330,9 @@ pub struct UserConfig {
     /// `pg_authid`. Verifies clients without storing the password; the
     /// client's proof is then passed through to log in to the server.
     pub scram_secret: Option<String>,
+    /// `md5<32 hex>`, as in `pg_authid`: verifies `auth = "md5"` clients
+    /// and answers a server's md5 challenge without the password.
+    pub md5_secret: Option<String>,
     pub auth: AuthMethod,
     /// Password for logging in to PostgreSQL, if different from `password`.
     pub server_password: Option<String>,
@@ -335,6 +346,7 @@ impl fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("password", &hide(&self.password))
             .field("scram_secret", &hide(&self.scram_secret))
+            .field("md5_secret", &hide(&self.md5_secret))
             .field("auth", &self.auth)
             .field("server_password", &hide(&self.server_password))
             .field("pool_size", &self.pool_size)
@@ -482,7 +494,10 @@ impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
         let table: toml::Table = s.parse().map_err(|e| ConfigError::syntax(s, &e))?;
-        let config = parse::config_from_table(&table)?;
+        let mut config = parse::config_from_table(&table)?;
+        if let Some(file) = &config.pooler.auth_file {
+            auth::merge_auth_file(file, &mut config.users)?;
+        }
         config.validate()?;
         Ok(config)
     }

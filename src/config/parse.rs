@@ -36,6 +36,11 @@ const POOLER_KEYS: &[&str] = &[
     "server_reset",
     "pin_on_session_state",
     "server_allow_cleartext",
+    "auth_file",
+    "auth_user",
+    "auth_query",
+    "auth_query_ttl",
+    "auth_dbname",
     "client_tls_mode",
     "client_tls_cert_file",
     "client_tls_key_file",
@@ -84,6 +89,7 @@ const HOST_KEYS: &[&str] = &["host", "port", "weight"];
 const USER_KEYS: &[&str] = &[
     "password",
     "scram_secret",
+    "md5_secret",
     "auth",
     "server_password",
     "pool_size",
@@ -145,6 +151,13 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         server_allow_cleartext: s
             .boolean("server_allow_cleartext")?
             .unwrap_or(d.server_allow_cleartext),
+        auth_file: s.string("auth_file")?.map(Into::into),
+        auth_lookup: crate::config::AuthLookup {
+            user: s.string("auth_user")?,
+            query: s.string("auth_query")?.unwrap_or(d.auth_lookup.query),
+            ttl: duration("auth_query_ttl", d.auth_lookup.ttl)?,
+            dbname: s.string("auth_dbname")?,
+        },
         client_tls: crate::config::ClientTls {
             mode: s.keyword("client_tls_mode")?.unwrap_or(d.client_tls.mode),
             cert_file: s.string("client_tls_cert_file")?.map(Into::into),
@@ -278,6 +291,7 @@ fn user(s: &Section<'_>) -> Result<UserConfig, ConfigError> {
     Ok(UserConfig {
         password: s.secret("password")?,
         scram_secret: s.secret("scram_secret")?,
+        md5_secret: s.secret("md5_secret")?,
         auth: s.keyword("auth")?.unwrap_or(AuthMethod::ScramSha256),
         server_password: s.secret("server_password")?,
         pool_size: s.pool_size("pool_size")?,

@@ -77,6 +77,7 @@ fn render_pooler(config: &Config, out: &mut String) {
     line(out, "server_reset", toml_string(p.server_reset.as_str()));
     line(out, "pin_on_session_state", p.pin_on_session_state);
     line(out, "server_allow_cleartext", p.server_allow_cleartext);
+    render_auth(out, p);
     render_client_tls(out, &p.client_tls);
     render_server_tls(out, &p.server_tls);
     line(
@@ -192,10 +193,13 @@ fn render_user(config: &Config, name: &str, user: &UserConfig, out: &mut String)
     };
     secret(out, "password", &user.password, "");
     secret(out, "scram_secret", &user.scram_secret, "");
+    secret(out, "md5_secret", &user.md5_secret, "");
     let server_unset = if user.password.is_some() {
         " (password is used to log in to PostgreSQL)"
     } else if user.scram_secret.is_some() {
         " (the client's SCRAM proof is passed through to PostgreSQL)"
+    } else if user.md5_secret.is_some() {
+        " (md5_secret answers PostgreSQL's md5 challenge)"
     } else {
         " (logs in to PostgreSQL without a password)"
     };
@@ -215,6 +219,23 @@ fn line(out: &mut String, key: &str, value: impl Display) {
 
 fn inherited(out: &mut String, key: &str, value: impl Display, from: &str) {
     out.push_str(&format!("# {key} = {value}  (not set; {from} applies)\n"));
+}
+
+/// `auth_file` and the `auth_query` keys (unset ones are left out).
+fn render_auth(out: &mut String, p: &super::PoolerSettings) {
+    if let Some(f) = &p.auth_file {
+        line(out, "auth_file", toml_string(&f.display().to_string()));
+    }
+    let a = &p.auth_lookup;
+    match &a.user {
+        Some(u) => line(out, "auth_user", toml_string(u)),
+        None => out.push_str("# auth_user: not set; only listed users may log in\n"),
+    }
+    line(out, "auth_query", toml_string(&a.query));
+    line(out, "auth_query_ttl", toml_string(&format_duration(a.ttl)));
+    if let Some(d) = &a.dbname {
+        line(out, "auth_dbname", toml_string(d));
+    }
 }
 
 /// `client_tls_mode` and the files it uses (unset files are left out).

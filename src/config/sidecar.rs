@@ -348,6 +348,7 @@ impl Config {
         let user = UserConfig {
             password: Some(password),
             scram_secret: None,
+            md5_secret: None,
             auth: AuthMethod::ScramSha256,
             server_password: None,
             pool_size: None,

@@ -17,6 +17,7 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigError> {
     check_databases(config, &mut errors);
     check_users(config, &mut errors);
     check_cert_users(config, &mut errors);
+    check_auth_user(config, &mut errors);
     errors
 }
 
@@ -171,7 +172,7 @@ fn check_databases(config: &Config, errors: &mut Vec<ConfigError>) {
 }
 
 fn check_users(config: &Config, errors: &mut Vec<ConfigError>) {
-    if config.users.is_empty() {
+    if config.users.is_empty() && !config.pooler.auth_lookup.enabled() {
         errors.push(ConfigError::invalid(
             "users",
             "no user configured; add at least one [users.NAME] table",
@@ -213,6 +214,15 @@ fn check_user(path: &str, user: &UserConfig, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
+    if let Some(secret) = &user.md5_secret {
+        if !crate::protocol::auth::md5::is_md5_secret(secret) {
+            errors.push(ConfigError::invalid(
+                key("md5_secret"),
+                "does not look like an md5 secret; expected \"md5\" and 32 lowercase hex \
+                 digits, as stored in pg_authid.rolpassword",
+            ));
+        }
+    }
     if let Some(size) = user.pool_size.and_then(|s| s.fixed()) {
         at_least_one(&key("pool_size"), size, errors);
     }
@@ -228,10 +238,10 @@ fn check_user(path: &str, user: &UserConfig, errors: &mut Vec<ConfigError>) {
             ));
         }
         AuthMethod::ScramSha256 => {}
-        AuthMethod::Md5 if user.password.is_none() => {
+        AuthMethod::Md5 if user.password.is_none() && user.md5_secret.is_none() => {
             errors.push(ConfigError::invalid(
                 key("password"),
-                "missing; auth = \"md5\" needs the plaintext password to verify clients",
+                "missing; auth = \"md5\" needs password or md5_secret to verify clients",
             ));
         }
         AuthMethod::Md5 => {}
@@ -243,6 +253,40 @@ fn check_user(path: &str, user: &UserConfig, errors: &mut Vec<ConfigError>) {
             ));
         }
         AuthMethod::Cert => {}
+    }
+}
+
+/// `auth_user` must be a listed user that can log in to the server with a
+/// password of its own (it runs the query before any client proved anything).
+fn check_auth_user(config: &Config, errors: &mut Vec<ConfigError>) {
+    let lookup = &config.pooler.auth_lookup;
+    let Some(name) = &lookup.user else {
+        return;
+    };
+    let key = "pooler.auth_user";
+    match config.users.get(name) {
+        None => errors.push(ConfigError::invalid(
+            key,
+            format!("user {name:?} is not in [users] (or auth_file); add it with its password"),
+        )),
+        Some(u)
+            if u.password.is_none() && u.server_password.is_none() && u.md5_secret.is_none() =>
+        {
+            errors.push(ConfigError::invalid(
+                key,
+                format!(
+                    "user {name:?} needs password, server_password or md5_secret: it logs in \
+                     to PostgreSQL to run auth_query before any client has proved a password"
+                ),
+            ))
+        }
+        Some(_) => {}
+    }
+    if !lookup.query.contains("$1") {
+        errors.push(ConfigError::invalid(
+            "pooler.auth_query",
+            "must take the user name as $1",
+        ));
     }
 }
 

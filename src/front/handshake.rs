@@ -18,13 +18,11 @@ use crate::shared::Shared;
 /// How long a connection over `max_client_conn` has to send its startup
 /// packet (a cancel request, or a console login within the reserve).
 const OVER_CAP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-use crate::config::{AuthMethod, Config, UserConfig};
+use super::auth::{authenticate, find_user, refuse_unknown_user};
+use crate::config::Config;
 use crate::error::SessionError;
 use crate::pool::params::{canonical_name, is_session_setting, Params};
-use crate::pool::{Pool, ServerAuth};
-use crate::protocol::auth::{md5, scram};
 use crate::protocol::backend::{self, Severity};
-use crate::protocol::frontend;
 use crate::protocol::startup::{decode_startup, parse_options, StartupPacket};
 use crate::protocol::{decode_frame, Frame};
 use crate::shutdown::Phase;
@@ -99,7 +97,10 @@ async fn read_more(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<(), 
     Ok(())
 }
 
-async fn read_frame(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<Frame, SessionError> {
+pub(super) async fn read_frame(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Frame, SessionError> {
     loop {
         if let Some(f) = decode_frame(buf, MAX_AUTH_MESSAGE)? {
             return Ok(f);
@@ -130,23 +131,31 @@ async fn login(
     }
     let who = admit(shared, config, &params, ip, admission)?;
     let user = who.user.as_str();
-    let Some(user_cfg) = config.users.get(user) else {
-        return Err(refuse_unknown_user(shared, stream, buf, &mut out, user).await);
+    flush(stream, &mut out).await?;
+    let db = (!who.console).then_some(who.db.as_str());
+    let Some(known) = find_user(shared, config, db, user).await? else {
+        return Err(refuse_unknown_user(shared, stream, buf, user).await);
     };
     if who.console {
-        flush(stream, &mut out).await?;
-        authenticate(shared, stream, buf, user, user_cfg, None).await?;
+        authenticate(shared, stream, buf, user, &known.cfg).await?;
         let login = crate::admin::admit(config, &who.db, user, &who.application_name)?;
         crate::admin::greet(&mut out);
         stream.write_all(&out).await?;
         return Ok(Some(Login::Console(login)));
     }
     let (startup_settings, route) = startup_settings(&params)?;
+    let server_auth = match authenticate(shared, stream, buf, user, &known.cfg).await {
+        Err(e @ SessionError::BadPassword(_)) if known.looked_up => {
+            // The password may have changed: ask the database next time.
+            shared.secrets.forget(&who.db, user);
+            return Err(e);
+        }
+        r => r?,
+    };
+    shared.learn_server_auth(config, user, server_auth);
     let pool = shared
         .pool_for(config, &who.db, user)
         .ok_or_else(|| SessionError::UnknownDatabase(who.db.clone()))?;
-    flush(stream, &mut out).await?;
-    authenticate(shared, stream, buf, user, user_cfg, Some(&pool)).await?;
     let defaults = pool.defaults().await?;
     let mut overrides = Params::new();
     for (k, v) in startup_settings {
@@ -302,127 +311,4 @@ async fn flush(stream: &mut ClientStream, out: &mut BytesMut) -> Result<(), Sess
         out.clear();
     }
     Ok(())
-}
-
-async fn authenticate(
-    shared: &Arc<Shared>,
-    stream: &mut ClientStream,
-    buf: &mut BytesMut,
-    user: &str,
-    cfg: &UserConfig,
-    pool: Option<&Arc<Pool>>,
-) -> Result<(), SessionError> {
-    let bad = || SessionError::BadPassword(user.to_string());
-    let mut out = BytesMut::new();
-    match cfg.auth {
-        AuthMethod::Trust => Ok(()),
-        AuthMethod::Cert => cert_login(stream, user),
-        AuthMethod::Md5 => {
-            let password = cfg.password.as_deref().ok_or_else(bad)?;
-            let salt: [u8; 4] = rand::random();
-            backend::auth_md5(&mut out, salt);
-            stream.write_all(&out).await?;
-            let frame = read_frame(stream, buf).await?;
-            let response = frontend::parse_password(&frame)?;
-            let stored = md5::md5_secret(user, password);
-            if md5::md5_verify(&stored, salt, response) {
-                Ok(())
-            } else {
-                Err(bad())
-            }
-        }
-        AuthMethod::ScramSha256 => {
-            let secret = match (&cfg.scram_secret, &cfg.password) {
-                (Some(s), _) => scram::ScramSecret::parse(s)?,
-                (None, Some(p)) => shared.scram_secret(user, p),
-                (None, None) => return Err(bad()),
-            };
-            let server_key = secret.server_key;
-            let client_key = scram_exchange(stream, buf, secret, user).await?;
-            if let Some(pool) = pool.filter(|p| !p.has_password_auth()) {
-                // SCRAM pass-through: log in to the server with the key this client proved.
-                pool.set_auth(ServerAuth::ClientKey {
-                    client_key,
-                    server_key,
-                });
-            }
-            Ok(())
-        }
-    }
-}
-
-/// `auth = "cert"`: the client's certificate (verified against the CA by
-/// the TLS handshake) must name the user in its common name.
-fn cert_login(stream: &ClientStream, user: &str) -> Result<(), SessionError> {
-    let refused = |why: String| SessionError::CertRefused {
-        user: user.to_string(),
-        why,
-    };
-    let cert = stream
-        .peer_certificate()
-        .ok_or_else(|| refused("no client certificate (connect with TLS and sslcert)".into()))?;
-    match crate::tls::common_name(cert) {
-        Some(cn) if cn == user => Ok(()),
-        Some(cn) => Err(refused(format!("the certificate is for {cn:?}"))),
-        None => Err(refused("the certificate has no common name".into())),
-    }
-}
-
-/// One SCRAM-SHA-256 exchange against `secret`; returns the ClientKey the
-/// client proved, or BadPassword.
-async fn scram_exchange(
-    stream: &mut ClientStream,
-    buf: &mut BytesMut,
-    secret: scram::ScramSecret,
-    user: &str,
-) -> Result<[u8; 32], SessionError> {
-    let mut out = BytesMut::new();
-    let mut exchange = scram::ScramServer::new(secret);
-    if let Some(end_point) = stream.channel_binding() {
-        // Over TLS: SCRAM-SHA-256-PLUS, bound to this connection's certificate.
-        exchange = exchange.offer_binding(end_point.to_vec());
-    }
-    backend::auth_sasl(&mut out, exchange.mechanisms());
-    stream.write_all(&out).await?;
-    let frame = read_frame(stream, buf).await?;
-    let (mechanism, first) = frontend::parse_sasl_initial(&frame)?;
-    exchange.choose(mechanism)?;
-    let server_first = exchange.client_first(first)?;
-    out.clear();
-    backend::auth_sasl_continue(&mut out, &server_first);
-    stream.write_all(&out).await?;
-    let frame = read_frame(stream, buf).await?;
-    let final_msg = frontend::parse_sasl_response(&frame)?;
-    let (server_final, client_key) = match exchange.client_final(final_msg) {
-        Ok(r) => r,
-        Err(crate::protocol::auth::AuthError::BadProof) => {
-            return Err(SessionError::BadPassword(user.to_string()))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    out.clear();
-    backend::auth_sasl_final(&mut out, &server_final);
-    stream.write_all(&out).await?;
-    Ok(client_key)
-}
-
-/// A user that does not exist goes through a SCRAM exchange that fails at
-/// the proof, exactly as a wrong password does.
-async fn refuse_unknown_user(
-    shared: &Arc<Shared>,
-    stream: &mut ClientStream,
-    buf: &mut BytesMut,
-    out: &mut BytesMut,
-    user: &str,
-) -> SessionError {
-    if !out.is_empty() {
-        if let Err(e) = stream.write_all(out).await {
-            return e.into();
-        }
-        out.clear();
-    }
-    match scram_exchange(stream, buf, shared.mock_secret(user), user).await {
-        Ok(_) => SessionError::BadPassword(user.to_string()),
-        Err(e) => e,
-    }
 }

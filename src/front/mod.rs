@@ -2,6 +2,7 @@
 //! cap enforced) and the handshake, which hands a logged-in client to its
 //! pool `session` or to the `admin` console.
 
+mod auth;
 mod handshake;
 mod tls;
 

@@ -52,6 +52,8 @@ pub enum PoolError {
     Unresponsive(Duration),
     #[error("resetting a server connection failed ({code}): {message}")]
     ResetFailed { code: String, message: String },
+    #[error("auth_query failed ({code}): {message}")]
+    LookupFailed { code: String, message: String },
     #[error("pool {0} is closed")]
     Closed(String),
     #[error("pool {pool} is saturated: {reason}; refusing now instead of timing out")]

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::PoolError;
 use super::server::{error_code_message, ServerAuth, ServerConn, ServerTarget};
+use crate::protocol::auth::md5;
 use crate::protocol::auth::scram::ScramKeyClient;
 
 /// Pure: the order of a server's login messages.
@@ -85,7 +86,7 @@ impl Scram {
                 let first = k.client_first();
                 Some((Scram::Key(Box::new(k)), first))
             }
-            ServerAuth::None => None,
+            ServerAuth::Md5Secret(_) | ServerAuth::None => None,
         }
     }
 
@@ -209,14 +210,15 @@ fn password_reply(
             frontend::password_message(p.as_bytes(), out)?;
         }
         Message::AuthenticationMd5Password(body) => {
-            let ServerAuth::Password(p) = auth else {
-                return Err(unsupported(target, "md5"));
+            let hash = match auth {
+                ServerAuth::Password(p) => postgres_protocol::authentication::md5_hash(
+                    target.user.as_bytes(),
+                    p.as_bytes(),
+                    body.salt(),
+                ),
+                ServerAuth::Md5Secret(stored) => md5::md5_response(stored, body.salt()),
+                _ => return Err(unsupported(target, "md5")),
             };
-            let hash = postgres_protocol::authentication::md5_hash(
-                target.user.as_bytes(),
-                p.as_bytes(),
-                body.salt(),
-            );
             frontend::password_message(hash.as_bytes(), out)?;
         }
         _ => return Err(unsupported(target, "an unknown method")),

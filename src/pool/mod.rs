@@ -15,6 +15,7 @@ mod handoff;
 mod janitor;
 mod lease;
 mod login;
+mod lookup;
 mod open;
 mod ops;
 pub mod params;
@@ -248,13 +249,6 @@ impl Pool {
     /// learns it from the first client that proves its password).
     pub fn set_auth(&self, auth: ServerAuth) {
         *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = auth;
-    }
-
-    pub fn has_password_auth(&self) -> bool {
-        !matches!(
-            *self.auth.lock().unwrap_or_else(|e| e.into_inner()),
-            ServerAuth::None
-        )
     }
 
     /// Session defaults as the server reports them, learned from the first

@@ -16,7 +16,7 @@ use crate::protocol::scan::Segment;
 use crate::protocol::sqlstate;
 
 /// How pglittle proves itself to the server.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ServerAuth {
     /// A plaintext password: works for SCRAM, md5, cleartext and trust.
     Password(String),
@@ -26,6 +26,9 @@ pub enum ServerAuth {
         client_key: [u8; 32],
         server_key: [u8; 32],
     },
+    /// md5 pass-through: the `md5...` secret as stored in pg_authid (an
+    /// md5 challenge is answered from it). md5 only.
+    Md5Secret(String),
     /// No credential: only a `trust` server will let us in.
     None,
 }
@@ -276,7 +279,7 @@ impl ServerConn {
     }
 
     /// Reads one query's reply up to ReadyForQuery into `outcome`.
-    async fn read_cycle(&mut self, outcome: &mut QueryOutcome) -> Result<(), PoolError> {
+    pub(super) async fn read_cycle(&mut self, outcome: &mut QueryOutcome) -> Result<(), PoolError> {
         loop {
             match self.read_message().await? {
                 Message::DataRow(row) => {

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 pub mod cancel;
 pub mod clients;
 pub mod failed_logins;
+pub mod secrets;
 
 use crate::config::Config;
 use crate::config::PoolSize;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub topology: Arc<Topology>,
     /// Read-your-writes decisions: replica, primary_floor, waited, primary_time.
     pub ryw: RywCounters,
+    /// auth_query's cache and connections, and credentials learned from logins.
+    pub secrets: secrets::Secrets,
     /// Failed logins per source address and user (delay, then refusal).
     pub failed_logins: failed_logins::FailedLogins,
     /// What clients are offered for TLS, from the config's files as last
@@ -83,6 +86,7 @@ impl Shared {
             topology,
             ryw: RywCounters::default(),
             failed_logins: Default::default(),
+            secrets: Default::default(),
             config: RwLock::new(config),
             pools: Pools::new(),
             cancels: Arc::new(CancelRegistry::new()),
@@ -225,7 +229,7 @@ impl Shared {
         role: HostRole,
     ) -> Option<Arc<Pool>> {
         let dbc = config.databases.get(db)?;
-        let uc = config.users.get(user)?;
+        let auth = self.server_auth(config, user)?;
         let paused = {
             let p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
             p.contains(&None) || p.contains(&Some(db.to_string()))
@@ -234,20 +238,7 @@ impl Shared {
         // share (or take the labels of) the pool its reads used.
         let key = format!("{host}:{port}/{}", role.as_str());
         Some(self.pools.get_or_create(db, user, &key, || {
-            let target = ServerTarget {
-                host: host.to_string(),
-                port,
-                dbname: dbc.dbname.clone(),
-                user: user.to_string(),
-                connect_timeout: config.pooler.server_connect_timeout,
-                max_prepared_statements: config.pooler.max_prepared_statements,
-                allow_cleartext: config.pooler.server_allow_cleartext,
-                tls: self.topology.server_tls(),
-            };
-            let auth = match uc.server_password.as_ref().or(uc.password.as_ref()) {
-                Some(p) => ServerAuth::Password(p.clone()),
-                None => ServerAuth::None,
-            };
+            let target = self.server_target(config, host, port, &dbc.dbname, user);
             let labels = vec![
                 ("database", db.to_string()),
                 ("user", user.to_string()),
@@ -270,6 +261,67 @@ impl Shared {
             }
             pool
         }))
+    }
+}
+
+impl Shared {
+    /// How `user` logs in to servers: the configured password (or md5
+    /// secret), else what a client's login gave (pass-through). `None`:
+    /// a user neither listed nor logged in.
+    fn server_auth(&self, config: &Config, user: &str) -> Option<ServerAuth> {
+        let learned = || self.secrets.learned(user);
+        let Some(uc) = config.users.get(user) else {
+            return learned();
+        };
+        Some(match (&uc.server_password, &uc.password, &uc.md5_secret) {
+            (Some(p), _, _) | (None, Some(p), _) => ServerAuth::Password(p.clone()),
+            (None, None, Some(s)) => ServerAuth::Md5Secret(s.clone()),
+            (None, None, None) => learned().unwrap_or(ServerAuth::None),
+        })
+    }
+
+    /// Records the credential a client's login gave for `user` and hands a
+    /// new one to the user's pools (a configured password is kept).
+    pub fn learn_server_auth(&self, config: &Config, user: &str, auth: ServerAuth) {
+        let configured = config.users.get(user).is_some_and(|u| {
+            u.server_password.is_some() || u.password.is_some() || u.md5_secret.is_some()
+        });
+        if configured || auth == ServerAuth::None || !self.secrets.learn(user, auth.clone()) {
+            return;
+        }
+        for pool in self.pools.all().into_iter().filter(|p| p.user == user) {
+            pool.set_auth(auth.clone());
+        }
+    }
+
+    fn server_target(
+        &self,
+        config: &Config,
+        host: &str,
+        port: u16,
+        dbname: &str,
+        user: &str,
+    ) -> ServerTarget {
+        ServerTarget {
+            host: host.to_string(),
+            port,
+            dbname: dbname.to_string(),
+            user: user.to_string(),
+            connect_timeout: config.pooler.server_connect_timeout,
+            max_prepared_statements: config.pooler.max_prepared_statements,
+            allow_cleartext: config.pooler.server_allow_cleartext,
+            tls: self.topology.server_tls(),
+        }
+    }
+
+    /// Where `auth_query` runs for database `db`: its primary, as
+    /// `auth_user`, in `auth_dbname` (or the database itself).
+    pub fn lookup_target(&self, config: &Config, db: &str) -> Option<ServerTarget> {
+        let dbc = config.databases.get(db)?;
+        let lookup = &config.pooler.auth_lookup;
+        let dbname = lookup.dbname.as_deref().unwrap_or(&dbc.dbname);
+        let user = lookup.user.as_deref()?;
+        Some(self.server_target(config, &dbc.host, dbc.port, dbname, user))
     }
 }
 

@@ -35,6 +35,7 @@ pub fn user(password: &str, auth: AuthMethod) -> UserConfig {
     UserConfig {
         password: Some(password.to_string()),
         scram_secret: None,
+        md5_secret: None,
         auth,
         server_password: None,
         pool_size: None,

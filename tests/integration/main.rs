@@ -1,6 +1,7 @@
 //! Integration tests: the real pglittle against a real PostgreSQL primary
 //! and streaming replica, started once for this binary.
 
+mod auth_query;
 mod autosize;
 mod binary;
 mod binary_metrics;

@@ -59,7 +59,7 @@ pub fn md5_verify(stored_secret: &str, salt: [u8; 4], response: &[u8]) -> bool {
 
 /// True for strings of the exact shape PostgreSQL recognises as an md5
 /// secret: `"md5"` followed by 32 lowercase hex digits.
-fn is_md5_secret(s: &str) -> bool {
+pub fn is_md5_secret(s: &str) -> bool {
     s.strip_prefix(PREFIX).is_some_and(|hex| {
         hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })
