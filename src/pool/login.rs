@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use super::error::PoolError;
 use super::server::{error_code_message, ServerAuth, ServerConn, ServerTarget};
 use crate::protocol::auth::md5;
-use crate::protocol::auth::scram::ScramKeyClient;
+use crate::protocol::auth::scram::{Binding, ScramKeyClient};
 
 /// Pure: the order of a server's login messages.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +71,15 @@ enum Scram {
 }
 
 impl Scram {
-    fn start(auth: &ServerAuth) -> Option<(Scram, Vec<u8>)> {
+    fn start(auth: &ServerAuth, binding: &Binding) -> Option<(Scram, Vec<u8>)> {
         match auth {
             ServerAuth::Password(p) => {
-                let s = ScramSha256::new(p.as_bytes(), ChannelBinding::unsupported());
+                let cb = match binding {
+                    Binding::None => ChannelBinding::unsupported(),
+                    Binding::NotOffered => ChannelBinding::unrequested(),
+                    Binding::EndPoint(ep) => ChannelBinding::tls_server_end_point(ep.clone()),
+                };
+                let s = ScramSha256::new(p.as_bytes(), cb);
                 let first = s.message().to_vec();
                 Some((Scram::Password(Box::new(s)), first))
             }
@@ -82,7 +87,8 @@ impl Scram {
                 client_key,
                 server_key,
             } => {
-                let mut k = ScramKeyClient::new(*client_key, *server_key);
+                let mut k =
+                    ScramKeyClient::new(*client_key, *server_key).with_binding(binding.clone());
                 let first = k.client_first();
                 Some((Scram::Key(Box::new(k)), first))
             }
@@ -136,19 +142,12 @@ impl ServerConn {
             match msg {
                 Message::AuthenticationOk => check.authentication_ok().map_err(broken)?,
                 Message::AuthenticationSasl(body) => {
-                    let mut has_scram = false;
-                    let mut mechs = body.mechanisms();
-                    while let Some(m) = mechs.next()? {
-                        has_scram |= m == "SCRAM-SHA-256";
-                    }
-                    if !has_scram {
-                        return Err(unsupported(target, "SASL without SCRAM-SHA-256"));
-                    }
-                    let (s, first) =
-                        Scram::start(auth).ok_or_else(|| unsupported(target, "SCRAM-SHA-256"))?;
+                    let binding = self.binding(target, body.mechanisms())?;
+                    let (s, first) = Scram::start(auth, &binding)
+                        .ok_or_else(|| unsupported(target, "SCRAM-SHA-256"))?;
                     scram = Some(s);
                     check.sasl_started();
-                    frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)?;
+                    frontend::sasl_initial_response(binding.mechanism(), &first, &mut out)?;
                 }
                 Message::AuthenticationSaslContinue(body) => {
                     let s = scram.as_mut().ok_or_else(|| broken("SCRAM out of order"))?;
@@ -187,6 +186,30 @@ impl ServerConn {
                 self.stream.write_all(&out).await?;
             }
         }
+    }
+}
+
+impl ServerConn {
+    /// How to bind the server's SCRAM exchange: to its certificate when it
+    /// offers SCRAM-SHA-256-PLUS over TLS, as libpq's channel_binding=prefer.
+    fn binding<'a>(
+        &self,
+        target: &ServerTarget,
+        mut mechs: impl FallibleIterator<Item = &'a str, Error = std::io::Error>,
+    ) -> Result<Binding, PoolError> {
+        let (mut plain, mut plus) = (false, false);
+        while let Some(m) = mechs.next()? {
+            plain |= m == "SCRAM-SHA-256";
+            plus |= m == "SCRAM-SHA-256-PLUS";
+        }
+        if !plain && !plus {
+            return Err(unsupported(target, "SASL without SCRAM-SHA-256"));
+        }
+        Ok(match self.stream.channel_binding() {
+            None => Binding::None,
+            Some(ep) if plus => Binding::EndPoint(ep),
+            Some(_) => Binding::NotOffered,
+        })
     }
 }
 

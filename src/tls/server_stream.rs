@@ -25,6 +25,18 @@ impl ServerStream {
         }
     }
 
+    /// What SCRAM-SHA-256-PLUS binds to: the hash of the server's
+    /// certificate (`tls-server-end-point`); `None` over plain TCP.
+    pub fn channel_binding(&self) -> Option<Vec<u8>> {
+        match self {
+            ServerStream::Plain(_) => None,
+            ServerStream::Tls(s) => {
+                let cert = s.get_ref().1.peer_certificates()?.first()?;
+                Some(super::end_point(cert))
+            }
+        }
+    }
+
     /// Waits until the socket has bytes (for TLS, records: `try_read_buf`
     /// then says whether they held anything for pglittle).
     pub async fn readable(&self) -> io::Result<()> {

@@ -650,3 +650,50 @@ async fn cert_auth_logs_in_the_user_the_certificate_names() {
     let e = cfg.validate().expect_err("cert auth without verify-ca");
     assert!(e.to_string().contains("client_tls_mode"), "{e}");
 }
+
+// Towards servers, pglittle binds SCRAM to the server's certificate when
+// the server offers SCRAM-SHA-256-PLUS (PostgreSQL does over TLS): with a
+// password and with SCRAM pass-through alike. A man in the middle that
+// server_tls_mode = "require" does not notice (it checks no certificate)
+// then fails the server's login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_logins_bind_to_the_server_certificate() {
+    let certs = primary_with_tls().await;
+    let secret = scalar(
+        &superuser().await,
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+    )
+    .await;
+    let tls_config = |port: u16| {
+        let mut cfg = config();
+        cfg.pooler.server_tls.mode = TlsMode::Require;
+        cfg.pooler.query_wait_timeout = std::time::Duration::from_secs(3);
+        cfg.databases.get_mut(APP_DB).unwrap().port = port;
+        cfg
+    };
+    let primary = cluster().primary.port;
+    let p = pooler(tls_config(primary)).await;
+    assert_eq!(server_side_ssl(&p.connect().await).await, "t");
+    // Pass-through: pglittle knows only the secret.
+    let mut cfg = tls_config(primary);
+    let app = cfg.users.get_mut(APP_USER).unwrap();
+    (app.password, app.scram_secret) = (None, Some(secret));
+    let p = pooler(cfg).await;
+    assert_eq!(server_side_ssl(&p.connect().await).await, "t");
+    // The middle presents a certificate of another CA to pglittle.
+    let other = Certs::new("server-mitm");
+    let mitm = man_in_the_middle(&other, certs, primary).await;
+    let p = pooler(tls_config(mitm)).await;
+    let e = match p.connect_as(APP_USER, APP_PASSWORD).await {
+        Err(e) => e,
+        Ok(c) => c
+            .simple_query("select 1")
+            .await
+            .expect_err("logged in through a man in the middle"),
+    };
+    let said = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(said.contains("channel binding"), "{e:?}");
+}

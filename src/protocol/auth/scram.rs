@@ -27,7 +27,7 @@ use base64::Engine as _;
 use self::crypto::{hi, hmac, random_nonce, sha256, xor, Key};
 use super::{ct_eq, AuthError};
 
-pub use self::client::ScramKeyClient;
+pub use self::client::{Binding, ScramKeyClient};
 
 /// The channel-binding variant, offered over TLS.
 pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
@@ -887,5 +887,41 @@ mod tests {
             key_exchange(key, s.server_key, &impostor),
             Err(AuthError::ServerSignature)
         ));
+    }
+
+    /// The key client bound as `binding`, against a server that offers
+    /// -PLUS bound to `server_end_point` (or does not offer it).
+    fn key_client_bound(
+        binding: Binding,
+        server_end_point: Option<&[u8]>,
+    ) -> Result<(), AuthError> {
+        let s = secret("pw");
+        let key = pp_exchange("pw", &s, ChannelBinding::unsupported()).expect("login");
+        let mut client = ScramKeyClient::new(key, s.server_key).with_binding(binding.clone());
+        let mut server = ScramServer::new(s.clone());
+        if let Some(ep) = server_end_point {
+            server = server.offer_binding(ep.to_vec());
+        }
+        server.choose(binding.mechanism().as_bytes())?;
+        let first = client.client_first();
+        let client_final = client.server_first(&server.client_first(&first)?)?;
+        let (server_final, _) = server.client_final(&client_final)?;
+        client.server_final(&server_final)
+    }
+
+    #[test]
+    fn the_key_client_binds_to_the_server_certificate() {
+        let ep = b"certificate hash".to_vec();
+        key_client_bound(Binding::EndPoint(ep.clone()), Some(&ep)).expect("bound login");
+        // Another certificate (a man in the middle): refused.
+        assert!(matches!(
+            key_client_bound(Binding::EndPoint(b"another".to_vec()), Some(&ep)),
+            Err(AuthError::ChannelBinding)
+        ));
+        // "I could bind, you did not offer": fine where nothing was offered,
+        // a downgrade where it was.
+        key_client_bound(Binding::NotOffered, None).expect("y without an offer");
+        assert!(key_client_bound(Binding::NotOffered, Some(&ep)).is_err());
+        assert_eq!(Binding::None.mechanism(), "SCRAM-SHA-256");
     }
 }

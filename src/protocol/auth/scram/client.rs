@@ -8,6 +8,45 @@ use super::{
     ct_eq, expect_attr, malformed, parse_iterations, skip_extensions, valid_nonce, AuthError,
 };
 
+/// What a SCRAM client says about channel binding (RFC 5802's gs2 header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// `n`: not over TLS, nothing to bind to.
+    None,
+    /// `y`: pglittle could bind but the server did not offer -PLUS (a server
+    /// that did offer it then knows a man in the middle removed it).
+    NotOffered,
+    /// `p=tls-server-end-point`: bound to the server certificate's hash.
+    EndPoint(Vec<u8>),
+}
+
+impl Binding {
+    fn gs2_header(&self) -> &'static str {
+        match self {
+            Binding::None => "n,,",
+            Binding::NotOffered => "y,,",
+            Binding::EndPoint(_) => "p=tls-server-end-point,,",
+        }
+    }
+
+    /// The `c=` attribute: the gs2 header and the binding data, in base64.
+    fn c_attr(&self) -> String {
+        let mut raw = self.gs2_header().as_bytes().to_vec();
+        if let Binding::EndPoint(data) = self {
+            raw.extend_from_slice(data);
+        }
+        B64.encode(raw)
+    }
+
+    /// The SASL mechanism this binding goes with.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            Binding::EndPoint(_) => "SCRAM-SHA-256-PLUS",
+            _ => "SCRAM-SHA-256",
+        }
+    }
+}
+
 enum ClientState {
     Initial,
     SentFirst,
@@ -27,6 +66,7 @@ pub struct ScramKeyClient {
     client_key: Key,
     server_key: Key,
     nonce: String,
+    binding: Binding,
     state: ClientState,
 }
 
@@ -38,18 +78,25 @@ impl ScramKeyClient {
             client_key,
             server_key,
             nonce: random_nonce(),
+            binding: Binding::None,
             state: ClientState::Initial,
         }
     }
 
-    /// The client-first-message, `n,,n=,r=<nonce>`. The username is left
+    /// Binds the exchange as `binding` says (default: `Binding::None`).
+    pub fn with_binding(mut self, binding: Binding) -> Self {
+        self.binding = binding;
+        self
+    }
+
+    /// The client-first-message, `<gs2 header>n=,r=<nonce>`. The username is left
     /// empty, as libpq does, because the server takes it from the startup
     /// packet.
     pub fn client_first(&mut self) -> Vec<u8> {
         if matches!(self.state, ClientState::Initial) {
             self.state = ClientState::SentFirst;
         }
-        format!("n,,{}", self.client_first_bare()).into_bytes()
+        format!("{}{}", self.binding.gs2_header(), self.client_first_bare()).into_bytes()
     }
 
     /// Consume the server-first-message and produce the client-final-message.
@@ -83,7 +130,7 @@ impl ScramKeyClient {
             .ok_or_else(|| malformed("iteration count is not a positive 32-bit integer"))?;
         skip_extensions(attrs)?;
 
-        let mut without_proof = b"c=biws,r=".to_vec();
+        let mut without_proof = format!("c={},r=", self.binding.c_attr()).into_bytes();
         without_proof.extend_from_slice(nonce);
         let bare = self.client_first_bare();
         let auth_message = [bare.as_bytes(), b",", data, b",", &without_proof];
