@@ -112,7 +112,7 @@ async fn node_postgres_clients_share_one_server() {
     one_server("drv_node_pg", NODE, "node/one_server.js", "default").await;
 }
 
-const PYTHON: Driver = Driver {
+pub(crate) const PYTHON: Driver = Driver {
     program: "python3",
     install: "pip install 'psycopg[binary]' asyncpg",
 };
@@ -121,7 +121,7 @@ const NODE: Driver = Driver {
     install: "npm ci in tests/integration/node",
 };
 
-struct Driver {
+pub(crate) struct Driver {
     program: &'static str,
     /// How to install what is missing, for the skip note.
     install: &'static str,
@@ -131,8 +131,25 @@ struct Driver {
 /// baseline), then through a pool of one server connection, as `role` (a
 /// trust user of pglittle's, made by `pool_of_one`).
 async fn one_server(role: &str, driver: Driver, script: &str, mode: &str) {
+    one_server_with(role, driver, script, mode, |_| {}, Vec::new()).await
+}
+
+/// `one_server` with the pooler's config changed by `tweak` and `env` added
+/// to the run through pglittle (TLS on both sides, say).
+pub(crate) async fn one_server_with(
+    role: &str,
+    driver: Driver,
+    script: &str,
+    mode: &str,
+    tweak: impl FnOnce(&mut pglittle::config::Config),
+    env: Vec<(&'static str, String)>,
+) {
     let mut password = None;
-    let p = pool_of_one(role, |cfg| password = cfg.users[role].password.clone()).await;
+    let p = pool_of_one(role, |cfg| {
+        password = cfg.users[role].password.clone();
+        tweak(cfg);
+    })
+    .await;
     let password = password.expect("pool_of_one gives the role a password");
     let direct = format!("{role}_direct");
     driver_schemas(role, &direct).await;
@@ -166,6 +183,7 @@ async fn one_server(role: &str, driver: Driver, script: &str, mode: &str) {
             ("PGL_USER", role.to_string()),
             ("PGL_PASSWORD", String::new()),
         ])
+        .chain(env)
         .collect::<Vec<_>>();
     match run_script(driver.program, script, &pooled).await {
         Ran::Passed(out) => assert!(out.starts_with("ok "), "{out}"),

@@ -22,3 +22,4 @@ mod raw;
 mod replica;
 mod server_login;
 mod tls;
+mod tls_both;

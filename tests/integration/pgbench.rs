@@ -10,6 +10,16 @@ use crate::common::*;
 /// also exercises startup options through the pooler), so tests in parallel
 /// never share tables.
 fn pgbench(port: u16, schema: &str, args: &[&str]) -> std::process::Output {
+    pgbench_env(port, schema, args, &[])
+}
+
+/// `pgbench` with more environment (PGSSLMODE and the like).
+fn pgbench_env(
+    port: u16,
+    schema: &str,
+    args: &[&str],
+    env: &[(&'static str, String)],
+) -> std::process::Output {
     let bindir = &cluster().bindir;
     let exe = if bindir.join("pgbench").exists() {
         bindir.join("pgbench")
@@ -22,30 +32,47 @@ fn pgbench(port: u16, schema: &str, args: &[&str]) -> std::process::Output {
         .arg("app")
         .env("PGPASSWORD", APP_PASSWORD)
         .env("PGOPTIONS", format!("-c search_path={schema}"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run pgbench")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tpcb_with_50_clients_loses_nothing() {
+    tpcb_loses_nothing("tpcb", |_| {}, Vec::new()).await;
+}
+
+/// TPC-B with 50 clients on a pool of 10, in schema `schema`, with the
+/// pooler's config changed by `tweak` and `env` given to pgbench: every
+/// transaction done, once, and the balances agree.
+pub(crate) async fn tpcb_loses_nothing(
+    schema: &'static str,
+    tweak: impl FnOnce(&mut pglittle::config::Config),
+    env: Vec<(&'static str, String)>,
+) {
     let mut cfg = config();
     cfg.pooler.pool_size = 10.into();
+    tweak(&mut cfg);
     let p = pooler(cfg).await;
     let port = p.port;
-    own_schema("tpcb").await;
-    let init = tokio::task::spawn_blocking(move || pgbench(port, "tpcb", &["-i", "-q", "-s", "1"]))
-        .await
-        .unwrap();
+    own_schema(schema).await;
+    let env2 = env.clone();
+    let init = tokio::task::spawn_blocking(move || {
+        pgbench_env(port, schema, &["-i", "-q", "-s", "1"], &env2)
+    })
+    .await
+    .unwrap();
     assert!(
         init.status.success(),
         "pgbench -i: {}",
         String::from_utf8_lossy(&init.stderr)
     );
     let run = tokio::task::spawn_blocking(move || {
-        pgbench(
+        pgbench_env(
             port,
-            "tpcb",
+            schema,
             &["-c", "50", "-j", "2", "-t", "40", "--no-vacuum"],
+            &env,
         )
     })
     .await
@@ -62,8 +89,10 @@ async fn pgbench_tpcb_with_50_clients_loses_nothing() {
             || out.contains("number of failed transactions: 0 "),
         "{out}"
     );
-    let c = p.connect().await;
-    c.batch_execute("set search_path = tpcb").await.unwrap();
+    let c = superuser().await;
+    c.batch_execute(&format!("set search_path = {schema}"))
+        .await
+        .unwrap();
     let sums = scalar(
         &c,
         "select (select sum(abalance) from pgbench_accounts) || ',' || (select sum(bbalance) from pgbench_branches) || ',' || \

@@ -23,6 +23,7 @@ use crate::common::*;
 pub(crate) struct Certs {
     dir: PathBuf,
     ca: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Certs {
@@ -38,28 +39,32 @@ impl Certs {
         );
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = |names: Vec<String>, cn: &str, stem: &str| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let mut params = rcgen::CertificateParams::new(names).unwrap();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, cn);
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{stem}.crt")), cert.pem()).unwrap();
-            let key_path = dir.join(format!("{stem}.key"));
-            std::fs::write(&key_path, key.serialize_pem()).unwrap();
-            // libpq refuses a client key others can read.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        };
-        leaf(
+        let certs = Certs { dir, ca, issuer };
+        certs.leaf(
             vec!["localhost".into(), "127.0.0.1".into()],
             "pglittle",
             "server",
         );
-        leaf(vec![], MD5_USER, "client");
-        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
-        Certs { dir, ca }
+        certs.leaf(vec![], MD5_USER, "client");
+        std::fs::write(certs.dir.join("ca.crt"), certs.ca.pem()).unwrap();
+        certs
+    }
+
+    /// A certificate for `names` (common name `cn`) signed by this CA, as
+    /// `{stem}.crt` and `{stem}.key`.
+    pub(crate) fn leaf(&self, names: Vec<String>, cn: &str, stem: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(self.dir.join(format!("{stem}.crt")), cert.pem()).unwrap();
+        let key_path = self.dir.join(format!("{stem}.key"));
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        // libpq refuses a client key others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     pub(crate) fn path(&self, file: &str) -> PathBuf {
@@ -67,7 +72,7 @@ impl Certs {
     }
 
     /// A pooler config offering TLS in `mode` with these files.
-    fn config(&self, mode: TlsMode) -> pglittle::config::Config {
+    pub(crate) fn config(&self, mode: TlsMode) -> pglittle::config::Config {
         let mut cfg = config();
         let t = &mut cfg.pooler.client_tls;
         t.mode = mode;
@@ -195,7 +200,7 @@ fn psql(port: u16, extra: &str, sql: &str) -> std::process::Output {
 }
 
 /// As the SCRAM user `app`.
-fn psql_app(port: u16, extra: &str, sql: &str) -> std::process::Output {
+pub(crate) fn psql_app(port: u16, extra: &str, sql: &str) -> std::process::Output {
     psql_as(port, APP_USER, APP_PASSWORD, extra, sql)
 }
 
@@ -389,29 +394,17 @@ async fn reload_gives_new_connections_the_new_certificate_and_drops_nobody() {
 /// Turns TLS on in the shared primary, once per test process: a server
 /// certificate for 127.0.0.1 signed by a CA of its own, `ssl = on`, and a
 /// configuration reload (plain connections keep working).
-async fn primary_with_tls() -> &'static Certs {
+pub(crate) async fn primary_with_tls() -> &'static Certs {
     static CERTS: tokio::sync::OnceCell<Certs> = tokio::sync::OnceCell::const_new();
     CERTS
         .get_or_init(|| async {
             let certs = Certs::new("primary");
-            // PostgreSQL reads its key only if its own user owns it.
-            let data = std::fs::metadata(&cluster().primary.data_dir).unwrap();
-            use std::os::unix::fs::MetadataExt;
-            for f in ["server.crt", "server.key"] {
-                std::os::unix::fs::chown(certs.path(f), Some(data.uid()), Some(data.gid()))
-                    .unwrap();
-            }
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&certs.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
             let admin = superuser().await;
-            let set = |k: &str, v: &Path| format!("ALTER SYSTEM SET {k} = '{}'", v.display());
-            for sql in [
-                set("ssl_cert_file", &certs.path("server.crt")),
-                set("ssl_key_file", &certs.path("server.key")),
-                "ALTER SYSTEM SET ssl = on".into(),
-                "SELECT pg_reload_conf()".into(),
-            ] {
-                admin.batch_execute(&sql).await.unwrap();
+            serve_certificate(&admin, &certs, "server").await;
+            for sql in ["ALTER SYSTEM SET ssl = on", "SELECT pg_reload_conf()"] {
+                admin.batch_execute(sql).await.unwrap();
             }
             let on = eventually(std::time::Duration::from_secs(10), || async {
                 scalar(&admin, "SHOW ssl").await == "on"
@@ -421,6 +414,98 @@ async fn primary_with_tls() -> &'static Certs {
             certs
         })
         .await
+}
+
+/// Points the primary at `{stem}.crt` and `{stem}.key` of `certs` (owned
+/// by PostgreSQL's user, which it insists on for the key) and reloads.
+async fn serve_certificate(admin: &tokio_postgres::Client, certs: &Certs, stem: &str) {
+    let data = std::fs::metadata(&cluster().primary.data_dir).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    for ext in ["crt", "key"] {
+        let f = certs.path(&format!("{stem}.{ext}"));
+        std::os::unix::fs::chown(f, Some(data.uid()), Some(data.gid())).unwrap();
+    }
+    let set = |k: &str, ext: &str| {
+        format!(
+            "ALTER SYSTEM SET {k} = '{}'",
+            certs.path(&format!("{stem}.{ext}")).display()
+        )
+    };
+    for sql in [
+        set("ssl_cert_file", "crt"),
+        set("ssl_key_file", "key"),
+        "SELECT pg_reload_conf()".into(),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+}
+
+/// The certificate the primary presents now.
+async fn presented_certificate(certs: &Certs) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", cluster().primary.port))
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'S');
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(certs.client(false, &[]))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(path).unwrap().to_vec()
+}
+
+// The primary rotates its certificate (a new key, the same CA): connected
+// clients keep their servers, and pglittle's new server connections verify
+// the new certificate (verify-full) and bind SCRAM to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_rotation_is_picked_up_by_new_connections() {
+    let certs = primary_with_tls().await;
+    let mut cfg = config();
+    cfg.pooler.pool_size = 1.into();
+    cfg.pooler.server_tls.mode = TlsMode::VerifyFull;
+    cfg.pooler.server_tls.ca_file = Some(certs.path("ca.crt"));
+    let p = pooler(cfg).await;
+    let a = p.connect().await;
+    let old_pid = scalar(&a, "select pg_backend_pid()").await;
+    assert_eq!(server_side_ssl(&a).await, "t");
+    let stem = format!("rotated-{}", std::process::id());
+    certs.leaf(
+        vec!["localhost".into(), "127.0.0.1".into()],
+        "pglittle rotated",
+        &stem,
+    );
+    let admin = superuser().await;
+    serve_certificate(&admin, certs, &stem).await;
+    let new_der = pem_der(&certs.path(&format!("{stem}.crt")));
+    let rotated = eventually(std::time::Duration::from_secs(10), || async {
+        presented_certificate(certs).await == new_der
+    })
+    .await;
+    assert!(rotated, "the primary did not take the new certificate");
+    // The connected client's server (TLS set up under the old one) goes on.
+    assert_eq!(scalar(&a, "select pg_backend_pid()").await, old_pid);
+    // A new server connection: verified against the same CA, bound to the
+    // new certificate (a stale binding would fail the login).
+    admin
+        .simple_query(&format!("select pg_terminate_backend({old_pid})"))
+        .await
+        .unwrap();
+    let b = p.connect().await;
+    let served = eventually(std::time::Duration::from_secs(10), || async {
+        let pid = scalar(&b, "select pg_backend_pid()").await;
+        pid != old_pid
+    })
+    .await;
+    assert!(served, "no new server connection");
+    assert_eq!(server_side_ssl(&b).await, "t");
 }
 
 /// Whether pglittle's server connection (the one serving `c`) is encrypted.
