@@ -154,10 +154,32 @@ impl ServerConn {
     }
 
     /// Opens a TCP connection, logs in, and waits for the first ReadyForQuery.
+    /// Under `server_tls_mode = "allow"` (libpq's meaning), plain text is
+    /// tried first, and TLS only when the server refuses that login (28000).
     pub async fn connect(
         target: &ServerTarget,
         auth: &ServerAuth,
         id: u64,
+    ) -> Result<ServerConn, PoolError> {
+        if !target.tls.plain_first() {
+            return Self::connect_with(target, auth, id, &target.tls).await;
+        }
+        let plain = crate::tls::ServerTls::default();
+        match Self::connect_with(target, auth, id, &plain).await {
+            Err(PoolError::ServerRejected { code, .. })
+                if code == sqlstate::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                Self::connect_with(target, auth, id, &target.tls).await
+            }
+            r => r,
+        }
+    }
+
+    async fn connect_with(
+        target: &ServerTarget,
+        auth: &ServerAuth,
+        id: u64,
+        tls: &crate::tls::ServerTls,
     ) -> Result<ServerConn, PoolError> {
         let addr = target.addr();
         let work = async {
@@ -168,7 +190,7 @@ impl ServerConn {
                     source,
                 })?;
             stream.set_nodelay(true)?;
-            let stream = crate::tls::connect_server(&target.tls, stream, &target.host)
+            let stream = crate::tls::connect_server(tls, stream, &target.host)
                 .await
                 .map_err(|e| PoolError::Tls {
                     addr: addr.clone(),

@@ -29,6 +29,13 @@ pub struct ServerTls {
     connector: Option<TlsConnector>,
 }
 
+impl ServerTls {
+    /// libpq's `allow`: plain text first, TLS when the server wants it.
+    pub fn plain_first(&self) -> bool {
+        self.mode == TlsMode::Allow
+    }
+}
+
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ServerTls({})", self.mode)

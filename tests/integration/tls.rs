@@ -782,3 +782,134 @@ async fn server_logins_bind_to_the_server_certificate() {
         .unwrap_or_default();
     assert!(said.contains("channel binding"), "{e:?}");
 }
+
+/// Two roles the primary's pg_hba.conf treats specially, once per run:
+/// `tls_only` may log in (scram-sha-256) only over TLS (`hostssl`), and
+/// `tls_cert` only with a client certificate naming it (`cert`), checked
+/// against the primary's CA (`ssl_ca_file`).
+async fn primary_with_hba() -> &'static Certs {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let certs = primary_with_tls().await;
+    DONE.get_or_init(|| async {
+        certs.leaf(vec![], "tls_cert", "tls_cert");
+        let hba = cluster().primary.data_dir.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        let rules = "hostssl all tls_only 127.0.0.1/32 scram-sha-256\n\
+                     host    all tls_only 127.0.0.1/32 reject\n\
+                     hostssl all tls_cert 127.0.0.1/32 cert\n\
+                     host    all tls_cert 127.0.0.1/32 reject\n";
+        std::fs::write(&hba, format!("{rules}{old}")).unwrap();
+        let admin = superuser().await;
+        let ca = certs.path("ca.crt").display().to_string();
+        for sql in [
+            "do $$ begin if not exists (select from pg_roles where rolname = 'tls_only') then \
+             create role tls_only login password 'tls-only-pw'; end if; end $$"
+                .to_string(),
+            "do $$ begin if not exists (select from pg_roles where rolname = 'tls_cert') then \
+             create role tls_cert login; end if; end $$"
+                .to_string(),
+            format!("ALTER SYSTEM SET ssl_ca_file = '{ca}'"),
+            "SELECT pg_reload_conf()".into(),
+        ] {
+            admin.batch_execute(&sql).await.unwrap();
+        }
+        let loaded = eventually(std::time::Duration::from_secs(10), || async {
+            scalar(&admin, "SHOW ssl_ca_file").await == ca
+        })
+        .await;
+        assert!(loaded, "the primary did not load ssl_ca_file");
+    })
+    .await;
+    certs
+}
+
+// Each server_tls_mode against a role the server admits only over TLS
+// (hostssl): disable is refused by the server (its message reaches the
+// client), allow tries plain text and then TLS, prefer and the rest use
+// TLS. For a role admitted either way, allow stays in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_tls_mode_against_a_hostssl_only_role() {
+    let certs = primary_with_hba().await;
+    let run = |mode: TlsMode, user: &'static str| async move {
+        let mut cfg = config();
+        cfg.pooler.server_tls.mode = mode;
+        cfg.pooler.server_tls.ca_file = Some(certs.path("ca.crt"));
+        cfg.pooler.query_wait_timeout = std::time::Duration::from_secs(3);
+        let password = format!("{}-pw", user.replace('_', "-"));
+        if user == "tls_only" {
+            cfg.users.insert(
+                user.into(),
+                crate::common::user(&password, pglittle::config::AuthMethod::Md5),
+            );
+        }
+        let p = pooler(cfg).await;
+        let login = if user == "tls_only" {
+            p.connect_as(user, &password).await
+        } else {
+            p.connect_as(APP_USER, APP_PASSWORD).await
+        };
+        match login {
+            Ok(c) => match c.simple_query("select 1").await {
+                Ok(_) => Ok(server_side_ssl(&c).await),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(format!("{e:?}")),
+        }
+    };
+    let refused = run(TlsMode::Disable, "tls_only").await.unwrap_err();
+    assert!(refused.contains("no encryption"), "{refused}");
+    for mode in [
+        TlsMode::Allow,
+        TlsMode::Prefer,
+        TlsMode::Require,
+        TlsMode::VerifyCa,
+        TlsMode::VerifyFull,
+    ] {
+        assert_eq!(run(mode, "tls_only").await, Ok("t".into()), "{mode:?}");
+    }
+    assert_eq!(run(TlsMode::Allow, "app").await, Ok("f".into()));
+    assert_eq!(run(TlsMode::Prefer, "app").await, Ok("t".into()));
+}
+
+// A server that wants a client certificate (pg_hba `cert`): pglittle
+// presents server_tls_cert_file; without it, the server's refusal reaches
+// the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_wants_a_client_certificate_gets_pglittles() {
+    let certs = primary_with_hba().await;
+    let pool = |with_cert: bool| {
+        let mut cfg = config();
+        let t = &mut cfg.pooler.server_tls;
+        t.mode = TlsMode::VerifyFull;
+        t.ca_file = Some(certs.path("ca.crt"));
+        if with_cert {
+            t.cert_file = Some(certs.path("tls_cert.crt"));
+            t.key_file = Some(certs.path("tls_cert.key"));
+        }
+        cfg.pooler.query_wait_timeout = std::time::Duration::from_secs(3);
+        // Clients log in to pglittle with a password; pglittle to the
+        // server with its certificate only.
+        cfg.users.insert(
+            "tls_cert".into(),
+            crate::common::user("front-pw", pglittle::config::AuthMethod::Md5),
+        );
+        pooler(cfg)
+    };
+    let p = pool(true).await;
+    let c = p.connect_as("tls_cert", "front-pw").await.expect("login");
+    assert_eq!(scalar(&c, "select current_user").await, "tls_cert");
+    assert_eq!(server_side_ssl(&c).await, "t");
+    let p = pool(false).await;
+    let e = match p.connect_as("tls_cert", "front-pw").await {
+        Err(e) => e,
+        Ok(c) => c
+            .simple_query("select 1")
+            .await
+            .expect_err("logged in without a certificate"),
+    };
+    let said = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(said.contains("certificate"), "{e:?}");
+}
