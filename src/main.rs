@@ -83,6 +83,9 @@ struct Cli {
 enum Command {
     /// Validate a config file and print the effective configuration.
     CheckConfig { file: PathBuf },
+    /// Print the pglittle TOML equivalent of a PgBouncer pgbouncer.ini
+    /// (on stdout; what could not be carried over, on stderr).
+    ImportPgbouncer { file: PathBuf },
     /// Start a throwaway local primary and replica with pglittle in front.
     Demo {
         /// Where pglittle listens (falls back to a free port if taken).
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::CheckConfig { ref file }) => check_config(file),
+        Some(Command::ImportPgbouncer { ref file }) => import_pgbouncer(file),
         Some(Command::Demo { listen }) => runtime.block_on(demo::run(listen)),
         None => runtime.block_on(run(cli)),
     };
@@ -139,6 +143,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn import_pgbouncer(file: &std::path::Path) -> Result<(), String> {
+    let ini = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let imported = pglittle::config::pgbouncer::import(&ini)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    print!("{}", imported.toml);
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(())
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), String> {

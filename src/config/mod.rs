@@ -13,6 +13,7 @@
 mod auth;
 mod error;
 mod parse;
+pub mod pgbouncer;
 mod pool_size;
 mod render;
 mod routing;

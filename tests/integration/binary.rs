@@ -722,3 +722,48 @@ async fn sidecar_tls_from_environment_variables_and_the_url() {
         proc.log()
     );
 }
+
+// Coming from PgBouncer: `import-pgbouncer` turns a pgbouncer.ini (with its
+// userlist.txt, read unchanged) into a config pglittle runs with; what it
+// could not carry over is named on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbouncer_ini_is_imported_and_runs() {
+    let dir = TempDir::new("import");
+    let su = superuser().await;
+    let secret = scalar(
+        &su,
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+    )
+    .await;
+    let userlist = dir.write("userlist.txt", &format!("\"app\" \"{secret}\"\n"));
+    let port = free_port();
+    let primary = &cluster().primary;
+    let ini = dir.write(
+        "pgbouncer.ini",
+        &format!(
+            "[databases]\napp = host=127.0.0.1 port={} dbname=app pool_size=3\n\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+             auth_type = scram-sha-256\nauth_file = {}\npool_mode = transaction\n\
+             query_wait_timeout = 30\nlogfile = /var/log/pgbouncer.log\n",
+            primary.port,
+            userlist.display()
+        ),
+    );
+    let out = pglittle()
+        .arg("import-pgbouncer")
+        .arg(&ini)
+        .output()
+        .expect("run pglittle import-pgbouncer");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("logfile"),
+        "the log file is noted: {stderr}"
+    );
+    let toml = dir.write("pooler.toml", &String::from_utf8_lossy(&out.stdout));
+    let mut cmd = pglittle();
+    cmd.arg("--config").arg(&toml);
+    let mut proc = Proc::spawn(cmd, &dir);
+    let client = proc.wait_ready(port).await;
+    assert_eq!(scalar(&client, "SELECT current_user").await, "app");
+}
