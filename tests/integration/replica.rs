@@ -201,6 +201,63 @@ async fn the_causal_token_carries_read_your_writes_to_another_connection() {
     assert!(found(&late, "ryw_token", 999).await);
 }
 
+// Issue 16: the causal token crosses pglittle instances. A write through
+// instance 1, its token carried (as an app would, in a cookie or a header)
+// to a read through instance 2, which has seen no write of this client; the
+// replica replays 300 ms late. Without the token instance 2 reads stale
+// (shown first, so the test cannot pass for want of a lagging replica);
+// with it, never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_causal_token_carries_read_your_writes_across_instances() {
+    let one = common::pooler(split_config(delayed(), ReadYourWrites::Lsn)).await;
+    let two = common::pooler(split_config(delayed(), ReadYourWrites::Lsn)).await;
+    let writer = table(&one, "ryw_fleet").await;
+    let reader = two.connect().await;
+    // The table's creation must have replayed on the replica first.
+    let sql = "SELECT to_regclass('ryw_fleet') IS NOT NULL";
+    let replayed = eventually(Duration::from_secs(20), || async {
+        on_replica(&reader, "SELECT pg_is_in_recovery()").await && scalar(&reader, sql).await == "t"
+    })
+    .await;
+    assert!(replayed, "the replica never saw the table");
+    let mut stale_without = 0;
+    for id in 0..20 {
+        writer
+            .simple_query(&format!("INSERT INTO ryw_fleet VALUES ({id})"))
+            .await
+            .unwrap();
+        if !found(&reader, "ryw_fleet", id).await {
+            stale_without += 1;
+        }
+    }
+    assert!(
+        stale_without > 0,
+        "instance 2 never read stale without the token"
+    );
+    for id in 20..520 {
+        writer
+            .simple_query(&format!("INSERT INTO ryw_fleet VALUES ({id})"))
+            .await
+            .unwrap();
+        let token = scalar(&writer, "SHOW pglittle.lsn").await;
+        reader
+            .batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
+            .await
+            .unwrap();
+        assert!(
+            found(&reader, "ryw_fleet", id).await,
+            "stale read of row {id} through the second instance"
+        );
+    }
+    // The reads did not all just go to the primary: instance 2 served some
+    // from the replica once it had caught up, or waited for it.
+    let ryw = &two.running.shared.ryw;
+    assert!(
+        ryw.primary_floor.load(Relaxed) + ryw.replica.load(Relaxed) >= 500,
+        "{ryw:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_without_read_your_writes_the_stale_read_does_occur() {
     let p = common::pooler(split_config(delayed(), ReadYourWrites::Off)).await;
