@@ -508,6 +508,28 @@ async fn a_server_certificate_rotation_is_picked_up_by_new_connections() {
     assert_eq!(server_side_ssl(&b).await, "t");
 }
 
+/// What a client of `p` is told when pglittle's server login fails: at its
+/// own login (when that needs a server) or at its first query; `what`
+/// names what must not have worked.
+async fn server_refusal(
+    p: &Pooler,
+    user: &str,
+    password: &str,
+    what: &str,
+) -> tokio_postgres::Error {
+    match p.connect_as(user, password).await {
+        Err(e) => e,
+        Ok(c) => c.simple_query("select 1").await.expect_err(what),
+    }
+}
+
+/// The message of the ErrorResponse in `e` ("" when there was none).
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default()
+}
+
 /// Whether pglittle's server connection (the one serving `c`) is encrypted.
 async fn server_side_ssl(c: &tokio_postgres::Client) -> String {
     scalar(
@@ -556,17 +578,8 @@ async fn server_connections_use_tls_as_server_tls_mode_says() {
     let replica = cluster().replica.as_ref().expect("a replica");
     cfg.databases.get_mut(APP_DB).unwrap().port = replica.port;
     let p = pooler(cfg).await;
-    let e = match p.connect_as(APP_USER, APP_PASSWORD).await {
-        Err(e) => e,
-        Ok(c) => c
-            .simple_query("select 1")
-            .await
-            .expect_err("served without TLS"),
-    };
-    let said = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
+    let e = server_refusal(&p, APP_USER, APP_PASSWORD, "served without TLS").await;
+    let said = message(&e);
     assert!(said.contains("does not offer TLS"), "{said}");
     // Without it, the same server is used in plain text.
     let plain = pooler(config()).await;
@@ -584,20 +597,9 @@ async fn server_connections_use_tls_as_server_tls_mode_says() {
     cfg.pooler.server_tls.ca_file = Some(other.path("ca.crt"));
     cfg.pooler.query_wait_timeout = std::time::Duration::from_secs(3);
     let p = pooler(cfg).await;
-    // (The login itself may need a server: the error comes then, or at
-    // the first query.)
-    let e = match p.connect_as(APP_USER, APP_PASSWORD).await {
-        Err(e) => e,
-        Ok(c) => c
-            .simple_query("select 1")
-            .await
-            .expect_err("an unknown CA was trusted"),
-    };
+    let e = server_refusal(&p, APP_USER, APP_PASSWORD, "an unknown CA was trusted").await;
     assert_eq!(code(&e), "08006", "{e:?}");
-    let said = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
+    let said = message(&e);
     assert!(said.contains("TLS to server 127.0.0.1"), "{said}");
     assert!(said.contains("certificate"), "{said}");
 }
@@ -769,17 +771,14 @@ async fn server_logins_bind_to_the_server_certificate() {
     let other = Certs::new("server-mitm");
     let mitm = man_in_the_middle(&other, certs, primary).await;
     let p = pooler(tls_config(mitm)).await;
-    let e = match p.connect_as(APP_USER, APP_PASSWORD).await {
-        Err(e) => e,
-        Ok(c) => c
-            .simple_query("select 1")
-            .await
-            .expect_err("logged in through a man in the middle"),
-    };
-    let said = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
+    let e = server_refusal(
+        &p,
+        APP_USER,
+        APP_PASSWORD,
+        "logged in through a man in the middle",
+    )
+    .await;
+    let said = message(&e);
     assert!(said.contains("channel binding"), "{e:?}");
 }
 
@@ -900,16 +899,13 @@ async fn a_server_that_wants_a_client_certificate_gets_pglittles() {
     assert_eq!(scalar(&c, "select current_user").await, "tls_cert");
     assert_eq!(server_side_ssl(&c).await, "t");
     let p = pool(false).await;
-    let e = match p.connect_as("tls_cert", "front-pw").await {
-        Err(e) => e,
-        Ok(c) => c
-            .simple_query("select 1")
-            .await
-            .expect_err("logged in without a certificate"),
-    };
-    let said = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
+    let e = server_refusal(
+        &p,
+        "tls_cert",
+        "front-pw",
+        "logged in without a certificate",
+    )
+    .await;
+    let said = message(&e);
     assert!(said.contains("certificate"), "{e:?}");
 }
