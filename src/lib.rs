@@ -55,9 +55,9 @@
 //!   `demo` feature) of the binary.
 //!
 //! # Life of one query (transaction mode)
-//! 1. `front` accepts, and `front::handshake` answers SSLRequest with 'N',
-//!    reads the StartupMessage, verifies the client (SCRAM-SHA-256, md5 or
-//!    trust) and greets it with the server's parameters and pglittle's own
+//! 1. `front` accepts, `front::tls` settles TLS, `front::handshake`
+//!    reads the StartupMessage, `front::auth` verifies the client
+//!    (SCRAM-SHA-256(-PLUS), md5, trust or a certificate) and greets it with the server's parameters and pglittle's own
 //!    cancel key; `session::Session::start` takes it from there.
 //! 2. The session waits for a complete message without holding a buffer
 //!    (`session::client_io`).
@@ -183,6 +183,16 @@
 //! - A panic while serving a request is caught at the session boundary
 //!   (`session::panic`): XX000 to that client, an error log line, the lent
 //!   server closed.
+//! - Who a client is (step 1) is decided in `front::auth`: a listed user
+//!   (from `[users]` or a PgBouncer userlist, `config::auth`), or one
+//!   `auth_query` finds (`shared::secrets`: a TTL cache and one kept lookup
+//!   connection per database, running `pool::lookup`'s one parameterised
+//!   query). A login gives the credential servers get for that user when
+//!   none is configured (SCRAM or md5 pass-through); `Shared` keeps it per
+//!   user, so replica pools made later get it too.
+//! - `config::pgbouncer` is a pure translator (pgbouncer.ini to TOML) for
+//!   `pglittle import-pgbouncer`, split by what it reads: INI lines, key
+//!   tables, the `[pgbouncer]` and `[databases]` sections.
 //!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;
