@@ -72,7 +72,69 @@ pub fn ends_failed_block(sql: &[u8]) -> bool {
 
 /// Scans a query string (one or many statements).
 pub fn inspect(sql: &[u8]) -> SqlEffects {
+    if plainly_without_effects(sql) {
+        return SqlEffects::default();
+    }
     inspect_tokens(Lexer::new(sql))
+}
+
+/// First words of statements that have no session effect of their own.
+const PLAIN_FIRST_WORDS: &[&[u8]] = &[b"select", b"insert", b"update", b"delete"];
+
+/// Words whose presence anywhere (in any case, even inside a longer word,
+/// a string or a comment) may mean an effect: `temp`/`temporary`/`pg_temp`,
+/// `hold`, `set_config`, the advisory lock functions.
+const EFFECT_WORDS: &[&[u8]] = &[b"temp", b"hold", b"set_config", b"advisory"];
+
+/// Pure, conservative and cheap: true only when `inspect_tokens` would
+/// find nothing, proven without lexing. One statement (a `;` only at the
+/// end) that starts with SELECT, INSERT, UPDATE or DELETE, and no byte
+/// sequence that could start an effect word. Anything else (a leading
+/// comment, a second statement, `temp` in a string) is lexed.
+pub fn plainly_without_effects(sql: &[u8]) -> bool {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(start) = start else {
+        return false;
+    };
+    let rest = &sql[start..];
+    let word_len = rest.iter().position(|b| !b.is_ascii_alphabetic());
+    let word = &rest[..word_len.unwrap_or(rest.len())];
+    if !PLAIN_FIRST_WORDS
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    {
+        return false;
+    }
+    if let Some(semi) = memchr::memchr(b';', rest) {
+        if !rest[semi + 1..].iter().all(u8::is_ascii_whitespace) {
+            return false;
+        }
+    }
+    // set_config and the lock functions matter only as calls.
+    !has_effect_word(rest, memchr::memchr(b'(', rest).is_some())
+}
+
+/// Whether one of `EFFECT_WORDS` occurs in `text` (ASCII case ignored;
+/// the function names only when `calls`, the text has a parenthesis).
+/// Each word starts with a different letter, so one byte picks the only
+/// candidate and its second byte usually rules it out.
+fn has_effect_word(text: &[u8], calls: bool) -> bool {
+    for (i, &b) in text.iter().enumerate() {
+        let word: &[u8] = match b | 0x20 {
+            b't' => EFFECT_WORDS[0],
+            b'h' => EFFECT_WORDS[1],
+            b's' if calls => EFFECT_WORDS[2],
+            b'a' if calls => EFFECT_WORDS[3],
+            _ => continue,
+        };
+        let Some(here) = text.get(i..i + word.len()) else {
+            continue;
+        };
+        if here[1] | 0x20 == word[1] && here.eq_ignore_ascii_case(word) {
+            return true;
+        }
+    }
+    false
 }
 
 /// `inspect` over tokens already lexed (`super::analyze`).
@@ -174,6 +236,62 @@ fn set_effects<'a>(lx: &mut impl Tokens<'a>) -> SqlEffects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        // The fast path may only ever say "nothing" where the lexer agrees.
+        #[test]
+        fn the_fast_path_never_hides_an_effect(
+            first in proptest::sample::select(&["SELECT ", "insert ", "Update ", "DELETE"][..]),
+            parts in proptest::collection::vec(proptest::sample::select(&[
+                " ", "x", "(", ")", ";", "'", "\"", "--", "\n", "/*", "*/", "$$", ",", "1",
+                "temp", "TEMPORARY", "pg_temp.t", "hold", "HOLD", "set_config", "SET",
+                "pg_advisory_lock", "pg_try_advisory_lock_shared", "into", "with", "cursor",
+                "DO", "listen", "prepare", "execute", "explain", "create", "reset", "discard",
+            ][..]), 0..24),
+        ) {
+            let sql = format!("{first}{}", parts.concat());
+            if plainly_without_effects(sql.as_bytes()) {
+                proptest::prop_assert_eq!(
+                    inspect_tokens(Lexer::new(sql.as_bytes())),
+                    SqlEffects::default(),
+                    "{}", sql
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_statements_skip_the_lexer_and_nothing_else_does() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "  select 1",
+            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2;\n",
+            "INSERT INTO h (tid, mtime) VALUES (1, CURRENT_TIMESTAMP)",
+            "delete from t where id = $1",
+        ] {
+            assert!(plainly_without_effects(sql.as_bytes()), "{sql}");
+            assert_eq!(
+                inspect_tokens(Lexer::new(sql.as_bytes())),
+                SqlEffects::default()
+            );
+        }
+        for sql in [
+            "SELECT 1; SET x = 1",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT set_config('a.b', '1', false)",
+            "SELECT * INTO TEMP t FROM x",
+            "select * into Temporary t from x",
+            "SELECT 'temp'",
+            "/* c */ SELECT 1",
+            "SET search_path = a",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "",
+            "   ",
+            "SELECTx 1",
+        ] {
+            assert!(!plainly_without_effects(sql.as_bytes()), "{sql}");
+        }
+    }
 
     #[test]
     fn a_reported_setting_set_to_default_is_followed() {
