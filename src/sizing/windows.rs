@@ -68,7 +68,9 @@ struct Inner {
     slots: Vec<Slot>,
     busy: u64,
     waiting: u64,
-    last_change: Instant,
+    /// When busy/waiting last changed, in seconds since the epoch (kept as
+    /// a number: one clock subtraction per event instead of three).
+    last_change: f64,
 }
 
 /// One pool's sliding-window statistics.
@@ -155,13 +157,12 @@ impl Inner {
 
     /// Credits busy and waiting time from the last change up to `now`,
     /// split at second boundaries.
-    fn advance(&mut self, epoch: Instant, now: Instant) {
-        if now <= self.last_change {
+    fn advance(&mut self, to: f64) {
+        if to <= self.last_change {
             return;
         }
         let (busy, waiting) = (self.busy as f64, self.waiting as f64);
-        let mut from = self.last_change.duration_since(epoch).as_secs_f64();
-        let to = now.duration_since(epoch).as_secs_f64();
+        let mut from = self.last_change;
         // Gaps longer than the ring only need the last SLOTS seconds.
         from = from.max(to - SLOTS as f64);
         while from < to {
@@ -176,7 +177,7 @@ impl Inner {
             }
             from = end;
         }
-        self.last_change = now;
+        self.last_change = to;
     }
 }
 
@@ -188,17 +189,16 @@ impl PoolStats {
                 slots: vec![Slot::empty(u64::MAX); SLOTS],
                 busy: 0,
                 waiting: 0,
-                last_change: epoch,
+                last_change: 0.0,
             }),
         }
     }
 
     fn with<R>(&self, now: Instant, f: impl FnOnce(&mut Inner, u64) -> R) -> R {
+        let since = now.saturating_duration_since(self.epoch);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now.max(self.epoch);
-        inner.advance(self.epoch, now);
-        let second = now.duration_since(self.epoch).as_secs();
-        f(&mut inner, second)
+        inner.advance(since.as_secs_f64());
+        f(&mut inner, since.as_secs())
     }
 
     /// A client asked for a server.

@@ -116,25 +116,17 @@ pub fn plainly_without_effects(sql: &[u8]) -> bool {
 
 /// Whether one of `EFFECT_WORDS` occurs in `text` (ASCII case ignored;
 /// the function names only when `calls`, the text has a parenthesis).
-/// Each word starts with a different letter, so one byte picks the only
-/// candidate and its second byte usually rules it out.
 fn has_effect_word(text: &[u8], calls: bool) -> bool {
-    for (i, &b) in text.iter().enumerate() {
-        let word: &[u8] = match b | 0x20 {
-            b't' => EFFECT_WORDS[0],
-            b'h' => EFFECT_WORDS[1],
-            b's' if calls => EFFECT_WORDS[2],
-            b'a' if calls => EFFECT_WORDS[3],
-            _ => continue,
-        };
-        let Some(here) = text.get(i..i + word.len()) else {
-            continue;
-        };
-        if here[1] | 0x20 == word[1] && here.eq_ignore_ascii_case(word) {
-            return true;
-        }
-    }
-    false
+    let has = |word: &[u8]| {
+        let (lower, upper) = (word[0], word[0].to_ascii_uppercase());
+        memchr::memchr2_iter(lower, upper, text).any(|i| {
+            text.get(i..i + word.len())
+                .is_some_and(|here| here.eq_ignore_ascii_case(word))
+        })
+    };
+    has(EFFECT_WORDS[0])
+        || has(EFFECT_WORDS[1])
+        || (calls && (has(EFFECT_WORDS[2]) || has(EFFECT_WORDS[3])))
 }
 
 /// `inspect` over tokens already lexed (`super::analyze`).
