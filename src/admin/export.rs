@@ -30,7 +30,10 @@ impl Endpoint for Exporter {
 
     fn metrics(&self) -> String {
         collect(&self.shared);
-        self.shared.metrics.render()
+        let pools = self.shared.pools.all();
+        self.shared
+            .metrics
+            .render(pools.iter().map(|p| &*p.metrics))
     }
 }
 

@@ -6,13 +6,14 @@
 //! other's numbers. Handles are created through the `metrics::Recorder`
 //! trait and held in typed structs.
 //!
-//! Two kinds of numbers live here. Histograms are recorded where the event
-//! happens (a lease, a ReadyForQuery), because a distribution cannot be
-//! rebuilt later. Counts and gauges are kept as plain atomics on the hot
-//! path ([`PoolMetrics`]) and published into Prometheus only when someone
-//! scrapes (`Counter::absolute`, `Gauge::set`), so the relay pays one
-//! relaxed atomic add per event and nothing else.
+//! Everything on the hot path is a plain atomic ([`PoolMetrics`]): counts
+//! and gauges are published into the Prometheus registry only when someone
+//! scrapes (`Counter::absolute`, `Gauge::set`), and the wait, hold and
+//! query histograms are fixed-bucket atomics ([`SecondsHistogram`]) rendered
+//! after the registry's text, so the relay pays a relaxed atomic add or two
+//! per event and nothing else.
 
+pub mod histogram;
 pub mod http;
 mod names;
 
@@ -21,11 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+pub use histogram::SecondsHistogram;
 pub use names::*;
 
 /// Bucket bounds (seconds) for wait, hold and query histograms: 100 µs to
@@ -90,11 +92,6 @@ impl Metrics {
         self.recorder.register_gauge(&key(name, labels), &METADATA)
     }
 
-    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, String)]) -> Histogram {
-        self.recorder
-            .register_histogram(&key(name, labels), &METADATA)
-    }
-
     /// Folds recorded histogram samples into their buckets. Samples queue
     /// in lock-free blocks until then, so this must run periodically (the
     /// janitor does, every second) even if nobody scrapes.
@@ -102,17 +99,33 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// The text exposition of everything recorded so far.
-    pub fn render(&self) -> String {
-        self.handle.render()
+    /// The text exposition of everything recorded so far, then the
+    /// histograms of `pools`.
+    pub fn render<'a>(&self, pools: impl Iterator<Item = &'a PoolMetrics> + Clone) -> String {
+        let mut out = self.handle.render();
+        for (name, pick) in [
+            (
+                WAIT_SECONDS,
+                (|p| &p.wait) as fn(&PoolMetrics) -> &SecondsHistogram,
+            ),
+            (HOLD_SECONDS, |p| &p.hold),
+            (QUERY_SECONDS, |p| &p.query),
+        ] {
+            let help = DESCRIPTIONS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map_or("", |(_, _, h)| *h);
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+            for p in pools.clone() {
+                pick(p).render(&mut out, name, &p.labels);
+            }
+        }
+        out
     }
 
     /// Handles for one pool, labelled by database, user, host and role.
     pub fn pool(&self, labels: Labels) -> PoolMetrics {
         PoolMetrics {
-            wait: self.histogram(WAIT_SECONDS, &labels),
-            hold: self.histogram(HOLD_SECONDS, &labels),
-            query: self.histogram(QUERY_SECONDS, &labels),
             labels,
             ..PoolMetrics::default()
         }
@@ -122,9 +135,9 @@ impl Metrics {
 /// Per-pool counters touched on the hot path, plus its histograms.
 pub struct PoolMetrics {
     pub labels: Labels,
-    pub wait: Histogram,
-    pub hold: Histogram,
-    pub query: Histogram,
+    pub wait: SecondsHistogram,
+    pub hold: SecondsHistogram,
+    pub query: SecondsHistogram,
     pub transactions: AtomicU64,
     pub queries: AtomicU64,
     /// Bytes from clients to servers, and from servers to clients.
@@ -149,14 +162,14 @@ struct Period {
 }
 
 impl Default for PoolMetrics {
-    /// Unlabelled, with histograms that record nowhere (a pool built
-    /// without an instance registry, as in unit tests).
+    /// Unlabelled (a pool built without an instance registry, as in unit
+    /// tests).
     fn default() -> Self {
         PoolMetrics {
             labels: Vec::new(),
-            wait: Histogram::noop(),
-            hold: Histogram::noop(),
-            query: Histogram::noop(),
+            wait: SecondsHistogram::default(),
+            hold: SecondsHistogram::default(),
+            query: SecondsHistogram::default(),
             transactions: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -276,8 +289,9 @@ mod tests {
         let b = Metrics::new();
         let labels = vec![("database", "app".to_string())];
         a.counter(TRANSACTIONS_TOTAL, &labels).absolute(7);
-        a.histogram(WAIT_SECONDS, &labels).record(0.003);
-        let text = a.render();
+        let pool = a.pool(labels);
+        pool.wait.record(Duration::from_millis(3));
+        let text = a.render(std::iter::once(&pool));
         assert!(
             text.contains("pglittle_transactions_total{database=\"app\"} 7"),
             "{text}"
@@ -286,6 +300,13 @@ mod tests {
             text.contains("pglittle_wait_seconds_bucket{database=\"app\",le=\"0.005\"} 1"),
             "{text}"
         );
-        assert!(!b.render().contains("pglittle_transactions_total{"));
+        assert!(!b
+            .render(std::iter::empty())
+            .contains("pglittle_transactions_total{"));
+        // One HELP and one TYPE line per histogram, whoever else renders.
+        for name in [WAIT_SECONDS, HOLD_SECONDS, QUERY_SECONDS] {
+            assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1, "{text}");
+            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{text}");
+        }
     }
 }

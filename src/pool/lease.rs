@@ -19,7 +19,7 @@ impl Lease {
         let now = Instant::now();
         let waited = now.duration_since(requested_at);
         pool.stats.lent(now, waited);
-        pool.metrics.wait.record(waited.as_secs_f64());
+        pool.metrics.wait.record(waited);
         pool.metrics
             .wait_micros
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
@@ -52,7 +52,7 @@ impl Lease {
         let pool = &self.pool;
         pool.stats.returned(now, held);
         let m = &pool.metrics;
-        m.hold.record(held.as_secs_f64());
+        m.hold.record(held);
         m.transactions.fetch_add(1, Ordering::Relaxed);
         m.xact_micros.fetch_add(micros, Ordering::Relaxed);
         now

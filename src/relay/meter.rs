@@ -2,7 +2,7 @@
 //! query time and server errors, into the pool's hot-path counters.
 //!
 //! The relay calls one method per event it already handles; each is a
-//! relaxed atomic add (query time adds one histogram record per
+//! relaxed atomic add (query time adds one histogram bucket add per
 //! ReadyForQuery). Query time runs from the moment a Query, Sync or
 //! FunctionCall is relayed (the first of a pipeline) to its ReadyForQuery.
 
@@ -58,7 +58,7 @@ impl<'a> Meter<'a> {
                 let took = now.saturating_sub(self.started.load(Relaxed));
                 self.m.queries.fetch_add(1, Relaxed);
                 self.m.query_micros.fetch_add(took / 1000, Relaxed);
-                self.m.query.record(took as f64 * 1e-9);
+                self.m.query.record_nanos(took);
                 let left = self.in_flight.load(Relaxed).saturating_sub(1);
                 self.in_flight.store(left, Relaxed);
                 if left > 0 {
