@@ -48,7 +48,9 @@ impl ProtocolError {
 /// Reads a NUL-terminated string starting at `pos`; returns it and the index after the NUL.
 pub(crate) fn read_cstr(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(pos..)?;
-    let end = rest.iter().position(|&b| b == 0)?;
+    // memchr: a Query's whole SQL text is scanned for its terminator, on
+    // every message, more than once.
+    let end = memchr::memchr(0, rest)?;
     Some((&rest[..end], pos + end + 1))
 }
 
