@@ -305,8 +305,16 @@ mod tests {
             .contains("pglittle_transactions_total{"));
         // One HELP and one TYPE line per histogram, whoever else renders.
         for name in [WAIT_SECONDS, HOLD_SECONDS, QUERY_SECONDS] {
-            assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1, "{text}");
-            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{text}");
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{text}"
+            );
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{text}"
+            );
         }
     }
 }
