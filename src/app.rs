@@ -115,7 +115,6 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
             |host| budgets.get(host).copied(),
             |db| config.max_db_connections_for(db),
         );
-        shared.metrics.upkeep();
     }
 }
 

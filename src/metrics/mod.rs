@@ -92,13 +92,6 @@ impl Metrics {
         self.recorder.register_gauge(&key(name, labels), &METADATA)
     }
 
-    /// Folds recorded histogram samples into their buckets. Samples queue
-    /// in lock-free blocks until then, so this must run periodically (the
-    /// janitor does, every second) even if nobody scrapes.
-    pub fn upkeep(&self) {
-        self.handle.run_upkeep();
-    }
-
     /// The text exposition of everything recorded so far, then the
     /// histograms of `pools`.
     pub fn render<'a>(&self, pools: impl Iterator<Item = &'a PoolMetrics> + Clone) -> String {
