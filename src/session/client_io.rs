@@ -36,7 +36,11 @@ async fn wait_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::
             Ok(Arrived::Readable)
         }
         ClientStream::Tls(..) => {
-            if buf.capacity() - buf.len() < 1024 {
+            // As for plain text below: a request's first read is small (the
+            // allocator's per-thread cache serves it), more only when needed.
+            if buf.capacity() == 0 {
+                buf.reserve(FIRST_READ);
+            } else if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(8 * 1024);
             }
             let n = tokio::io::AsyncReadExt::read_buf(client, buf).await?;
