@@ -29,6 +29,12 @@ pub(crate) struct Certs {
 impl Certs {
     pub(crate) fn new(name: &str) -> Certs {
         let dir = std::env::temp_dir().join(format!("pglittle-tls-{name}-{}", std::process::id()));
+        Certs::new_in(dir, name)
+    }
+
+    /// As `new`, in `dir` (for certificates that outlive every test: inside
+    /// the cluster's directory, which its watchdog removes at exit).
+    pub(crate) fn new_in(dir: PathBuf, name: &str) -> Certs {
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -398,7 +404,9 @@ pub(crate) async fn primary_with_tls() -> &'static Certs {
     static CERTS: tokio::sync::OnceCell<Certs> = tokio::sync::OnceCell::const_new();
     CERTS
         .get_or_init(|| async {
-            let certs = Certs::new("primary");
+            // Kept for the whole run (a static): inside the cluster's
+            // directory, so the cluster's watchdog removes it at exit.
+            let certs = Certs::new_in(cluster().base_dir().join("tls-certs"), "primary");
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&certs.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
             let admin = superuser().await;
