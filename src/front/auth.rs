@@ -15,6 +15,7 @@ use crate::pool::ServerAuth;
 use crate::protocol::auth::{md5, scram};
 use crate::protocol::backend;
 use crate::protocol::frontend;
+use crate::shared::secrets::configured_auth;
 use crate::shared::Shared;
 use crate::tls::ClientStream;
 
@@ -57,25 +58,21 @@ pub(super) async fn find_user<'a>(
     }
 }
 
-/// Runs the exchange `cfg.auth` asks for; on success, the credential that
-/// logs this user in to servers when none is configured.
+/// Runs the exchange `cfg.auth` asks for. On success, a SCRAM exchange of
+/// a user with no configured server credential gives the key the client
+/// proved (SCRAM pass-through); every other login gives nothing.
 pub(super) async fn authenticate(
     shared: &Arc<Shared>,
     stream: &mut ClientStream,
     buf: &mut BytesMut,
     user: &str,
     cfg: &UserConfig,
-) -> Result<ServerAuth, SessionError> {
+) -> Result<Option<ServerAuth>, SessionError> {
     let bad = || SessionError::BadPassword(user.to_string());
     let mut out = BytesMut::new();
-    let configured = || match (&cfg.server_password, &cfg.password, &cfg.md5_secret) {
-        (Some(p), _, _) | (None, Some(p), _) => ServerAuth::Password(p.clone()),
-        (None, None, Some(s)) => ServerAuth::Md5Secret(s.clone()),
-        (None, None, None) => ServerAuth::None,
-    };
     match cfg.auth {
-        AuthMethod::Trust => Ok(configured()),
-        AuthMethod::Cert => cert_login(stream, user).map(|_| configured()),
+        AuthMethod::Trust => Ok(None),
+        AuthMethod::Cert => cert_login(stream, user).map(|_| None),
         AuthMethod::Md5 => {
             let stored = match (&cfg.md5_secret, &cfg.password) {
                 (Some(s), _) => s.clone(),
@@ -88,7 +85,7 @@ pub(super) async fn authenticate(
             let frame = read_frame(stream, buf).await?;
             let response = frontend::parse_password(&frame)?;
             match md5::md5_verify(&stored, salt, response) {
-                true => Ok(configured()),
+                true => Ok(None),
                 false => Err(bad()),
             }
         }
@@ -100,14 +97,11 @@ pub(super) async fn authenticate(
             };
             let server_key = secret.server_key;
             let client_key = scram_exchange(stream, buf, secret, user).await?;
-            Ok(match configured() {
-                // SCRAM pass-through: the key this client proved.
-                ServerAuth::None => ServerAuth::ClientKey {
-                    client_key,
-                    server_key,
-                },
-                auth => auth,
-            })
+            let pass_through = ServerAuth::ClientKey {
+                client_key,
+                server_key,
+            };
+            Ok(configured_auth(cfg).is_none().then_some(pass_through))
         }
     }
 }

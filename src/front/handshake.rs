@@ -25,6 +25,7 @@ use crate::pool::params::{canonical_name, is_session_setting, Params};
 use crate::protocol::backend::{self, Severity};
 use crate::protocol::startup::{decode_startup, parse_options, StartupPacket};
 use crate::protocol::{decode_frame, Frame};
+use crate::shared::secrets::configured_auth;
 use crate::shutdown::Phase;
 
 /// Authentication messages are small; anything bigger is an attack or a bug.
@@ -144,7 +145,7 @@ async fn login(
         return Ok(Some(Login::Console(login)));
     }
     let (startup_settings, route) = startup_settings(&params)?;
-    let server_auth = match authenticate(shared, stream, buf, user, &known.cfg).await {
+    let proved = match authenticate(shared, stream, buf, user, &known.cfg).await {
         Err(e @ SessionError::BadPassword(_)) if known.looked_up => {
             // The password may have changed: ask the database next time.
             shared.secrets.forget(&who.db, user);
@@ -152,7 +153,12 @@ async fn login(
         }
         r => r?,
     };
-    shared.learn_server_auth(config, user, server_auth);
+    // What servers get for a user the config gives no credential: the key
+    // the client proved, or the md5 secret auth_query found.
+    let found = || configured_auth(&known.cfg).filter(|_| known.looked_up);
+    if let Some(auth) = proved.or_else(found) {
+        shared.learn_server_auth(user, auth);
+    }
     let pool = shared
         .pool_for(config, &who.db, user)
         .ok_or_else(|| SessionError::UnknownDatabase(who.db.clone()))?;

@@ -273,20 +273,15 @@ impl Shared {
         let Some(uc) = config.users.get(user) else {
             return learned();
         };
-        Some(match (&uc.server_password, &uc.password, &uc.md5_secret) {
-            (Some(p), _, _) | (None, Some(p), _) => ServerAuth::Password(p.clone()),
-            (None, None, Some(s)) => ServerAuth::Md5Secret(s.clone()),
-            (None, None, None) => learned().unwrap_or(ServerAuth::None),
-        })
+        secrets::configured_auth(uc)
+            .or_else(learned)
+            .or(Some(ServerAuth::None))
     }
 
-    /// Records the credential a client's login gave for `user` and hands a
-    /// new one to the user's pools (a configured password is kept).
-    pub fn learn_server_auth(&self, config: &Config, user: &str, auth: ServerAuth) {
-        let configured = config.users.get(user).is_some_and(|u| {
-            u.server_password.is_some() || u.password.is_some() || u.md5_secret.is_some()
-        });
-        if configured || auth == ServerAuth::None || !self.secrets.learn(user, auth.clone()) {
+    /// Records the credential a client's login gave for `user`, who has
+    /// none configured, and hands a new one to the user's pools.
+    pub fn learn_server_auth(&self, user: &str, auth: ServerAuth) {
+        if !self.secrets.learn(user, auth.clone()) {
             return;
         }
         for pool in self.pools.all().into_iter().filter(|p| p.user == user) {

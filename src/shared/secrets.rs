@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, Secret, UserConfig};
 use crate::pool::error::PoolError;
 use crate::pool::server::{ServerAuth, ServerConn, ServerTarget};
 
@@ -164,13 +164,21 @@ async fn query(
     }
 }
 
-/// How `auth_user` logs in: its server_password, password or md5 secret.
+/// How `auth_user` logs in.
 fn lookup_auth(config: &Config) -> Option<ServerAuth> {
-    let user = config.users.get(config.pooler.auth_lookup.user.as_ref()?)?;
-    if let Some(p) = user.server_password.as_ref().or(user.password.as_ref()) {
-        return Some(ServerAuth::Password(p.clone()));
+    let name = config.pooler.auth_lookup.user.as_ref()?;
+    configured_auth(config.users.get(name)?)
+}
+
+/// The credential a user entry itself gives for logging in to servers:
+/// its server_password, else its password, else its md5 secret. `None`:
+/// only what a client's login proves (SCRAM pass-through) can log it in.
+pub fn configured_auth(u: &UserConfig) -> Option<ServerAuth> {
+    match (&u.server_password, &u.password, &u.md5_secret) {
+        (Some(p), _, _) | (None, Some(p), _) => Some(ServerAuth::Password(p.clone())),
+        (None, None, Some(s)) => Some(ServerAuth::Md5Secret(s.clone())),
+        (None, None, None) => None,
     }
-    user.md5_secret.clone().map(ServerAuth::Md5Secret)
 }
 
 #[cfg(test)]
