@@ -167,26 +167,34 @@ async fn a_client_always_reads_its_own_writes() {
     assert!(ryw.primary_floor.load(Relaxed) >= 1000, "{ryw:?}");
 }
 
+/// For each id: `writer` inserts it into `t`, its causal token is set on
+/// `reader` (as an app would carry it), and `reader` must find the row.
+async fn write_then_read_with_token(
+    writer: &Client,
+    reader: &Client,
+    t: &str,
+    ids: std::ops::Range<i32>,
+) {
+    for id in ids {
+        writer
+            .simple_query(&format!("INSERT INTO {t} VALUES ({id})"))
+            .await
+            .unwrap();
+        let token = scalar(writer, "SHOW pglittle.lsn").await;
+        reader
+            .batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
+            .await
+            .unwrap();
+        assert!(found(reader, t, id).await, "stale read of row {id} in {t}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_causal_token_carries_read_your_writes_to_another_connection() {
     let p = common::pooler(split_config(delayed(), ReadYourWrites::Lsn)).await;
     let writer = table(&p, "ryw_token").await;
     let reader = p.connect().await;
-    for id in 0..1000 {
-        writer
-            .simple_query(&format!("INSERT INTO ryw_token VALUES ({id})"))
-            .await
-            .unwrap();
-        let token = scalar(&writer, "SHOW pglittle.lsn").await;
-        reader
-            .batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
-            .await
-            .unwrap();
-        assert!(
-            found(&reader, "ryw_token", id).await,
-            "stale read of row {id}"
-        );
-    }
+    write_then_read_with_token(&writer, &reader, "ryw_token", 0..1000).await;
     // And through a startup parameter, on a new connection.
     let token = scalar(&writer, "SHOW pglittle.lsn").await;
     let url = format!(
@@ -234,21 +242,7 @@ async fn the_causal_token_carries_read_your_writes_across_instances() {
         stale_without > 0,
         "instance 2 never read stale without the token"
     );
-    for id in 20..520 {
-        writer
-            .simple_query(&format!("INSERT INTO ryw_fleet VALUES ({id})"))
-            .await
-            .unwrap();
-        let token = scalar(&writer, "SHOW pglittle.lsn").await;
-        reader
-            .batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
-            .await
-            .unwrap();
-        assert!(
-            found(&reader, "ryw_fleet", id).await,
-            "stale read of row {id} through the second instance"
-        );
-    }
+    write_then_read_with_token(&writer, &reader, "ryw_fleet", 20..520).await;
     // The reads did not all just go to the primary: instance 2 served some
     // from the replica once it had caught up, or waited for it.
     let ryw = &two.running.shared.ryw;
