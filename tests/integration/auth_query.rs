@@ -81,13 +81,16 @@ async fn an_unlisted_user_logs_in_by_scram_pass_through() {
     let p = lookup_pooler(|_| {}).await;
     let a = p.connect_as("aq_alice", "alice-pw").await.expect("login");
     assert_eq!(scalar(&a, "SELECT current_user").await, "aq_alice");
+    let pid = scalar(&a, "SELECT pg_backend_pid()").await;
     drop(a);
-    // The one server connection serves the next client of that user.
+    // The one server connection (logged in with the key alice proved)
+    // serves the next client of that user.
     let b = p
         .connect_as("aq_alice", "alice-pw")
         .await
         .expect("second login");
     assert_eq!(scalar(&b, "SELECT current_user").await, "aq_alice");
+    assert_eq!(scalar(&b, "SELECT pg_backend_pid()").await, pid);
     // Listed users are untouched.
     let app = p.connect().await;
     assert_eq!(scalar(&app, "SELECT current_user").await, "app");
@@ -107,6 +110,15 @@ async fn unknown_users_and_wrong_passwords_look_the_same() {
     );
     assert_eq!(wrong, "password authentication failed for user \"aq_bob\"");
     // No pool was made for either, and bob still logs in.
+    let users: Vec<String> = p
+        .running
+        .shared
+        .pools
+        .all()
+        .iter()
+        .map(|x| x.user.clone())
+        .collect();
+    assert!(!users.iter().any(|u| u.starts_with("aq_")), "{users:?}");
     let b = p.connect_as("aq_bob", "bob-pw").await.expect("login");
     assert_eq!(scalar(&b, "SELECT current_user").await, "aq_bob");
 }
