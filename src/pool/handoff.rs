@@ -4,6 +4,7 @@
 //! lost and nobody jumps the queue.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,31 @@ pub(super) enum Immediate {
     Queued(u64, oneshot::Receiver<Grant>),
 }
 
+/// Lent connections by id: (pid, created, lent at).
+pub(super) type LentMap = HashMap<u64, (i32, Instant, Instant), BuildHasherDefault<IdHash>>;
+
+/// The hash of a connection id. Ids are distinct counters, so they need no
+/// SipHash (one per lend and one per return otherwise): a multiply by an
+/// odd constant spreads them over the table.
+#[derive(Default)]
+pub(super) struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = ((self.0 << 8) | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 pub(super) struct State {
     pub(super) settings: PoolSettings,
     pub(super) idle: Vec<Conn>,
@@ -44,7 +70,7 @@ pub(super) struct State {
     pub(super) next_waiter: u64,
     pub(super) closed: bool,
     /// Lent connections, for SHOW SERVERS: id -> (pid, created, lent at).
-    pub(super) lent: HashMap<u64, (i32, Instant, Instant)>,
+    pub(super) lent: LentMap,
     /// RECONNECT/KILL: connections opened before this are closed on return.
     pub(super) stale_before: Option<Instant>,
     /// Connections beyond `size` opened from the reserve for long waiters.
@@ -70,8 +96,7 @@ impl State {
         self.reserve_used = self.reserve_used.min(over);
     }
 
-    pub(super) fn lend(&mut self, conn: &mut ServerConn) {
-        let now = Instant::now();
+    pub(super) fn lend(&mut self, conn: &mut ServerConn, now: Instant) {
         conn.lent_at = now;
         self.active += 1;
         self.lent.insert(conn.id, (conn.pid, conn.created, now));
@@ -154,7 +179,7 @@ impl Pool {
         conn.shrink_buffer();
         self.sweep_hopeless(&mut st, conn.last_used);
         while let Some(w) = st.waiters.pop_front() {
-            st.lend(&mut conn);
+            st.lend(&mut conn, now);
             let id = conn.id;
             match w.tx.send(Grant::Conn(conn)) {
                 Ok(()) => return,

@@ -16,8 +16,10 @@ pub struct Lease {
 
 impl Lease {
     pub(super) fn new(pool: Arc<Pool>, conn: Conn, requested_at: Instant) -> Lease {
-        let now = Instant::now();
-        let waited = now.duration_since(requested_at);
+        // The pool stamped the lend (`State::lend`): the lease starts then,
+        // with no clock read of its own.
+        let now = conn.lent_at;
+        let waited = now.saturating_duration_since(requested_at);
         pool.stats.lent(now, waited);
         pool.metrics.wait.record(waited);
         pool.metrics
@@ -25,11 +27,10 @@ impl Lease {
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         // The hold starts when the pool handed the connection over: the
         // waiter's wake-up is time the server is unavailable to others.
-        let leased_at = conn.lent_at.min(now);
         Lease {
             pool,
             conn: Some(conn),
-            leased_at,
+            leased_at: now,
         }
     }
 

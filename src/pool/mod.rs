@@ -26,7 +26,7 @@ mod slot;
 #[cfg(test)]
 mod slot_tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,7 +165,7 @@ impl Pool {
                 waiters: VecDeque::new(),
                 next_waiter: 0,
                 closed: false,
-                lent: HashMap::new(),
+                lent: handoff::LentMap::default(),
                 stale_before: None,
                 reserve_used: 0,
                 last_sweep: None,
@@ -420,7 +420,7 @@ impl Pool {
             if dead || st.expired(&conn, now) {
                 continue;
             }
-            st.lend(&mut conn);
+            st.lend(&mut conn, now);
             return Immediate::Conn(conn);
         }
         if !queue_only && st.total() < st.settings.size {

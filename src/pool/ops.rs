@@ -143,7 +143,7 @@ impl Pool {
             return None;
         }
         let mut conn = st.idle.pop()?;
-        st.lend(&mut conn);
+        st.lend(&mut conn, Instant::now());
         Some(conn)
     }
 }

@@ -29,7 +29,7 @@ impl<'a> Opening<'a> {
         self.armed = false;
         let mut st = self.pool.state();
         st.connecting -= 1;
-        st.lend(conn);
+        st.lend(conn, std::time::Instant::now());
     }
 }
 

@@ -116,6 +116,9 @@ where
             cbuf.reserve(READ_CHUNK);
         }
         let read = tokio::io::AsyncReadExt::read_buf(&mut cr, cbuf);
+        // The timer is made only when polled (select! builds every branch's
+        // future, armed or not): no clock read or timer entry otherwise.
+        let expired = async { tokio::time::sleep(timeout).await };
         tokio::select! {
             biased;
             // Stopping, a new status, or a replay: read again at the top.
@@ -124,7 +127,7 @@ where
                 Ok(0) | Err(_) => return ClientEnd::Gone,
                 Ok(_) => {}
             },
-            _ = tokio::time::sleep(timeout), if armed => return timed_out,
+            _ = expired, if armed => return timed_out,
         }
     }
 }

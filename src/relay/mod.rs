@@ -237,6 +237,7 @@ async fn run_pumps(
         ClientEnd::ServerWrite => Outcome::ServerGone { told: false },
     };
     tokio::select! {
+        biased;
         end = &mut s2c => match end {
             ServerEnd::Done => {
                 lock(ctx.state).stopping = true;

@@ -84,6 +84,7 @@ where
             sbuf.reserve(READ_CHUNK);
         }
         tokio::select! {
+            biased;
             r = tokio::io::AsyncReadExt::read_buf(&mut sr, sbuf) => match r {
                 Ok(0) | Err(_) => return ServerEnd::Gone { told: lock(state).told() },
                 Ok(_) => {}

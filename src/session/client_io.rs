@@ -90,7 +90,10 @@ impl Session {
                     Woke::ServerGone => return Ok(None),
                 }
             } else {
+                // biased: polled in order, no random start (a thread-local
+                // RNG read per poll otherwise).
                 tokio::select! {
+                    biased;
                     r = wait_client(&mut self.client, &mut self.buf) => r?,
                     _ = shutdown.changed() => continue,
                     _ = expired => return Err(SessionError::ClientIdle),
@@ -136,6 +139,7 @@ impl Session {
             }
         };
         tokio::select! {
+            biased;
             r = wait_client(client, buf) => Ok(Woke::Client(r?)),
             r = server_said => {
                 r.map_err(|_| SessionError::ServerLost)?;
