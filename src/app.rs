@@ -56,6 +56,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         alive_tx,
     ));
     tokio::spawn(janitor(shared.clone(), shutdown.subscribe()));
+    tokio::spawn(wake_idle_clients(shared.clone(), shutdown.subscribe()));
     // The one health probe: hosts' health (for routing and /health), WAL
     // positions and lag.
     let config_source = shared.clone();
@@ -85,6 +86,19 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         shutdown,
         alive_rx,
     })
+}
+
+/// Wakes the sessions waiting for their clients whenever the shutdown
+/// phase moves, so a drain closes idle clients at once. (Each idle wait
+/// leaves its waker in the client registry instead of joining a waiter
+/// list per transaction.)
+async fn wake_idle_clients(shared: Arc<Shared>, mut phase: tokio::sync::watch::Receiver<Phase>) {
+    while phase.changed().await.is_ok() {
+        shared.client_list.wake_idle();
+        if *phase.borrow_and_update() == Phase::Stopping {
+            return;
+        }
+    }
 }
 
 async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<Phase>) {

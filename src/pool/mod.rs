@@ -293,8 +293,10 @@ impl Pool {
         timeout: Duration,
         started: Instant,
     ) -> Result<Lease, PoolError> {
-        let mut paused = self.paused.subscribe();
-        if *paused.borrow() {
+        // Subscribed only when paused: a subscription per lend costs more
+        // than a look.
+        if *self.paused.borrow() {
+            let mut paused = self.paused.subscribe();
             // PAUSE: wait, without a timeout and without an error, for RESUME.
             let _ = paused.wait_for(|p| !*p).await;
         }

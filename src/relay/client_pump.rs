@@ -76,6 +76,7 @@ where
     loop {
         let taken = {
             let mut st = lock(state);
+            st.client_parked = false;
             if st.stopping {
                 return ClientEnd::Stopped;
             }
@@ -86,7 +87,7 @@ where
             }
         };
         if taken.synth {
-            wake.synth_due.notify_one();
+            wake.synth_due.raise();
         }
         cbuf.advance(taken.n);
         if taken.n > 0 {
@@ -102,10 +103,13 @@ where
             return ClientEnd::Terminated;
         }
         let timer = {
-            let st = lock(state);
+            let mut st = lock(state);
             if st.stopping {
                 return ClientEnd::Stopped;
             }
+            // Parked in the wait below until the top of the loop: the relay
+            // may drop this pump there when the transaction ends.
+            st.client_parked = true;
             client_timer(&st, limits)
         };
         let armed = timer.is_some();
@@ -122,7 +126,7 @@ where
         tokio::select! {
             biased;
             // Stopping, a new status, or a replay: read again at the top.
-            _ = wake.client.notified() => {}
+            _ = wake.client.wait() => {}
             r = read, if !taken.backlogged => match r {
                 Ok(0) | Err(_) => return ClientEnd::Gone,
                 Ok(_) => {}

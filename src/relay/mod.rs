@@ -14,7 +14,6 @@ use std::time::Duration;
 use crate::tls::{ClientStream, ServerStream};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 
 use crate::pool::params::Params;
 use crate::pool::server::RelayBuffers;
@@ -39,6 +38,7 @@ mod tx_record;
 
 mod client_pump;
 mod server_pump;
+mod signal;
 
 use client_pump::{client_pump, ClientEnd};
 use server_pump::{server_pump, Outgoing, ParamsSide, ServerBufs, ServerEnd};
@@ -147,9 +147,9 @@ struct Wake {
     /// The client pump: the relay is stopping; or a ReadyForQuery changed
     /// the transaction status (re-arm the idle-in-transaction timer); or
     /// a stale cached plan must be replayed.
-    client: Notify,
+    client: signal::Signal,
     /// The server pump: a made-up reply is due now.
-    synth_due: Notify,
+    synth_due: signal::Signal,
 }
 
 fn lock<'m, 'a>(state: &'m Mutex<State<'a>>) -> MutexGuard<'m, State<'a>> {
@@ -240,8 +240,17 @@ async fn run_pumps(
         biased;
         end = &mut s2c => match end {
             ServerEnd::Done => {
-                lock(ctx.state).stopping = true;
-                ctx.wake.client.notify_one();
+                let parked = {
+                    let mut st = lock(ctx.state);
+                    st.stopping = true;
+                    st.client_parked
+                };
+                if parked {
+                    // The client pump waits for the client and holds
+                    // nothing half done: dropped as it is, no wake-up.
+                    return Outcome::Idle;
+                }
+                ctx.wake.client.raise();
                 match c2s.await {
                     ClientEnd::Gone | ClientEnd::Terminated => Outcome::IdleThenGone,
                     end => client_end(end),

@@ -78,7 +78,7 @@ where
             }
         }
         if wake_client {
-            wake.client.notify_one();
+            wake.client.raise();
         }
         if sbuf.capacity() - sbuf.len() < 1024 {
             sbuf.reserve(READ_CHUNK);
@@ -89,7 +89,7 @@ where
                 Ok(0) | Err(_) => return ServerEnd::Gone { told: lock(state).told() },
                 Ok(_) => {}
             },
-            _ = wake.synth_due.notified() => {}
+            _ = wake.synth_due.wait() => {}
         }
     }
 }

@@ -18,6 +18,9 @@ pub(super) struct State<'a> {
     pub rewriter: Rewriter<'a>,
     /// The relay is over: the client pump stops at its next step.
     pub stopping: bool,
+    /// The client pump waits for the client (or a wake-up) with nothing
+    /// half done: between its wait and the top of its loop.
+    pub client_parked: bool,
     /// Queued replies the server will send without a Sync: those of the
     /// messages up to the client's last Flush, less those that came.
     flush_due: usize,
@@ -57,6 +60,7 @@ impl<'a> State<'a> {
             record,
             rewriter,
             stopping: false,
+            client_parked: false,
             flush_due: 0,
             held_up: false,
         }

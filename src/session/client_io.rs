@@ -90,12 +90,24 @@ impl Session {
                     Woke::ServerGone => return Ok(None),
                 }
             } else {
+                // The shutdown phase: the waker is left in the client
+                // registry, which the app wakes when the phase moves
+                // (`app::wake_idle_clients`); parked before the look, so a
+                // move in between is seen by one or the other.
+                let entry = &self.entry.entry;
+                let phase_moved = std::future::poll_fn(|cx| {
+                    entry.park_idle(cx.waker());
+                    match shutdown.has_changed() {
+                        Ok(true) => std::task::Poll::Ready(()),
+                        _ => std::task::Poll::Pending,
+                    }
+                });
                 // biased: polled in order, no random start (a thread-local
                 // RNG read per poll otherwise).
                 tokio::select! {
                     biased;
                     r = wait_client(&mut self.client, &mut self.buf) => r?,
-                    _ = shutdown.changed() => continue,
+                    _ = phase_moved => continue,
                     _ = expired => return Err(SessionError::ClientIdle),
                 }
             };

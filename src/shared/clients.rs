@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Waker;
 use std::time::SystemTime;
 
 use tokio::task::AbortHandle;
@@ -65,6 +66,9 @@ pub struct ClientEntry {
     abort: OnceLock<AbortHandle>,
     /// Why the client keeps its server between transactions, if it does.
     pinned: std::sync::Mutex<Option<&'static str>>,
+    /// The session's task while it waits for its client with no server:
+    /// woken when the shutdown phase moves ([`ClientRegistry::wake_idle`]).
+    idle_waker: std::sync::Mutex<Option<Waker>>,
 }
 
 fn unix_micros(t: SystemTime) -> u64 {
@@ -110,6 +114,29 @@ impl ClientEntry {
     /// When the client last changed state (Unix µs).
     pub fn changed_micros(&self) -> u64 {
         self.changed.load(Relaxed)
+    }
+
+    /// Called by an idle wait on every poll: keeps the task's waker for
+    /// [`ClientRegistry::wake_idle`] (a compare, and a clone only when
+    /// the task changed). Cheaper than a waiter list joined and left at
+    /// every transaction.
+    pub fn park_idle(&self, waker: &Waker) {
+        let mut slot = self.idle_waker.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn wake_idle(&self) {
+        let waker = self
+            .idle_waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     pub fn set_abort(&self, h: AbortHandle) {
@@ -159,6 +186,7 @@ impl ClientRegistry {
             changed: AtomicU64::new(unix_micros(now)),
             abort: OnceLock::new(),
             pinned: Default::default(),
+            idle_waker: Default::default(),
         });
         self.map
             .lock()
@@ -171,6 +199,14 @@ impl ClientRegistry {
     }
 
     /// Every live client, oldest first.
+    /// Wakes every session parked in an idle wait, to look at the shutdown
+    /// phase again.
+    pub fn wake_idle(&self) {
+        for entry in self.all() {
+            entry.wake_idle();
+        }
+    }
+
     pub fn all(&self) -> Vec<Arc<ClientEntry>> {
         let mut v: Vec<_> = self
             .map
