@@ -305,7 +305,9 @@ impl Pool {
         loop {
             let attempt = match self.try_lend(left, queue_only) {
                 Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
-                Immediate::Open => self.open(Opening::counted(self), started).await,
+                // Boxed: opening a server (TCP, TLS, login) is a large future, and
+                // every request's future would carry it inline.
+                Immediate::Open => Box::pin(self.open(Opening::counted(self), started)).await,
                 Immediate::Closed => return Err(PoolError::Closed(self.name())),
                 Immediate::Shed(e) => {
                     self.counters.shed.fetch_add(1, Ordering::Relaxed);
@@ -356,7 +358,7 @@ impl Pool {
             }
             if self.take_reserve(ticket.id) {
                 ticket.left();
-                return self.open(Opening::counted(self), started).await;
+                return Box::pin(self.open(Opening::counted(self), started)).await;
             }
             if !timeout.is_zero() {
                 timeout -= reserve_after;
@@ -393,7 +395,7 @@ impl Pool {
     ) -> Result<Lease, PoolError> {
         match grant {
             Some(Grant::Conn(conn)) => Ok(Lease::new(self.clone(), conn, started)),
-            Some(Grant::Slot) => self.open(Opening::counted(self), started).await,
+            Some(Grant::Slot) => Box::pin(self.open(Opening::counted(self), started)).await,
             Some(Grant::Refused(e)) => {
                 self.log_shed(&e);
                 Err(e)
