@@ -1,6 +1,8 @@
 //! How big a pool should be, and whom it should turn away: Little's Law
 //! windows, Erlang C, the auto-size controller, the sharing of a server's
-//! connection budget, and admission control (shedding).
+//! connection budget, the sharing of one database's budget across a fleet
+//! of instances (`fleet`: what they publish and each one's cap), and
+//! admission control (shedding).
 //!
 //! Pure: no I/O, no tasks, and no clock of its own. Every function that
 //! needs the time takes it as an `Instant` (or a `Duration`), so tests drive
@@ -13,6 +15,7 @@ pub mod admission;
 pub mod budget;
 pub mod controller;
 pub mod erlang;
+pub mod fleet;
 pub mod windows;
 
 pub use controller::{AutoBounds, Controller, Goal};
