@@ -57,6 +57,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
     ));
     tokio::spawn(janitor(shared.clone(), shutdown.subscribe()));
     tokio::spawn(wake_idle_clients(shared.clone(), shutdown.subscribe()));
+    tokio::spawn(fleet_sync(shared.clone(), shutdown.subscribe()));
     // The one health probe: hosts' health (for routing and /health), WAL
     // positions and lag.
     let config_source = shared.clone();
@@ -101,6 +102,25 @@ async fn wake_idle_clients(shared: Arc<Shared>, mut phase: tokio::sync::watch::R
     }
 }
 
+/// Fleet sync (`shared::fleet`): one round every fleet_sync_period while
+/// a fleet is configured (a RELOAD may set or unset it). Its connections
+/// close at the stop, so the other members take this one's share.
+async fn fleet_sync(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<Phase>) {
+    let mut conns = crate::shared::fleet::FleetConns::default();
+    loop {
+        let period = shared.config().pooler.fleet.as_ref().map(|f| f.sync_period);
+        if period.is_some() {
+            shared.fleet_round(&mut conns).await;
+        }
+        let wait = period.unwrap_or(crate::config::fleet::DEFAULT_SYNC_PERIOD);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = reached(&mut shutdown, Phase::Stopping) => break,
+        }
+    }
+    conns.close().await;
+}
+
 async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<Phase>) {
     let mut budgets: HashMap<String, usize> = HashMap::new();
     let mut tick = tokio::time::interval(JANITOR_PERIOD);
@@ -127,7 +147,13 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
             now,
             &goal,
             |host| budgets.get(host).copied(),
-            |db| config.max_db_connections_for(db),
+            |db| {
+                let cap = Some(config.max_db_connections_for(db)).filter(|c| *c > 0);
+                match (cap, shared.fleet.cap(db)) {
+                    (Some(c), Some(f)) => Some(c.min(f)),
+                    (c, f) => f.or(c),
+                }
+            },
         );
     }
 }

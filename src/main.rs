@@ -55,6 +55,13 @@ struct Cli {
     /// (default: the server's max_connections less its reserved ones).
     #[arg(long, env = "PGLITTLE_MAX_DB_CONNECTIONS")]
     max_db_connections: Option<usize>,
+    /// Sidecar mode: share --max-db-connections with the other instances of
+    /// this fleet (1-10 of a-z 0-9 _ -; see `fleet` in pooler.example.toml).
+    #[arg(long, env = "PGLITTLE_FLEET")]
+    fleet: Option<String>,
+    /// Sidecar mode: this instance's id in its fleet (default: from the pid).
+    #[arg(long, env = "PGLITTLE_FLEET_INSTANCE")]
+    fleet_instance: Option<String>,
     /// Sidecar mode: serve Prometheus /metrics and /health on this address.
     #[arg(long, env = "PGLITTLE_METRICS")]
     metrics: Option<SocketAddr>,
@@ -178,6 +185,8 @@ fn load(cli: &Cli) -> Result<Config, String> {
         pool_mode: cli.pool_mode,
         pool_size: cli.pool_size,
         max_db_connections: cli.max_db_connections,
+        fleet: cli.fleet.clone(),
+        fleet_instance: cli.fleet_instance.clone(),
         metrics: cli.metrics,
         admin_users: cli.admin_users.clone(),
         read_your_writes: cli.read_your_writes,

@@ -59,6 +59,7 @@ pub fn collect(shared: &Shared) {
     .absolute(shared.refused.load(Relaxed));
     primaries(shared);
     replicas(shared);
+    fleet(shared);
     for p in shared.pools.all() {
         let pm = &p.metrics;
         let l = &pm.labels;
@@ -212,5 +213,34 @@ fn replicas(shared: &Shared) {
     ] {
         m.counter(RYW_DECISIONS_TOTAL, &[("decision", decision.to_string())])
             .absolute(n.load(Relaxed));
+    }
+}
+
+/// Each fleet member's share, demand and connections, and the fleet sums,
+/// as this instance last read them (SHOW FLEET in figures).
+fn fleet(shared: &Shared) {
+    let m = &shared.metrics;
+    for (db, f) in shared.fleet.snapshot() {
+        let view = crate::sizing::fleet::view(f.budget, &f.mine, &f.members);
+        let base = vec![("database", db.clone()), ("fleet", view.fleet.clone())];
+        m.gauge(FLEET_BUDGET, &base).set(f64::from(view.budget));
+        for (what, n) in [
+            ("caps", view.caps),
+            ("held", view.held),
+            ("demand", view.demand),
+        ] {
+            m.gauge(FLEET_SUM, &with(&base, &[("what", what.to_string())]))
+                .set(n as f64);
+        }
+        for row in &view.members {
+            let me = if row.is_me { "yes" } else { "no" };
+            let l = with(
+                &base,
+                &[("instance", row.instance.clone()), ("me", me.to_string())],
+            );
+            m.gauge(FLEET_CAP, &l).set(f64::from(row.cap));
+            m.gauge(FLEET_DEMAND, &l).set(f64::from(row.demand));
+            m.gauge(FLEET_HELD, &l).set(f64::from(row.held));
+        }
     }
 }

@@ -12,6 +12,7 @@ mod command;
 mod connections;
 mod control;
 pub mod export;
+mod fleet;
 mod show;
 mod sizing;
 mod table;

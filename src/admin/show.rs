@@ -26,6 +26,7 @@ pub fn show(shared: &Shared, what: &str) -> Result<Table, AdminError> {
         "VERSION" => version(),
         "SIZING" => super::sizing::sizing(shared),
         "REPLICAS" => super::sizing::replicas(shared),
+        "FLEET" => super::fleet::fleet(shared),
         "HELP" => help(),
         other => return Err(super::command::ParseError(format!("SHOW {other}")).into()),
     })
@@ -332,7 +333,7 @@ fn version() -> Table {
 fn help() -> Table {
     let mut t = Table::new(&[("command", TEXT)]);
     for c in [
-        "SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|CONFIG|LISTS|VERSION|SIZING|REPLICAS|HELP",
+        "SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|CONFIG|LISTS|VERSION|SIZING|REPLICAS|FLEET|HELP",
         "PAUSE [db]",
         "RESUME [db]",
         "KILL db",

@@ -12,6 +12,7 @@
 
 mod auth;
 mod error;
+pub mod fleet;
 mod parse;
 pub mod pgbouncer;
 mod pool_size;
@@ -147,6 +148,8 @@ pub struct PoolerSettings {
     pub ban_after: usize,
     /// A banned host is used again after this many good probes in a row.
     pub unban_after: usize,
+    /// The fleet this instance shares `max_db_connections` with, if any.
+    pub fleet: Option<fleet::FleetSettings>,
 }
 
 impl Default for PoolerSettings {
@@ -192,6 +195,7 @@ impl Default for PoolerSettings {
             health_check_period: Duration::from_millis(500),
             ban_after: 2,
             unban_after: 2,
+            fleet: None,
         }
     }
 }

@@ -64,6 +64,9 @@ const POOLER_KEYS: &[&str] = &[
     "health_check_period",
     "ban_after",
     "unban_after",
+    "fleet",
+    "fleet_instance",
+    "fleet_sync_period",
 ];
 const DATABASE_KEYS: &[&str] = &[
     "host",
@@ -194,7 +197,43 @@ fn pooler_settings(s: &Section<'_>) -> Result<PoolerSettings, ConfigError> {
         health_check_period: duration("health_check_period", d.health_check_period)?,
         ban_after: s.count("ban_after")?.unwrap_or(d.ban_after),
         unban_after: s.count("unban_after")?.unwrap_or(d.unban_after),
+        fleet: fleet(s)?,
     })
+}
+
+/// `fleet`, `fleet_instance`, `fleet_sync_period`: the names checked here
+/// (they are published), the rest in `validate`.
+fn fleet(s: &Section<'_>) -> Result<Option<super::fleet::FleetSettings>, ConfigError> {
+    let invalid = |key: &str, e: super::fleet::NameError| ConfigError::Invalid {
+        key: format!("pooler.{key}"),
+        message: e.to_string(),
+    };
+    let instance = s.string("fleet_instance")?;
+    let period = s.duration("fleet_sync_period")?;
+    let Some(name) = s.string("fleet")? else {
+        if instance.is_some() || period.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "pooler.fleet".into(),
+                message: "fleet_instance and fleet_sync_period need a fleet name".into(),
+            });
+        }
+        return Ok(None);
+    };
+    super::fleet::check_fleet(&name).map_err(|e| invalid("fleet", e))?;
+    let instance = instance.unwrap_or_else(super::fleet::default_instance);
+    super::fleet::check_instance(&instance).map_err(|e| invalid("fleet_instance", e))?;
+    let sync_period = period.unwrap_or(super::fleet::DEFAULT_SYNC_PERIOD);
+    if sync_period.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "pooler.fleet_sync_period".into(),
+            message: "must be more than 0".into(),
+        });
+    }
+    Ok(Some(super::fleet::FleetSettings {
+        name,
+        instance,
+        sync_period,
+    }))
 }
 
 fn database(name: &str, s: &Section<'_>) -> Result<DatabaseConfig, ConfigError> {

@@ -107,6 +107,19 @@ fn render_pooler(config: &Config, out: &mut String) {
     line(out, "health_check_period", duration(p.health_check_period));
     line(out, "ban_after", p.ban_after);
     line(out, "unban_after", p.unban_after);
+    render_fleet(p, out);
+}
+
+fn render_fleet(p: &super::PoolerSettings, out: &mut String) {
+    let duration = |d| toml_string(&format_duration(d));
+    match &p.fleet {
+        Some(f) => {
+            line(out, "fleet", toml_string(&f.name));
+            line(out, "fleet_instance", toml_string(&f.instance));
+            line(out, "fleet_sync_period", duration(f.sync_period));
+        }
+        None => out.push_str("# fleet is unset: this instance sizes its pools alone\n"),
+    }
 }
 
 fn render_database(config: &Config, name: &str, db: &DatabaseConfig, out: &mut String) {

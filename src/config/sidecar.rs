@@ -29,6 +29,9 @@ pub struct SidecarArgs {
     pub pool_size: Option<PoolSize>,
     /// `--max-db-connections N`: the budget of auto-sized pools.
     pub max_db_connections: Option<usize>,
+    /// `--fleet NAME` and `--fleet-instance ID`: share the budget with a fleet.
+    pub fleet: Option<String>,
+    pub fleet_instance: Option<String>,
     /// `--metrics ADDR`: serve /metrics and /health there.
     pub metrics: Option<SocketAddr>,
     /// `--admin-users`: console admins; empty = the `--primary` URL's user.
@@ -51,6 +54,8 @@ impl fmt::Debug for SidecarArgs {
             .field("pool_mode", &self.pool_mode)
             .field("pool_size", &self.pool_size)
             .field("max_db_connections", &self.max_db_connections)
+            .field("fleet", &self.fleet)
+            .field("fleet_instance", &self.fleet_instance)
             .field("metrics", &self.metrics)
             .field("admin_users", &self.admin_users)
             .field("read_your_writes", &self.read_your_writes)
@@ -318,6 +323,7 @@ impl Config {
                 .max_db_connections
                 .unwrap_or(defaults.max_db_connections),
             metrics_listen: args.metrics,
+            fleet: super::fleet::from_flags(args.fleet.clone(), args.fleet_instance.clone())?,
             admin_users: if args.admin_users.is_empty() {
                 vec![primary.user.clone()]
             } else {
@@ -607,6 +613,24 @@ mod tests {
         assert_eq!(c.pool_size_for("appdb", "app"), PoolSize::Auto);
         assert_eq!(c.max_db_connections_for("appdb"), 40);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_fleet_from_flags() {
+        let mut a = args("postgres://app:pw@db/appdb", &[]);
+        a.fleet = Some("orders".into());
+        a.fleet_instance = Some("pod-7".into());
+        let f = Config::from_sidecar(&a).unwrap().pooler.fleet.unwrap();
+        assert_eq!((f.name.as_str(), f.instance.as_str()), ("orders", "pod-7"));
+        a.fleet = Some("orders:eu".into());
+        let e = Config::from_sidecar(&a).unwrap_err().to_string();
+        assert!(e.contains("--fleet") && e.contains("':'"), "{e}");
+        a.fleet = None;
+        let e = Config::from_sidecar(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("--fleet-instance") && e.contains("needs --fleet"),
+            "{e}"
+        );
     }
 
     #[test]

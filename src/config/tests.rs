@@ -832,3 +832,40 @@ fn server_tls_needs_a_ca_to_verify_and_a_key_with_its_certificate() {
     let again = parse(&c.render_effective());
     assert_eq!(again.pooler.server_tls, c.pooler.server_tls);
 }
+
+#[test]
+fn a_fleet_is_named_and_its_names_are_checked_against_their_keys() {
+    let c = parse(&with(
+        "pooler",
+        "fleet = \"orders\"\nfleet_instance = \"web-1\"\nfleet_sync_period = \"250ms\"",
+    ));
+    let f = c.pooler.fleet.expect("a fleet");
+    assert_eq!((f.name.as_str(), f.instance.as_str()), ("orders", "web-1"));
+    assert_eq!(f.sync_period, Duration::from_millis(250));
+    // No instance id: one is made, and it is a valid one.
+    let c = parse(&with("pooler", "fleet = \"orders\""));
+    let f = c.pooler.fleet.expect("a fleet");
+    assert!(
+        super::fleet::check_instance(&f.instance).is_ok(),
+        "{}",
+        f.instance
+    );
+    assert_eq!(f.sync_period, super::fleet::DEFAULT_SYNC_PERIOD);
+    let e = parse_err(&with("pooler", "fleet = \"Orders\""));
+    assert!(e.starts_with("pooler.fleet:") && e.contains("'O'"), "{e}");
+    let e = parse_err(&with(
+        "pooler",
+        "fleet = \"o\"\nfleet_instance = \"a-very-long-instance\"",
+    ));
+    assert!(
+        e.starts_with("pooler.fleet_instance:") && e.contains("at most 15"),
+        "{e}"
+    );
+    let e = parse_err(&with("pooler", "fleet_instance = \"web-1\""));
+    assert!(
+        e.starts_with("pooler.fleet:") && e.contains("need a fleet name"),
+        "{e}"
+    );
+    let e = parse_err(&with("pooler", "fleet = \"o\"\nfleet_sync_period = 0"));
+    assert!(e.starts_with("pooler.fleet_sync_period:"), "{e}");
+}

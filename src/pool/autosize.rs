@@ -81,14 +81,13 @@ impl Pool {
 }
 
 /// One controller tick over every pool. `budget_of(host)` is the server's
-/// connection budget if known; `cap_of(database)` its max_db_connections
-/// (0: none).
+/// connection budget if known; `cap_of(database)` its cap (`None`: none).
 pub fn autosize(
     pools: &[Arc<Pool>],
     now: Instant,
     goal: &Goal,
     budget_of: impl Fn(&str) -> Option<usize>,
-    cap_of: impl Fn(&str) -> usize,
+    cap_of: impl Fn(&str) -> Option<usize>,
 ) {
     let mut any_auto = false;
     let claims: Vec<Claim> = pools
@@ -97,6 +96,9 @@ pub fn autosize(
             let settings = p.settings();
             let want = p.auto_want(now, goal);
             any_auto |= want.is_some();
+            if let Some(w) = want {
+                p.want.store(w, Ordering::Relaxed);
+            }
             Claim {
                 host: p.target().addr(),
                 database: p.database.clone(),

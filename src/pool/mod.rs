@@ -121,6 +121,8 @@ pub struct Pool {
     drained: Notify,
     /// This pool's share of the server's max_connections; 0 = not known yet.
     pub budget: AtomicUsize,
+    /// What the auto-size controller last wanted (0: fixed size, or not yet).
+    pub want: AtomicUsize,
     /// The auto-sizing controller's state (touched only by the janitor).
     controller: Mutex<Controller>,
     /// When connects to a server that worked began to fail (`None` while
@@ -180,6 +182,7 @@ impl Pool {
             paused: watch::channel(false).0,
             drained: Notify::new(),
             budget: AtomicUsize::new(0),
+            want: AtomicUsize::new(0),
             controller: Mutex::new(Controller::new()),
             outage: Mutex::new(None),
             #[cfg(test)]

@@ -102,15 +102,8 @@ where
         if taken.terminated {
             return ClientEnd::Terminated;
         }
-        let timer = {
-            let mut st = lock(state);
-            if st.stopping {
-                return ClientEnd::Stopped;
-            }
-            // Parked in the wait below until the top of the loop: the relay
-            // may drop this pump there when the transaction ends.
-            st.client_parked = true;
-            client_timer(&st, limits)
+        let Some(timer) = park(state, limits) else {
+            return ClientEnd::Stopped;
         };
         let armed = timer.is_some();
         let (timeout, timed_out) = timer.unwrap_or((Duration::ZERO, ClientEnd::Stopped));
@@ -134,6 +127,21 @@ where
             _ = expired, if armed => return timed_out,
         }
     }
+}
+
+/// Marks the pump parked in its wait (until the top of its loop: the relay
+/// may drop it there when the transaction ends), and says which timer
+/// runs meanwhile. `None`: the relay is stopping.
+fn park(
+    state: &std::sync::Mutex<State<'_>>,
+    limits: &RelayLimits,
+) -> Option<Option<(Duration, ClientEnd)>> {
+    let mut st = lock(state);
+    if st.stopping {
+        return None;
+    }
+    st.client_parked = true;
+    Some(client_timer(&st, limits))
 }
 
 /// The timer that runs while the client owes the next move, and how the

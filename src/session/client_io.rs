@@ -49,6 +49,24 @@ async fn wait_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::
     }
 }
 
+/// Ready when the shutdown phase moved. The waker is left in the client
+/// registry, which the app wakes when the phase moves
+/// (`app::wake_idle_clients`); parked before the look, so a move in
+/// between is seen by one or the other.
+async fn phase_moved(
+    entry: &crate::shared::clients::ClientEntry,
+    shutdown: &tokio::sync::watch::Receiver<Phase>,
+) {
+    std::future::poll_fn(|cx| {
+        entry.park_idle(cx.waker());
+        match shutdown.has_changed() {
+            Ok(true) => std::task::Poll::Ready(()),
+            _ => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
 impl Session {
     /// Waits until a complete message is buffered; `None` on Terminate or EOF.
     pub(super) async fn wait_for_message(
@@ -90,18 +108,7 @@ impl Session {
                     Woke::ServerGone => return Ok(None),
                 }
             } else {
-                // The shutdown phase: the waker is left in the client
-                // registry, which the app wakes when the phase moves
-                // (`app::wake_idle_clients`); parked before the look, so a
-                // move in between is seen by one or the other.
-                let entry = &self.entry.entry;
-                let phase_moved = std::future::poll_fn(|cx| {
-                    entry.park_idle(cx.waker());
-                    match shutdown.has_changed() {
-                        Ok(true) => std::task::Poll::Ready(()),
-                        _ => std::task::Poll::Pending,
-                    }
-                });
+                let phase_moved = phase_moved(&self.entry.entry, shutdown);
                 // biased: polled in order, no random start (a thread-local
                 // RNG read per poll otherwise).
                 tokio::select! {

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 pub mod cancel;
 pub mod clients;
 pub mod failed_logins;
+pub mod fleet;
 pub mod secrets;
 
 use crate::config::Config;
@@ -58,6 +59,8 @@ pub struct Shared {
     pub secrets: secrets::Secrets,
     /// Failed logins per source address and user (delay, then refusal).
     pub failed_logins: failed_logins::FailedLogins,
+    /// This instance's view of its fleet's shared budgets (`fleet`).
+    pub fleet: fleet::Fleet,
     /// What clients are offered for TLS, from the config's files as last
     /// (re)loaded; `None` when client_tls_mode is disable.
     client_tls: RwLock<Option<crate::tls::ClientTlsSetup>>,
@@ -86,6 +89,7 @@ impl Shared {
             topology,
             ryw: RywCounters::default(),
             failed_logins: Default::default(),
+            fleet: Default::default(),
             secrets: Default::default(),
             config: RwLock::new(config),
             pools: Pools::new(),

@@ -55,11 +55,13 @@ pub fn share(wants: &[usize], budget: usize) -> Vec<usize> {
 
 /// The size each claim gets. `budget_of(host)` is the server's budget
 /// (`None`: not known yet, so `fallback` is used); `cap_of(database)` is
-/// the database's `max_db_connections` (0: no cap beyond the server's).
+/// the database's cap (`max_db_connections`, or a fleet's share of it;
+/// `None`: no cap beyond the server's). Each auto-sized pool gets at least
+/// one connection, unless its database's cap is 0.
 pub fn allocate(
     claims: &[Claim],
     budget_of: impl Fn(&str) -> Option<usize>,
-    cap_of: impl Fn(&str) -> usize,
+    cap_of: impl Fn(&str) -> Option<usize>,
     fallback: usize,
 ) -> Vec<usize> {
     let mut sizes: Vec<usize> = claims.iter().map(|c| c.want).collect();
@@ -80,10 +82,7 @@ pub fn allocate(
         }
         let caps: Vec<usize> = dbs
             .keys()
-            .map(|db| match cap_of(db) {
-                0 => usize::MAX,
-                cap => cap,
-            })
+            .map(|db| cap_of(db).unwrap_or(usize::MAX))
             .collect();
         let db_wants: Vec<usize> = dbs
             .values()
@@ -97,7 +96,7 @@ pub fn allocate(
             })
             .collect();
         let db_got = share(&db_wants, budget);
-        for (pools, got) in dbs.values().zip(db_got) {
+        for ((pools, got), cap) in dbs.values().zip(db_got).zip(&caps) {
             // Minimums first, as far as the database's share (and cap) go.
             let mins: Vec<usize> = pools.iter().map(|&i| claims[i].min).collect();
             let floor = share(&mins, got);
@@ -108,8 +107,9 @@ pub fn allocate(
                 .map(|(&i, f)| claims[i].want.saturating_sub(*f))
                 .collect();
             let extra = share(&extra, rest);
+            let least = usize::from(*cap > 0);
             for ((&i, f), e) in pools.iter().zip(floor).zip(extra) {
-                sizes[i] = (f + e).max(1);
+                sizes[i] = (f + e).max(least);
             }
         }
     }
@@ -148,13 +148,13 @@ mod tests {
             claim("h:1", "app", 10, true),
             claim("h:1", "app", 80, true),
         ];
-        let got = allocate(&claims, |_| Some(100), |_| 0, 100);
+        let got = allocate(&claims, |_| Some(100), |_| None, 100);
         assert_eq!(got.iter().sum::<usize>(), 100);
         assert_eq!(got[1], 10);
         assert_eq!(got[0], 45);
         assert_eq!(got[2], 45);
         // A database cap below the server's budget.
-        let got = allocate(&claims, |_| Some(100), |_| 30, 100);
+        let got = allocate(&claims, |_| Some(100), |_| Some(30), 100);
         assert_eq!(got.iter().sum::<usize>(), 30, "{got:?}");
         assert_eq!(got[1], 10);
     }
@@ -167,7 +167,7 @@ mod tests {
             claim("h:1", "other", 90, true),
             claim("h:2", "app", 90, true),
         ];
-        let got = allocate(&claims, |h| (h == "h:1").then_some(100), |_| 0, 20);
+        let got = allocate(&claims, |h| (h == "h:1").then_some(100), |_| None, 20);
         assert_eq!(got[0], 40, "a fixed size is not touched");
         assert_eq!(got[1] + got[2], 60);
         assert_eq!(got[1], 30);
@@ -180,7 +180,7 @@ mod tests {
         claims[0].min = 8;
         claims[1].want = 5;
         claims[1].min = 5;
-        let got = allocate(&claims, |_| Some(12), |_| 0, 100);
+        let got = allocate(&claims, |_| Some(12), |_| None, 100);
         assert_eq!(got, vec![7, 5]);
     }
 }

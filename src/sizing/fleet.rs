@@ -71,10 +71,12 @@
 //! long query) is counted out before its connections are, until they close.
 
 use std::cmp::{Ordering, Reverse};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::budget::share;
+pub use crate::config::fleet::{
+    check_fleet, check_instance, NameError, NameKind, MAX_FLEET_LEN, MAX_INSTANCE_LEN,
+};
 
 /// Every published application_name starts with this.
 pub const PREFIX: &str = "pglittle-fleet:";
@@ -86,10 +88,6 @@ pub const MAX_FIGURE: u32 = 99_999;
 const FIGURE_DIGITS: usize = 5;
 /// Follows the cap of a member that is [`Published::short`].
 const SHORT_MARK: &str = "+";
-/// The longest fleet name.
-pub const MAX_FLEET_LEN: usize = 10;
-/// The longest instance id.
-pub const MAX_INSTANCE_LEN: usize = 15;
 // The longest encoding: the prefix, the two names, three tagged figures
 // and the short mark.
 const _: () = assert!(
@@ -130,79 +128,6 @@ pub struct Published {
     /// Its cap is below its fair share as it last computed it: it takes
     /// part in the dealing of free room.
     pub short: bool,
-}
-
-/// Which name a [`NameError`] is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NameKind {
-    Fleet,
-    Instance,
-}
-
-impl fmt::Display for NameKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NameKind::Fleet => "fleet name",
-            NameKind::Instance => "instance id",
-        })
-    }
-}
-
-/// Why a fleet name or instance id cannot be published.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    #[error("the {kind} is empty")]
-    Empty { kind: NameKind },
-    #[error(
-        "the {kind} {name:?} is {len} bytes long; at most {max} fit in the \
-         application_name pglittle publishes"
-    )]
-    TooLong {
-        kind: NameKind,
-        name: String,
-        len: usize,
-        max: usize,
-    },
-    #[error(
-        "the {kind} {name:?} contains {found:?}; only lowercase letters a-z, \
-         digits 0-9, '_' and '-' are allowed"
-    )]
-    BadChar {
-        kind: NameKind,
-        name: String,
-        found: char,
-    },
-}
-
-/// Checks a fleet name: 1 to [`MAX_FLEET_LEN`] of `[a-z0-9_-]`.
-pub fn check_fleet(name: &str) -> Result<(), NameError> {
-    check_name(NameKind::Fleet, name, MAX_FLEET_LEN)
-}
-
-/// Checks an instance id: 1 to [`MAX_INSTANCE_LEN`] of `[a-z0-9_-]`.
-pub fn check_instance(id: &str) -> Result<(), NameError> {
-    check_name(NameKind::Instance, id, MAX_INSTANCE_LEN)
-}
-
-fn check_name(kind: NameKind, name: &str, max: usize) -> Result<(), NameError> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
-    if let Some(found) = name.chars().find(|&c| !allowed(c)) {
-        return Err(NameError::BadChar {
-            kind,
-            name: name.to_owned(),
-            found,
-        });
-    }
-    match name.len() {
-        0 => Err(NameError::Empty { kind }),
-        len if len > max => Err(NameError::TooLong {
-            kind,
-            name: name.to_owned(),
-            len,
-            max,
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// The application_name publishing `p`:

@@ -13,6 +13,7 @@ mod dashboard;
 mod differential;
 mod drivers;
 mod failover;
+mod fleet;
 mod isolation;
 mod observe;
 mod pgbench;

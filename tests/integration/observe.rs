@@ -11,7 +11,7 @@ use pglittle::metrics::http::get;
 use crate::common::*;
 use crate::console::{console, console_config, ADMIN};
 
-async fn scrape(addr: SocketAddr) -> String {
+pub(crate) async fn scrape(addr: SocketAddr) -> String {
     let (status, body) = get(addr, "/metrics").await.expect("GET /metrics");
     assert_eq!(status, 200, "{body}");
     body
