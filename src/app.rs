@@ -25,19 +25,69 @@ pub struct Running {
     /// Where /metrics and /health are served, when `metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
+    /// The listening sockets (for a rolling restart to hand over).
+    pub listen_fd: std::os::fd::RawFd,
+    pub metrics_fd: Option<std::os::fd::RawFd>,
     shutdown: Shutdown,
     alive_rx: mpsc::Receiver<()>,
+    /// Held for clients adopted from an old process; dropped at the drain.
+    alive_tx: Option<mpsc::Sender<()>>,
+}
+
+/// Serves clients an old process hands over.
+pub struct Adopter {
+    shared: Arc<Shared>,
+    alive: mpsc::Sender<()>,
+}
+
+impl Adopter {
+    /// Serves one handed-over client: its socket and its session as bytes.
+    pub fn adopt(&self, tcp: std::net::TcpStream, state: Vec<u8>) {
+        crate::front::adopt(&self.shared, tcp, state, self.alive.clone());
+    }
+}
+
+/// Listening sockets a rolling restart handed over (`upgrade`).
+#[derive(Default)]
+pub struct Inherited {
+    pub listener: Option<std::net::TcpListener>,
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+async fn listener(
+    inherited: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+) -> std::io::Result<TcpListener> {
+    match inherited {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        }
+        None => TcpListener::bind(addr).await,
+    }
 }
 
 /// Binds the listener and starts serving. The returned handle reports the
 /// bound address (so tests can listen on port 0).
 pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(config.pooler.listen).await?;
+    start_with(config, shutdown, Inherited::default()).await
+}
+
+/// `start`, on listening sockets handed over by an old process where given.
+pub async fn start_with(
+    config: Config,
+    shutdown: Shutdown,
+    inherited: Inherited,
+) -> std::io::Result<Running> {
+    use std::os::fd::AsRawFd;
+    let listener = listener(inherited.listener, config.pooler.listen).await?;
     let local_addr = listener.local_addr()?;
-    let metrics_listener = match config.pooler.metrics_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await?),
-        None => None,
+    let listen_fd = listener.as_raw_fd();
+    let metrics_listener = match (inherited.metrics, config.pooler.metrics_listen) {
+        (m @ Some(_), Some(addr)) | (m @ None, Some(addr)) => Some(self::listener(m, addr).await?),
+        (_, None) => None,
     };
+    let metrics_fd = metrics_listener.as_ref().map(|l| l.as_raw_fd());
     let shared = Arc::new(Shared::new(Arc::new(config), &shutdown));
     shared
         .load_tls(&shared.config())
@@ -53,7 +103,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         listener,
         shared.clone(),
         shutdown.subscribe(),
-        alive_tx,
+        alive_tx.clone(),
     ));
     tokio::spawn(janitor(shared.clone(), shutdown.subscribe()));
     tokio::spawn(wake_idle_clients(shared.clone(), shutdown.subscribe()));
@@ -84,8 +134,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
         metrics_addr,
         local_addr,
         shared,
+        listen_fd,
+        metrics_fd,
         shutdown,
         alive_rx,
+        alive_tx: Some(alive_tx),
     })
 }
 
@@ -201,9 +254,19 @@ impl Running {
 
     /// Waits for the shutdown signal, then for sessions to finish (at most
     /// shutdown_timeout after a drain begins), then closes every pool.
+    /// What serves the clients an old process hands over (a rolling
+    /// restart). While it lives, a drain waits for it too.
+    pub fn adopter(&self) -> Option<Adopter> {
+        Some(Adopter {
+            shared: self.shared.clone(),
+            alive: self.alive_tx.clone()?,
+        })
+    }
+
     pub async fn wait(mut self) {
         let mut phase = self.shutdown.subscribe();
         reached(&mut phase, Phase::Draining).await;
+        self.alive_tx = None;
         let deadline = self.shared.config().pooler.shutdown_timeout;
         if *phase.borrow() < Phase::Stopping {
             tracing::info!(timeout = ?deadline, "draining: waiting for open transactions");

@@ -42,6 +42,10 @@ pub enum SessionError {
     OverLimit(#[from] crate::prepared::client::LimitError),
     #[error("terminating connection: pglittle is shutting down")]
     ShuttingDown,
+    /// Rolling restart: the client is idle and goes to the new process
+    /// (its socket and session state); nothing is said to it.
+    #[error("handed over to the new pglittle process")]
+    HandedOver,
     #[error("server connection lost in the middle of a transaction")]
     ServerLost,
     #[error(
@@ -85,7 +89,7 @@ impl SessionError {
             SessionError::IdleInTransaction => sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             SessionError::BatchLeftOpen(_) => sqlstate::PROTOCOL_VIOLATION,
             SessionError::OverLimit(_) => sqlstate::PROGRAM_LIMIT_EXCEEDED,
-            SessionError::ShuttingDown => sqlstate::ADMIN_SHUTDOWN,
+            SessionError::ShuttingDown | SessionError::HandedOver => sqlstate::ADMIN_SHUTDOWN,
             SessionError::ServerLost => sqlstate::CONNECTION_FAILURE,
             SessionError::Panic(_) => sqlstate::INTERNAL_ERROR,
             SessionError::NotAdmin(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -98,7 +102,10 @@ impl SessionError {
 
     /// False when the client itself is gone, so no ErrorResponse is sent.
     pub fn client_reachable(&self) -> bool {
-        !matches!(self, SessionError::ClientIo(_) | SessionError::Tls(_))
+        !matches!(
+            self,
+            SessionError::ClientIo(_) | SessionError::Tls(_) | SessionError::HandedOver
+        )
     }
 
     /// A short reason for the disconnect log line.

@@ -12,6 +12,7 @@ use pglittle::{Phase, Shutdown};
 
 #[cfg(feature = "demo")]
 mod demo;
+mod restart;
 
 /// Built with `--no-default-features`: `demo` is still listed, and says why
 /// it cannot run.
@@ -199,9 +200,22 @@ fn load(cli: &Cli) -> Result<Config, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     let config = load(&cli)?;
     let shutdown = Shutdown::new();
-    let running = pglittle::start(config, shutdown.clone())
+    // Started by a rolling restart: the old process hands over its
+    // listening sockets, then its idle clients.
+    let predecessor = match pglittle::upgrade::Channel::inherited() {
+        Some(chan) => Some(chan.map_err(|e| format!("rolling restart: {e}"))?),
+        None => None,
+    };
+    let inherited = match &predecessor {
+        Some(chan) => restart::receive_listeners(chan)?,
+        None => Default::default(),
+    };
+    let running = pglittle::app::start_with(config, shutdown.clone(), inherited)
         .await
         .map_err(|e| format!("cannot listen: {e}"))?;
+    if let Some(chan) = predecessor {
+        restart::adopt_clients(chan, &running)?;
+    }
     let cli = std::sync::Arc::new(cli);
     let source = cli.clone();
     running
@@ -212,16 +226,25 @@ async fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGTERM drains, SIGINT stops at once, SIGHUP reloads the config file.
+/// SIGTERM drains, SIGINT stops at once, SIGHUP reloads the config file,
+/// SIGUSR2 restarts without dropping clients (`upgrade`).
 fn spawn_signal_handlers(running: &pglittle::Running, shutdown: Shutdown) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
     let shared = running.shared.clone();
+    let sockets = (running.listen_fd, running.metrics_fd);
     tokio::spawn(async move {
         loop {
             tokio::select! {
+                _ = usr2.recv() => {
+                    tracing::info!("SIGUSR2: rolling restart");
+                    if let Err(e) = restart::hand_over(&shared, sockets, &shutdown).await {
+                        tracing::error!(error = %e, "rolling restart failed; this process goes on serving");
+                    }
+                }
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: draining");
                     shutdown.advance(Phase::Draining);

@@ -77,6 +77,58 @@ pub async fn accept_loop(
     }
 }
 
+/// Serves a client a rolling restart handed over from the old process:
+/// its session is rebuilt from `state` (`session::handover`) around its
+/// socket, with no handshake (the client logged in to the old process).
+pub fn adopt(
+    shared: &Arc<Shared>,
+    tcp: std::net::TcpStream,
+    state: Vec<u8>,
+    alive: mpsc::Sender<()>,
+) {
+    let Some(carried) = crate::session::handover::Carried::decode(&state) else {
+        tracing::warn!(
+            "rolling restart: a handed-over session could not be read; its client is closed"
+        );
+        return;
+    };
+    let tcp = match tcp
+        .set_nonblocking(true)
+        .and_then(|()| TcpStream::from_std(tcp))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "rolling restart: a handed-over socket is unusable");
+            return;
+        }
+    };
+    let Ok(peer) = tcp.peer_addr() else {
+        return;
+    };
+    shared.clients.fetch_add(1, Ordering::Relaxed);
+    let slot = ClientSlot(shared.clone());
+    let client = shared.client_list.register(peer, tcp.local_addr().ok());
+    let entry = client.entry.clone();
+    let shared = shared.clone();
+    let task = tokio::spawn(async move {
+        let (_slot, _alive) = (slot, alive);
+        let (db, user) = (carried.database.clone(), carried.user.clone());
+        let Some(session) = crate::session::handover::resume(&shared, tcp, carried, client).await
+        else {
+            tracing::warn!(client = %peer, db = %db, user = %user, "rolling restart: no pool here for a handed-over client; closed");
+            return;
+        };
+        tracing::debug!(client = %peer, db = %db, user = %user, "rolling restart: client taken over");
+        let reason = match session.run().await {
+            Ok(()) => "client closed the connection".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let reason = reason.escape_debug();
+        tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
+    });
+    entry.set_abort(task.abort_handle());
+}
+
 /// Where a new connection stands against `max_client_conn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {

@@ -217,6 +217,70 @@ impl ClientStatements {
     }
 }
 
+/// A client's statements as plain data, to rebuild them in another
+/// process (a rolling restart): what a client defined, not what pglittle
+/// derived from it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// Protocol-level: (client's name, SQL, parameter-type section).
+    pub named: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    /// SQL-level: (name, the whole PREPARE text).
+    pub sql: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The unnamed statement: (SQL, parameter-type section).
+    pub unnamed: Option<(Vec<u8>, Vec<u8>)>,
+    pub token: u64,
+}
+
+impl ClientStatements {
+    pub fn export(&self) -> Exported {
+        let mut named: Vec<_> = self
+            .named
+            .iter()
+            .map(|(n, d)| (n.to_vec(), d.sql.to_vec(), d.types.to_vec()))
+            .collect();
+        named.sort();
+        let mut sql: Vec<_> = self
+            .sql
+            .iter()
+            .map(|(n, t)| (n.to_vec(), t.to_vec()))
+            .collect();
+        sql.sort();
+        Exported {
+            named,
+            sql,
+            unnamed: self
+                .unnamed
+                .as_ref()
+                .map(|u| (u.sql.clone(), u.types.clone())),
+            token: self.token,
+        }
+    }
+
+    /// Rebuilds what `export` gave, as the Parses and PREPAREs that made
+    /// it would have (the same server-side names, the same effects).
+    pub fn import(max_statements: usize, e: Exported) -> ClientStatements {
+        let mut s = ClientStatements::capped(max_statements);
+        s.token = e.token;
+        for (name, sql, types) in e.named {
+            let fx = crate::sql::inspect(&sql);
+            let mut def = if fx.prepared {
+                StmtDef::private(&sql, &types, s.token)
+            } else {
+                StmtDef::new(&sql, &types)
+            };
+            def.bound = Bound::of(&sql, fx);
+            s.insert(&name, Arc::new(def));
+        }
+        for (name, text) in e.sql {
+            s.sql.insert(name.into(), text.into());
+        }
+        if let Some((sql, types)) = e.unnamed {
+            s.parse_unnamed(&sql, &types, crate::sql::inspect(&sql));
+        }
+        s
+    }
+}
+
 /// What `ClientStatements::take_all` took.
 #[derive(Debug)]
 pub struct SavedStatements {
@@ -240,5 +304,26 @@ mod tests {
         assert_eq!(a.server_name.len(), 4 + 64);
         assert!(UNKNOWN_STATEMENT.len() > 63);
         assert!(a.server_name.starts_with(b"pgl_"));
+    }
+
+    #[test]
+    fn statements_rebuilt_from_an_export_are_the_same() {
+        let mut a = ClientStatements::capped(10);
+        let def = StmtDef::new(b"select $1", b"\0\x01\0\0\0\x17");
+        a.insert(b"s1", Arc::new(def));
+        a.sql.insert(
+            b"p1".as_slice().into(),
+            b"PREPARE p1 AS select 2".as_slice().into(),
+        );
+        a.parse_unnamed(b"select 3", b"\0\0", crate::sql::inspect(b"select 3"));
+        let e = a.export();
+        let b = ClientStatements::import(10, e.clone());
+        assert_eq!(b.export(), e);
+        assert_eq!(
+            b.get(b"s1").unwrap().server_name,
+            a.get(b"s1").unwrap().server_name
+        );
+        assert_eq!(b.token, a.token);
+        assert_eq!(b.max_statements, 10);
     }
 }

@@ -85,6 +85,9 @@ impl Session {
                 self.buf = BytesMut::new();
             }
             if *shutdown.borrow_and_update() >= Phase::Draining {
+                if self.shared.handing_over() && self.can_move() {
+                    return Err(SessionError::HandedOver);
+                }
                 return Err(SessionError::ShuttingDown);
             }
             // The timer is boxed and made only when the timeout is on: this

@@ -4,6 +4,7 @@
 mod checkin;
 mod client_io;
 mod follow;
+pub mod handover;
 mod idle;
 mod panic;
 mod placement;
@@ -137,6 +138,13 @@ impl Session {
     /// told to the client when it could be.
     pub async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
         let result = self.serve_requests().await;
+        if let Err(SessionError::HandedOver) = result {
+            let shared = self.shared.clone();
+            if let Some(moved) = self.carry_out() {
+                shared.hand_over(moved);
+            }
+            return result;
+        }
         if let Err(e) = &result {
             if e.client_reachable() {
                 let _ = Box::pin(self.send_error(Severity::Fatal, e)).await;
@@ -175,7 +183,14 @@ impl Session {
                 }
             }
             if self.lease.is_none() && *shutdown.borrow() >= Phase::Draining {
-                return Err(SessionError::ShuttingDown);
+                // A rolling restart moves the client once it is idle with
+                // nothing buffered; bytes already here are served first.
+                if !self.shared.handing_over() {
+                    return Err(SessionError::ShuttingDown);
+                }
+                if self.can_move() {
+                    return Err(SessionError::HandedOver);
+                }
             }
         }
     }

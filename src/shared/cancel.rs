@@ -112,6 +112,39 @@ impl CancelRegistry {
         }
     }
 
+    /// Registers the key a client already holds (a rolling restart: the
+    /// client got it from the old process). `None` if another client of
+    /// this process holds that pid.
+    pub fn register_key(
+        self: &Arc<Self>,
+        pool: Arc<Pool>,
+        pid: i32,
+        secret: i32,
+    ) -> Option<CancelHandle> {
+        let shared = Arc::new(Shared {
+            target: Mutex::new(Target::default()),
+            delivered: Notify::new(),
+            pool: Mutex::new(pool),
+        });
+        let mut map = self.map();
+        if pid == 0 || map.contains_key(&pid) {
+            return None;
+        }
+        map.insert(
+            pid,
+            Entry {
+                secret,
+                shared: shared.clone(),
+            },
+        );
+        Some(CancelHandle {
+            registry: self.clone(),
+            pid,
+            secret,
+            shared,
+        })
+    }
+
     /// Forwards a client's CancelRequest, if the key is valid and a query
     /// is running, and waits until the server has taken it.
     pub async fn cancel(&self, pid: i32, secret: i32) {

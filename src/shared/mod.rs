@@ -25,6 +25,10 @@ use crate::topology::{HostState, Topology};
 use cancel::CancelRegistry;
 use clients::ClientRegistry;
 
+/// An idle client on its way to the new process: its socket and its
+/// session as bytes (`session::handover`).
+pub type HandedOver = (std::net::TcpStream, Vec<u8>);
+
 /// Re-reads the configuration for RELOAD (the file, or the sidecar flags).
 pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
@@ -61,6 +65,9 @@ pub struct Shared {
     pub failed_logins: failed_logins::FailedLogins,
     /// This instance's view of its fleet's shared budgets (`fleet`).
     pub fleet: fleet::Fleet,
+    /// Rolling restart: where idle sessions go (their socket and state)
+    /// once a new process has taken over the listener.
+    handover: Mutex<Option<std::sync::mpsc::Sender<HandedOver>>>,
     /// What clients are offered for TLS, from the config's files as last
     /// (re)loaded; `None` when client_tls_mode is disable.
     client_tls: RwLock<Option<crate::tls::ClientTlsSetup>>,
@@ -90,6 +97,7 @@ impl Shared {
             ryw: RywCounters::default(),
             failed_logins: Default::default(),
             fleet: Default::default(),
+            handover: Mutex::new(None),
             secrets: Default::default(),
             config: RwLock::new(config),
             pools: Pools::new(),
@@ -121,6 +129,25 @@ impl Shared {
         // open connections are not redone).
         self.topology.set_server_tls(server);
         Ok(())
+    }
+
+    /// From now on idle sessions are handed to `to` instead of closed at
+    /// the drain (a rolling restart).
+    pub fn hand_over_to(&self, to: std::sync::mpsc::Sender<HandedOver>) {
+        *self.handover.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+    }
+
+    pub fn handing_over(&self) -> bool {
+        self.handover
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Sends an idle session to the new process; false if none takes it.
+    pub fn hand_over(&self, moved: HandedOver) -> bool {
+        let to = self.handover.lock().unwrap_or_else(|e| e.into_inner());
+        to.as_ref().is_some_and(|tx| tx.send(moved).is_ok())
     }
 
     /// What clients are offered for TLS now (`None`: TLS is off).

@@ -34,10 +34,10 @@ const PGLITTLE_ENV: [&str; 8] = [
 
 /// A temp directory of this test's own, removed at the end unless the test
 /// panicked (then kept, and its path printed, for the logs in it).
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "pglittle-binary-{tag}-{}-{}",
@@ -48,11 +48,11 @@ impl TempDir {
         TempDir(dir)
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.file(name);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path
@@ -70,7 +70,7 @@ impl Drop for TempDir {
 }
 
 /// The binary, with no PGLITTLE_* variables inherited and info logging on.
-fn pglittle() -> Command {
+pub(crate) fn pglittle() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pglittle"));
     for key in PGLITTLE_ENV {
         cmd.env_remove(key);
@@ -83,14 +83,14 @@ fn pglittle() -> Command {
 }
 
 /// A running pglittle child process, killed when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     stderr: PathBuf,
 }
 
 impl Proc {
     /// Spawns `cmd` with stdout and stderr going to files in `dir`.
-    fn spawn(mut cmd: Command, dir: &TempDir) -> Proc {
+    pub(crate) fn spawn(mut cmd: Command, dir: &TempDir) -> Proc {
         let stderr = dir.file("pglittle.stderr");
         let stdout = dir.file("pglittle.stdout");
         let child = cmd
@@ -101,18 +101,18 @@ impl Proc {
         Proc { child, stderr }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Everything the child has written to stderr so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let text = std::fs::read_to_string(&self.stderr).unwrap_or_else(|e| format!("<{e}>"));
         format!("--- pglittle stderr ---\n{text}--- end ---")
     }
 
     /// Sends a signal with the `kill` command.
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
@@ -121,12 +121,12 @@ impl Proc {
         assert!(status.success(), "kill -{sig} {}: {status}", self.pid());
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait on pglittle")
     }
 
     /// Polls until the child exits, for at most `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.exited() {
@@ -141,7 +141,7 @@ impl Proc {
 
     /// Polls logins on `port` until one succeeds (the child must stay alive
     /// meanwhile), for at most [`STARTUP_LIMIT`].
-    async fn wait_ready(&mut self, port: u16) -> Client {
+    pub(crate) async fn wait_ready(&mut self, port: u16) -> Client {
         let deadline = Instant::now() + STARTUP_LIMIT;
         loop {
             if let Some(status) = self.exited() {
@@ -172,7 +172,7 @@ impl Drop for Proc {
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
@@ -180,7 +180,7 @@ fn free_port() -> u16 {
 }
 
 /// Logs in to pglittle on `port` as `app` (SCRAM) over tokio-postgres.
-async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
+pub(crate) async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
     let url = format!(
         "host=127.0.0.1 port={port} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB} connect_timeout=10"
     );
@@ -192,7 +192,7 @@ async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
 }
 
 /// A config file for database `app` on the test primary and user `app`.
-fn config_file(listen_port: u16, pool_size: usize, pooler_extra: &str) -> String {
+pub(crate) fn config_file(listen_port: u16, pool_size: usize, pooler_extra: &str) -> String {
     let primary = &cluster().primary;
     format!(
         "[pooler]\n\
@@ -212,7 +212,7 @@ fn config_file(listen_port: u16, pool_size: usize, pooler_extra: &str) -> String
 /// Starts the binary with `--config` on a file written from
 /// [`config_file`]; returns the process, its port, the file and one
 /// logged-in client (proof that it is serving).
-async fn start_with_file(
+pub(crate) async fn start_with_file(
     dir: &TempDir,
     pool_size: usize,
     pooler_extra: &str,

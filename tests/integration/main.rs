@@ -21,6 +21,7 @@ mod pool_slots;
 mod prepared;
 mod raw;
 mod replica;
+mod restart;
 mod server_login;
 mod tls;
 mod tls_both;

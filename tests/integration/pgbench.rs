@@ -14,7 +14,7 @@ fn pgbench(port: u16, schema: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// `pgbench` with more environment (PGSSLMODE and the like).
-fn pgbench_env(
+pub(crate) fn pgbench_env(
     port: u16,
     schema: &str,
     args: &[&str],
@@ -154,7 +154,7 @@ async fn pgbench_prepared_mode_through_transaction_pooling() {
     }
 }
 
-async fn own_schema(name: &str) {
+pub(crate) async fn own_schema(name: &str) {
     superuser()
         .await
         .batch_execute(&format!(

@@ -1,0 +1,147 @@
+//! Rolling restart (SIGUSR2) of the real binary: a new process takes over
+//! the listener and the idle clients, under a steady pgbench load of 100
+//! clients, and nobody sees an error.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::binary::{connect, start_with_file, TempDir};
+use crate::common::*;
+use crate::pgbench::{own_schema, pgbench_env};
+
+/// The new process's pid, from the old one's log line, once there.
+async fn successor(old: &crate::binary::Proc, limit: Duration) -> Option<u32> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let log = old.log();
+        let line = log.lines().find(|l| l.contains("started the new process"));
+        if let Some(pid) = line.and_then(|l| l.split("pid=").nth(1)?.trim().parse().ok()) {
+            return Some(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Kills the new process when the test ends, however it ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_pgbench_drops_nobody() {
+    let _heavy = HEAVY.lock().await;
+    let dir = TempDir::new("restart");
+    let (mut old, port, _file, probe) = start_with_file(
+        &dir,
+        10,
+        "shutdown_timeout = \"20s\"\nmax_client_conn = 500",
+    )
+    .await;
+    drop(probe);
+    let schema = "restart";
+    own_schema(schema).await;
+    let init = tokio::task::spawn_blocking(move || {
+        pgbench_env(port, schema, &["-i", "-q", "-s", "1"], &[])
+    })
+    .await
+    .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // A client with session state: a setting and a prepared statement.
+    let a = connect(port).await.unwrap();
+    a.batch_execute("set application_name = 'kept-across'; set statement_timeout = '7s'")
+        .await
+        .unwrap();
+    let stmt = a.prepare("select $1::int + 1").await.unwrap();
+
+    // 100 clients for 12 s; the restart comes 3 s in.
+    let bench = tokio::task::spawn_blocking(move || {
+        pgbench_env(
+            port,
+            schema,
+            &[
+                "-c",
+                "100",
+                "-j",
+                "2",
+                "-T",
+                "12",
+                "-S",
+                "-P",
+                "1",
+                "--no-vacuum",
+            ],
+            &[],
+        )
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let old_pid = old.pid();
+    old.signal("USR2");
+    let _ = old_pid;
+    let new_pid = successor(&old, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no new process started\n{}", old.log()));
+    let _new = KillOnDrop(new_pid);
+    let status = old
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old process did not finish its drain\n{}", old.log()));
+    assert!(status.success(), "old process exit {status}\n{}", old.log());
+    assert!(alive(new_pid), "the new process is gone\n{}", old.log());
+
+    let run = bench.await.unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        run.status.success(),
+        "pgbench failed\n{out}\n{err}\n{}",
+        old.log()
+    );
+    assert!(
+        out.contains("number of failed transactions: 0"),
+        "{out}\n{err}\n{}",
+        old.log()
+    );
+    // pgbench kept running: progress reported after the restart (seconds
+    // 5 to 12) with transactions in each.
+    let late: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("progress: ") && !l.contains(" 0.0 tps"))
+        .collect();
+    assert!(late.len() >= 10, "pgbench stalled: {err}");
+
+    // The idle client moved with its session: the statement, the setting.
+    let row = a
+        .query_one(&stmt, &[&41i32])
+        .await
+        .unwrap_or_else(|e| panic!("prepared statement after the restart: {e:?}\n{}", old.log()));
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert_eq!(scalar(&a, "show statement_timeout").await, "7s");
+    assert_eq!(scalar(&a, "show application_name").await, "kept-across");
+    assert!(
+        old.log()
+            .contains("rolling restart: the new process serves"),
+        "{}",
+        old.log()
+    );
+}
