@@ -193,6 +193,20 @@
 //! - `config::pgbouncer` is a pure translator (pgbouncer.ini to TOML) for
 //!   `pglittle import-pgbouncer`, split by what it reads: INI lines, key
 //!   tables, the `[pgbouncer]` and `[databases]` sections.
+//! - The relay's two pumps wake each other with `relay::signal::Signal`
+//!   (one waiter, a flag and a waker under one lock) rather than tokio's
+//!   `Notify`, and an idle client's wait leaves its waker in its client
+//!   registry entry, which `app::wake_idle_clients` wakes when the shutdown
+//!   phase moves: per transaction, no waiter list is joined and left.
+//! - Fleet sync is a background task like the probe: the arithmetic is pure
+//!   in `sizing::fleet`, the I/O and the state SHOW FLEET reads in
+//!   `shared::fleet`; its cap reaches the pools through the autosize
+//!   controller's `cap_of`, as `max_db_connections` does. The rules for
+//!   fleet names live in `config::fleet`, so config errors name their key.
+//! - A rolling restart crosses processes: `upgrade` (the one module allowed
+//!   `unsafe`: SCM_RIGHTS over a SOCK_SEQPACKET pair) carries sockets,
+//!   `session::handover` turns an idle session into bytes and back, and
+//!   the binary's `restart.rs` runs the steps on SIGUSR2.
 //!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;
