@@ -11,9 +11,8 @@
 //!    transaction finishes it; an idle one (no server held, plain TCP) is
 //!    sent over, its socket with its session as bytes
 //!    (`session::handover`), and served on by the new process; the rest
-//!    (TLS, session mode, pinned) close at their next transaction boundary,
-//!    as at a SIGTERM. The old process exits when all are gone, or at
-//!    `shutdown_timeout`.
+//!    (TLS, session mode, pinned) are served here until they leave. The
+//!    old process exits when all are gone, or at `shutdown_timeout`.
 //!
 //! The new process is the old one's child until the old one exits (then
 //! init's): under a supervisor that follows a PID (systemd's `Type=simple`)

@@ -15,12 +15,16 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub(super) fn new(pool: Arc<Pool>, conn: Conn, requested_at: Instant) -> Lease {
+    /// `counted`: the arrival was counted apart (`PoolStats::arrive`), so
+    /// the lend is counted here; otherwise both were counted together.
+    pub(super) fn new(pool: Arc<Pool>, conn: Conn, requested_at: Instant, counted: bool) -> Lease {
         // The pool stamped the lend (`State::lend`): the lease starts then,
         // with no clock read of its own.
         let now = conn.lent_at;
         let waited = now.saturating_duration_since(requested_at);
-        pool.stats.lent(now, waited);
+        if counted {
+            pool.stats.lent(now, waited);
+        }
         pool.metrics.wait.record(waited);
         pool.metrics
             .wait_micros

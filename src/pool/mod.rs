@@ -283,6 +283,12 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Lease, PoolError> {
         let started = Instant::now();
+        // The common case: an idle server, lent at once (one stats update
+        // for the arrival and the lend together).
+        if let Some(conn) = self.lend_idle_now(started) {
+            self.stats.arrive_lent(started);
+            return Ok(Lease::new(self.clone(), conn, started, false));
+        }
         self.stats.arrive(started);
         let result = self.acquire_inner(timeout, started).await;
         if result.is_err() {
@@ -307,7 +313,7 @@ impl Pool {
         let mut queue_only = false;
         loop {
             let attempt = match self.try_lend(left, queue_only) {
-                Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started)),
+                Immediate::Conn(conn) => return Ok(Lease::new(self.clone(), conn, started, true)),
                 // Boxed: opening a server (TCP, TLS, login) is a large future, and
                 // every request's future would carry it inline.
                 Immediate::Open => Box::pin(self.open(Opening::counted(self), started)).await,
@@ -397,7 +403,7 @@ impl Pool {
         started: Instant,
     ) -> Result<Lease, PoolError> {
         match grant {
-            Some(Grant::Conn(conn)) => Ok(Lease::new(self.clone(), conn, started)),
+            Some(Grant::Conn(conn)) => Ok(Lease::new(self.clone(), conn, started, true)),
             Some(Grant::Slot) => Box::pin(self.open(Opening::counted(self), started)).await,
             Some(Grant::Refused(e)) => {
                 self.log_shed(&e);
@@ -417,17 +423,7 @@ impl Pool {
             return Immediate::Closed;
         }
         let now = Instant::now();
-        while let Some(mut conn) = st.idle.pop() {
-            let stale = now.duration_since(conn.last_used) >= st.settings.server_check_delay;
-            let dead = if stale {
-                conn.is_broken()
-            } else {
-                conn.looks_closed()
-            };
-            if dead || st.expired(&conn, now) {
-                continue;
-            }
-            st.lend(&mut conn, now);
+        if let Some(conn) = live_idle(&mut st, now) {
             return Immediate::Conn(conn);
         }
         if !queue_only && st.total() < st.settings.size {
@@ -445,6 +441,39 @@ impl Pool {
         st.waiters.push_back(Waiter { id, tx, deadline });
         Immediate::Queued(id, rx)
     }
+}
+
+impl Pool {
+    /// An idle server lent at once, when the pool is open and not paused.
+    fn lend_idle_now(&self, now: Instant) -> Option<Conn> {
+        if *self.paused.borrow() {
+            return None;
+        }
+        let mut st = self.state();
+        if st.closed {
+            return None;
+        }
+        live_idle(&mut st, now)
+    }
+}
+
+/// The most recently used idle server that is alive, lent at `now`;
+/// dead or expired ones on the way are dropped.
+fn live_idle(st: &mut State, now: Instant) -> Option<Conn> {
+    while let Some(mut conn) = st.idle.pop() {
+        let stale = now.duration_since(conn.last_used) >= st.settings.server_check_delay;
+        let dead = if stale {
+            conn.is_broken()
+        } else {
+            conn.looks_closed()
+        };
+        if dead || st.expired(&conn, now) {
+            continue;
+        }
+        st.lend(&mut conn, now);
+        return Some(conn);
+    }
+    None
 }
 
 /// What is left of a wait of `timeout` (zero: forever) begun at `started`;

@@ -25,7 +25,7 @@ impl Pool {
             match self.connect().await {
                 Ok(mut conn) => {
                     place.fill(&mut conn);
-                    return Ok(Lease::new(self.clone(), conn, started));
+                    return Ok(Lease::new(self.clone(), conn, started, true));
                 }
                 Err(e) if self.worth_waiting(&e, started, pause) => {
                     tokio::time::sleep(pause).await;
@@ -66,7 +66,7 @@ impl Pool {
     ) -> Result<Lease, PoolError> {
         let mut conn = self.connect().await?;
         place.fill(&mut conn);
-        Ok(Lease::new(self.clone(), conn, Instant::now()))
+        Ok(Lease::new(self.clone(), conn, Instant::now(), true))
     }
 
     async fn connect(&self) -> Result<Conn, PoolError> {

@@ -84,11 +84,9 @@ impl Session {
                 // Idle clients hold no buffer: memory per idle client stays small.
                 self.buf = BytesMut::new();
             }
-            if *shutdown.borrow_and_update() >= Phase::Draining {
-                if self.shared.handing_over() && self.can_move() {
-                    return Err(SessionError::HandedOver);
-                }
-                return Err(SessionError::ShuttingDown);
+            let phase = *shutdown.borrow_and_update();
+            if phase >= Phase::Draining {
+                self.leave_at_drain(phase)?;
             }
             // The timer is boxed and made only when the timeout is on: this
             // wait is what every idle client holds, so every byte counts.

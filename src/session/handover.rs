@@ -5,7 +5,8 @@
 //!
 //! Only a client that holds no server, has no bytes half read and speaks
 //! plain TCP can move (a TLS session's keys live in the old process's
-//! rustls state); the others are drained as at a shutdown. What moves: the
+//! rustls state); the others stay on the old process until they leave or
+//! the drain times out (`Session::leave_at_drain`). What moves: the
 //! database and user, the application_name, the session's parameters
 //! (startup and current), its cancel key, its prepared statements
 //! (protocol and SQL level, and the unnamed one), and its read-your-writes
@@ -173,6 +174,26 @@ impl Session {
     /// no server, nothing half read, plain TCP.
     pub(super) fn can_move(&self) -> bool {
         self.lease.is_none() && self.buf.is_empty() && self.client.as_tcp().is_some()
+    }
+
+    /// At a transaction boundary while draining: a SIGTERM drain closes
+    /// the client (`ShuttingDown`); a rolling restart moves it once it is
+    /// idle with nothing buffered (`HandedOver`), and serves one that
+    /// cannot move (TLS, a held server) here until it leaves or the drain
+    /// times out (`Ok`).
+    pub(super) fn leave_at_drain(
+        &self,
+        phase: crate::shutdown::Phase,
+    ) -> Result<(), crate::error::SessionError> {
+        use crate::error::SessionError;
+        let moving = self.shared.handing_over() && phase < crate::shutdown::Phase::Stopping;
+        if !moving {
+            return Err(SessionError::ShuttingDown);
+        }
+        if self.can_move() {
+            return Err(SessionError::HandedOver);
+        }
+        Ok(())
     }
 
     /// The session as data and its socket, for the new process.

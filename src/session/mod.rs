@@ -182,15 +182,9 @@ impl Session {
                     return Err(SessionError::Panic(what));
                 }
             }
-            if self.lease.is_none() && *shutdown.borrow() >= Phase::Draining {
-                // A rolling restart moves the client once it is idle with
-                // nothing buffered; bytes already here are served first.
-                if !self.shared.handing_over() {
-                    return Err(SessionError::ShuttingDown);
-                }
-                if self.can_move() {
-                    return Err(SessionError::HandedOver);
-                }
+            let phase = *shutdown.borrow();
+            if self.lease.is_none() && phase >= Phase::Draining {
+                self.leave_at_drain(phase)?;
             }
         }
     }

@@ -30,6 +30,8 @@ use crate::sizing::fleet::{self as rules, Published, Round, Step};
 /// The other members of the fleet, by their published application_name.
 const READ_SQL: &str = "SELECT application_name FROM pg_stat_activity \
      WHERE starts_with(application_name, $1) AND pid <> pg_backend_pid()";
+/// The window demand is measured over.
+const DEMAND_WINDOW: Duration = Duration::from_secs(2);
 /// Publishes this instance's state on the sync connection.
 const PUBLISH_SQL: &str = "SELECT set_config('application_name', $1, false)";
 
@@ -199,7 +201,7 @@ impl Shared {
                 state.limit = to;
                 let mut p = decision.publish.clone();
                 if local.held > to {
-                    p.cap = from;
+                    (p.cap, p.held) = (from, local.held);
                 }
                 conn.query_with_param(PUBLISH_SQL, &rules::encode(&p), timeout)
                     .await?;
@@ -277,10 +279,14 @@ impl Shared {
     }
 
     /// Held connections and demand of the database's pools on its primary.
-    /// Demand: what each auto-sized pool's controller wants, or what is in
-    /// use and queued now if that is more.
+    /// Demand: the servers in use plus the clients queued, as the mean of
+    /// the last [`DEMAND_WINDOW`] (or now, if more), with the auto-size
+    /// headroom: it follows a load that moves in and out within seconds,
+    /// where the controller's own size shrinks only after a while.
     fn fleet_local(&self, db: &str) -> Local {
         let primary = self.topology.get(db).map(|h| h.primary.addr());
+        let headroom = 1.0 + f64::from(self.config().pooler.sizing_headroom_percent) / 100.0;
+        let now = Instant::now();
         let mut local = Local { held: 0, demand: 0 };
         for pool in self.pools.all() {
             let on_primary = primary.as_ref().is_none_or(|a| *a == pool.target().addr());
@@ -288,9 +294,10 @@ impl Shared {
                 continue;
             }
             let s = pool.status();
-            let want = pool.want.load(std::sync::atomic::Ordering::Relaxed);
+            let f = pool.stats.figures(now, DEMAND_WINDOW);
+            let used = (f.busy_mean + f.waiting_mean).max((s.active + s.waiting) as f64);
             local.held += (s.idle + s.active + s.connecting) as u32;
-            local.demand += want.max(s.active + s.waiting) as u32;
+            local.demand += (used * headroom).ceil() as u32;
         }
         local
     }

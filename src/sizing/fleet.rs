@@ -104,10 +104,10 @@ const _: () = assert!(
 pub const FLOOR: u32 = 1;
 /// For its first rounds an instance bids at least an equal share of the
 /// budget: it has no measured demand yet, and its clients are on the way.
-pub const NEW_ROUNDS: u32 = 10;
+pub const NEW_ROUNDS: u32 = 3;
 /// A cap above the fair share gives back this part of the surplus per round
 /// (rounded up, so at least one).
-pub const GIVE_BACK_PART: u32 = 4;
+pub const GIVE_BACK_PART: u32 = 2;
 /// A raise must be published within this time of the snapshot it was dealt
 /// from, or be dropped: the safety argument needs a step to be short
 /// against the sync period.

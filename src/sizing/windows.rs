@@ -209,6 +209,18 @@ impl PoolStats {
         });
     }
 
+    /// A client asked for a server and got one at once: `arrive` and a
+    /// `lent` after no wait, in one update.
+    pub fn arrive_lent(&self, now: Instant) {
+        self.with(now, |i, sec| {
+            i.busy += 1;
+            let s = i.slot(sec);
+            s.arrivals += 1;
+            s.waits += 1;
+            s.wait_hist[0] += 1;
+        });
+    }
+
     /// A client stopped waiting without a server (timeout, error).
     pub fn gave_up(&self, now: Instant) {
         self.with(now, |i, _| i.waiting = i.waiting.saturating_sub(1));
