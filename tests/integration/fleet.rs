@@ -273,3 +273,72 @@ async fn four_instances_share_one_budget_as_the_load_moves() {
         "the busy instances never used the budget (at most {worst})"
     );
 }
+
+/// SHOW FLEET's instance column on the binary listening on `port`.
+async fn fleet_members(port: u16) -> Vec<String> {
+    let url = format!(
+        "host=127.0.0.1 port={port} user={} password={} dbname=pgbouncer",
+        pgcluster::APP_USER,
+        pgcluster::APP_PASSWORD
+    );
+    let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+        return Vec::new();
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let rows = crate::console::rows(&client, "SHOW FLEET").await;
+    rows.iter()
+        .map(|r| crate::console::cell(r, "instance").to_string())
+        .filter(|i| i != "(fleet)")
+        .collect()
+}
+
+/// Two real processes; one is killed (SIGKILL: no goodbye, its sync
+/// connection dies with it) and the other counts it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_is_counted_out_by_the_others() {
+    use crate::binary::{config_file, free_port, pglittle, Proc, TempDir};
+    let fleet = format!("k{}", std::process::id() % 100_000);
+    let start = |id: &'static str, dir: &TempDir| {
+        let port = free_port();
+        let text = config_file(
+            port,
+            2,
+            &format!(
+                "max_db_connections = 20\nadmin_users = [\"app\"]\nfleet = \"{fleet}\"\n\
+             fleet_instance = \"{id}\"\nfleet_sync_period = \"250ms\""
+            ),
+        )
+        .replace("pool_size = 2", "pool_size = \"auto\"");
+        let file = dir.write("pooler.toml", &text);
+        let mut cmd = pglittle();
+        cmd.arg("--config").arg(&file);
+        (Proc::spawn(cmd, dir), port)
+    };
+    let (dir_a, dir_b) = (TempDir::new("fleet-a"), TempDir::new("fleet-b"));
+    let (mut a, port_a) = start("a", &dir_a);
+    let (mut b, port_b) = start("b", &dir_b);
+    let _probes = (a.wait_ready(port_a).await, b.wait_ready(port_b).await);
+    let both = eventually(Duration::from_secs(10), || async {
+        fleet_members(port_b).await == ["a", "b"]
+    })
+    .await;
+    assert!(
+        both,
+        "b never saw a: {:?}\n{}",
+        fleet_members(port_b).await,
+        b.log()
+    );
+    a.signal("KILL");
+    let alone = eventually(Duration::from_secs(5), || async {
+        fleet_members(port_b).await == ["b"]
+    })
+    .await;
+    assert!(
+        alone,
+        "b still counts a: {:?}\n{}",
+        fleet_members(port_b).await,
+        b.log()
+    );
+}
