@@ -55,18 +55,7 @@ pub(crate) async fn tpcb_loses_nothing(
     tweak(&mut cfg);
     let p = pooler(cfg).await;
     let port = p.port;
-    own_schema(schema).await;
-    let env2 = env.clone();
-    let init = tokio::task::spawn_blocking(move || {
-        pgbench_env(port, schema, &["-i", "-q", "-s", "1"], &env2)
-    })
-    .await
-    .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    pgbench_init(port, schema, env.clone()).await;
     let run = tokio::task::spawn_blocking(move || {
         pgbench_env(
             port,
@@ -154,7 +143,26 @@ async fn pgbench_prepared_mode_through_transaction_pooling() {
     }
 }
 
-pub(crate) async fn own_schema(name: &str) {
+/// `pgbench -i -s 1` through the pooler on `port`, in its own `schema`.
+pub(crate) async fn pgbench_init(
+    port: u16,
+    schema: &'static str,
+    env: Vec<(&'static str, String)>,
+) {
+    own_schema(schema).await;
+    let init = tokio::task::spawn_blocking(move || {
+        pgbench_env(port, schema, &["-i", "-q", "-s", "1"], &env)
+    })
+    .await
+    .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+}
+
+async fn own_schema(name: &str) {
     superuser()
         .await
         .batch_execute(&format!(

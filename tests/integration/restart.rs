@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::binary::{connect, start_with_file, TempDir};
 use crate::common::*;
-use crate::pgbench::{own_schema, pgbench_env};
+use crate::pgbench::{pgbench_env, pgbench_init};
 
 /// The new process's pid, from the old one's log line, once there.
 async fn successor(old: &crate::binary::Proc, limit: Duration) -> Option<u32> {
@@ -55,17 +55,7 @@ async fn a_rolling_restart_under_pgbench_drops_nobody() {
     .await;
     drop(probe);
     let schema = "restart";
-    own_schema(schema).await;
-    let init = tokio::task::spawn_blocking(move || {
-        pgbench_env(port, schema, &["-i", "-q", "-s", "1"], &[])
-    })
-    .await
-    .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    pgbench_init(port, schema, Vec::new()).await;
 
     // A client with session state: a setting and a prepared statement.
     let a = connect(port).await.unwrap();
@@ -122,13 +112,14 @@ async fn a_rolling_restart_under_pgbench_drops_nobody() {
         "{out}\n{err}\n{}",
         old.log()
     );
-    // pgbench kept running: progress reported after the restart (seconds
-    // 5 to 12) with transactions in each.
+    // pgbench kept running: a progress line with transactions in nearly
+    // every second of the 12 (its connection phase counts inside -T, and
+    // the restart is at 3 s).
     let late: Vec<&str> = err
         .lines()
         .filter(|l| l.starts_with("progress: ") && !l.contains(" 0.0 tps"))
         .collect();
-    assert!(late.len() >= 10, "pgbench stalled: {err}");
+    assert!(late.len() >= 8, "pgbench stalled: {err}");
 
     // The idle client moved with its session: the statement, the setting.
     let row = a
