@@ -82,10 +82,11 @@ impl Channel {
     }
 
     /// The end this process inherited, if it was started by a rolling
-    /// restart. The variable is removed, so a later restart starts clean.
+    /// restart. (The variable stays set: changing the environment of a
+    /// running multi-threaded process is a race, and a later restart sets
+    /// its own child's value anyway.)
     pub fn inherited() -> Option<io::Result<Channel>> {
         let value = std::env::var(ENV_FD).ok()?;
-        std::env::remove_var(ENV_FD);
         let fd: RawFd = match value.parse() {
             Ok(fd) if fd > 2 => fd,
             _ => {
