@@ -94,6 +94,10 @@ enum Command {
     /// Print the pglittle TOML equivalent of a PgBouncer pgbouncer.ini
     /// (on stdout; what could not be carried over, on stderr).
     ImportPgbouncer { file: PathBuf },
+    /// Rolling restart of the pglittle running as PID: the same as
+    /// `kill -USR2 PID` (a new process takes over its listener and idle
+    /// clients; see README, "Rolling restarts").
+    Upgrade { pid: i32 },
     /// Start a throwaway local primary and replica with pglittle in front.
     Demo {
         /// Where pglittle listens (falls back to a free port if taken).
@@ -141,6 +145,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::CheckConfig { ref file }) => check_config(file),
         Some(Command::ImportPgbouncer { ref file }) => import_pgbouncer(file),
+        Some(Command::Upgrade { pid }) => pglittle::upgrade::request(pid)
+            .map_err(|e| format!("cannot signal pglittle (pid {pid}): {e}")),
         Some(Command::Demo { listen }) => runtime.block_on(demo::run(listen)),
         None => runtime.block_on(run(cli)),
     };

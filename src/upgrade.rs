@@ -198,6 +198,16 @@ impl Channel {
     }
 }
 
+/// `pglittle upgrade PID`: asks the pglittle running as `pid` for a
+/// rolling restart (SIGUSR2).
+pub fn request(pid: i32) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::other("not a process id"));
+    }
+    // SAFETY: kill has no memory effects; a positive pid names one process.
+    check(unsafe { libc::kill(pid, libc::SIGUSR2) }).map(|_| ())
+}
+
 /// Starts the same executable with the same arguments, handing it the
 /// other end of a new pair; returns this process's end.
 pub fn spawn_successor() -> io::Result<Channel> {

@@ -85,9 +85,13 @@ async fn a_rolling_restart_under_pgbench_drops_nobody() {
         )
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let old_pid = old.pid();
-    old.signal("USR2");
-    let _ = old_pid;
+    // `pglittle upgrade PID` sends the SIGUSR2.
+    let asked = crate::binary::pglittle()
+        .arg("upgrade")
+        .arg(old.pid().to_string())
+        .status()
+        .expect("run pglittle upgrade");
+    assert!(asked.success(), "pglittle upgrade: {asked}");
     let new_pid = successor(&old, Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no new process started\n{}", old.log()));
