@@ -270,6 +270,23 @@ pub fn config_rows(p: &PoolerSettings) -> Vec<(&'static str, String)> {
             "sizing_headroom_percent",
             p.sizing_headroom_percent.to_string(),
         ),
+        (
+            "fleet",
+            p.fleet.as_ref().map(|f| f.name.clone()).unwrap_or_default(),
+        ),
+        (
+            "fleet_instance",
+            p.fleet
+                .as_ref()
+                .map(|f| f.instance.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "fleet_sync_period",
+            d(p.fleet
+                .as_ref()
+                .map_or(crate::config::fleet::DEFAULT_SYNC_PERIOD, |f| f.sync_period)),
+        ),
     ]
 }
 

@@ -214,6 +214,9 @@ async fn four_instances_share_one_budget_as_the_load_moves() {
     let ids: Vec<String> = rows.iter().map(|r| col(r, "instance")).collect();
     assert_eq!(ids, ["i0", "i1", "i2", "i3", "(fleet)"], "{rows:?}");
     assert_eq!(col(&rows[1], "me"), "yes");
+    let config = crate::console::rows(&admin, "SHOW CONFIG").await;
+    let fleet_key = config.iter().find(|r| col(r, "key") == "fleet");
+    assert_eq!(fleet_key.map(|r| col(r, "value")), Some(fleet.clone()));
     let caps: usize = col(&rows[4], "cap").parse().unwrap();
     assert!(
         caps <= BUDGET && col(&rows[4], "budget") == "40",
