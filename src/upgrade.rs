@@ -49,6 +49,20 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Runs a system call again while a signal interrupts it; its result.
+fn retrying(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Room for one file descriptor's control message, aligned for `cmsghdr`.
 #[repr(C, align(8))]
 struct ControlRoom([u8; 64]);
@@ -106,24 +120,31 @@ impl Channel {
 
     /// Sends one message: a kind byte, a body, and optionally a descriptor.
     pub fn send(&self, kind: u8, body: &[u8], fd: Option<RawFd>) -> io::Result<()> {
-        let mut data = Vec::with_capacity(1 + body.len());
-        data.push(kind);
-        data.extend_from_slice(body);
-        if data.len() > MAX_MESSAGE {
+        if 1 + body.len() > MAX_MESSAGE {
             return Err(io::Error::other("message too large to hand over"));
         }
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
+        let mut kind = [kind];
+        // The kind byte and the body, gathered: no copy of the body.
+        let mut iov = [
+            libc::iovec {
+                iov_base: kind.as_mut_ptr().cast(),
+                iov_len: 1,
+            },
+            libc::iovec {
+                iov_base: body.as_ptr().cast_mut().cast(),
+                iov_len: body.len(),
+            },
+        ];
         let mut room = ControlRoom([0; 64]);
         // SAFETY: zeroed is a valid msghdr; every pointer set below outlives
-        // the sendmsg call, and the control message is built with the
-        // CMSG_* helpers inside `room`, which is large and aligned enough.
+        // the sendmsg call (sendmsg only reads through the iovecs, so the
+        // body's const pointer is not written), and the control message is
+        // built with the CMSG_* helpers inside `room`, which is large and
+        // aligned enough.
         unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
             if let Some(fd) = fd {
                 let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
                 msg.msg_control = room.0.as_mut_ptr().cast();
@@ -134,16 +155,7 @@ impl Channel {
                 (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
                 std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
             }
-            loop {
-                let n = libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
-                if n >= 0 {
-                    return Ok(());
-                }
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            retrying(|| libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)).map(|_| ())
         }
     }
 
@@ -165,16 +177,8 @@ impl Channel {
             msg.msg_iovlen = 1;
             msg.msg_control = room.0.as_mut_ptr().cast();
             msg.msg_controllen = room.0.len();
-            let n = loop {
-                let n = libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-                if n >= 0 {
-                    break n as usize;
-                }
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            };
+            let n =
+                retrying(|| libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC))?;
             let mut fd = None;
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {

@@ -156,6 +156,18 @@ pub(super) fn merge_auth_file(
     Ok(())
 }
 
+impl super::Config {
+    /// How pglittle's own connections (the health probe, fleet sync) log
+    /// in: the first `[users]` entry, in name order, with a server_password
+    /// or a password. `None`: no entry has one.
+    pub fn own_login(&self) -> Option<(&str, &str)> {
+        self.users.iter().find_map(|(name, u)| {
+            let p = u.server_password.as_ref().or(u.password.as_ref())?;
+            Some((name.as_str(), p.as_str()))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,20 +61,50 @@ pub async fn accept_loop(
             }
         };
         let max = shared.config().pooler.max_client_conn;
-        let live = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
-        let slot = ClientSlot(shared.clone());
-        let client = shared.client_list.register(peer, stream.local_addr().ok());
-        let entry = client.entry.clone();
-        let shared = shared.clone();
-        let alive = alive.clone();
-        let task = tokio::spawn(async move {
-            let _slot = slot;
-            let _alive = alive;
-            let admission = Admission::of(live, max);
-            serve(shared, stream, peer, admission, client).await;
-        });
-        entry.set_abort(task.abort_handle());
+        let local = stream.local_addr().ok();
+        spawn_client(
+            &shared,
+            (peer, local),
+            alive.clone(),
+            move |shared, client, live| {
+                serve(shared, stream, peer, Admission::of(live, max), client)
+            },
+        );
     }
+}
+
+/// Counts a client in (`max_client_conn`, the client registry, the
+/// drain's `alive`), runs `work` as its task (given the registry guard and
+/// the client's place among live ones), and lets KILL abort it.
+fn spawn_client<F, Fut>(
+    shared: &Arc<Shared>,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
+    alive: mpsc::Sender<()>,
+    work: F,
+) where
+    F: FnOnce(Arc<Shared>, ClientGuard, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let live = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let slot = ClientSlot(shared.clone());
+    let client = shared.client_list.register(peer, local);
+    let entry = client.entry.clone();
+    let shared = shared.clone();
+    let task = tokio::spawn(async move {
+        let (_slot, _alive) = (slot, alive);
+        work(shared, client, live).await;
+    });
+    entry.set_abort(task.abort_handle());
+}
+
+/// Runs a logged-in session to its end and logs why it ended.
+async fn run_session(session: Box<Session>, peer: SocketAddr, db: &str, user: &str) {
+    let reason = match session.run().await {
+        Ok(()) => "client closed the connection".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let reason = reason.escape_debug();
+    tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
 }
 
 /// Serves a client a rolling restart handed over from the old process:
@@ -105,28 +135,23 @@ pub fn adopt(
     let Ok(peer) = tcp.peer_addr() else {
         return;
     };
-    shared.clients.fetch_add(1, Ordering::Relaxed);
-    let slot = ClientSlot(shared.clone());
-    let client = shared.client_list.register(peer, tcp.local_addr().ok());
-    let entry = client.entry.clone();
-    let shared = shared.clone();
-    let task = tokio::spawn(async move {
-        let (_slot, _alive) = (slot, alive);
-        let (db, user) = (carried.database.clone(), carried.user.clone());
-        let Some(session) = crate::session::handover::resume(&shared, tcp, carried, client).await
-        else {
-            tracing::warn!(client = %peer, db = %db, user = %user, "rolling restart: no pool here for a handed-over client; closed");
-            return;
-        };
-        tracing::debug!(client = %peer, db = %db, user = %user, "rolling restart: client taken over");
-        let reason = match session.run().await {
-            Ok(()) => "client closed the connection".to_string(),
-            Err(e) => e.to_string(),
-        };
-        let reason = reason.escape_debug();
-        tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
-    });
-    entry.set_abort(task.abort_handle());
+    let local = tcp.local_addr().ok();
+    spawn_client(
+        shared,
+        (peer, local),
+        alive,
+        move |shared, client, _| async move {
+            let (db, user) = (carried.database.clone(), carried.user.clone());
+            let Some(session) =
+                crate::session::handover::resume(&shared, tcp, carried, client).await
+            else {
+                tracing::warn!(client = %peer, db = %db, user = %user, "rolling restart: no pool here for a handed-over client; closed");
+                return;
+            };
+            tracing::debug!(client = %peer, db = %db, user = %user, "rolling restart: client taken over");
+            run_session(session, peer, &db, &user).await;
+        },
+    );
 }
 
 /// Where a new connection stands against `max_client_conn`.
@@ -172,12 +197,7 @@ pub async fn serve(
     // every bigger step (the handshake above; lending, relaying, resetting
     // inside `run`) is boxed, so an idle client costs a small future, not
     // the largest one.
-    let reason = match session.run().await {
-        Ok(()) => "client closed the connection".to_string(),
-        Err(e) => e.to_string(),
-    };
-    let reason = reason.escape_debug();
-    tracing::info!(client = %peer, db = %db, user = %user, reason = %reason, "client disconnected");
+    run_session(session, peer, &db, &user).await;
 }
 
 /// The handshake; a console client is served here to the end, a pool

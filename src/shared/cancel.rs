@@ -84,52 +84,33 @@ impl CancelRegistry {
 
     /// Issues a fresh, fully random key for a client of `pool`.
     pub fn register(self: &Arc<Self>, pool: Arc<Pool>) -> CancelHandle {
-        let shared = Arc::new(Shared {
-            target: Mutex::new(Target::default()),
-            delivered: Notify::new(),
-            pool: Mutex::new(pool),
-        });
         let secret = rand::random::<i32>();
-        let mut map = self.map();
-        let pid = loop {
-            let pid = rand::random::<i32>();
-            if pid != 0 && !map.contains_key(&pid) {
-                break pid;
+        loop {
+            if let Some(h) = self.register_key(pool.clone(), rand::random::<i32>(), secret) {
+                return h;
             }
-        };
-        map.insert(
-            pid,
-            Entry {
-                secret,
-                shared: shared.clone(),
-            },
-        );
-        CancelHandle {
-            registry: self.clone(),
-            pid,
-            secret,
-            shared,
         }
     }
 
-    /// Registers the key a client already holds (a rolling restart: the
-    /// client got it from the old process). `None` if another client of
-    /// this process holds that pid.
+    /// Registers the key `(pid, secret)` for a client of `pool`: a fresh
+    /// random one (`register`), or one the client already holds (a rolling
+    /// restart: it got it from the old process). `None` if the pid is 0 or
+    /// another client of this process holds it.
     pub fn register_key(
         self: &Arc<Self>,
         pool: Arc<Pool>,
         pid: i32,
         secret: i32,
     ) -> Option<CancelHandle> {
+        let mut map = self.map();
+        if pid == 0 || map.contains_key(&pid) {
+            return None;
+        }
         let shared = Arc::new(Shared {
             target: Mutex::new(Target::default()),
             delivered: Notify::new(),
             pool: Mutex::new(pool),
         });
-        let mut map = self.map();
-        if pid == 0 || map.contains_key(&pid) {
-            return None;
-        }
         map.insert(
             pid,
             Entry {

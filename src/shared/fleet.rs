@@ -247,14 +247,7 @@ impl Shared {
             code: crate::protocol::sqlstate::INVALID_AUTHORIZATION_SPECIFICATION.into(),
             message: "fleet sync needs a user entry with a password".into(),
         };
-        let (user, password) = config
-            .users
-            .iter()
-            .find_map(|(name, u)| {
-                let p = u.server_password.as_ref().or(u.password.as_ref())?;
-                Some((name.clone(), p.clone()))
-            })
-            .ok_or_else(no_login)?;
+        let (user, password) = config.own_login().ok_or_else(no_login)?;
         let dbc = config
             .databases
             .get(db)
@@ -269,13 +262,13 @@ impl Shared {
             host: primary.0,
             port: primary.1,
             dbname: dbc.dbname.clone(),
-            user,
+            user: user.to_string(),
             connect_timeout: p.server_connect_timeout.min(Duration::from_secs(2)),
             max_prepared_statements: 0,
             allow_cleartext: p.server_allow_cleartext,
             tls: self.topology.server_tls(),
         };
-        Ok((target, ServerAuth::Password(password)))
+        Ok((target, ServerAuth::Password(password.to_string())))
     }
 
     /// Held connections and demand of the database's pools on its primary.

@@ -281,12 +281,8 @@ impl Probe<'_> {
 
     /// The first configured user with a password logs the probe in.
     fn login(&self) -> Option<(String, ServerAuth)> {
-        self.cfg.users.iter().find_map(|(name, u)| {
-            u.server_password
-                .as_ref()
-                .or(u.password.as_ref())
-                .map(|p| (name.clone(), ServerAuth::Password(p.clone())))
-        })
+        let (user, password) = self.cfg.own_login()?;
+        Some((user.to_string(), ServerAuth::Password(password.to_string())))
     }
 
     /// Liveness only: a lone primary, or a host with no password to log in
