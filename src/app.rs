@@ -156,16 +156,13 @@ async fn wake_idle_clients(shared: Arc<Shared>, mut phase: tokio::sync::watch::R
 }
 
 /// Fleet sync (`shared::fleet`): one round every fleet_sync_period while
-/// a fleet is configured (a RELOAD may set or unset it). Its connections
+/// a fleet is configured (a RELOAD may set or unset it), the second one
+/// sooner. Its connections
 /// close at the stop, so the other members take this one's share.
 async fn fleet_sync(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<Phase>) {
     let mut conns = crate::shared::fleet::FleetConns::default();
     loop {
-        let period = shared.config().pooler.fleet.as_ref().map(|f| f.sync_period);
-        if period.is_some() {
-            shared.fleet_round(&mut conns).await;
-        }
-        let wait = period.unwrap_or(crate::config::fleet::DEFAULT_SYNC_PERIOD);
+        let wait = shared.fleet_round(&mut conns).await;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = reached(&mut shutdown, Phase::Stopping) => break,
@@ -179,35 +176,42 @@ async fn janitor(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
     let mut tick = tokio::time::interval(JANITOR_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let capped = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shared.fleet.moved.notified() => true,
             _ = reached(&mut shutdown, Phase::Stopping) => return,
+        };
+        let config = shared.config();
+        let cap_of = |db: &str| {
+            let cap = Some(config.max_db_connections_for(db)).filter(|c| *c > 0);
+            match (cap, shared.fleet.cap(db)) {
+                (Some(c), Some(f)) => Some(c.min(f)),
+                (c, f) => f.or(c),
+            }
+        };
+        let pools = shared.pools.all();
+        if capped {
+            // A fleet cap moved between ticks: apply it now, and close what
+            // a lower one leaves idle (the next sync publishes it once done).
+            let budget_of = |host: &str| budgets.get(host).copied();
+            crate::pool::autosize::reapply(&pools, budget_of, cap_of);
+            for pool in &pools {
+                pool.maintain().await;
+            }
+            continue;
         }
         let now = Instant::now();
-        let pools = shared.pools.all();
         for pool in &pools {
             pool.maintain().await;
             pool.metrics.tick(now, STATS_PERIOD);
         }
         share_budgets(&pools, &mut budgets).await;
-        let config = shared.config();
         let goal = crate::sizing::Goal {
             headroom: f64::from(config.pooler.sizing_headroom_percent) / 100.0,
             wait_target: config.pooler.sizing_wait_target,
         };
-        crate::pool::autosize::autosize(
-            &pools,
-            now,
-            &goal,
-            |host| budgets.get(host).copied(),
-            |db| {
-                let cap = Some(config.max_db_connections_for(db)).filter(|c| *c > 0);
-                match (cap, shared.fleet.cap(db)) {
-                    (Some(c), Some(f)) => Some(c.min(f)),
-                    (c, f) => f.or(c),
-                }
-            },
-        );
+        let budget_of = |host: &str| budgets.get(host).copied();
+        crate::pool::autosize::autosize(&pools, now, &goal, budget_of, cap_of);
     }
 }
 

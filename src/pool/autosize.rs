@@ -108,11 +108,50 @@ pub fn autosize(
             }
         })
         .collect();
-    if !any_auto {
-        return;
+    if any_auto {
+        apply(pools, &claims, budget_of, cap_of);
     }
-    let sizes = allocate(&claims, budget_of, cap_of, FALLBACK_BUDGET);
-    for ((pool, claim), size) in pools.iter().zip(&claims).zip(sizes) {
+}
+
+/// The budgets and caps applied again between ticks (a fleet cap moved):
+/// each auto-sized pool keeps the controller's last want, and gets what the
+/// caps now allow of it.
+pub fn reapply(
+    pools: &[Arc<Pool>],
+    budget_of: impl Fn(&str) -> Option<usize>,
+    cap_of: impl Fn(&str) -> Option<usize>,
+) {
+    let claims: Vec<Claim> = pools
+        .iter()
+        .map(|p| {
+            let settings = p.settings();
+            let auto = settings.auto.is_some();
+            let want = match p.want.load(Ordering::Relaxed) {
+                w if auto && w > 0 => w,
+                _ => settings.size,
+            };
+            Claim {
+                host: p.target().addr(),
+                database: p.database.clone(),
+                want,
+                auto,
+                min: settings.min_size,
+            }
+        })
+        .collect();
+    if claims.iter().any(|c| c.auto) {
+        apply(pools, &claims, budget_of, cap_of);
+    }
+}
+
+fn apply(
+    pools: &[Arc<Pool>],
+    claims: &[Claim],
+    budget_of: impl Fn(&str) -> Option<usize>,
+    cap_of: impl Fn(&str) -> Option<usize>,
+) {
+    let sizes = allocate(claims, budget_of, cap_of, FALLBACK_BUDGET);
+    for ((pool, claim), size) in pools.iter().zip(claims).zip(sizes) {
         if claim.auto {
             pool.resize(size);
         }

@@ -55,6 +55,10 @@ pub struct DbFleet {
 #[derive(Default)]
 pub struct Fleet {
     dbs: Mutex<BTreeMap<String, DbFleet>>,
+    /// Told when a cap moved, so the janitor applies it to the pools at
+    /// once rather than at its next tick: a lowering is published only once
+    /// the pools hold no more, so every tick waited would slow the hand-back.
+    pub moved: tokio::sync::Notify,
 }
 
 impl Fleet {
@@ -133,12 +137,15 @@ struct Local {
 }
 
 impl Shared {
-    /// One sync round over every database with a budget.
-    pub async fn fleet_round(&self, conns: &mut FleetConns) {
+    /// One sync round over every database with a budget. Returns how long
+    /// to wait for the next: the sync period, or [`rules::JOIN_WAIT`] after
+    /// a round that (re)joined the fleet for some database.
+    pub async fn fleet_round(&self, conns: &mut FleetConns) -> Duration {
         let config = self.config();
         let Some(settings) = config.pooler.fleet.clone() else {
-            return;
+            return crate::config::fleet::DEFAULT_SYNC_PERIOD;
         };
+        let mut wait = settings.sync_period;
         for name in config.databases.keys() {
             let budget = config.max_db_connections_for(name);
             if budget == 0 {
@@ -148,14 +155,21 @@ impl Shared {
             let result = self
                 .fleet_db_round(&config, &settings, name, budget, conns)
                 .await;
-            if let Err(e) = result {
-                tracing::warn!(database = %name, error = %e, "fleet sync failed; keeping the last cap");
-                conns.map.remove(name);
-                self.fleet.rejoin(name);
+            match result {
+                Ok(1) => wait = wait.min(rules::JOIN_WAIT),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(database = %name, error = %e, "fleet sync failed; keeping the last cap");
+                    conns.map.remove(name);
+                    self.fleet.rejoin(name);
+                }
             }
         }
+        wait
     }
 
+    /// One database's round; returns the rounds completed since this
+    /// instance (re)joined, this one included.
     async fn fleet_db_round(
         &self,
         config: &Config,
@@ -163,10 +177,11 @@ impl Shared {
         db: &str,
         budget: u32,
         conns: &mut FleetConns,
-    ) -> Result<(), PoolError> {
+    ) -> Result<u32, PoolError> {
         let timeout = settings.sync_period.max(Duration::from_secs(1));
         let conn = self.fleet_conn(config, db, conns).await?;
         let mut state = self.fleet.entry(db, settings, budget);
+        let limit_before = state.limit;
         let read_at = Instant::now();
         let prefix = rules::fleet_prefix(&settings.name);
         let rows = conn.query_with_param(READ_SQL, &prefix, timeout).await?;
@@ -208,11 +223,16 @@ impl Shared {
                 p
             }
         };
+        let moved = state.limit != limit_before;
         state.mine = publish;
         state.rounds = state.rounds.saturating_add(1);
         state.last_sync = Some(Instant::now());
+        let rounds = state.rounds;
         self.fleet.store(db, state);
-        Ok(())
+        if moved {
+            self.fleet.moved.notify_one();
+        }
+        Ok(rounds)
     }
 
     /// The database's sync connection, opened (again) if needed, to its

@@ -14,8 +14,11 @@
 //!   rather than the Erlang C prediction SHOW SIZING reports, because app
 //!   fleets are closed loops and the Poisson model over-sizes them.
 //! * **The knee.** Every growth of a saturated pool of [`PROBE_FROM`] or
-//!   more is a probe: three ticks later, throughput must have risen by at
-//!   least a fifth of the relative growth. If it did not, the database is past the point where more
+//!   more is a probe: throughput must rise by at least a fifth of the
+//!   relative growth. A probe whose window already shows that much (even
+//!   while it still holds the old size) has paid off at once; one that does
+//!   not is judged three ticks later, on a window of the new size alone.
+//!   If it falls short then, the database is past the point where more
 //!   connections run in parallel (they only add contention and latency), so
 //!   the pool goes back to the size before the probe and stays at or below
 //!   it for [`KNEE_HOLD`] (doubled after each further failed probe in a
@@ -164,6 +167,9 @@ pub struct Controller {
     step_limit: Option<usize>,
     /// Probes that failed in a row: each doubles the next knee hold.
     failed_probes: u32,
+    /// The size in force at the last tick, and when: the window's first
+    /// second ran at it.
+    last: Option<(Instant, usize)>,
 }
 
 impl Controller {
@@ -180,7 +186,8 @@ impl Controller {
         bounds: AutoBounds,
         goal: &Goal,
     ) -> (usize, Why) {
-        let saturated = s.busy_mean >= SATURATED * current as f64 && s.waiting_mean > 0.05;
+        let saturated =
+            s.busy_mean >= SATURATED * self.capacity(now, current) && s.waiting_mean > 0.05;
         // The queue is demand only while every server is busy: clients also
         // wait while a freed server is handed over (their tasks have not run
         // yet), and that queue would not shrink with more servers. It counts
@@ -240,6 +247,19 @@ impl Controller {
         (current - step, Why::Shrink)
     }
 
+    /// The servers the window ran with, on average: the size in force at
+    /// the last tick for its first second, `current` for the second. Just
+    /// after a growth the busy mean is measured partly at the old size, and
+    /// held against the new one alone a saturated pool would look idle for
+    /// a tick, and skip one.
+    fn capacity(&mut self, now: Instant, current: usize) -> f64 {
+        let before = match self.last.replace((now, current)) {
+            Some((at, size)) if now.duration_since(at) <= WINDOW => size,
+            _ => current,
+        };
+        (before + current) as f64 / 2.0
+    }
+
     /// A growth probe in flight: wait while it settles, then judge it. A
     /// probe that did not raise throughput enough found the knee: back to
     /// the size before it. `None` when there is no probe, or it paid off.
@@ -251,14 +271,19 @@ impl Controller {
         bounds: AutoBounds,
     ) -> Option<(usize, Why)> {
         let p = self.probe?;
-        if now.duration_since(p.at) < SETTLE {
+        let grew = (p.to - p.from) as f64 / p.from.max(1) as f64;
+        let gained = (s.throughput - p.before) / p.before.max(f64::EPSILON);
+        let paid_off = gained >= KNEE_EFFICIENCY * grew;
+        // A window that still holds seconds of the old size understates the
+        // gain, so a probe that already shows enough of it has paid off:
+        // growth goes on without waiting out the settling time. Only a
+        // verdict against the probe needs a window of the new size alone.
+        if now.duration_since(p.at) < SETTLE && !paid_off {
             return Some((current, Why::Probing));
         }
         self.probe = None;
-        let grew = (p.to - p.from) as f64 / p.from.max(1) as f64;
-        let gained = (s.throughput - p.before) / p.before.max(f64::EPSILON);
         let still_busy = s.busy_mean >= SATURATED * p.to as f64;
-        if still_busy && gained < KNEE_EFFICIENCY * grew {
+        if still_busy && !paid_off {
             self.step_limit = Some(((p.to - p.from) / 2).max(1));
             let hold = KNEE_HOLD * 2u32.pow(self.failed_probes.min(3));
             self.failed_probes += 1;

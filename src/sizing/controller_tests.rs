@@ -276,6 +276,9 @@ async fn a_server_that_scales_is_not_mistaken_for_a_knee() {
     .await;
     assert!(size >= 40, "{sizes:?}");
     assert!(ctl.knee(tokio::time::Instant::now().into_std()).is_none());
+    // Probes that pay off at once are not waited out: doubling every tick
+    // from 2 (4, 8, 16, 32), the clients' 40 (with headroom) by the sixth.
+    assert!(sizes[5] >= 40, "{sizes:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -365,4 +368,25 @@ async fn a_queue_beside_idle_servers_is_not_demand() {
     }
     // L = 10 plus 20% headroom.
     assert_eq!(size, 12);
+}
+
+#[test]
+fn a_pool_just_grown_is_still_seen_saturated() {
+    // 30 clients on 20 ms transactions: every server busy, a long queue.
+    let full = |busy: f64| Sample {
+        lambda: busy / 0.02,
+        throughput: busy / 0.02,
+        hold_mean: 0.02,
+        busy_mean: busy,
+        waiting_mean: 30.0 - busy,
+        wait_p99: 0.5,
+    };
+    let mut ctl = Controller::new();
+    let t0 = Instant::now();
+    let (grown, _) = ctl.decide(t0, &full(5.0), 5, OPEN, &GOAL);
+    assert_eq!(grown, 10);
+    // The next window ran one second at 5 and one at 10: a busy mean of
+    // 7.5 is a full pool, not one with a quarter of it idle.
+    let (next, why) = ctl.decide(t0 + Duration::from_secs(1), &full(7.5), 10, OPEN, &GOAL);
+    assert_eq!((next > 10, why), (true, Why::Grow));
 }

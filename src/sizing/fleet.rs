@@ -51,7 +51,12 @@
 //! not published as short takes nothing this round (it publishes that it is
 //! short, and is dealt in from the next round), and neither does a member
 //! in its first round (it joins with cap 0, so every snapshot a raise is
-//! dealt from counts it).
+//! dealt from counts it). Its second round comes [`JOIN_WAIT`] later rather
+//! than a sync period: longer than [`RAISE_WITHIN`], so any raise dealt
+//! from a snapshot read before it joined is already published when it
+//! reads, and the room it is dealt from is really free. A newcomer bids an
+//! equal share from its first round; it gets it then if that much room is
+//! free, or as the others hand back their surplus.
 //!
 //! When members act on snapshots of different ages within a round, the
 //! room left still covers what the members yet to act may take: a member
@@ -112,6 +117,13 @@ pub const GIVE_BACK_PART: u32 = 2;
 /// from, or be dropped: the safety argument needs a step to be short
 /// against the sync period.
 pub const RAISE_WITHIN: Duration = Duration::from_millis(500);
+/// A member's second round comes this soon after its first (the one that
+/// joins it with cap 0), not a whole sync period later: every raise dealt
+/// from a snapshot that did not count it yet has been published (or
+/// dropped) by then, so its own first raise is dealt from room that is
+/// really free.
+pub const JOIN_WAIT: Duration = Duration::from_millis(600);
+const _: () = assert!(JOIN_WAIT.as_millis() > RAISE_WITHIN.as_millis());
 
 /// The state one member publishes.
 #[derive(Clone, Debug, PartialEq, Eq)]
