@@ -57,6 +57,7 @@ TOP=15
 SCALE=10
 PG_MAX_CONNECTIONS=50
 START_WAIT=180
+TLS=0
 ORIG_ARGS="$*"
 BENCH_NAME=instructions
 
@@ -75,6 +76,10 @@ Options:
   --repeat R          count the main window R times (default $REPEAT)
   --workloads LIST    simple,extended,tpcb (default $WORKLOADS)
   --top N             functions in the profile lists (default $TOP)
+  --tls               TLS on every hop (PostgreSQL ssl = on, both poolers
+                      require it from clients and use it to the server,
+                      pgbench sslmode=require); a throwaway ECDSA P-256
+                      certificate made with openssl, as run.sh --tls
   --keep              keep the temporary directory (callgrind files, logs)
 EOF
 }
@@ -93,6 +98,7 @@ while (($#)); do
     --workloads) WORKLOADS=$2; shift ;;
     --top) TOP=$2; shift ;;
     --keep) KEEP=1 ;;
+    --tls) TLS=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -129,6 +135,23 @@ BG_BUSY=$(busy_pct 2)
 LOAD_AVG=$(cut -d' ' -f1-3 /proc/loadavg)
 PGLITTLE_BIN=$BIN PGLITTLE_REV=${LABEL:-$(basename "$BIN")} bench_build
 bench_start_pg
+PGL_TLS=() PGB_TLS=()
+if ((TLS)); then
+  # One self-signed certificate for every TLS server (nothing is verified:
+  # sslmode=require and server_tls_mode = "require"); ssl = on by reload.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >"$WORK/openssl.log" 2>&1 ||
+    die "openssl failed: $(tail -3 "$WORK/openssl.log")"
+  chmod 600 "$WORK/tls.key"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/tls.key" "$WORK/tls.crt"; fi
+  printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$WORK/tls.crt" "$WORK/tls.key" >>"$WORK/pg/postgresql.conf"
+  "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" reload >/dev/null || die "pg_ctl reload failed"
+  PGL_TLS=('client_tls_mode = "require"' "client_tls_cert_file = \"$WORK/tls.crt\""
+    "client_tls_key_file = \"$WORK/tls.key\"" 'server_tls_mode = "require"')
+  PGB_TLS=('client_tls_sslmode = require' "client_tls_cert_file = $WORK/tls.crt"
+    "client_tls_key_file = $WORK/tls.key" 'server_tls_sslmode = require')
+  export PGSSLMODE=require
+fi
 PGL_REAL=$PGLITTLE
 PGB_REAL=$PGBOUNCER
 
@@ -382,7 +405,7 @@ for th in "${THREAD_LIST[@]}"; do
   make_wrapper "$WORK/vg-$name" "$WORK/cg-$name.out" "$PGL_REAL" --threads "$th"
   PGLITTLE="$WORK/vg-$name"
   log "starting pglittle --threads $th under callgrind"
-  start_pglittle "$name" "pool_size = $POOL_SIZE"
+  start_pglittle "$name" "pool_size = $POOL_SIZE" "${PGL_TLS[@]}"
   measure "$name" "$PGL_PID" "$PGL_PORT"
   stop_pid "$PGL_PID" INT
 done
@@ -391,7 +414,7 @@ make_wrapper "$WORK/vg-pgbouncer" "$WORK/cg-pgbouncer.out" "$PGB_REAL"
 if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/vg-pgbouncer"; fi
 PGBOUNCER="$WORK/vg-pgbouncer"
 log "starting PgBouncer under callgrind"
-start_pgbouncer pgbouncer "$POOL_SIZE"
+start_pgbouncer pgbouncer "$POOL_SIZE" "${PGB_TLS[@]}"
 if [ "$(id -u)" -eq 0 ]; then VGDB_AS[$PGB_PID]=postgres; fi
 measure pgbouncer "$PGB_PID" "$PGB_PORT"
 stop_pid "$PGB_PID" TERM
@@ -436,7 +459,7 @@ REPORT="$HERE/results/instructions-$STAMP.md"
   echo
   echo "- command: \`integration/bench/instructions.sh${ORIG_ARGS:+ $ORIG_ARGS}\`"
   echo "- load: pgbench -n -c $CLIENTS -j 1; select-only (-S) -t $TX per client in simple and extended mode; TPC-B (-b tpcb-like) -t $TPCB_TX per client; scale $SCALE"
-  echo "- poolers: transaction mode, pool of $POOL_SIZE servers, clients md5, servers SCRAM; pglittle --threads $PGL_THREADS"
+  echo "- poolers: transaction mode, pool of $POOL_SIZE servers, clients md5, servers SCRAM; pglittle --threads $PGL_THREADS$( ((TLS)) && echo "; TLS on every hop (--tls)")"
   echo "- pglittle: $REV_DESC, \`$BIN\`"
   echo "- $("$PGBIN/postgres" --version), $("$PGBENCH" --version), $("$PGB_REAL" --version 2>/dev/null | head -1)"
   echo "- $(valgrind --version): valgrind --tool=callgrind --dump-instr=no --collect-atstart=yes --collect-systime=yes"
