@@ -3,14 +3,15 @@
 //! the new process rebuilds the session from it and goes on serving the
 //! same socket. The client sees nothing.
 //!
-//! Only a client that holds no server, has no bytes half read and speaks
-//! plain TCP can move (a TLS session's keys live in the old process's
-//! rustls state); the others stay on the old process until they leave or
-//! the drain times out (`Session::leave_at_drain`). What moves: the
-//! database and user, the application_name, the session's parameters
-//! (startup and current), its cancel key, its prepared statements
-//! (protocol and SQL level, and the unnamed one), and its read-your-writes
-//! floor and route override.
+//! Only a client that holds no server and has no bytes half read can move,
+//! over plain TCP or TLS 1.3 (its record keys move with it and the new
+//! process goes on with `tls::resumed`); the others (a held server, TLS
+//! 1.2) stay on the old process until they leave or the drain times out
+//! (`Session::leave_at_drain`). What moves: the database and user, the
+//! application_name, the session's parameters (startup and current), its
+//! cancel key, its prepared statements (protocol and SQL level, and the
+//! unnamed one), its read-your-writes floor and route override, and its TLS
+//! keys.
 
 use std::sync::Arc;
 
@@ -37,11 +38,13 @@ pub struct Carried {
     pub announced: u64,
     pub route: u8,
     pub statements: Exported,
+    /// The TLS session's record keys (`tls::resumed`); empty for plain TCP.
+    pub tls: Vec<u8>,
 }
 
 /// The first bytes of every encoding: a build that reads another's
 /// format fails clearly instead of misreading it.
-const MAGIC: &[u8; 8] = b"pglho-01";
+const MAGIC: &[u8; 8] = b"pglho-02";
 
 fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     out.put_u32(b.len() as u32);
@@ -123,6 +126,7 @@ impl Carried {
             }
             None => out.put_u32(0),
         }
+        put_bytes(&mut out, &self.tls);
         out.to_vec()
     }
 
@@ -139,6 +143,7 @@ impl Carried {
             announced: r.u64()?,
             route: u8::try_from(r.u32()?).ok()?,
             statements: Exported::default(),
+            tls: Vec::new(),
         };
         c.statements.token = r.u64()?;
         for _ in 0..r.count()? {
@@ -151,6 +156,7 @@ impl Carried {
         if r.u32()? == 1 {
             c.statements.unnamed = Some((r.bytes()?, r.bytes()?));
         }
+        c.tls = r.bytes()?;
         r.0.is_empty().then_some(c)
     }
 }
@@ -171,18 +177,18 @@ fn route_code(r: RouteOverride) -> u8 {
 
 impl Session {
     /// Whether this session can move to a new process now: idle, holding
-    /// no server, nothing half read, plain TCP.
-    pub(super) fn can_move(&self) -> bool {
-        self.lease.is_none() && self.buf.is_empty() && self.client.as_tcp().is_some()
+    /// no server, nothing half read, plain TCP or TLS 1.3.
+    pub(super) fn can_move(&mut self) -> bool {
+        self.lease.is_none() && self.buf.is_empty() && self.client.movable()
     }
 
     /// At a transaction boundary while draining: a SIGTERM drain closes
     /// the client (`ShuttingDown`); a rolling restart moves it once it is
     /// idle with nothing buffered (`HandedOver`), and serves one that
-    /// cannot move (TLS, a held server) here until it leaves or the drain
-    /// times out (`Ok`).
+    /// cannot move (TLS 1.2, a held server) here until it leaves or the
+    /// drain times out (`Ok`).
     pub(super) fn leave_at_drain(
-        &self,
+        &mut self,
         phase: crate::shutdown::Phase,
     ) -> Result<(), crate::error::SessionError> {
         use crate::error::SessionError;
@@ -212,12 +218,10 @@ impl Session {
             announced: self.route.announced.0,
             route: route_code(self.route.session),
             statements: self.statements.export(),
+            tls: Vec::new(),
         };
-        let bytes = carried.encode();
-        let ClientStream::Plain(tcp) = self.client else {
-            return None;
-        };
-        let tcp = tcp.into_std().ok()?;
+        let (tcp, tls) = self.client.carry_out()?;
+        let bytes = Carried { tls, ..carried }.encode();
         Some((tcp, bytes))
     }
 }
@@ -234,6 +238,7 @@ pub async fn resume(
 ) -> Option<Box<Session>> {
     let config = shared.config();
     let pool = shared.pool_for(&config, &carried.database, &carried.user)?;
+    let client = ClientStream::resume(tcp, &carried.tls)?;
     let defaults = pool.defaults().await.ok()?;
     let params = |list: &[(String, String)]| {
         let mut p = Params::new();
@@ -277,13 +282,7 @@ pub async fn resume(
         cancel,
         route,
     };
-    let mut session = Session::start(
-        shared,
-        ClientStream::Plain(tcp),
-        BytesMut::new(),
-        login,
-        entry,
-    );
+    let mut session = Session::start(shared, client, BytesMut::new(), login, entry);
     session.startup = startup;
     session.statements =
         ClientStatements::import(config.pooler.max_client_statements, carried.statements);
@@ -318,6 +317,7 @@ mod tests {
                 unnamed: Some((b"select 2".to_vec(), vec![0, 0])),
                 token: 99,
             },
+            tls: vec![1, 16, 7],
         }
     }
 
@@ -338,8 +338,9 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(Carried::decode(&longer), None);
+        // The previous build's format (no TLS keys) is refused, not misread.
         let mut other = bytes;
-        other[7] = b'2';
+        other[7] = b'1';
         assert_eq!(Carried::decode(&other), None);
     }
 }

@@ -35,10 +35,10 @@ pub(super) fn write_then_flush<S: AsyncWrite + Unpin>(
 }
 
 /// Implements AsyncRead and AsyncWrite for `$ty`, whose `Plain(TcpStream)`
-/// variant is used as it is and whose TLS variant, matched by `$tls`, gives
-/// the TLS stream as `$inner`.
+/// variant is used as it is and whose TLS variants, each matched by a
+/// `$tls`, give their TLS stream as `$inner`.
 macro_rules! plain_or_tls_io {
-    ($ty:ident, $tls:pat => $inner:expr) => {
+    ($ty:ident, $($tls:pat => $inner:expr),+) => {
         impl tokio::io::AsyncRead for $ty {
             fn poll_read(
                 self: std::pin::Pin<&mut Self>,
@@ -47,7 +47,7 @@ macro_rules! plain_or_tls_io {
             ) -> std::task::Poll<std::io::Result<()>> {
                 match self.get_mut() {
                     $ty::Plain(p) => std::pin::Pin::new(p).poll_read(cx, buf),
-                    $tls => super::io::read_after_flush($inner, cx, buf),
+                    $($tls => super::io::read_after_flush($inner, cx, buf),)+
                 }
             }
         }
@@ -60,7 +60,7 @@ macro_rules! plain_or_tls_io {
             ) -> std::task::Poll<std::io::Result<usize>> {
                 match self.get_mut() {
                     $ty::Plain(p) => std::pin::Pin::new(p).poll_write(cx, buf),
-                    $tls => super::io::write_then_flush($inner, cx, buf),
+                    $($tls => super::io::write_then_flush($inner, cx, buf),)+
                 }
             }
 
@@ -70,7 +70,7 @@ macro_rules! plain_or_tls_io {
             ) -> std::task::Poll<std::io::Result<()>> {
                 match self.get_mut() {
                     $ty::Plain(p) => std::pin::Pin::new(p).poll_flush(cx),
-                    $tls => std::pin::Pin::new($inner).poll_flush(cx),
+                    $($tls => std::pin::Pin::new($inner).poll_flush(cx),)+
                 }
             }
 
@@ -80,7 +80,7 @@ macro_rules! plain_or_tls_io {
             ) -> std::task::Poll<std::io::Result<()>> {
                 match self.get_mut() {
                     $ty::Plain(p) => std::pin::Pin::new(p).poll_shutdown(cx),
-                    $tls => std::pin::Pin::new($inner).poll_shutdown(cx),
+                    $($tls => std::pin::Pin::new($inner).poll_shutdown(cx),)+
                 }
             }
         }

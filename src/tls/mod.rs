@@ -5,6 +5,7 @@
 //! ring provider only.
 
 mod io;
+pub mod resumed;
 mod server_side;
 mod server_stream;
 mod stream;
@@ -84,6 +85,9 @@ pub fn client_acceptor(t: &ClientTls) -> Result<Option<ClientTlsSetup>, TlsError
         .with_single_cert(certs, key)
         .map_err(|e| rejected(key_key, e))?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    // A rolling restart carries an idle TLS 1.3 client's record keys to the
+    // new process (`resumed`); they stay in memory either way.
+    config.enable_secret_extraction = true;
     Ok(Some(ClientTlsSetup {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         end_point,

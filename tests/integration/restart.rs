@@ -47,42 +47,74 @@ fn alive(pid: u32) -> bool {
 async fn a_rolling_restart_under_pgbench_drops_nobody() {
     let _heavy = HEAVY.lock().await;
     let dir = TempDir::new("restart");
-    let (mut old, port, _file, probe) = start_with_file(
+    let (old, port, _file, probe) = start_with_file(
         &dir,
         10,
         "shutdown_timeout = \"20s\"\nmax_client_conn = 500",
     )
     .await;
     drop(probe);
-    let schema = "restart";
-    pgbench_init(port, schema, Vec::new()).await;
-
-    // A client with session state: a setting and a prepared statement.
     let a = connect(port).await.unwrap();
+    restart_under_pgbench(old, port, "restart", a, &[]).await;
+}
+
+/// The same over TLS 1.3 (libpq's pgbench with sslmode=require, and a
+/// tokio-postgres client over rustls): the clients' record keys move with
+/// them, so the old process is done well before pgbench is, and the idle
+/// TLS client goes on with its session in the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_moves_tls_clients_too() {
+    let _heavy = HEAVY.lock().await;
+    let dir = TempDir::new("restart-tls");
+    let certs = crate::tls::Certs::new("restart-tls");
+    let extra = format!(
+        "shutdown_timeout = \"20s\"\nmax_client_conn = 500\nclient_tls_mode = \"prefer\"\n\
+         client_tls_cert_file = \"{}\"\nclient_tls_key_file = \"{}\"",
+        certs.path("server.crt").display(),
+        certs.path("server.key").display()
+    );
+    let (old, port, _file, probe) = start_with_file(&dir, 10, &extra).await;
+    drop(probe);
+    let a = crate::tls::connect_tls(port, "require", certs.client(false, &[]))
+        .await
+        .unwrap();
+    let env = [("PGSSLMODE", "require".to_string())];
+    restart_under_pgbench(old, port, "restart_tls", a, &env).await;
+}
+
+/// Client `a` keeps a setting and a prepared statement; pgbench runs 100
+/// clients for 12 s (with `env`), and `pglittle upgrade` comes 3 s in. The
+/// old process finishes its drain before pgbench ends (every client
+/// moved), pgbench has no failed transaction and kept running, and `a`'s
+/// session goes on in the new process.
+async fn restart_under_pgbench(
+    mut old: crate::binary::Proc,
+    port: u16,
+    schema: &'static str,
+    a: tokio_postgres::Client,
+    env: &[(&'static str, String)],
+) {
+    pgbench_init(port, schema, Vec::new()).await;
     a.batch_execute("set application_name = 'kept-across'; set statement_timeout = '7s'")
         .await
         .unwrap();
     let stmt = a.prepare("select $1::int + 1").await.unwrap();
 
-    // 100 clients for 12 s; the restart comes 3 s in.
+    let env = env.to_vec();
     let bench = tokio::task::spawn_blocking(move || {
-        pgbench_env(
-            port,
-            schema,
-            &[
-                "-c",
-                "100",
-                "-j",
-                "2",
-                "-T",
-                "12",
-                "-S",
-                "-P",
-                "1",
-                "--no-vacuum",
-            ],
-            &[],
-        )
+        let args = [
+            "-c",
+            "100",
+            "-j",
+            "2",
+            "-T",
+            "12",
+            "-S",
+            "-P",
+            "1",
+            "--no-vacuum",
+        ];
+        pgbench_env(port, schema, &args, &env)
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     // `pglittle upgrade PID` sends the SIGUSR2.
@@ -101,6 +133,11 @@ async fn a_rolling_restart_under_pgbench_drops_nobody() {
         .await
         .unwrap_or_else(|| panic!("the old process did not finish its drain\n{}", old.log()));
     assert!(status.success(), "old process exit {status}\n{}", old.log());
+    assert!(
+        !bench.is_finished(),
+        "the old process waited for pgbench to leave: its clients did not move\n{}",
+        old.log()
+    );
     assert!(alive(new_pid), "the new process is gone\n{}", old.log());
 
     let run = bench.await.unwrap();

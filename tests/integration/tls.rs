@@ -90,7 +90,7 @@ impl Certs {
 
     /// A rustls client that trusts this CA (and, optionally, presents the
     /// client certificate), offering `alpn`.
-    fn client(&self, with_cert: bool, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client(&self, with_cert: bool, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
@@ -175,7 +175,7 @@ impl AsyncWrite for RustlsStream {
 }
 
 /// Connects tokio-postgres to pglittle with `sslmode`, over rustls.
-async fn connect_tls(
+pub(crate) async fn connect_tls(
     port: u16,
     sslmode: &str,
     tls: Arc<rustls::ClientConfig>,
