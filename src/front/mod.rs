@@ -236,6 +236,10 @@ async fn admit(
         admin: false,
     });
     tracing::info!(client = %peer, db = %db, user = %user, "client connected");
+    let Some(stream) = stream.into_records() else {
+        tracing::warn!(client = %peer, "TLS: the session could not be moved onto the record layer; closed");
+        return None;
+    };
     let session = Session::start(&shared, stream, buf, login, client);
     Some((session, db, user))
 }

@@ -129,7 +129,7 @@ async fn opens_with_tls(tcp: &TcpStream) -> Result<bool, SessionError> {
 async fn accept(setup: &ClientTlsSetup, tcp: TcpStream) -> Result<ClientStream, SessionError> {
     let tls = setup
         .acceptor
-        .accept(crate::tls::resumed::Tracked::new(tcp))
+        .accept(crate::tls::records::Tracked::new(tcp))
         .await
         .map_err(|e| SessionError::Tls(format!("handshake failed: {e}")))?;
     Ok(ClientStream::Tls(Box::new(tls), setup.end_point.clone()))
@@ -140,7 +140,7 @@ async fn accept(setup: &ClientTlsSetup, tcp: TcpStream) -> Result<ClientStream, 
 fn check_alpn(stream: &ClientStream) -> Result<(), SessionError> {
     let agreed = match stream {
         ClientStream::Tls(s, _) => s.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL),
-        ClientStream::Plain(_) | ClientStream::Resumed(_) => false,
+        ClientStream::Plain(_) | ClientStream::Records(_) => false,
     };
     if agreed {
         Ok(())

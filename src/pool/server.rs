@@ -198,7 +198,10 @@ impl ServerConn {
                 })?;
             let mut conn = ServerConn::over(stream, id, target.max_prepared_statements);
             conn.login(target, auth).await?;
-            Ok(conn)
+            conn.into_records().ok_or_else(|| PoolError::Tls {
+                addr: addr.clone(),
+                reason: "the session could not be moved onto the record layer".into(),
+            })
         };
         match tokio::time::timeout(target.connect_timeout, work).await {
             Ok(r) => r,
@@ -207,6 +210,13 @@ impl ServerConn {
                 timeout: target.connect_timeout,
             }),
         }
+    }
+
+    /// The logged-in connection with its TLS 1.3 stream moved onto
+    /// pglittle's own record layer (`tls::records`).
+    fn into_records(self) -> Option<ServerConn> {
+        let stream = self.stream.into_records()?;
+        Some(ServerConn { stream, ..self })
     }
 
     /// Reads one whole message for pglittle's own use (login and its own

@@ -35,7 +35,7 @@ async fn wait_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::
             tcp.readable().await?;
             Ok(Arrived::Readable)
         }
-        ClientStream::Tls(..) | ClientStream::Resumed(_) => {
+        ClientStream::Tls(..) | ClientStream::Records(_) => {
             // As for plain text below: a request's first read is small (the
             // allocator's per-thread cache serves it), more only when needed.
             if buf.capacity() == 0 {

@@ -5,7 +5,7 @@
 //!
 //! Only a client that holds no server and has no bytes half read can move,
 //! over plain TCP or TLS 1.3 (its record keys move with it and the new
-//! process goes on with `tls::resumed`); the others (a held server, TLS
+//! process goes on with `tls::records`); the others (a held server, TLS
 //! 1.2) stay on the old process until they leave or the drain times out
 //! (`Session::leave_at_drain`). What moves: the database and user, the
 //! application_name, the session's parameters (startup and current), its
@@ -38,7 +38,7 @@ pub struct Carried {
     pub announced: u64,
     pub route: u8,
     pub statements: Exported,
-    /// The TLS session's record keys (`tls::resumed`); empty for plain TCP.
+    /// The TLS session's record keys (`tls::records`); empty for plain TCP.
     pub tls: Vec<u8>,
 }
 

@@ -5,10 +5,12 @@
 //! ring provider only.
 
 mod io;
-pub mod resumed;
+mod keys;
+pub mod records;
 mod server_side;
 mod server_stream;
 mod stream;
+mod tracked;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -86,7 +88,7 @@ pub fn client_acceptor(t: &ClientTls) -> Result<Option<ClientTlsSetup>, TlsError
         .map_err(|e| rejected(key_key, e))?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     // A rolling restart carries an idle TLS 1.3 client's record keys to the
-    // new process (`resumed`); they stay in memory either way.
+    // new process (`records`); they stay in memory either way.
     config.enable_secret_extraction = true;
     Ok(Some(ClientTlsSetup {
         acceptor: TlsAcceptor::from(Arc::new(config)),

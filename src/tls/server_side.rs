@@ -99,6 +99,10 @@ pub fn server_connector(t: &crate::config::ServerTls) -> Result<ServerTls, TlsEr
         }
         _ => builder.with_no_client_auth(),
     };
+    // Once logged in, a TLS 1.3 connection goes on with its record keys
+    // on pglittle's own record layer (`records`).
+    let mut config = config;
+    config.enable_secret_extraction = true;
     Ok(ServerTls {
         mode: t.mode,
         connector: Some(TlsConnector::from(Arc::new(config))),
@@ -126,7 +130,7 @@ pub async fn connect(
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| ServerTlsError::BadName(host.to_string()))?;
     let stream = connector
-        .connect(name, tcp)
+        .connect(name, super::records::Tracked::new(tcp))
         .await
         .map_err(ServerTlsError::Handshake)?;
     Ok(ServerStream::Tls(Box::new(stream)))

@@ -11,9 +11,14 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::records::{RecordLayer, TlsKeys, Tracked};
+
 pub enum ServerStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// Under rustls: the handshake and the login.
+    Tls(Box<TlsStream<Tracked<TcpStream>>>),
+    /// TLS 1.3 once logged in, on pglittle's own record layer (`records`).
+    Records(Box<RecordLayer<TcpStream>>),
 }
 
 impl ServerStream {
@@ -21,7 +26,8 @@ impl ServerStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             ServerStream::Plain(s) => s,
-            ServerStream::Tls(s) => s.get_ref().0,
+            ServerStream::Tls(s) => s.get_ref().0.get_ref(),
+            ServerStream::Records(r) => r.get_ref(),
         }
     }
 
@@ -29,7 +35,7 @@ impl ServerStream {
     /// certificate (`tls-server-end-point`); `None` over plain TCP.
     pub fn channel_binding(&self) -> Option<Vec<u8>> {
         match self {
-            ServerStream::Plain(_) => None,
+            ServerStream::Plain(_) | ServerStream::Records(_) => None,
             ServerStream::Tls(s) => {
                 let cert = s.get_ref().1.peer_certificates()?.first()?;
                 Some(super::end_point(cert))
@@ -52,16 +58,15 @@ impl ServerStream {
     /// nothing for pglittle (a session ticket) are taken in and count as
     /// nothing.
     pub fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        let tls = match self {
-            ServerStream::Plain(s) => return s.try_read_buf(buf),
-            ServerStream::Tls(s) => s,
-        };
+        if let ServerStream::Plain(s) = self {
+            return s.try_read_buf(buf);
+        }
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut chunk = [0u8; 4096];
         let mut total = 0;
         loop {
             let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(tls.as_mut()).poll_read(&mut cx, &mut rb) {
+            match Pin::new(&mut *self).poll_read(&mut cx, &mut rb) {
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => return Ok(total),
                 Poll::Ready(Ok(())) => {
                     buf.extend_from_slice(rb.filled());
@@ -75,4 +80,29 @@ impl ServerStream {
     }
 }
 
-super::io::plain_or_tls_io!(ServerStream, ServerStream::Tls(s) => s.as_mut());
+impl ServerStream {
+    /// A logged-in TLS 1.3 connection moved from rustls onto pglittle's
+    /// own record layer (fewer instructions per message); anything else as
+    /// it is. `None` only if it was taken apart and could not be rebuilt.
+    pub fn into_records(self) -> Option<ServerStream> {
+        let ServerStream::Tls(mut s) = self else {
+            return Some(self);
+        };
+        let (tracked, conn) = s.get_mut();
+        let settled = tracked.at_boundary()
+            && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            && !conn.wants_write()
+            && conn
+                .process_new_packets()
+                .is_ok_and(|st| st.plaintext_bytes_to_read() == 0);
+        if !settled {
+            return Some(ServerStream::Tls(s));
+        }
+        let (tracked, conn) = s.into_inner();
+        let keys = TlsKeys::extract(conn)?;
+        let layer = RecordLayer::new(tracked.into_inner(), keys)?;
+        Some(ServerStream::Records(Box::new(layer)))
+    }
+}
+
+super::io::plain_or_tls_io!(ServerStream, ServerStream::Tls(s) => s.as_mut(), ServerStream::Records(r) => r.as_mut());

@@ -5,15 +5,17 @@
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::resumed::{ResumedTls, TlsKeys, Tracked};
+use super::records::{RecordLayer, TlsKeys, Tracked};
 
 pub enum ClientStream {
     Plain(TcpStream),
     /// With the tls-server-end-point data of the certificate it was
     /// accepted with (for SCRAM channel binding).
     Tls(Box<TlsStream<Tracked<TcpStream>>>, std::sync::Arc<[u8]>),
-    /// A TLS 1.3 session carried over from the old process (logged in).
-    Resumed(Box<ResumedTls<TcpStream>>),
+    /// A logged-in TLS 1.3 session on pglittle's own record layer: taken
+    /// over from rustls once the login is done (see [`ClientStream::into_records`]),
+    /// or carried over from the old process at a rolling restart.
+    Records(Box<RecordLayer<TcpStream>>),
 }
 
 impl ClientStream {
@@ -22,7 +24,7 @@ impl ClientStream {
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match self {
             ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(..) | ClientStream::Resumed(_) => None,
+            ClientStream::Tls(..) | ClientStream::Records(_) => None,
         }
     }
 
@@ -30,7 +32,7 @@ impl ClientStream {
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
             ClientStream::Tls(s, _) => s.get_ref().1.peer_certificates()?.first().map(|c| &c[..]),
-            ClientStream::Plain(_) | ClientStream::Resumed(_) => None,
+            ClientStream::Plain(_) | ClientStream::Records(_) => None,
         }
     }
 
@@ -38,7 +40,7 @@ impl ClientStream {
     pub fn channel_binding(&self) -> Option<&[u8]> {
         match self {
             ClientStream::Tls(_, end_point) => Some(end_point),
-            ClientStream::Plain(_) | ClientStream::Resumed(_) => None,
+            ClientStream::Plain(_) | ClientStream::Records(_) => None,
         }
     }
 
@@ -56,7 +58,7 @@ impl ClientStream {
                         .process_new_packets()
                         .is_ok_and(|st| st.plaintext_bytes_to_read() == 0)
             }
-            ClientStream::Resumed(r) => r.settled(),
+            ClientStream::Records(r) => r.settled(),
         }
     }
 
@@ -70,12 +72,30 @@ impl ClientStream {
                 let keys = TlsKeys::extract(conn)?;
                 (tracked.into_inner(), keys.encode())
             }
-            ClientStream::Resumed(r) => {
+            ClientStream::Records(r) => {
                 let (tcp, keys) = r.into_parts();
                 (tcp, keys.encode())
             }
         };
         Some((tcp.into_std().ok()?, keys))
+    }
+
+    /// A TLS 1.3 session moved from rustls onto pglittle's own record layer
+    /// (`records`), which costs fewer instructions per message and can
+    /// move to another process; anything else as it is. Called once the
+    /// login is done (rustls has checked the certificates and the ALPN).
+    /// `None` only if the session was taken apart and could not be rebuilt.
+    pub fn into_records(mut self) -> Option<ClientStream> {
+        if !matches!(self, ClientStream::Tls(..)) || !self.movable() {
+            return Some(self);
+        }
+        let ClientStream::Tls(s, _) = self else {
+            return Some(self);
+        };
+        let (tracked, conn) = s.into_inner();
+        let keys = TlsKeys::extract(conn)?;
+        let layer = RecordLayer::new(tracked.into_inner(), keys)?;
+        Some(ClientStream::Records(Box::new(layer)))
     }
 
     /// A carried connection in the new process: `keys` as
@@ -85,7 +105,9 @@ impl ClientStream {
             return Some(ClientStream::Plain(tcp));
         }
         let keys = TlsKeys::decode(keys)?;
-        Some(ClientStream::Resumed(Box::new(ResumedTls::new(tcp, keys)?)))
+        Some(ClientStream::Records(Box::new(RecordLayer::new(
+            tcp, keys,
+        )?)))
     }
 }
 
@@ -95,4 +117,4 @@ impl From<TcpStream> for ClientStream {
     }
 }
 
-super::io::plain_or_tls_io!(ClientStream, ClientStream::Tls(s, _) => s.as_mut(), ClientStream::Resumed(r) => r.as_mut());
+super::io::plain_or_tls_io!(ClientStream, ClientStream::Tls(s, _) => s.as_mut(), ClientStream::Records(r) => r.as_mut());

@@ -1,7 +1,7 @@
 //! The carried record layer against rustls itself, over an in-memory pipe:
 //! a rustls client talks to a rustls server, the server's keys are
 //! extracted mid-session, and the same client goes on talking to
-//! [`ResumedTls`] (twice, as after two restarts) without noticing.
+//! [`RecordLayer`] (twice, as after two restarts) without noticing.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_rustls::{client, TlsAcceptor, TlsConnector};
 
 use super::*;
+use crate::tls::keys::{DirectionKeys, Suite};
 
 fn configs(versions: &[&'static rustls::SupportedProtocolVersion]) -> (TlsAcceptor, TlsConnector) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -24,11 +25,12 @@ fn configs(versions: &[&'static rustls::SupportedProtocolVersion]) -> (TlsAccept
     server.enable_secret_extraction = true;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    client.enable_secret_extraction = true;
     (
         TlsAcceptor::from(Arc::new(server)),
         TlsConnector::from(Arc::new(client)),
@@ -57,12 +59,12 @@ async fn session(
     (client, server)
 }
 
-fn carry(server: Server) -> ResumedTls<DuplexStream> {
+fn carry(server: Server) -> RecordLayer<DuplexStream> {
     let (tracked, conn) = server.into_inner();
     assert!(tracked.at_boundary());
     let keys = TlsKeys::extract(conn).expect("TLS 1.3 keys");
     let keys = TlsKeys::decode(&keys.encode()).expect("the keys survive their encoding");
-    ResumedTls::new(tracked.into_inner(), keys).unwrap()
+    RecordLayer::new(tracked.into_inner(), keys).unwrap()
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
@@ -91,7 +93,7 @@ async fn a_tls13_session_goes_on_after_its_keys_move_twice() {
     // A second restart: the keys as they stand now, on the same socket.
     assert!(resumed.settled());
     let (io, keys) = resumed.into_parts();
-    let mut again = ResumedTls::new(io, TlsKeys::decode(&keys.encode()).unwrap()).unwrap();
+    let mut again = RecordLayer::new(io, TlsKeys::decode(&keys.encode()).unwrap()).unwrap();
     exchange(&mut client, &mut again, 2).await;
     // The client's close_notify ends the stream; ours ends the client's.
     client.shutdown().await.unwrap();
@@ -153,4 +155,35 @@ fn damaged_keys_are_refused() {
     let mut wrong_len = bytes.clone();
     wrong_len[1] = 15;
     assert_eq!(TlsKeys::decode(&wrong_len), None);
+}
+
+/// Towards servers: pglittle is the TLS client; its side moves onto the
+/// record layer, and a rustls server sees no difference, message by
+/// message, with writes of several parts sealed as one record.
+#[tokio::test]
+async fn the_client_side_moves_too_and_small_messages_flow_both_ways() {
+    let (acceptor, connector) = configs(&[&rustls::version::TLS13]);
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let (ours, peer) = tokio::join!(connector.connect(name, Tracked::new(a)), acceptor.accept(b));
+    let (ours, mut peer) = (ours.unwrap(), peer.unwrap());
+    let (tracked, conn) = ours.into_inner();
+    let keys = TlsKeys::extract(conn).expect("TLS 1.3 client keys");
+    let mut ours = RecordLayer::new(tracked.into_inner(), keys).unwrap();
+    for i in 0..200u32 {
+        let parts = [i.to_be_bytes(), (i * 7).to_be_bytes()];
+        let slices = [io::IoSlice::new(&parts[0]), io::IoSlice::new(&parts[1])];
+        let n = ours.write_vectored(&slices).await.unwrap();
+        assert_eq!(n, 8, "both parts in one record");
+        let mut got = [0u8; 8];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[..4], i.to_be_bytes());
+        assert_eq!(got[4..], (i * 7).to_be_bytes());
+        peer.write_all(&i.to_le_bytes()).await.unwrap();
+        peer.flush().await.unwrap();
+        let mut back = [0u8; 4];
+        ours.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, i.to_le_bytes());
+    }
+    assert!(ours.settled());
 }
