@@ -41,7 +41,6 @@ const MAX_CIPHER: usize = MAX_PLAIN + 256;
 const APPLICATION_DATA: u8 = 23;
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
-const CHANGE_CIPHER_SPEC: u8 = 20;
 const TAG: usize = 16;
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
@@ -128,10 +127,10 @@ impl<S> RecordLayer<S> {
             return Ok(false);
         }
         self.start = body_at + len;
-        match header[0] {
-            CHANGE_CIPHER_SPEC => return Ok(true),
-            APPLICATION_DATA => {}
-            _ => return Err(broken("a record of an unexpected type")),
+        // Past the handshake every record is protected (RFC 8446 §5: a
+        // change_cipher_spec is dropped only before the peer's Finished).
+        if header[0] != APPLICATION_DATA {
+            return Err(broken("a record of an unexpected type"));
         }
         let nonce = self.rx.next_nonce()?;
         let body = &mut self.inbox[body_at..body_at + len];
@@ -146,6 +145,9 @@ impl<S> RecordLayer<S> {
             .ok_or_else(|| broken("an empty record"))?;
         let (content, kind) = (&inner[..end], inner[end]);
         match kind {
+            APPLICATION_DATA if end > MAX_PLAIN => {
+                return Err(broken("a record is longer than TLS allows"))
+            }
             APPLICATION_DATA => self.plain = (body_at, body_at + end),
             ALERT if content.get(1) == Some(&CLOSE_NOTIFY) => self.closed = true,
             ALERT if content.get(1) == Some(&USER_CANCELED) => {}
