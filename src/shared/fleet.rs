@@ -31,7 +31,7 @@ use crate::sizing::fleet::{self as rules, Published, Round, Step};
 const READ_SQL: &str = "SELECT application_name FROM pg_stat_activity \
      WHERE starts_with(application_name, $1) AND pid <> pg_backend_pid()";
 /// The window demand is measured over.
-const DEMAND_WINDOW: Duration = Duration::from_secs(2);
+const DEMAND_WINDOW: Duration = Duration::from_secs(1);
 /// Publishes this instance's state on the sync connection.
 const PUBLISH_SQL: &str = "SELECT set_config('application_name', $1, false)";
 
@@ -138,8 +138,9 @@ struct Local {
 
 impl Shared {
     /// One sync round over every database with a budget. Returns how long
-    /// to wait for the next: the sync period, or [`rules::JOIN_WAIT`] after
-    /// a round that (re)joined the fleet for some database.
+    /// to wait for the next: the sync period, or [`rules::SOON`] (if
+    /// shorter) after a round some database's decision wants followed soon
+    /// ([`rules::Decision::soon`]).
     pub async fn fleet_round(&self, conns: &mut FleetConns) -> Duration {
         let config = self.config();
         let Some(settings) = config.pooler.fleet.clone() else {
@@ -156,8 +157,8 @@ impl Shared {
                 .fleet_db_round(&config, &settings, name, budget, conns)
                 .await;
             match result {
-                Ok(1) => wait = wait.min(rules::JOIN_WAIT),
-                Ok(_) => {}
+                Ok(true) => wait = wait.min(rules::SOON),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(database = %name, error = %e, "fleet sync failed; keeping the last cap");
                     conns.map.remove(name);
@@ -168,8 +169,7 @@ impl Shared {
         wait
     }
 
-    /// One database's round; returns the rounds completed since this
-    /// instance (re)joined, this one included.
+    /// One database's round; returns whether the next should come soon.
     async fn fleet_db_round(
         &self,
         config: &Config,
@@ -177,7 +177,7 @@ impl Shared {
         db: &str,
         budget: u32,
         conns: &mut FleetConns,
-    ) -> Result<u32, PoolError> {
+    ) -> Result<bool, PoolError> {
         let timeout = settings.sync_period.max(Duration::from_secs(1));
         let conn = self.fleet_conn(config, db, conns).await?;
         let mut state = self.fleet.entry(db, settings, budget);
@@ -196,7 +196,7 @@ impl Shared {
             members: &state.members,
             rounds: state.rounds,
         });
-        let decision = if rules::raise_in_time(read_at, Instant::now()) {
+        let decision = if rules::raise_in_time(read_at, Instant::now(), settings.sync_period) {
             decision
         } else {
             decision.without_raise()
@@ -227,12 +227,11 @@ impl Shared {
         state.mine = publish;
         state.rounds = state.rounds.saturating_add(1);
         state.last_sync = Some(Instant::now());
-        let rounds = state.rounds;
         self.fleet.store(db, state);
         if moved {
             self.fleet.moved.notify_one();
         }
-        Ok(rounds)
+        Ok(decision.soon)
     }
 
     /// The database's sync connection, opened (again) if needed, to its

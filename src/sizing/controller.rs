@@ -27,7 +27,14 @@
 //!   the same way each time).
 //! * **Hysteresis and rate.** Growth at most doubles the size per tick, and
 //!   adds at most [`MAX_STEP`] connections, so a burst does not stampede the
-//!   server.
+//!   server; a pool below [`PROBE_FROM`] goes at most to it (growth there
+//!   is never a probe), but straight there if the demand says so.
+//! * **Held back by the budget.** A pool the budget (or a fleet cap) held
+//!   below the controller's last size, and still saturated, has shown
+//!   for a whole tick that its queue is standing demand, not a hand-over
+//!   or a burst: the whole queue counts, and growth takes [`MAX_STEP`] at
+//!   once. When the budget makes room (a fleet member hands back), the
+//!   pool takes it within a tick rather than doubling up to it.
 //!   Shrinking waits until the demand has been clearly lower for
 //!   [`SHRINK_AFTER`] and then gives back a quarter of the surplus per tick.
 //!
@@ -170,6 +177,10 @@ pub struct Controller {
     /// The size in force at the last tick, and when: the window's first
     /// second ran at it.
     last: Option<(Instant, usize)>,
+    /// The size the last tick decided, before the budget.
+    decided: usize,
+    /// The budget applied less than that, since the last tick.
+    held_back: bool,
 }
 
 impl Controller {
@@ -186,17 +197,34 @@ impl Controller {
         bounds: AutoBounds,
         goal: &Goal,
     ) -> (usize, Why) {
-        let saturated =
-            s.busy_mean >= SATURATED * self.capacity(now, current) && s.waiting_mean > 0.05;
+        let decision = self.decide_size(now, s, current, bounds, goal);
+        (self.decided, self.held_back) = (decision.0, false);
+        decision
+    }
+
+    fn decide_size(
+        &mut self,
+        now: Instant,
+        s: &Sample,
+        current: usize,
+        bounds: AutoBounds,
+        goal: &Goal,
+    ) -> (usize, Why) {
+        // Held back with a queue longer than the pool: saturated, even if
+        // the window still holds time at a smaller size (a fleet cap of 0).
+        let held_back = self.held_back && s.waiting_mean >= current.max(1) as f64;
+        let saturated = held_back
+            || (s.busy_mean >= SATURATED * self.capacity(now, current) && s.waiting_mean > 0.05);
         // The queue is demand only while every server is busy: clients also
         // wait while a freed server is handed over (their tasks have not run
         // yet), and that queue would not shrink with more servers. It counts
         // at most as much again as the busy servers, so a backlog left by an
-        // open-loop burst does not size the pool either.
-        let queued = if saturated {
-            s.waiting_mean.min(s.busy_mean)
-        } else {
-            0.0
+        // open-loop burst does not size the pool either; all of it when the
+        // budget held the pool back for a tick (see the module docs).
+        let queued = match (saturated, held_back) {
+            (true, true) => s.waiting_mean,
+            (true, false) => s.waiting_mean.min(s.busy_mean),
+            _ => 0.0,
         };
         let demand = (s.lambda * s.hold_mean).max(s.busy_mean + queued);
         let mut want = (demand * (1.0 + goal.headroom)).ceil() as usize;
@@ -218,7 +246,13 @@ impl Controller {
 
         if want > current {
             self.below_since = None;
-            let step = current.clamp(MIN_STEP, MAX_STEP);
+            let step = match held_back {
+                true => MAX_STEP,
+                // Below PROBE_FROM, where growth is never a probe: up to it
+                // (if the demand says so), and not past it unprobed.
+                false if current < PROBE_FROM => PROBE_FROM - current,
+                false => current.clamp(MIN_STEP, MAX_STEP),
+            };
             let step = self.step_limit.map_or(step, |limit| step.min(limit));
             let next = want.min(current + step);
             if saturated && current >= PROBE_FROM {
@@ -301,6 +335,7 @@ impl Controller {
     /// The size actually applied after the budget; a probe that the budget
     /// cut short is judged against what it really got, or dropped.
     pub fn applied(&mut self, size: usize) {
+        self.held_back |= size < self.decided;
         if let Some(p) = &mut self.probe {
             if size <= p.from {
                 self.probe = None;

@@ -166,7 +166,7 @@ fn assert_bounded_growth(start: usize, sizes: &[usize]) {
     let mut prev = start;
     for s in sizes {
         assert!(
-            *s <= prev + prev.clamp(MIN_STEP, MAX_STEP),
+            *s <= (prev + prev.clamp(MIN_STEP, MAX_STEP)).max(PROBE_FROM),
             "stampede: {sizes:?}"
         );
         prev = *s;
@@ -276,8 +276,9 @@ async fn a_server_that_scales_is_not_mistaken_for_a_knee() {
     .await;
     assert!(size >= 40, "{sizes:?}");
     assert!(ctl.knee(tokio::time::Instant::now().into_std()).is_none());
-    // Probes that pay off at once are not waited out: doubling every tick
-    // from 2 (4, 8, 16, 32), the clients' 40 (with headroom) by the sixth.
+    // Probes that pay off at once are not waited out: straight to 8, then
+    // doubling every tick (16, 32), the clients' 40 (with headroom) by the
+    // sixth.
     assert!(sizes[5] >= 40, "{sizes:?}");
 }
 
@@ -383,10 +384,54 @@ fn a_pool_just_grown_is_still_seen_saturated() {
     };
     let mut ctl = Controller::new();
     let t0 = Instant::now();
-    let (grown, _) = ctl.decide(t0, &full(5.0), 5, OPEN, &GOAL);
-    assert_eq!(grown, 10);
-    // The next window ran one second at 5 and one at 10: a busy mean of
-    // 7.5 is a full pool, not one with a quarter of it idle.
-    let (next, why) = ctl.decide(t0 + Duration::from_secs(1), &full(7.5), 10, OPEN, &GOAL);
-    assert_eq!((next > 10, why), (true, Why::Grow));
+    let (grown, _) = ctl.decide(t0, &full(10.0), 10, OPEN, &GOAL);
+    assert_eq!(grown, 20);
+    // The next window ran one second at 10 and one at 20: a busy mean of
+    // 15 is a full pool, not one with a quarter of it idle.
+    let (next, why) = ctl.decide(t0 + Duration::from_secs(1), &full(15.0), 20, OPEN, &GOAL);
+    assert_eq!((next > 20, why), (true, Why::Grow));
+}
+
+#[test]
+fn a_pool_the_budget_held_back_takes_the_room_at_once() {
+    // 40 clients queue on 5 ms transactions behind a fleet cap of 3.
+    let held = |busy: f64| Sample {
+        lambda: busy / 0.005,
+        throughput: busy / 0.005,
+        hold_mean: 0.005,
+        busy_mean: busy,
+        waiting_mean: 40.0 - busy,
+        wait_p99: 0.5,
+    };
+    let mut ctl = Controller::new();
+    let t0 = Instant::now();
+    let tick = |n: u64| t0 + Duration::from_secs(n);
+    let (want, _) = ctl.decide(t0, &held(3.0), 3, OPEN, &GOAL);
+    assert_eq!(
+        want, 8,
+        "the capped queue's demand, while it may be a burst"
+    );
+    ctl.applied(3);
+    // Held at 3 for a tick: the queue stood, so all of it is demand, and
+    // growth takes its largest step.
+    let (want, why) = ctl.decide(tick(1), &held(3.0), 3, OPEN, &GOAL);
+    assert_eq!((want, why), (3 + MAX_STEP, Why::Grow));
+    // The cap rose to 16; still saturated and still held back.
+    ctl.applied(16);
+    let (want, _) = ctl.decide(tick(2), &held(16.0), 16, OPEN, &GOAL);
+    assert_eq!(want, 16 + MAX_STEP);
+    // Held back, then given all it asked for between ticks (a fleet cap
+    // that rose): it was still held back for part of the tick.
+    let mut joined = Controller::new();
+    joined.decide(t0, &held(2.0), 2, OPEN, &GOAL);
+    joined.applied(0);
+    joined.applied(4);
+    let (want, _) = joined.decide(tick(1), &held(3.0), 4, OPEN, &GOAL);
+    assert_eq!(want, 4 + MAX_STEP);
+    // A pool that got what it asked for doubles.
+    let mut free = Controller::new();
+    free.decide(t0, &held(3.0), 3, OPEN, &GOAL);
+    free.applied(8);
+    let (want, _) = free.decide(tick(1), &held(8.0), 8, OPEN, &GOAL);
+    assert_eq!(want, 16, "not held back: doubling");
 }

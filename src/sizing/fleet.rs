@@ -27,7 +27,9 @@
 //!      publish the lower cap only once the pool holds no more than it.
 //!      Until then keep publishing the old cap.
 //!    - [`Step::Keep`]: publish, to refresh demand and held.
-//! 3. Count the round (`Round::rounds`) once the publish is done.
+//! 3. Count the round (`Round::rounds`) once the publish is done, and run
+//!    the next after the sync period, or after [`SOON`] (if shorter) when
+//!    [`Decision::soon`] says so.
 //!
 //! An instance that cannot reach the database does not call [`next_cap`]:
 //! it keeps its last cap. Its row stays visible as long as its probe
@@ -51,7 +53,7 @@
 //! not published as short takes nothing this round (it publishes that it is
 //! short, and is dealt in from the next round), and neither does a member
 //! in its first round (it joins with cap 0, so every snapshot a raise is
-//! dealt from counts it). Its second round comes [`JOIN_WAIT`] later rather
+//! dealt from counts it). Its second round comes [`SOON`] later rather
 //! than a sync period: longer than [`RAISE_WITHIN`], so any raise dealt
 //! from a snapshot read before it joined is already published when it
 //! reads, and the room it is dealt from is really free. A newcomer bids an
@@ -66,8 +68,17 @@
 //! dealing. That argument is informal; the property tests check the
 //! invariant after every half-step of random interleavings of stale and
 //! fresh snapshots, with members joining and dying. It assumes that a step
-//! (read, decide, publish) is short against the sync period, hence
-//! [`RAISE_WITHIN`].
+//! (read, decide, publish) is short against the time between two reads of
+//! one member, hence [`raise_in_time`]: a member that read twice while
+//! another's raise was unpublished could deal itself room twice.
+//!
+//! How fast a load that moves is followed: a member whose load rose
+//! publishes itself short (and runs its next round [`SOON`]); a member
+//! above its fair share then gives back its whole surplus at once, since
+//! someone waits for it (with nobody short it gives back half a round,
+//! so a dip does not throw away connections it will want again), and runs
+//! its next round soon to publish the lower cap once its pools are down to
+//! it; the short member takes the room from its next round on.
 //!
 //! Limits: all members must use the same B; instance ids must be unique
 //! (a duplicate gives up its extra unit, so the sum still holds, but the
@@ -111,19 +122,24 @@ pub const FLOOR: u32 = 1;
 /// budget: it has no measured demand yet, and its clients are on the way.
 pub const NEW_ROUNDS: u32 = 3;
 /// A cap above the fair share gives back this part of the surplus per round
-/// (rounded up, so at least one).
+/// (rounded up, so at least one) while no other member waits for room; when
+/// one is published short, the whole surplus goes back at once.
 pub const GIVE_BACK_PART: u32 = 2;
 /// A raise must be published within this time of the snapshot it was dealt
-/// from, or be dropped: the safety argument needs a step to be short
-/// against the sync period.
+/// from (or half the sync period, if less: [`raise_in_time`]), or be
+/// dropped: the safety argument needs a step to be short against the time
+/// between two reads of one member.
 pub const RAISE_WITHIN: Duration = Duration::from_millis(500);
-/// A member's second round comes this soon after its first (the one that
-/// joins it with cap 0), not a whole sync period later: every raise dealt
-/// from a snapshot that did not count it yet has been published (or
-/// dropped) by then, so its own first raise is dealt from room that is
-/// really free.
-pub const JOIN_WAIT: Duration = Duration::from_millis(600);
-const _: () = assert!(JOIN_WAIT.as_millis() > RAISE_WITHIN.as_millis());
+/// A round that leaves something for the next to finish is followed by the
+/// next this soon (or after the sync period, if shorter), not a whole sync
+/// period later ([`Decision::soon`]). After the round that joins a member
+/// with cap 0: every raise dealt from a snapshot that did not count it yet
+/// has been published (or dropped) by then, so its own first raise is
+/// dealt from room that is really free. Longer than [`RAISE_WITHIN`], so a
+/// member still never reads twice while a raise dealt before its first
+/// read is unpublished.
+pub const SOON: Duration = Duration::from_millis(600);
+const _: () = assert!(SOON.as_millis() > RAISE_WITHIN.as_millis());
 
 /// The state one member publishes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,6 +287,11 @@ pub struct Decision {
     /// What to publish, at the point the step says: the new cap, the bid,
     /// and `held` clamped to the cap (the caller may refresh it).
     pub publish: Published,
+    /// The next round should come [`SOON`]: this one joined the fleet, or
+    /// published this member short for the first time (it is dealt room
+    /// from the next round on), or lowered the cap (published once the
+    /// pools have closed down to it).
+    pub soon: bool,
 }
 
 impl Decision {
@@ -288,19 +309,25 @@ impl Decision {
             step: Step::Keep { cap: from },
             target: self.target,
             publish,
+            soon: self.soon,
         }
     }
 }
 
 /// This instance's step for one round: toward its fair share of the budget,
-/// raising only within its slice of the free room, lowering by at most
-/// [`GIVE_BACK_PART`] of the surplus. See the module documentation.
+/// raising only within its slice of the free room, lowering by
+/// [`GIVE_BACK_PART`] of the surplus, or by all of it when another member
+/// waits for room. See the module documentation.
 pub fn next_cap(r: &Round) -> Decision {
     let budget = r.budget.min(MAX_FIGURE);
     let want = bid(r, budget);
     let target = my_target(budget, r, want);
     let cap = r.mine.cap;
     let step = match cap.cmp(&target) {
+        Ordering::Greater if r.members.iter().any(|m| m.short) => Step::Lower {
+            from: cap,
+            to: target,
+        },
         Ordering::Greater => Step::Lower {
             from: cap,
             to: cap - (cap - target).div_ceil(GIVE_BACK_PART),
@@ -315,6 +342,8 @@ pub fn next_cap(r: &Round) -> Decision {
         }
         _ => Step::Keep { cap },
     };
+    let short = step.cap() < target;
+    let lowered = matches!(step, Step::Lower { .. });
     Decision {
         step,
         target,
@@ -324,15 +353,18 @@ pub fn next_cap(r: &Round) -> Decision {
             demand: want,
             cap: step.cap(),
             held: r.held.min(step.cap()),
-            short: step.cap() < target,
+            short,
         },
+        soon: r.rounds == 0 || (short && !r.mine.short) || lowered,
     }
 }
 
 /// Whether a raise dealt from a snapshot read at `read_at` may still be
-/// published at `now`.
-pub fn raise_in_time(read_at: Instant, now: Instant) -> bool {
-    now.saturating_duration_since(read_at) <= RAISE_WITHIN
+/// published at `now`, with rounds every `period`: within [`RAISE_WITHIN`],
+/// and within half the period, so that no member reads twice (rounds come
+/// at least `min(period, SOON)` apart) while it is unpublished.
+pub fn raise_in_time(read_at: Instant, now: Instant, period: Duration) -> bool {
+    now.saturating_duration_since(read_at) <= RAISE_WITHIN.min(period / 2)
 }
 
 /// The demand this instance publishes: at least [`FLOOR`], and at least an

@@ -175,8 +175,12 @@ fn first_round_joins_with_a_bid_and_takes_nothing() {
 
 #[test]
 fn a_cap_above_the_fair_share_is_given_back_gradually() {
+    // b bids more than its cap but has not published itself short: no one
+    // waits for the room yet.
     let mine = published("a", 10, 50, 40);
-    let others = [published("b", 60, 40, 40)];
+    let mut b = published("b", 60, 40, 40);
+    b.short = false;
+    let others = [b];
     let d = next_cap(&round(90, &mine, &others));
     assert_eq!(d.target, 10);
     assert_eq!(d.step, Step::Lower { from: 50, to: 30 }, "half of 40");
@@ -185,6 +189,43 @@ fn a_cap_above_the_fair_share_is_given_back_gradually() {
     let d = next_cap(&round(90, &mine, &others));
     assert_eq!(d.step, Step::Lower { from: 11, to: 10 }, "at least one");
     assert_eq!(d.publish.held, 10, "held is published after closing");
+}
+
+#[test]
+fn a_surplus_goes_back_at_once_to_a_member_that_waits() {
+    let mine = published("a", 10, 50, 40);
+    let mut b = published("b", 60, 40, 40);
+    b.short = true;
+    let d = next_cap(&round(90, &mine, &[b]));
+    assert_eq!(d.target, 10);
+    assert_eq!(d.step, Step::Lower { from: 50, to: 10 }, "all of 40");
+    assert!(d.soon, "the lower cap is published next round, soon");
+}
+
+#[test]
+fn rounds_come_soon_only_while_something_is_left_to_finish() {
+    // Joining; newly short; lowering: soon. Steady, or still short: not.
+    let mine = published("a", 10, 10, 10);
+    let others = [published("b", 80, 80, 80)];
+    let first = Round {
+        rounds: 0,
+        ..round(90, &mine, &others)
+    };
+    assert!(next_cap(&first).soon, "joined");
+    assert!(!next_cap(&round(90, &mine, &others)).soon, "steady");
+    let busy = Round {
+        demand: 45,
+        ..round(90, &mine, &others)
+    };
+    let d = next_cap(&busy);
+    assert!(d.publish.short && d.soon, "newly short: {d:?}");
+    let mut still = mine.clone();
+    still.short = true;
+    let d = next_cap(&Round {
+        mine: &still,
+        ..busy
+    });
+    assert!(d.publish.short && !d.soon, "still short: {d:?}");
 }
 
 #[test]
@@ -265,14 +306,21 @@ fn floors_give_every_member_one_while_the_budget_allows() {
 #[test]
 fn raises_expire_and_the_view_adds_up() {
     let t0 = Instant::now();
-    assert!(raise_in_time(t0, t0 + RAISE_WITHIN));
+    let period = Duration::from_secs(1);
+    assert!(raise_in_time(t0, t0 + RAISE_WITHIN, period));
     assert!(!raise_in_time(
         t0,
-        t0 + RAISE_WITHIN + Duration::from_millis(1)
+        t0 + RAISE_WITHIN + Duration::from_millis(1),
+        period
     ));
     assert!(
-        raise_in_time(t0 + Duration::from_secs(1), t0),
+        raise_in_time(t0 + Duration::from_secs(1), t0, period),
         "read after now"
+    );
+    let quick = Duration::from_millis(250);
+    assert!(
+        !raise_in_time(t0, t0 + Duration::from_millis(126), quick),
+        "within half a short period"
     );
 
     let mine = published("b", 10, 20, 12);
@@ -304,9 +352,11 @@ fn a_late_raise_is_given_up_for_the_old_cap() {
 fn an_overcommitted_fleet_only_hands_back() {
     // A member that lost its probe connection rejoined with the cap it
     // still held, after the other took its room: nobody raises, both lower.
+    // Neither is short of its fair share (50), so each hands back half.
     let mine = published("a", 80, 60, 60);
-    let others = [published("b", 80, 60, 60)];
-    let d = next_cap(&round(100, &mine, &others));
+    let mut b = published("b", 80, 60, 60);
+    b.short = false;
+    let d = next_cap(&round(100, &mine, &[b]));
     assert_eq!(d.target, 50);
     assert_eq!(d.step, Step::Lower { from: 60, to: 55 });
 }

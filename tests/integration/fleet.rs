@@ -45,7 +45,8 @@ async fn instance(fleet: &str, id: &str) -> (Pooler, String) {
     cfg.pooler.fleet = Some(FleetSettings {
         name: fleet.to_string(),
         instance: id.to_string(),
-        sync_period: Duration::from_millis(250),
+        // The default (1 s): the bar holds as shipped.
+        sync_period: pglittle::config::fleet::DEFAULT_SYNC_PERIOD,
     });
     (pooler(cfg).await, password)
 }
