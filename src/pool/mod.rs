@@ -277,6 +277,14 @@ impl Pool {
             .ok_or_else(|| PoolError::Closed(self.name()))
     }
 
+    /// The session defaults, or `carried` (another process's pool learned
+    /// them from the same server) when this pool has not learned any yet.
+    pub fn adopt_defaults(&self, carried: Params) -> std::sync::Arc<Params> {
+        let mut d = self.defaults.lock().unwrap_or_else(|e| e.into_inner());
+        d.get_or_insert_with(|| std::sync::Arc::new(carried))
+            .clone()
+    }
+
     /// Lends a server connection, waiting at most `timeout` (zero: forever).
     pub async fn acquire(
         self: &std::sync::Arc<Self>,

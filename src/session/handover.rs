@@ -8,8 +8,8 @@
 //! process goes on with `tls::records`); the others (a held server, TLS
 //! 1.2) stay on the old process until they leave or the drain times out
 //! (`Session::leave_at_drain`). What moves: the database and user, the
-//! application_name, the session's parameters (startup and current), its
-//! cancel key, its prepared statements (protocol and SQL level, and the
+//! application_name, the session's parameters (startup and current) and
+//! the server defaults they are kept against, its cancel key, its prepared statements (protocol and SQL level, and the
 //! unnamed one), its read-your-writes floor and route override, and its TLS
 //! keys.
 
@@ -33,6 +33,9 @@ pub struct Carried {
     pub application_name: String,
     pub startup: Vec<(String, String)>,
     pub overrides: Vec<(String, String)>,
+    /// The server's defaults as the old process's pool learned them: the
+    /// new one resumes the session without waiting for a server.
+    pub defaults: Vec<(String, String)>,
     pub cancel: (i32, i32),
     pub floor: u64,
     pub announced: u64,
@@ -44,7 +47,7 @@ pub struct Carried {
 
 /// The first bytes of every encoding: a build that reads another's
 /// format fails clearly instead of misreading it.
-const MAGIC: &[u8; 8] = b"pglho-02";
+const MAGIC: &[u8; 8] = b"pglho-03";
 
 fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     out.put_u32(b.len() as u32);
@@ -100,6 +103,7 @@ impl Carried {
         }
         put_pairs(&mut out, &self.startup);
         put_pairs(&mut out, &self.overrides);
+        put_pairs(&mut out, &self.defaults);
         out.put_u32(self.cancel.0 as u32);
         out.put_u32(self.cancel.1 as u32);
         out.put_u64(self.floor);
@@ -138,6 +142,7 @@ impl Carried {
             application_name: r.string()?,
             startup: r.pairs()?,
             overrides: r.pairs()?,
+            defaults: r.pairs()?,
             cancel: (r.u32()? as i32, r.u32()? as i32),
             floor: r.u64()?,
             announced: r.u64()?,
@@ -159,6 +164,14 @@ impl Carried {
         c.tls = r.bytes()?;
         r.0.is_empty().then_some(c)
     }
+}
+
+fn params_of(list: &[(String, String)]) -> Params {
+    let mut p = Params::new();
+    for (k, v) in list {
+        p.set(k, v);
+    }
+    p
 }
 
 fn pairs(p: &Params) -> Vec<(String, String)> {
@@ -213,6 +226,7 @@ impl Session {
                 .unwrap_or_default(),
             startup: pairs(&self.startup),
             overrides: pairs(&self.overrides),
+            defaults: pairs(&self.defaults),
             cancel: (self.cancel.pid, self.cancel.secret),
             floor: self.route.floor.0,
             announced: self.route.announced.0,
@@ -229,7 +243,10 @@ impl Session {
 /// Rebuilds a session the old process carried out, around its socket.
 /// `None` (the client is then closed) when its pool cannot be had here:
 /// the database or user is gone from the config, or the user's server
-/// credential was only learned from its login (SCRAM pass-through).
+/// credential was only learned from its login (SCRAM pass-through). No
+/// server is needed: the pool takes the carried defaults if it has none
+/// yet, so a cold pool that sheds or cannot connect at this moment does
+/// not close clients that were only waiting for their next query.
 pub async fn resume(
     shared: &Arc<Shared>,
     tcp: tokio::net::TcpStream,
@@ -239,7 +256,10 @@ pub async fn resume(
     let config = shared.config();
     let pool = shared.pool_for(&config, &carried.database, &carried.user)?;
     let client = ClientStream::resume(tcp, &carried.tls)?;
-    let defaults = pool.defaults().await.ok()?;
+    let defaults = match carried.defaults.is_empty() {
+        true => pool.defaults().await.ok()?,
+        false => pool.adopt_defaults(params_of(&carried.defaults)),
+    };
     let params = |list: &[(String, String)]| {
         let mut p = Params::new();
         for (k, v) in list {
@@ -303,6 +323,10 @@ mod tests {
                 ("search_path".into(), "s2".into()),
                 ("TimeZone".into(), "UTC".into()),
             ],
+            defaults: vec![
+                ("search_path".into(), "\"$user\", public".into()),
+                ("TimeZone".into(), "Etc/UTC".into()),
+            ],
             cancel: (-5, 77),
             floor: 0x1_0000_0010,
             announced: 0x10,
@@ -338,9 +362,10 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(Carried::decode(&longer), None);
-        // The previous build's format (no TLS keys) is refused, not misread.
+        // The previous builds' formats (no TLS keys, no defaults) are
+        // refused, not misread.
         let mut other = bytes;
-        other[7] = b'1';
+        other[7] = b'2';
         assert_eq!(Carried::decode(&other), None);
     }
 }
