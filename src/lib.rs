@@ -72,7 +72,8 @@
 //!    statement names through `prepared::Rewriter` and reading only
 //!    ReadyForQuery, ParameterStatus and ErrorResponse from the server.
 //! 7. At ReadyForQuery('I') with nothing in flight, `session::checkin`:
-//!    the LSN of a write is read on the same server, the settings the
+//!    the LSN of a write is taken from the probe the relay pipelined
+//!    behind it (or read now, on the same server), the settings the
 //!    client changed are read back so they follow it, and the server is
 //!    released, kept (pinned) or reset.
 //!
@@ -217,6 +218,16 @@
 //! - A fleet cap that moves reaches the pools at once: the janitor, told by
 //!   `Fleet::moved`, re-applies the last allocation between its ticks
 //!   (`autosize::reapply`) rather than at the next one.
+//! - The relay may send the server a query of pglittle's own behind the
+//!   client's (session 11): read-your-writes' WAL position is pipelined in
+//!   the same write as an autocommit write or a COMMIT. The rewriter's reply
+//!   queue already swallowed the replies to pglittle's own setup queries;
+//!   a `Reply::Probe` entry is swallowed the same way and read on the way
+//!   (the scanner reads small DataRows whole while a probe may answer), and
+//!   the client pump takes no more of the client's messages until it has
+//!   answered, so the next request is routed afresh. Whether a Query leaves
+//!   the server outside any block is `sql::commit`'s pure, conservative
+//!   rule.
 //!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;

@@ -214,6 +214,13 @@ fn replicas(shared: &Shared) {
         m.counter(RYW_DECISIONS_TOTAL, &[("decision", decision.to_string())])
             .absolute(n.load(Relaxed));
     }
+    for (via, n) in [
+        ("pipelined", &ryw.position_pipelined),
+        ("query", &ryw.position_asked),
+    ] {
+        m.counter(RYW_POSITIONS_TOTAL, &[("via", via.to_string())])
+            .absolute(n.load(Relaxed));
+    }
 }
 
 /// Each fleet member's share, demand and connections, and the fleet sums,

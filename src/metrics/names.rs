@@ -41,6 +41,7 @@ pub const CONNECTION_BUDGET: &str = "pglittle_pool_connection_budget";
 pub const REPLICA_LAG_SECONDS: &str = "pglittle_replica_lag_seconds";
 pub const REPLICA_LAG_BYTES: &str = "pglittle_replica_lag_bytes";
 pub const RYW_DECISIONS_TOTAL: &str = "pglittle_read_your_writes_decisions_total";
+pub const RYW_POSITIONS_TOTAL: &str = "pglittle_read_your_writes_positions_total";
 pub const FLEET_CAP: &str = "pglittle_fleet_cap";
 pub const FLEET_DEMAND: &str = "pglittle_fleet_demand";
 pub const FLEET_HELD: &str = "pglittle_fleet_held";
@@ -92,6 +93,7 @@ pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (REPLICA_LAG_SECONDS, "seconds", "Replay lag of a replica: how long ago the primary first wrote past its replay position."),
     (REPLICA_LAG_BYTES, "bytes", "Replay lag of a replica in WAL bytes."),
     (RYW_DECISIONS_TOTAL, "", "Read-your-writes decisions: replica, primary_floor, waited, primary_time, retried_on_primary."),
+    (RYW_POSITIONS_TOTAL, "", "WAL positions learned after writes (lsn mode), by how: pipelined behind the commit, or a query of its own."),
     (FLEET_CAP, "", "Each fleet member's published cap on its connections to the database (this instance's view; me=yes for this one)."),
     (FLEET_DEMAND, "", "Each fleet member's published demand (bid) for connections."),
     (FLEET_HELD, "", "Server connections each fleet member held when it last published."),

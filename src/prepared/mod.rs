@@ -71,6 +71,9 @@ impl Expect {
 pub enum Reply {
     Forward,
     Swallow,
+    /// Swallowed too: the replies to pglittle's own query behind the
+    /// client's ([`Rewriter::push_probe`]), which the relay reads.
+    Probe,
     /// Not sent to the server: emit this reply when its turn comes.
     Synth(&'static [u8]),
 }
@@ -291,6 +294,21 @@ impl Rewriter<'_> {
     /// The server is discarding messages until the client's next Sync.
     pub fn skipping(&self) -> bool {
         self.skipping
+    }
+
+    /// Sends the server pglittle's own simple query `query` (its bytes)
+    /// behind what is queued: its replies reach no client, and the relay
+    /// reads them while [`Rewriter::probe_at_front`] says they are its.
+    pub fn push_probe(&mut self, query: &[u8], out: &mut BytesMut) {
+        out.extend_from_slice(query);
+        self.push(Expect::Cycle, Reply::Probe, Undo::None);
+    }
+
+    /// The next server message answers a probe.
+    pub fn probe_at_front(&self) -> bool {
+        self.actions
+            .front()
+            .is_some_and(|a| a.reply == Reply::Probe)
     }
 
     /// Undoes what a message that failed (with SQLSTATE `error`) or was

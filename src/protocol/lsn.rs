@@ -9,6 +9,20 @@ pub struct Lsn(pub u64);
 
 impl Lsn {
     pub const ZERO: Lsn = Lsn(0);
+
+    /// Parses PostgreSQL's text form (`16/B374D848`) without allocating;
+    /// `None` for anything else.
+    pub fn from_text(b: &[u8]) -> Option<Lsn> {
+        let slash = b.iter().position(|&c| c == b'/')?;
+        let half = |h: &[u8]| -> Option<u64> {
+            if h.is_empty() || h.len() > 8 || !h.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let text = std::str::from_utf8(h).ok()?;
+            u64::from_str_radix(text, 16).ok()
+        };
+        Some(Lsn((half(&b[..slash])? << 32) | half(&b[slash + 1..])?))
+    }
 }
 
 impl fmt::Display for Lsn {
@@ -32,6 +46,27 @@ impl FromStr for Lsn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_parses_without_allocating() {
+        assert_eq!(
+            Lsn::from_text(b"16/B374D848"),
+            Some("16/B374D848".parse().unwrap())
+        );
+        assert_eq!(Lsn::from_text(b"0/0"), Some(Lsn::ZERO));
+        for bad in [
+            &b""[..],
+            b"16",
+            b"/1",
+            b"1/",
+            b"1/2/3",
+            b"x/1",
+            b"123456789/0",
+            b"+1/0",
+        ] {
+            assert_eq!(Lsn::from_text(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn round_trips_and_orders() {

@@ -9,7 +9,7 @@
 //! are held back until complete, so a large DataRow or COPY stream passes
 //! through in chunks.
 
-use super::{frame::peek_header, read_cstr, ProtocolError, TxStatus};
+use super::{frame::peek_header, read_cstr, Lsn, ProtocolError, TxStatus};
 
 /// The kind of one server message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,9 @@ pub enum BackendEvent {
         code: [u8; 5],
         fatal: bool,
     },
+    /// A DataRow of one column holding a WAL position as text; only while
+    /// [`BackendScanner::read_lsn_rows`] is set.
+    LsnRow(Lsn),
 }
 
 /// One frame as the caller sees it.
@@ -99,10 +102,15 @@ pub struct BackendScanner {
     skip: usize,
     /// Whether that frame is being forwarded or dropped.
     skip_forward: bool,
+    /// Read small DataRows whole too, for [`BackendEvent::LsnRow`].
+    pub read_lsn_rows: bool,
 }
 
 /// Frames larger than this are never held back for inspection.
 const MAX_INSPECTED: usize = 16 << 20;
+/// A DataRow of one WAL position: the header, the column count and length,
+/// and at most 17 bytes of text.
+const MAX_LSN_ROW: usize = 5 + 2 + 4 + 17;
 
 fn push_range(out: &mut Vec<Segment>, start: usize, end: usize) {
     if let Some(Segment::Range(_, e)) = out.last_mut() {
@@ -152,11 +160,14 @@ impl BackendScanner {
                 return Ok(pos);
             };
             let inspect = matches!(tag, b'Z' | b'S' | b'E') && total <= MAX_INSPECTED;
-            if inspect && rest.len() < total {
+            let row = self.read_lsn_rows && tag == b'D' && total <= MAX_LSN_ROW;
+            if (inspect || row) && rest.len() < total {
                 return Ok(pos);
             }
             let event = if inspect {
                 Some(inspect_body(tag, &rest[5..total])?)
+            } else if row {
+                lsn_row(&rest[5..total]).map(BackendEvent::LsnRow)
             } else {
                 None
             };
@@ -195,6 +206,14 @@ fn inspect_body(tag: u8, body: &[u8]) -> Result<BackendEvent, ProtocolError> {
         }
         _ => Ok(error_fields(body)),
     }
+}
+
+/// The WAL position in a DataRow body of one non-null text column.
+fn lsn_row(body: &[u8]) -> Option<Lsn> {
+    let (count, rest) = body.split_first_chunk::<2>()?;
+    let (len, text) = rest.split_first_chunk::<4>()?;
+    let ok = i16::from_be_bytes(*count) == 1 && i32::from_be_bytes(*len) == text.len() as i32;
+    ok.then(|| Lsn::from_text(text)).flatten()
 }
 
 /// Reads the SQLSTATE and severity out of an ErrorResponse body.
@@ -325,5 +344,36 @@ mod tests {
             BackendScanner::new().scan(b"Z\0\0\0\x04", &mut out, |_, _| true),
             Err(ProtocolError::Malformed { .. })
         ));
+    }
+    #[test]
+    fn wal_position_rows_are_read_only_when_asked() {
+        let mut b = BytesMut::new();
+        backend::data_row(&mut b, &[Some("16/B374D848")]);
+        backend::data_row(&mut b, &[Some("16/B374D848"), Some("x")]);
+        backend::data_row(&mut b, &[Some("hello")]);
+        backend::data_row(&mut b, &[None]);
+        backend::ready_for_query(&mut b, TxStatus::Idle);
+        let events = |sc: &mut BackendScanner, input: &[u8]| {
+            let mut evs = Vec::new();
+            let n = sc
+                .scan(input, &mut Vec::new(), |h, _| {
+                    evs.push(h.event);
+                    true
+                })
+                .unwrap();
+            (n, evs)
+        };
+        let mut plain = BackendScanner::new();
+        let (_, evs) = events(&mut plain, &b);
+        assert!(evs[..4].iter().all(Option::is_none), "{evs:?}");
+        let mut asked = BackendScanner::new();
+        asked.read_lsn_rows = true;
+        // Half a row is waited for, not passed through.
+        let (n, evs) = events(&mut asked, &b[..10]);
+        assert_eq!((n, evs.len()), (0, 0));
+        let (_, evs) = events(&mut asked, &b);
+        let lsn = "16/B374D848".parse().unwrap();
+        assert_eq!(evs[0], Some(BackendEvent::LsnRow(lsn)));
+        assert!(evs[1..4].iter().all(Option::is_none), "{evs:?}");
     }
 }

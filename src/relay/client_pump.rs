@@ -202,6 +202,7 @@ fn take_client(
             }
             Some((msg, len)) => {
                 meter.client_message(&msg);
+                st.more_buffered = cbuf.len() > t.n + len;
                 t.synth |= st
                     .client_message(&msg, &cbuf[t.n..t.n + len], out)
                     .map_err(Refusal::Limit)?;

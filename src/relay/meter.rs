@@ -66,7 +66,7 @@ impl<'a> Meter<'a> {
                 }
             }
             BackendEvent::Error { code, .. } => self.m.error(code),
-            BackendEvent::ParameterStatus { .. } => {}
+            BackendEvent::ParameterStatus { .. } | BackendEvent::LsnRow(_) => {}
         }
     }
 }

@@ -107,6 +107,7 @@ fn scan_once(
 ) -> Result<(usize, Send, bool), ()> {
     let Ctx { state, meter, .. } = ctx;
     let mut st = lock(state);
+    scanner.read_lsn_rows = st.reads_lsn_rows();
     let mut wake_client = st.emit_due(segs);
     let scanned = scanner.scan(sbuf, segs, |head, segs| {
         if let Some(ev) = &head.event {

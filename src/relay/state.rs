@@ -5,13 +5,14 @@
 
 use bytes::BytesMut;
 
-use super::tx_record::TxRecord;
+use super::tx_record::{TxRecord, LSN_PROBE};
 use crate::prepared::client::LimitError;
 use crate::prepared::{ReplyAction, Rewriter};
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::scan::{BackendEvent, BackendKind, Segment};
 use crate::protocol::sqlstate;
 use crate::protocol::TxStatus;
+use crate::sql::commit::ends_outside_block;
 
 pub(super) struct State<'a> {
     pub record: &'a mut TxRecord,
@@ -26,6 +27,10 @@ pub(super) struct State<'a> {
     flush_due: usize,
     /// The client pump stopped reading because the reply queue was full.
     held_up: bool,
+    /// The client message being taken is not the last one buffered: a
+    /// pipelining client is not made to wait for a probe between its
+    /// requests (its writes get their position by a query after the relay).
+    pub more_buffered: bool,
 }
 
 /// Replies queued (to come from the server, or made up here) past which
@@ -63,13 +68,21 @@ impl<'a> State<'a> {
             client_parked: false,
             flush_due: 0,
             held_up: false,
+            more_buffered: false,
         }
     }
 
     /// The client pump may read no further message: a replica lease has
-    /// sent its one batch.
+    /// sent its one batch, or a probe follows the client's last query (what
+    /// the client sends next is a new request, routed afresh once the
+    /// probe has answered and the relay is over).
     pub fn batch_full(&self) -> bool {
-        self.record.batch_sent
+        self.record.batch_sent || self.record.probe_pending
+    }
+
+    /// Small DataRows must be read whole: a probe may answer.
+    pub fn reads_lsn_rows(&self) -> bool {
+        self.record.lsn_probe
     }
 
     /// Bytes of a stale-plan replay to send before anything else.
@@ -105,7 +118,23 @@ impl<'a> State<'a> {
         let f = &mut *self.record;
         let fx = f.note(msg);
         let aborted = f.status == TxStatus::Failed && f.outstanding == 0;
+        // Known only with nothing in flight: where the server will be once
+        // this Query has run.
+        let settled = f.outstanding == 0;
         let w = self.rewriter.client_message(msg, raw, fx, aborted, out);
+        if f.lsn_probe && w.cycles > 0 {
+            let probe = settled
+                && !self.more_buffered
+                && self.rewriter.refused.is_none()
+                && matches!(msg, FrontendMessage::Query { sql }
+                    if ends_outside_block(sql, f.status.in_block()));
+            if probe {
+                self.rewriter.push_probe(LSN_PROBE, out);
+                f.outstanding += 1;
+                (f.probed, f.probe_pending) = (None, true);
+            }
+            f.probe_last = probe;
+        }
         if *msg == FrontendMessage::Flush {
             self.flush_due = self.rewriter.pending();
         }
@@ -173,6 +202,13 @@ impl<'a> State<'a> {
         let f = &mut *self.record;
         let mut step = ServerStep::default();
         let mut error = None;
+        if self.rewriter.probe_at_front() {
+            match event {
+                Some(&BackendEvent::LsnRow(lsn)) => f.probed = Some(lsn),
+                Some(BackendEvent::ReadyForQuery(_)) => f.probe_pending = false,
+                _ => {}
+            }
+        }
         if f.dead_on_arrival && !matches!(event, Some(BackendEvent::Error { fatal: true, .. })) {
             // The server answered: the request stays where it is.
             f.dead_on_arrival = false;

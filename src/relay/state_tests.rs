@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 
 use super::state::{State, MAX_QUEUED_REPLIES};
-use super::tx_record::{Replay, TxRecord};
+use super::tx_record::{Replay, TxRecord, LSN_PROBE};
 use super::Outcome;
 use crate::prepared::client::ClientStatements;
 use crate::prepared::server::ServerStatements;
@@ -31,13 +31,14 @@ fn client(st: &mut State<'_>, msgs: &[Vec<u8>]) -> BytesMut {
 }
 
 /// Server replies in, written as `1 2 C D T n G N` (by tag), `Z:I` (a
-/// ReadyForQuery with its status), `E:42601` (an error) or `F:57P01`
-/// (a FATAL one). Out: per reply, `F` forwarded, `-` dropped, `R` dropped
+/// ReadyForQuery with its status), `E:42601` (an error), `F:57P01`
+/// (a FATAL one) or `L:0/3000060` (a DataRow of one WAL position). Out: per reply, `F` forwarded, `-` dropped, `R` dropped
 /// for a replay, each after a `+` for every made-up reply that became due.
 fn server(st: &mut State<'_>, replies: &str) -> String {
     let mut seen = String::new();
     for r in replies.split_whitespace() {
         let (kind, event) = match r.split_once(':') {
+            Some(("L", lsn)) => (K::DataRow, Some(BackendEvent::LsnRow(lsn.parse().unwrap()))),
             Some(("Z", s)) => (
                 K::ReadyForQuery,
                 Some(BackendEvent::ReadyForQuery(
@@ -431,4 +432,113 @@ fn a_client_past_its_statement_cap_is_refused_and_nothing_is_sent() {
     let sql = frontend::query("prepare d as select 5");
     let (m, _) = peek_message(&sql, 1 << 20).unwrap().unwrap();
     assert!(st.client_message(&m, &sql, &mut out).is_err());
+}
+
+// ---- read-your-writes: the WAL position read behind the commit --------------
+
+fn query(sql: &str) -> Vec<u8> {
+    frontend::query(sql)
+}
+
+fn probing() -> Rig {
+    let mut rig = Rig::new();
+    rig.record.lsn_probe = true;
+    rig
+}
+
+#[test]
+fn the_probe_query_is_a_well_formed_simple_query() {
+    assert_eq!(
+        LSN_PROBE,
+        frontend::query("SELECT pg_current_wal_insert_lsn()::text").as_slice()
+    );
+}
+
+#[test]
+fn an_autocommit_write_is_followed_by_the_probe_in_the_same_write() {
+    let mut rig = probing();
+    let mut st = rig.state();
+    let out = client(&mut st, &[query("update t set v = 1 where id = 2")]);
+    assert_eq!(tags(&out), b"QQ");
+    assert!(out.ends_with(LSN_PROBE), "the probe follows the write");
+    assert!(st.batch_full(), "the next request waits for the probe");
+    // The client's answer goes on at once; the probe's never reaches it.
+    assert_eq!(server(&mut st, "C Z:I"), "FF");
+    assert!(!st.done(true), "the probe is still to answer");
+    assert_eq!(server(&mut st, "T L:0/3000060 C Z:I"), "----");
+    assert!(st.done(true) && !st.batch_full());
+    drop(st);
+    assert_eq!(rig.record.commit_lsn(), Some("0/3000060".parse().unwrap()));
+}
+
+#[test]
+fn a_commit_ending_a_block_is_probed_and_a_begin_is_not() {
+    let mut rig = probing();
+    let mut st = rig.state();
+    let out = client(&mut st, &[query("begin")]);
+    assert_eq!(tags(&out), b"Q", "no probe inside the client's block");
+    assert_eq!(server(&mut st, "C Z:T"), "FF");
+    let out = client(&mut st, &[query("insert into t values (1)")]);
+    assert_eq!(tags(&out), b"Q");
+    assert_eq!(server(&mut st, "C Z:T"), "FF");
+    let out = client(&mut st, &[query("commit")]);
+    assert_eq!(tags(&out), b"QQ");
+    assert_eq!(server(&mut st, "C Z:I T L:0/5 C Z:I"), "FF----");
+    assert!(st.done(true));
+    drop(st);
+    assert_eq!(rig.record.commit_lsn(), Some("0/5".parse().unwrap()));
+}
+
+#[test]
+fn a_write_the_probe_could_not_follow_leaves_no_position() {
+    // Pipelined behind the first, the second write is sent while the
+    // server's state after the first is unknown: no probe follows it, so
+    // the first one's position is not the last word.
+    let mut rig = probing();
+    let mut st = rig.state();
+    let out = client(
+        &mut st,
+        &[query("update t set v = 2"), query("update t set v = 1")],
+    );
+    assert_eq!(tags(&out), b"QQQ", "the probe follows the first write");
+    assert_eq!(server(&mut st, "C Z:I T L:0/7 C Z:I C Z:I"), "FF----FF");
+    assert!(st.done(true));
+    drop(st);
+    assert_eq!(rig.record.commit_lsn(), None);
+    // A client whose next request is already buffered is not made to
+    // wait for a probe between the two.
+    let mut rig = probing();
+    let mut st = rig.state();
+    st.more_buffered = true;
+    let out = client(&mut st, &[query("update t set v = 1")]);
+    assert_eq!(tags(&out), b"Q");
+    // COPY and the extended protocol are not followed either.
+    let mut rig = probing();
+    let mut st = rig.state();
+    let out = client(
+        &mut st,
+        &[parse("", "update t set v = 1"), bind(""), execute(), sync()],
+    );
+    assert_eq!(tags(&out), b"PBES");
+    let out = client(&mut st, &[query("copy t from stdin")]);
+    assert_eq!(tags(&out), b"Q");
+}
+
+#[test]
+fn a_probe_that_fails_leaves_no_position_and_the_client_sees_nothing() {
+    let mut rig = probing();
+    let mut st = rig.state();
+    client(&mut st, &[query("delete from t")]);
+    assert_eq!(server(&mut st, "C Z:I E:57014 Z:I"), "FF--");
+    assert!(st.done(true));
+    drop(st);
+    assert_eq!(rig.record.commit_lsn(), None);
+    // A DataRow of the client's own is not taken for the probe's.
+    let mut rig = probing();
+    let mut st = rig.state();
+    client(&mut st, &[query("insert into t values (1) returning 0/1")]);
+    assert_eq!(server(&mut st, "T L:0/1 C Z:I"), "FFFF");
+    assert_eq!(server(&mut st, "T L:0/9 C Z:I"), "----");
+    drop(st);
+    assert_eq!(rig.record.commit_lsn(), Some("0/9".parse().unwrap()));
 }

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use crate::prepared::client::Bound;
 use crate::protocol::frontend::FrontendMessage;
-use crate::protocol::TxStatus;
+use crate::protocol::{Lsn, TxStatus};
 use crate::sql::settings::{changes, SettingOp};
 use crate::sql::{Known, SqlEffects};
 
@@ -39,6 +39,10 @@ pub struct TxRecord {
     /// What routing found in the request's SQL (its Query or Parses), so
     /// the relay lexes none of them again; the session lends it.
     pub known: Known,
+    /// Read-your-writes by WAL position, on the primary: a simple Query
+    /// after which the server is outside any block is followed, in the
+    /// same write, by [`LSN_PROBE`], and the relay reads its answer.
+    pub lsn_probe: bool,
 
     /// Query/Sync/FunctionCall messages sent and not yet answered.
     pub(super) outstanding: usize,
@@ -63,7 +67,18 @@ pub struct TxRecord {
     /// The replica refused or died before the client saw anything: run
     /// `take_replay` on the primary.
     pub retry_primary: bool,
+    /// The last Query/Sync/FunctionCall the client sent was followed by a
+    /// probe.
+    pub(super) probe_last: bool,
+    /// What the last probe read.
+    pub(super) probed: Option<Lsn>,
+    /// A probe is sent and not yet answered.
+    pub(super) probe_pending: bool,
 }
+
+/// The query pipelined behind a write (`TxRecord::lsn_probe`), as a simple
+/// Query message: the WAL insert position once the client's commit is in.
+pub const LSN_PROBE: &[u8] = b"Q\0\0\0\x2dSELECT pg_current_wal_insert_lsn()::text\0";
 
 /// What a relay's outcome allows for the request it carried: may it run
 /// again elsewhere? The relay answers from what it saw (as pingora's
@@ -96,6 +111,7 @@ impl TxRecord {
             may_retry: false,
             dead_on_arrival: false,
             known: Known::default(),
+            lsn_probe: false,
             outstanding: 0,
             unsynced: false,
             status: TxStatus::Idle,
@@ -107,7 +123,16 @@ impl TxRecord {
             replay: BytesMut::new(),
             retries: 0,
             retry_primary: false,
+            probe_last: false,
+            probed: None,
+            probe_pending: false,
         }
+    }
+
+    /// The WAL position after everything the client sent in this relay,
+    /// when a probe was the last query the server ran and it answered.
+    pub fn commit_lsn(&self) -> Option<Lsn> {
+        self.probed.filter(|_| self.probe_last)
     }
 
     /// Whether the request may run again elsewhere, after `outcome` (the

@@ -206,32 +206,40 @@ impl Session {
         self.buf = buf;
     }
 
+    /// The read-your-writes mode this client's writes follow: `None` when
+    /// reads are not split to replicas.
+    pub(super) fn floor_mode(&self) -> Option<ReadYourWrites> {
+        let config = self.shared.config();
+        let db = config.databases.get(&self.pool.database)?;
+        if db.routing.split == Switch::Off || db.replicas.is_empty() {
+            return None;
+        }
+        Some(db.routing.read_your_writes)
+    }
+
     /// A write transaction committed on the primary: learn its position
     /// (LSN mode) or its time (time mode), and tell the client the floor.
-    pub(super) async fn learn_floor(&mut self, lease: &mut Lease) {
-        let config = self.shared.config();
-        let Some(db) = config.databases.get(&self.pool.database) else {
-            return;
-        };
-        if db.routing.split == Switch::Off || db.replicas.is_empty() {
-            return;
-        }
-        match db.routing.read_your_writes {
-            ReadYourWrites::Off => return,
-            ReadYourWrites::Time => {
+    /// `probed`: the position the relay read behind the commit
+    /// (`TxRecord::commit_lsn`); without it, it is asked for now.
+    pub(super) async fn learn_floor(&mut self, lease: &mut Lease, probed: Option<Lsn>) {
+        match self.floor_mode() {
+            None | Some(ReadYourWrites::Off) => return,
+            Some(ReadYourWrites::Time) => {
                 self.route.last_write = Some(std::time::Instant::now());
                 return;
             }
-            ReadYourWrites::Lsn => {}
+            Some(ReadYourWrites::Lsn) => {}
         }
-        let timeout = self.pool.target().connect_timeout;
-        let lsn = match lease.conn().simple_query(COMMIT_LSN_SQL, timeout).await {
-            Ok(o) if o.error.is_none() => o
-                .rows
-                .first()
-                .and_then(|r| r.first().cloned().flatten())
-                .and_then(|s| s.parse::<Lsn>().ok()),
-            _ => None,
+        let ryw = &self.shared.ryw;
+        let lsn = match probed {
+            Some(lsn) => {
+                ryw.position_pipelined.fetch_add(1, Relaxed);
+                Some(lsn)
+            }
+            None => {
+                ryw.position_asked.fetch_add(1, Relaxed);
+                self.ask_lsn(lease).await
+            }
         };
         let Some(lsn) = lsn else {
             return;
@@ -241,6 +249,21 @@ impl Session {
         self.route.announce(&mut out);
         if !out.is_empty() {
             let _ = self.client.write_all(&out).await;
+        }
+    }
+
+    /// The primary's WAL position, by a round trip of its own (a write the
+    /// relay could not follow with its probe: extended protocol, a block
+    /// left by a multi-statement Query, pipelined requests).
+    async fn ask_lsn(&mut self, lease: &mut Lease) -> Option<Lsn> {
+        let timeout = self.pool.target().connect_timeout;
+        match lease.conn().simple_query(COMMIT_LSN_SQL, timeout).await {
+            Ok(o) if o.error.is_none() => o
+                .rows
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|s| s.parse::<Lsn>().ok()),
+            _ => None,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::client_io::Incoming;
 use super::placement::{Busy, Retry};
 use super::routing::Plan;
 use super::{Next, Session};
-use crate::config::PoolMode;
+use crate::config::{PoolMode, ReadYourWrites};
 use crate::error::SessionError;
 use crate::pool::Lease;
 use crate::protocol::{backend, TxStatus};
@@ -128,6 +128,8 @@ impl Session {
             record.one_batch = p.one_batch;
             record.retry_armed = p.replica.is_some() && p.refusable && p.retry;
             record.may_retry = p.replica.is_some() && p.retry;
+            record.lsn_probe =
+                p.replica.is_none() && !p.read && self.floor_mode() == Some(ReadYourWrites::Lsn);
         }
         if !held && !record.may_retry && matches!(first, Incoming::Simple | Incoming::Extended) {
             record.dead_on_arrival = !std::mem::take(&mut self.moved_off_dead);
@@ -152,7 +154,7 @@ impl Session {
         };
         if p.replica.is_none() {
             if !p.read && matches!(outcome, Outcome::Idle | Outcome::IdleThenGone) {
-                self.learn_floor(&mut lease).await;
+                self.learn_floor(&mut lease, record.commit_lsn()).await;
             }
             return Step::Go((lease, replay));
         }

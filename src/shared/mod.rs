@@ -86,6 +86,10 @@ pub struct RywCounters {
     pub primary_time: AtomicU64,
     /// Reads retried on the primary after a replica refused them (25006, 40001).
     pub retried: AtomicU64,
+    /// LSN mode: a write's WAL position read by the query pipelined behind
+    /// it (`relay`), or by a round trip of its own after the transaction.
+    pub position_pipelined: AtomicU64,
+    pub position_asked: AtomicU64,
 }
 
 impl Shared {

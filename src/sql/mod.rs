@@ -6,6 +6,7 @@
 //! both routing and effects; the relay is handed what it found.
 
 pub mod classify;
+pub mod commit;
 pub mod effects;
 pub mod lexer;
 pub mod local;

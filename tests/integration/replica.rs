@@ -721,3 +721,96 @@ async fn a_comment_opening_with_slash_star_slash_is_served_and_the_session_lives
     }
     assert_eq!(scalar(&c, "SELECT 'alive'").await, "alive");
 }
+
+// Issue 15: in LSN mode the WAL position of an autocommit write (or of a
+// COMMIT) is read by a query pipelined behind it in the same write to the
+// server, not by a round trip of its own after the transaction. On a pool
+// of ONE server: client A writes, client B, on the same server right
+// after, sees nothing of the probe (no stray row, error or open block),
+// and A's token still carries read-your-writes to B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writes_position_is_read_behind_it_on_the_same_server() {
+    let mut config = split_config(delayed(), ReadYourWrites::Lsn);
+    config.pooler.pool_size = 1.into();
+    let p = common::pooler(config).await;
+    let a = table(&p, "ryw_probe").await;
+    let b = p.connect().await;
+    // C reads on the primary: the one server A writes through.
+    let c = p.connect().await;
+    c.batch_execute("SET pglittle.route = 'primary'")
+        .await
+        .unwrap();
+    let ryw = &p.running.shared.ryw;
+    let counts = || {
+        (
+            ryw.position_pipelined.load(Relaxed),
+            ryw.position_asked.load(Relaxed),
+        )
+    };
+    // A's session answers SHOW pglittle.lsn itself once its last request
+    // is over (the position is learned after the client has its answer):
+    // the counts are read after one.
+    scalar(&a, "SHOW pglittle.lsn").await;
+    let before = counts();
+    let mut last = String::new();
+    for id in 0..10 {
+        a.simple_query(&format!("INSERT INTO ryw_probe VALUES ({id})"))
+            .await
+            .unwrap();
+        let token = scalar(&a, "SHOW pglittle.lsn").await;
+        assert_ne!(token, last, "a new position after every write");
+        last = token.clone();
+        // C is served by the one server A just used: no block left open,
+        // nothing of the probe's.
+        assert_eq!(
+            scalar(&c, "SELECT pg_current_xact_id_if_assigned() IS NULL").await,
+            "t"
+        );
+        assert_eq!(
+            scalar(&c, "SELECT count(*) FROM ryw_probe").await,
+            (id + 1).to_string()
+        );
+        b.batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
+            .await
+            .unwrap();
+        assert!(found(&b, "ryw_probe", id).await, "stale read of row {id}");
+    }
+    // An explicit block: the position is read behind its COMMIT.
+    a.batch_execute("BEGIN").await.unwrap();
+    a.batch_execute("INSERT INTO ryw_probe VALUES (100)")
+        .await
+        .unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+    scalar(&a, "SHOW pglittle.lsn").await;
+    assert_eq!(
+        (counts().0 - before.0, counts().1 - before.1),
+        (11, 0),
+        "every position pipelined, none asked for"
+    );
+    // A failed write: the client sees its own error, and nothing else.
+    let dup = a.simple_query("INSERT INTO ryw_probe VALUES (100)").await;
+    assert!(
+        dup.is_err_and(|e| e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    );
+    assert_eq!(scalar(&a, "SELECT 1").await, "1");
+    // The extended protocol is not followed by a probe: its position is
+    // asked for after the transaction, as before.
+    a.execute("INSERT INTO ryw_probe VALUES ($1)", &[&200i32])
+        .await
+        .unwrap();
+    let token = scalar(&a, "SHOW pglittle.lsn").await;
+    // (tokio-postgres prepares the statement in a round trip of its own
+    // first, which is routed as the write it is: at least one ask.)
+    let (piped, asked) = counts();
+    // 10 writes, the block and the failed write (a probe follows whatever
+    // the Query's outcome); nothing behind a Sync.
+    assert_eq!(piped - before.0, 12, "nothing pipelined behind a Sync");
+    assert!(
+        asked > before.1,
+        "the extended write's position was asked for"
+    );
+    b.batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
+        .await
+        .unwrap();
+    assert!(found(&b, "ryw_probe", 200).await);
+}
