@@ -227,7 +227,8 @@
 //!   the client pump takes no more of the client's messages until it has
 //!   answered, so the next request is routed afresh. Whether a Query leaves
 //!   the server outside any block is `sql::commit`'s pure, conservative
-//!   rule.
+//!   rule; for an extended batch, `SqlEffects::blocks` of what it binds
+//!   (kept with each prepared statement, as its other effects are).
 //!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;

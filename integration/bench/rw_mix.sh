@@ -72,6 +72,9 @@ Options:
   --fast-probe D      health_check_period of pglittle-fastprobe (default $FAST_PROBE)
   --no-control        skip the control runs
   --no-build          use the existing target/release/pglittle
+  --base-bin PATH     another pglittle binary, run as target pglittle-base
+                      (the pglittle target's configuration): same-run
+                      before/after figures
   --keep              keep the temporary directory (logs, data) at the end
 EOF
 }
@@ -85,6 +88,7 @@ while (($#)); do
     --targets) TARGETS_ARG=$2; shift ;;
     --control-delay) CONTROL_DELAY=$2; shift ;;
     --fast-probe) FAST_PROBE=$2; shift ;;
+    --base-bin) BASE_BIN=$2; shift ;;
     --no-control) RUN_CONTROL=0 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
@@ -114,6 +118,7 @@ done
 for t in "${TARGETS[@]}"; do
   case $t in
     direct|pglittle|pglittle-fastprobe|pglittle-primary) ;;
+    pglittle-base) [ -x "${BASE_BIN:-}" ] || die "target pglittle-base needs --base-bin PATH" ;;
     pgbouncer) [ -x "$PGBOUNCER" ] || die "pgbouncer not found (or --targets without it)" ;;
     *) die "unknown target $t" ;;
   esac
@@ -174,6 +179,10 @@ fi
 # A private copy: a concurrent cargo build must not swap the binary mid-run.
 PGLITTLE="$WORK/pglittle"
 cp "$BUILT" "$PGLITTLE"
+if [ -n "${BASE_BIN:-}" ]; then
+  cp "$BASE_BIN" "$WORK/pglittle-base-bin"
+  REV_DESC="$REV_DESC; pglittle-base: $BASE_BIN ($("$BASE_BIN" --version 2>/dev/null | head -1))"
+fi
 
 # ---------------------------------------------------------- postgresql ---
 PGPORT=$(free_port)
@@ -267,7 +276,7 @@ EOF
 if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK"/*.sql; fi
 
 # -------------------------------------------------------------- poolers ---
-start_pglittle() { # tag ryw(lsn|off|none) [health_check_period] -> sets PGL_PID PGL_PORT
+start_pglittle() { # tag ryw(lsn|off|none) [health_check_period [binary]] -> sets PGL_PID PGL_PORT
   PGL_PORT=$(free_port)
   local cfg="$WORK/pglittle-$1.toml"
   cat >"$cfg" <<EOF
@@ -299,7 +308,7 @@ EOF
 auth = "md5"
 password = "$DBPASS"
 EOF
-  RUST_LOG=${RUST_LOG:-warn} "$PGLITTLE" --config "$cfg" 2>"$WORK/pglittle-$1.log" &
+  RUST_LOG=${RUST_LOG:-warn} "${4:-$PGLITTLE}" --config "$cfg" 2>"$WORK/pglittle-$1.log" &
   PGL_PID=$!
   PIDS+=("$PGL_PID")
   wait_port "$PGL_PORT" 30 "$PGL_PID" || die "pglittle did not start: $(tail -5 "$WORK/pglittle-$1.log")"
@@ -399,6 +408,7 @@ for t in "${TARGETS[@]}"; do
     pglittle) start_pglittle split lsn; PORT_OF[$t]=$PGL_PORT ;;
     pglittle-fastprobe) start_pglittle fastprobe lsn "$FAST_PROBE"; PORT_OF[$t]=$PGL_PORT ;;
     pglittle-primary) start_pglittle primary none; PORT_OF[$t]=$PGL_PORT ;;
+    pglittle-base) start_pglittle base lsn 500ms "$WORK/pglittle-base-bin"; PORT_OF[$t]=$PGL_PORT ;;
   esac
 done
 

@@ -49,10 +49,11 @@ impl Bound {
         Bound { effects, settings }
     }
 
-    /// True when binding it changes nothing pglittle follows.
+    /// True when binding it changes nothing pglittle follows (and no query
+    /// of pglittle's may not follow it: `SqlEffects::blocks`).
     pub fn is_inert(&self) -> bool {
         let fx = self.effects;
-        !(fx.settings || fx.needs_reset || fx.session_state || fx.listen)
+        !(fx.settings || fx.needs_reset || fx.session_state || fx.listen || fx.blocks)
     }
 }
 

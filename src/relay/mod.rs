@@ -62,6 +62,9 @@ pub enum Outcome {
     BatchLeftOpen,
     /// The server connection failed; `told` when a FATAL already reached the client.
     ServerGone { told: bool },
+    /// The client has every answer it asked for; the server failed before
+    /// it answered pglittle's own query behind them (`TxRecord::lsn_probe`).
+    AnsweredThenServerGone,
 }
 
 /// What the relay needs to know about the client's limits.
@@ -257,8 +260,22 @@ async fn run_pumps(
                 }
             }
             ServerEnd::ClientWrite => Outcome::ClientGone,
+            ServerEnd::Gone { .. } if lock(ctx.state).only_probe_left() => {
+                Outcome::AnsweredThenServerGone
+            }
             ServerEnd::Gone { told } => Outcome::ServerGone { told },
         },
-        end = &mut c2s => client_end(end),
+        end = &mut c2s => match end {
+            // Gone with every answer it asked for: the probe behind them
+            // finishes, and the server goes back to the pool.
+            ClientEnd::Gone | ClientEnd::Terminated if lock(ctx.state).only_probe_left() => {
+                match s2c.await {
+                    ServerEnd::Done => Outcome::IdleThenGone,
+                    ServerEnd::ClientWrite => Outcome::ClientGone,
+                    ServerEnd::Gone { .. } => Outcome::AnsweredThenServerGone,
+                }
+            }
+            end => client_end(end),
+        },
     }
 }

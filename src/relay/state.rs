@@ -12,7 +12,6 @@ use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::scan::{BackendEvent, BackendKind, Segment};
 use crate::protocol::sqlstate;
 use crate::protocol::TxStatus;
-use crate::sql::commit::ends_outside_block;
 
 pub(super) struct State<'a> {
     pub record: &'a mut TxRecord,
@@ -80,6 +79,12 @@ impl<'a> State<'a> {
         self.record.batch_sent || self.record.probe_pending
     }
 
+    /// Every reply the client asked for has come; only a probe's is due.
+    pub fn only_probe_left(&self) -> bool {
+        let f = &*self.record;
+        f.probe_pending && f.outstanding == 1 && !f.unsynced && self.rewriter.probe_at_front()
+    }
+
     /// Small DataRows must be read whole: a probe may answer.
     pub fn reads_lsn_rows(&self) -> bool {
         self.record.lsn_probe
@@ -122,18 +127,18 @@ impl<'a> State<'a> {
         // this Query has run.
         let settled = f.outstanding == 0;
         let w = self.rewriter.client_message(msg, raw, fx, aborted, out);
-        if f.lsn_probe && w.cycles > 0 {
-            let probe = settled
+        if f.lsn_probe {
+            let fits = f.probe_fits(msg, settled, &w.runs)
                 && !self.more_buffered
-                && self.rewriter.refused.is_none()
-                && matches!(msg, FrontendMessage::Query { sql }
-                    if ends_outside_block(sql, f.status.in_block()));
-            if probe {
+                && self.rewriter.refused.is_none();
+            if fits && w.cycles > 0 {
                 self.rewriter.push_probe(LSN_PROBE, out);
                 f.outstanding += 1;
                 (f.probed, f.probe_pending) = (None, true);
             }
-            f.probe_last = probe;
+            if w.cycles > 0 {
+                f.probe_last = fits;
+            }
         }
         if *msg == FrontendMessage::Flush {
             self.flush_due = self.rewriter.pending();

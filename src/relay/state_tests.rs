@@ -463,8 +463,10 @@ fn an_autocommit_write_is_followed_by_the_probe_in_the_same_write() {
     assert!(out.ends_with(LSN_PROBE), "the probe follows the write");
     assert!(st.batch_full(), "the next request waits for the probe");
     // The client's answer goes on at once; the probe's never reaches it.
+    assert!(!st.only_probe_left(), "the client's answer is due");
     assert_eq!(server(&mut st, "C Z:I"), "FF");
     assert!(!st.done(true), "the probe is still to answer");
+    assert!(st.only_probe_left());
     assert_eq!(server(&mut st, "T L:0/3000060 C Z:I"), "----");
     assert!(st.done(true) && !st.batch_full());
     drop(st);
@@ -512,16 +514,43 @@ fn a_write_the_probe_could_not_follow_leaves_no_position() {
     st.more_buffered = true;
     let out = client(&mut st, &[query("update t set v = 1")]);
     assert_eq!(tags(&out), b"Q");
-    // COPY and the extended protocol are not followed either.
+    // COPY is not followed either.
     let mut rig = probing();
     let mut st = rig.state();
-    let out = client(
-        &mut st,
-        &[parse("", "update t set v = 1"), bind(""), execute(), sync()],
-    );
-    assert_eq!(tags(&out), b"PBES");
     let out = client(&mut st, &[query("copy t from stdin")]);
     assert_eq!(tags(&out), b"Q");
+}
+
+#[test]
+fn an_extended_autocommit_batch_is_probed_behind_its_sync() {
+    let mut rig = probing();
+    let mut st = rig.state();
+    let batch = |sql: &str| [parse("", sql), bind(""), execute(), sync()];
+    let out = client(&mut st, &batch("update t set v = 1"));
+    assert_eq!(tags(&out), b"PBESQ");
+    assert_eq!(server(&mut st, "1 2 C Z:I T L:0/8 C Z:I"), "FFFF----");
+    assert!(st.done(true));
+    drop(st);
+    assert_eq!(rig.record.commit_lsn(), Some("0/8".parse().unwrap()));
+    // A batch that binds a BEGIN (or a COPY) is not followed: the probe
+    // would run inside the block it opens.
+    for sql in ["begin", "copy t from stdin"] {
+        let mut rig = probing();
+        let mut st = rig.state();
+        assert_eq!(tags(&client(&mut st, &batch(sql))), b"PBES", "{sql}");
+    }
+    // Nor is a batch that binds nothing (it runs nothing).
+    let mut rig = probing();
+    let mut st = rig.state();
+    let out = client(&mut st, &[parse("", "select 1"), sync()]);
+    assert_eq!(tags(&out), b"PS");
+    assert_eq!(server(&mut st, "1 Z:I"), "FF");
+    // A named statement parsed earlier: what it runs is known.
+    let out = client(&mut st, &[parse("b", "BEGIN"), sync()]);
+    assert_eq!(tags(&out), b"PS");
+    assert_eq!(server(&mut st, "1 Z:I"), "FF");
+    let out = client(&mut st, &[bind("b"), execute(), sync()]);
+    assert_eq!(tags(&out), b"BES", "a bound BEGIN is not followed");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use crate::prepared::client::Bound;
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::{Lsn, TxStatus};
+use crate::sql::commit::ends_outside_block;
 use crate::sql::settings::{changes, SettingOp};
 use crate::sql::{Known, SqlEffects};
 
@@ -74,6 +75,11 @@ pub struct TxRecord {
     pub(super) probed: Option<Lsn>,
     /// A probe is sent and not yet answered.
     pub(super) probe_pending: bool,
+    /// The extended-protocol batch since the last Sync bound a statement,
+    /// and whether one it bound may leave a block open or copies: a probe
+    /// may follow its Sync only if it did the first and not the second.
+    batch_bound: bool,
+    batch_blocks: bool,
 }
 
 /// The query pipelined behind a write (`TxRecord::lsn_probe`), as a simple
@@ -126,6 +132,44 @@ impl TxRecord {
             probe_last: false,
             probed: None,
             probe_pending: false,
+            batch_bound: false,
+            batch_blocks: false,
+        }
+    }
+
+    /// Whether the server is sure to be outside any block once the client
+    /// message just queued has run, so a probe may follow it (see
+    /// `lsn_probe`); `settled`: nothing was in flight before it, so the
+    /// status is known. A simple Query by `sql::commit`'s rule; a Sync when
+    /// the batch began outside a block and every statement it bound (`runs`
+    /// at each Bind) neither controls transactions nor copies.
+    pub(super) fn probe_fits(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        settled: bool,
+        runs: &[Bound],
+    ) -> bool {
+        match msg {
+            FrontendMessage::Query { sql } => {
+                settled && ends_outside_block(sql, self.status.in_block())
+            }
+            // `runs` holds what the Bind runs unless it is inert (which
+            // includes not blocking); a statement pglittle does not know
+            // fails on the server, which opens no block either.
+            FrontendMessage::Bind { .. } => {
+                self.batch_bound = true;
+                self.batch_blocks |= runs.iter().any(|r| r.effects.blocks);
+                false
+            }
+            FrontendMessage::Sync => {
+                let fits = settled
+                    && self.status == TxStatus::Idle
+                    && self.batch_bound
+                    && !self.batch_blocks;
+                (self.batch_bound, self.batch_blocks) = (false, false);
+                fits
+            }
+            _ => false,
         }
     }
 

@@ -203,6 +203,12 @@ impl Session {
                 self.abandon(lease, record).await;
                 Ok(Next::Close)
             }
+            // The client has its answers; only the read-your-writes
+            // position is lost (as when asking for it fails).
+            Outcome::AnsweredThenServerGone => {
+                self.release(lease, false);
+                Ok(Next::Continue)
+            }
             Outcome::ServerGone { told } => {
                 self.release(lease, false);
                 if self.retry_dead_on_arrival(replay) {

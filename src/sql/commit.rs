@@ -23,6 +23,12 @@ const NOT_OUTSIDE: &[&str] = &[
     "copy",
 ];
 
+/// Whether a statement starting with `first` may leave a block open (or
+/// end one) or run COPY: for `SqlEffects::blocks`.
+pub fn blocks_pipelining(first: Token<'_>) -> bool {
+    NOT_OUTSIDE.iter().any(|k| first.is(k))
+}
+
 /// Words that end a transaction block as the only statement of a Query.
 const ENDS_BLOCK: &[&str] = &["commit", "end", "rollback", "abort"];
 
@@ -47,7 +53,7 @@ pub fn ends_outside_block(sql: &[u8], in_block: bool) -> bool {
             continue;
         }
         if at_start {
-            if NOT_OUTSIDE.iter().any(|k| t.is(k)) {
+            if blocks_pipelining(t) {
                 return false;
             }
             statements += 1;
@@ -104,6 +110,26 @@ mod tests {
             " ; ",
         ] {
             assert!(!ends_outside_block(sql.as_bytes(), false), "{sql}");
+        }
+    }
+
+    #[test]
+    fn statement_effects_say_what_blocks_a_probe() {
+        let blocks = |sql: &str| crate::sql::inspect(sql.as_bytes()).blocks;
+        for sql in [
+            "BEGIN",
+            "select 1; commit",
+            "COPY t FROM STDIN",
+            "savepoint a",
+        ] {
+            assert!(blocks(sql), "{sql}");
+        }
+        for sql in [
+            "select 1",
+            "UPDATE t SET v = 1",
+            "insert into begin values (1)",
+        ] {
+            assert!(!blocks(sql), "{sql}");
         }
     }
 

@@ -25,6 +25,10 @@ pub struct SqlEffects {
     /// an EXPLAIN or CREATE ... AS runs EXECUTE: worth a closer look by
     /// `sql::prepare::scan`.
     pub prepared: bool,
+    /// A statement controls transactions (BEGIN, COMMIT, SAVEPOINT...) or
+    /// runs COPY: no query of pglittle's may follow it in the same
+    /// pipeline (`sql::commit`).
+    pub blocks: bool,
 }
 
 impl SqlEffects {
@@ -34,6 +38,7 @@ impl SqlEffects {
         self.session_state |= other.session_state;
         self.listen |= other.listen;
         self.prepared |= other.prepared;
+        self.blocks |= other.blocks;
     }
 }
 
@@ -151,6 +156,7 @@ pub fn inspect_tokens<'a>(mut lx: impl Tokens<'a>) -> SqlEffects {
         }
         at_start = false;
         first = Some(t);
+        fx.blocks |= super::commit::blocks_pipelining(t);
         if t.is("set") {
             fx.merge(set_effects(&mut lx));
         } else if t.is("reset") || t.is("discard") {

@@ -733,7 +733,7 @@ async fn a_writes_position_is_read_behind_it_on_the_same_server() {
     let mut config = split_config(delayed(), ReadYourWrites::Lsn);
     config.pooler.pool_size = 1.into();
     let p = common::pooler(config).await;
-    let a = table(&p, "ryw_probe").await;
+    let mut a = table(&p, "ryw_probe").await;
     let b = p.connect().await;
     // C reads on the primary: the one server A writes through.
     let c = p.connect().await;
@@ -793,24 +793,33 @@ async fn a_writes_position_is_read_behind_it_on_the_same_server() {
         dup.is_err_and(|e| e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
     );
     assert_eq!(scalar(&a, "SELECT 1").await, "1");
-    // The extended protocol is not followed by a probe: its position is
-    // asked for after the transaction, as before.
+    // An extended-protocol write (Bind, Execute, Sync of a prepared INSERT)
+    // is followed by the probe behind its Sync. (tokio-postgres prepares
+    // the statement first in a batch of its own, Parse/Describe/Sync, which
+    // runs nothing and is not probed.)
     a.execute("INSERT INTO ryw_probe VALUES ($1)", &[&200i32])
         .await
         .unwrap();
     let token = scalar(&a, "SHOW pglittle.lsn").await;
-    // (tokio-postgres prepares the statement in a round trip of its own
-    // first, which is routed as the write it is: at least one ask.)
-    let (piped, asked) = counts();
-    // 10 writes, the block and the failed write (a probe follows whatever
-    // the Query's outcome); nothing behind a Sync.
-    assert_eq!(piped - before.0, 12, "nothing pipelined behind a Sync");
-    assert!(
-        asked > before.1,
-        "the extended write's position was asked for"
-    );
+    let (piped, _) = counts();
+    // 10 writes, the block, the failed write (a probe follows whatever the
+    // Query's outcome) and the extended one.
+    assert_eq!(piped - before.0, 13);
+    // An explicit block through the extended protocol: BEGIN is bound, so
+    // no probe follows that batch; its COMMIT's batch is.
+    let tx = a.transaction().await.unwrap();
+    tx.execute("INSERT INTO ryw_probe VALUES ($1)", &[&300i32])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let token2 = scalar(&a, "SHOW pglittle.lsn").await;
+    assert_ne!(token2, token);
     b.batch_execute(&format!("SET pglittle.min_lsn = '{token}'"))
         .await
         .unwrap();
     assert!(found(&b, "ryw_probe", 200).await);
+    b.batch_execute(&format!("SET pglittle.min_lsn = '{token2}'"))
+        .await
+        .unwrap();
+    assert!(found(&b, "ryw_probe", 300).await);
 }
