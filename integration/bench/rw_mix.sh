@@ -54,6 +54,8 @@ FAST_PROBE=20ms
 SETTLE=11
 BUILD=1
 RUN_CONTROL=1
+READ_WEIGHT=9
+WRITE_WEIGHT=1
 KEEP=0
 TARGETS_ARG="direct,pgbouncer,pglittle,pglittle-fastprobe,pglittle-primary"
 ORIG_ARGS="$*"
@@ -72,6 +74,8 @@ Options:
   --fast-probe D      health_check_period of pglittle-fastprobe (default $FAST_PROBE)
   --no-control        skip the control runs
   --no-build          use the existing target/release/pglittle
+  --mix R:W           pgbench weights of select.sql and write.sql (default 9:1;
+                      0:1 is writes only, each read back)
   --base-bin PATH     another pglittle binary, run as target pglittle-base
                       (the pglittle target's configuration): same-run
                       before/after figures
@@ -89,6 +93,7 @@ while (($#)); do
     --control-delay) CONTROL_DELAY=$2; shift ;;
     --fast-probe) FAST_PROBE=$2; shift ;;
     --base-bin) BASE_BIN=$2; shift ;;
+    --mix) READ_WEIGHT=${2%%:*}; WRITE_WEIGHT=${2##*:}; shift ;;
     --no-control) RUN_CONTROL=0 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
@@ -372,7 +377,7 @@ run_mix() { # round order target port duration
   timeout --signal=INT $((dur + 120)) \
     "$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -M simple -c "$CLIENTS" -j "$THREADS" -T "$dur" \
     --no-vacuum -D naccounts=$((SCALE * 100000)) -D clients="$CLIENTS" \
-    -f "$WORK/select.sql@9" -f "$WORK/write.sql@1" "$DB" >"$out" 2>&1 || rc=$?
+    -f "$WORK/select.sql@$READ_WEIGHT" -f "$WORK/write.sql@$WRITE_WEIGHT" "$DB" >"$out" 2>&1 || rc=$?
   settled_commits >"$WORK/commits"
   x1=$(cat "$WORK/commits")
   LAST_COMMITS=$x1
@@ -416,7 +421,7 @@ for t in "${TARGETS[@]}"; do
   log "warm-up through $t (5s)"
   "$PGBENCH" -h 127.0.0.1 -p "${PORT_OF[$t]}" -U "$DBUSER" -M simple -c "$CLIENTS" -j "$THREADS" -T 5 \
     --no-vacuum -D naccounts=$((SCALE * 100000)) -D clients="$CLIENTS" \
-    -f "$WORK/select.sql@9" -f "$WORK/write.sql@1" "$DB" >"$WORK/pgbench-$t-warmup.out" 2>&1 ||
+    -f "$WORK/select.sql@$READ_WEIGHT" -f "$WORK/write.sql@$WRITE_WEIGHT" "$DB" >"$WORK/pgbench-$t-warmup.out" 2>&1 ||
     { tail -20 "$WORK/pgbench-$t-warmup.out" >&2; die "warm-up through $t failed"; }
 done
 
@@ -456,7 +461,7 @@ REPORT="$RESULTS_DIR/rw_mix-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
   echo "# pglittle read/write mix, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "- command: \`integration/bench/rw_mix.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (rounds=$ROUNDS, -T $DURATION, -c $CLIENTS, -j $THREADS, pool $POOL_SIZE per host, scale $SCALE, control delay $CONTROL_DELAY)"
+  echo "- command: \`integration/bench/rw_mix.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (rounds=$ROUNDS, -T $DURATION, -c $CLIENTS, -j $THREADS, pool $POOL_SIZE per host, scale $SCALE, mix select.sql@$READ_WEIGHT write.sql@$WRITE_WEIGHT, control delay $CONTROL_DELAY)"
   echo "- pglittle: $REV_DESC"
   echo "- $("$PGBIN/postgres" --version), $("$PGBENCH" --version), $("$PGBOUNCER" --version 2>/dev/null | head -1)"
   echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr); primary, replica, pooler and pgbench share it"
