@@ -79,10 +79,29 @@ async fn run_pump(
     server: &mut ServerStatements,
     first: Vec<u8>,
 ) -> (Outcome, usize) {
+    run_pump_with(
+        relay_client,
+        relay_server,
+        stmts,
+        server,
+        first,
+        TxRecord::new(),
+    )
+    .await
+}
+
+/// `run_pump` with a record of the caller's (`lsn_probe` set, say).
+async fn run_pump_with(
+    relay_client: DuplexStream,
+    relay_server: DuplexStream,
+    stmts: &mut ClientStatements,
+    server: &mut ServerStatements,
+    first: Vec<u8>,
+    mut record: TxRecord,
+) -> (Outcome, usize) {
     let mut cbuf = BytesMut::from(&first[..]);
     let (mut params, defaults) = (Params::new(), Params::new());
     let (mut sbuf, mut sparams) = (BytesMut::new(), Params::new());
-    let mut record = TxRecord::new();
     let metrics = PoolMetrics::default();
     let meter = Meter::new(&metrics);
     let limits = RelayLimits {
@@ -395,4 +414,60 @@ async fn an_extended_protocol_copy_in_keeps_its_server_until_done() {
     // The server got the Bind's statement closed first (the client has no
     // unnamed statement), then everything the client sent, in order.
     assert_eq!(fake.await.unwrap(), b"CBESdcS");
+}
+
+/// Reads from `io` until `done` holds for what came; returns all of it.
+async fn read_until(io: &mut DuplexStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = BytesMut::new();
+    while !done(&got) {
+        got.reserve(4096);
+        let n = io.read_buf(&mut got).await.unwrap();
+        assert!(n > 0, "closed early, after {got:?}");
+    }
+    got.to_vec()
+}
+
+#[tokio::test]
+async fn a_server_that_dies_with_only_the_probe_out_costs_the_client_nothing() {
+    // The client's write is answered in full; the server dies before the
+    // read-your-writes probe behind it answers. The client, which has its
+    // ReadyForQuery, is sent nothing more: no error after it.
+    let (mut app, relay_client) = tokio::io::duplex(64 * 1024);
+    let (relay_server, mut pg) = tokio::io::duplex(64 * 1024);
+    let (mut stmts, mut server) = (ClientStatements::new(), ServerStatements::new(10));
+    let mut record = TxRecord::new();
+    record.lsn_probe = true;
+    let first = crate::protocol::frontend::query("update t set v = 1");
+    let relayed = tokio::spawn(async move {
+        run_pump_with(
+            relay_client,
+            relay_server,
+            &mut stmts,
+            &mut server,
+            first,
+            record,
+        )
+        .await
+        .0
+    });
+    // The write and the probe arrive together.
+    let sent = read_until(&mut pg, |b| tags(b) == b"QQ").await;
+    assert!(sent.ends_with(super::tx_record::LSN_PROBE));
+    pg.write_all(&[msg(b'C', b"UPDATE 1\0"), msg(b'Z', b"I")].concat())
+        .await
+        .unwrap();
+    let saw = read_until(&mut app, |b| tags(b).ends_with(b"Z")).await;
+    assert_eq!(tags(&saw), b"CZ");
+    drop(pg);
+    let outcome = relayed.await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::AnsweredThenServerGone),
+        "{outcome:?}"
+    );
+    let mut rest = Vec::new();
+    app.read_to_end(&mut rest).await.unwrap();
+    assert!(
+        rest.is_empty(),
+        "the client was sent {rest:?} after its answer"
+    );
 }
