@@ -539,12 +539,16 @@ fn an_extended_autocommit_batch_is_probed_behind_its_sync() {
         let mut st = rig.state();
         assert_eq!(tags(&client(&mut st, &batch(sql))), b"PBES", "{sql}");
     }
-    // Nor is a batch that binds nothing (it runs nothing).
+    // Nor is a batch that binds nothing: it runs nothing, and needs no
+    // floor at all.
     let mut rig = probing();
     let mut st = rig.state();
     let out = client(&mut st, &[parse("", "select 1"), sync()]);
     assert_eq!(tags(&out), b"PS");
     assert_eq!(server(&mut st, "1 Z:I"), "FF");
+    drop(st);
+    assert!(!rig.record.ran());
+    let mut st = rig.state();
     // A named statement parsed earlier: what it runs is known.
     let out = client(&mut st, &[parse("b", "BEGIN"), sync()]);
     assert_eq!(tags(&out), b"PS");

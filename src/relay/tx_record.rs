@@ -75,6 +75,9 @@ pub struct TxRecord {
     pub(super) probed: Option<Lsn>,
     /// A probe is sent and not yet answered.
     pub(super) probe_pending: bool,
+    /// A Query, Execute or FunctionCall was sent: something ran (a batch
+    /// that only parses and describes wrote nothing, and needs no floor).
+    ran: bool,
     /// The extended-protocol batch since the last Sync bound a statement,
     /// and whether one it bound may leave a block open or copies: a probe
     /// may follow its Sync only if it did the first and not the second.
@@ -132,6 +135,7 @@ impl TxRecord {
             probe_last: false,
             probed: None,
             probe_pending: false,
+            ran: false,
             batch_bound: false,
             batch_blocks: false,
         }
@@ -171,6 +175,11 @@ impl TxRecord {
             }
             _ => false,
         }
+    }
+
+    /// Whether anything ran in this relay (see `ran`).
+    pub fn ran(&self) -> bool {
+        self.ran
     }
 
     /// The WAL position after everything the client sent in this relay,
@@ -288,6 +297,12 @@ impl TxRecord {
     /// its SQL (if any) does.
     pub(super) fn note(&mut self, msg: &FrontendMessage<'_>) -> SqlEffects {
         let mut found = SqlEffects::default();
+        self.ran |= matches!(
+            msg,
+            FrontendMessage::Query { .. }
+                | FrontendMessage::Execute
+                | FrontendMessage::FunctionCall
+        );
         if let FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } = msg {
             let mut fx = self.known.effects_of(sql);
             // After a setting changed, a ROLLBACK may undo it (check-in

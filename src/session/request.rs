@@ -153,7 +153,8 @@ impl Session {
             return Step::Go((lease, replay));
         };
         if p.replica.is_none() {
-            if !p.read && matches!(outcome, Outcome::Idle | Outcome::IdleThenGone) {
+            let wrote = !p.read && record.ran();
+            if wrote && matches!(outcome, Outcome::Idle | Outcome::IdleThenGone) {
                 self.learn_floor(&mut lease, record.commit_lsn()).await;
             }
             return Step::Go((lease, replay));
