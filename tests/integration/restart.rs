@@ -82,6 +82,60 @@ async fn a_rolling_restart_moves_tls_clients_too() {
     restart_under_pgbench(old, port, "restart_tls", a, &env).await;
 }
 
+/// `pglittle upgrade PID` (a SIGUSR2) on `old`: the new process's pid (it
+/// is killed when the guard drops), once the old one has finished its drain
+/// and exited cleanly.
+async fn upgrade(old: &mut crate::binary::Proc) -> (u32, KillOnDrop) {
+    let asked = crate::binary::pglittle()
+        .arg("upgrade")
+        .arg(old.pid().to_string())
+        .status()
+        .expect("run pglittle upgrade");
+    assert!(asked.success(), "pglittle upgrade: {asked}");
+    let new_pid = successor(old, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no new process started\n{}", old.log()));
+    let guard = KillOnDrop(new_pid);
+    let status = old
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old process did not finish its drain\n{}", old.log()));
+    assert!(status.success(), "old process exit {status}\n{}", old.log());
+    (new_pid, guard)
+}
+
+// A moved client is resumed without a server (session 11). Here the new
+// process cannot reach the database when it adopts the clients (its config
+// points at a port where nothing listens): the idle client stays connected
+// to the new process, and its next query gets an error it can read. Before,
+// the new process asked its cold pool for the server's defaults to resume
+// each client, and closed the client when it could not connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moved_while_the_database_is_unreachable_stays_connected() {
+    let _heavy = HEAVY.lock().await;
+    let dir = TempDir::new("restart-down");
+    let extra =
+        "shutdown_timeout = \"20s\"\nserver_connect_timeout = \"1s\"\nquery_wait_timeout = \"2s\"";
+    let (mut old, port, file, probe) = start_with_file(&dir, 2, extra).await;
+    drop(probe);
+    let a = connect(port).await.unwrap();
+    a.batch_execute("select 1").await.unwrap();
+    let config = std::fs::read_to_string(&file).unwrap();
+    let primary = format!("port = {}\n", cluster().primary.port);
+    let nowhere = format!("port = {}\n", crate::binary::free_port());
+    std::fs::write(&file, config.replace(&primary, &nowhere)).unwrap();
+
+    let (_, _new) = upgrade(&mut old).await;
+    let err = a.simple_query("select 1").await.unwrap_err();
+    assert!(
+        !a.is_closed() && err.as_db_error().is_some(),
+        "the moved client lost its connection: {err:?}\n{}",
+        old.log()
+    );
+    // The new process serves it: pglittle answers this itself.
+    assert_eq!(scalar(&a, "SHOW pglittle.route").await, "auto");
+}
+
 /// Client `a` keeps a setting and a prepared statement; pgbench runs 100
 /// clients for 12 s (with `env`), and `pglittle upgrade` comes 3 s in. The
 /// old process finishes its drain before pgbench ends (every client
@@ -117,22 +171,7 @@ async fn restart_under_pgbench(
         pgbench_env(port, schema, &args, &env)
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // `pglittle upgrade PID` sends the SIGUSR2.
-    let asked = crate::binary::pglittle()
-        .arg("upgrade")
-        .arg(old.pid().to_string())
-        .status()
-        .expect("run pglittle upgrade");
-    assert!(asked.success(), "pglittle upgrade: {asked}");
-    let new_pid = successor(&old, Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| panic!("no new process started\n{}", old.log()));
-    let _new = KillOnDrop(new_pid);
-    let status = old
-        .wait_exit(Duration::from_secs(15))
-        .await
-        .unwrap_or_else(|| panic!("the old process did not finish its drain\n{}", old.log()));
-    assert!(status.success(), "old process exit {status}\n{}", old.log());
+    let (new_pid, _new) = upgrade(&mut old).await;
     assert!(
         !bench.is_finished(),
         "the old process waited for pgbench to leave: its clients did not move\n{}",
