@@ -225,10 +225,11 @@
 //!   a `Reply::Probe` entry is swallowed the same way and read on the way
 //!   (the scanner reads small DataRows whole while a probe may answer), and
 //!   the client pump takes no more of the client's messages until it has
-//!   answered, so the next request is routed afresh. Whether a Query leaves
-//!   the server outside any block is `sql::commit`'s pure, conservative
-//!   rule; for an extended batch, `SqlEffects::blocks` of what it binds
-//!   (kept with each prepared statement, as its other effects are).
+//!   answered, so the next request is routed afresh. Whether the server
+//!   is outside any block afterwards comes from `SqlEffects::blocks`,
+//!   found in the same lexing pass as the other effects (of the Query, or
+//!   of what an extended batch binds, kept with each prepared statement),
+//!   and `sql::commit::ends_block` for a Query inside a block.
 //!
 //! Statistics are taken at those boundaries: the wait when a server is lent,
 //! the hold time (W) when it comes back, arrivals when `acquire` starts;

@@ -128,7 +128,7 @@ impl<'a> State<'a> {
         let settled = f.outstanding == 0;
         let w = self.rewriter.client_message(msg, raw, fx, aborted, out);
         if f.lsn_probe {
-            let fits = f.probe_fits(msg, settled, &w.runs)
+            let fits = f.probe_fits(msg, fx, settled, &w.runs)
                 && !self.more_buffered
                 && self.rewriter.refused.is_none();
             if fits && w.cycles > 0 {

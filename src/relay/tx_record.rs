@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use crate::prepared::client::Bound;
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::{Lsn, TxStatus};
-use crate::sql::commit::ends_outside_block;
+use crate::sql::commit::ends_block;
 use crate::sql::settings::{changes, SettingOp};
 use crate::sql::{Known, SqlEffects};
 
@@ -144,18 +144,25 @@ impl TxRecord {
     /// Whether the server is sure to be outside any block once the client
     /// message just queued has run, so a probe may follow it (see
     /// `lsn_probe`); `settled`: nothing was in flight before it, so the
-    /// status is known. A simple Query by `sql::commit`'s rule; a Sync when
-    /// the batch began outside a block and every statement it bound (`runs`
-    /// at each Bind) neither controls transactions nor copies.
+    /// status is known. A simple Query outside a block whose statements
+    /// (`fx`, found once for routing) neither control transactions nor
+    /// copy, or one that only ends the block it runs in; a Sync when the
+    /// batch began outside a block and every statement it bound (`runs` at
+    /// each Bind) neither controls transactions nor copies.
     pub(super) fn probe_fits(
         &mut self,
         msg: &FrontendMessage<'_>,
+        fx: SqlEffects,
         settled: bool,
         runs: &[Bound],
     ) -> bool {
         match msg {
             FrontendMessage::Query { sql } => {
-                settled && ends_outside_block(sql, self.status.in_block())
+                settled
+                    && match self.status.in_block() {
+                        false => !fx.blocks,
+                        true => ends_block(sql),
+                    }
             }
             // `runs` holds what the Bind runs unless it is inert (which
             // includes not blocking); a statement pglittle does not know

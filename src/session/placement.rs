@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::routing::Plan;
 use super::Session;
-use crate::config::{PoolMode, ReadYourWrites, Switch};
+use crate::config::{Config, PoolMode, ReadYourWrites, Switch};
 use crate::error::SessionError;
 use crate::pool::Lease;
 use crate::prepared::client::ClientStatements;
@@ -90,14 +90,7 @@ impl Session {
             return self.acquire(&primary).await;
         }
         let p = if std::mem::take(&mut self.force_primary) {
-            Plan {
-                pool: primary.clone(),
-                replica: None,
-                read: false,
-                retry: false,
-                one_batch: false,
-                refusable: false,
-            }
+            Plan::primary(&primary, self.floor_mode(&config))
         } else {
             let request = (
                 &self.buf,
@@ -206,29 +199,34 @@ impl Session {
         self.buf = buf;
     }
 
-    /// The read-your-writes mode this client's writes follow: `None` when
-    /// reads are not split to replicas.
-    pub(super) fn floor_mode(&self) -> Option<ReadYourWrites> {
-        let config = self.shared.config();
-        let db = config.databases.get(&self.pool.database)?;
-        if db.routing.split == Switch::Off || db.replicas.is_empty() {
-            return None;
+    /// The read-your-writes mode this client's writes follow (`Off` when
+    /// reads are not split to replicas), as `routing::plan` finds it.
+    fn floor_mode(&self, config: &Config) -> ReadYourWrites {
+        match config.databases.get(&self.pool.database) {
+            Some(db) if db.routing.split == Switch::On && !db.replicas.is_empty() => {
+                db.routing.read_your_writes
+            }
+            _ => ReadYourWrites::Off,
         }
-        Some(db.routing.read_your_writes)
     }
 
     /// A write transaction committed on the primary: learn its position
-    /// (LSN mode) or its time (time mode), and tell the client the floor.
+    /// (`mode` LSN) or its time (time mode), and tell the client the floor.
     /// `probed`: the position the relay read behind the commit
     /// (`TxRecord::commit_lsn`); without it, it is asked for now.
-    pub(super) async fn learn_floor(&mut self, lease: &mut Lease, probed: Option<Lsn>) {
-        match self.floor_mode() {
-            None | Some(ReadYourWrites::Off) => return,
-            Some(ReadYourWrites::Time) => {
+    pub(super) async fn learn_floor(
+        &mut self,
+        lease: &mut Lease,
+        mode: ReadYourWrites,
+        probed: Option<Lsn>,
+    ) {
+        match mode {
+            ReadYourWrites::Off => return,
+            ReadYourWrites::Time => {
                 self.route.last_write = Some(std::time::Instant::now());
                 return;
             }
-            Some(ReadYourWrites::Lsn) => {}
+            ReadYourWrites::Lsn => {}
         }
         let ryw = &self.shared.ryw;
         let lsn = match probed {

@@ -128,8 +128,7 @@ impl Session {
             record.one_batch = p.one_batch;
             record.retry_armed = p.replica.is_some() && p.refusable && p.retry;
             record.may_retry = p.replica.is_some() && p.retry;
-            record.lsn_probe =
-                p.replica.is_none() && !p.read && self.floor_mode() == Some(ReadYourWrites::Lsn);
+            record.lsn_probe = p.replica.is_none() && !p.read && p.floor == ReadYourWrites::Lsn;
         }
         if !held && !record.may_retry && matches!(first, Incoming::Simple | Incoming::Extended) {
             record.dead_on_arrival = !std::mem::take(&mut self.moved_off_dead);
@@ -155,7 +154,8 @@ impl Session {
         if p.replica.is_none() {
             let wrote = !p.read && record.ran();
             if wrote && matches!(outcome, Outcome::Idle | Outcome::IdleThenGone) {
-                self.learn_floor(&mut lease, record.commit_lsn()).await;
+                self.learn_floor(&mut lease, p.floor, record.commit_lsn())
+                    .await;
             }
             return Step::Go((lease, replay));
         }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::Shared;
-use crate::config::{Config, Switch};
+use crate::config::{Config, ReadYourWrites, Switch};
 use crate::pool::Pool;
 use crate::prepared::client::ClientStatements;
 use crate::protocol::Lsn;
@@ -32,6 +32,9 @@ pub struct Plan {
     /// The 25006/40001 safety net applies: a simple Query, or a single
     /// autocommit extended batch up to its Sync.
     pub refusable: bool,
+    /// How a write learns the client's floor: the database's
+    /// `read_your_writes`, or `Off` when its reads are not split.
+    pub floor: ReadYourWrites,
 }
 
 /// Reads the primary served, for SHOW REPLICAS.
@@ -51,21 +54,18 @@ pub async fn plan(
     primary: &Arc<Pool>,
     request: (&BytesMut, usize, &ClientStatements, &mut Known),
 ) -> Plan {
-    let on_primary = |read: bool, one_batch: bool| Plan {
-        pool: primary.clone(),
-        replica: None,
-        read,
-        retry: false,
-        one_batch,
-        refusable: false,
-    };
     let Some(dbc) = config.databases.get(&primary.database) else {
-        return on_primary(false, false);
+        return Plan::primary(primary, ReadYourWrites::Off);
     };
     let r = &dbc.routing;
     if r.split == Switch::Off || dbc.replicas.is_empty() {
-        return on_primary(false, false);
+        return Plan::primary(primary, ReadYourWrites::Off);
     }
+    let on_primary = |read: bool, one_batch: bool| Plan {
+        read,
+        one_batch,
+        ..Plan::primary(primary, r.read_your_writes)
+    };
     let (buf, max, stmts, known) = request;
     let req = router::inspect(buf, max, stmts, &r.writer_functions, known);
     let d = router::plan(&req, route, r, Instant::now());
@@ -110,5 +110,21 @@ pub async fn plan(
         retry: d.retry,
         one_batch: d.one_batch,
         refusable: d.refusable,
+        floor: r.read_your_writes,
+    }
+}
+
+impl Plan {
+    /// A write on the primary (nothing known to move it elsewhere).
+    pub fn primary(pool: &Arc<Pool>, floor: ReadYourWrites) -> Plan {
+        Plan {
+            pool: pool.clone(),
+            replica: None,
+            read: false,
+            retry: false,
+            one_batch: false,
+            refusable: false,
+            floor,
+        }
     }
 }

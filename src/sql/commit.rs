@@ -1,6 +1,8 @@
-//! Whether a simple Query ends the transaction it runs in, so that a read
-//! of the commit's WAL position may be pipelined right behind it on the
-//! same server (read-your-writes, `relay::state`). Pure and conservative:
+//! Whether the server is outside any transaction block once a client's
+//! message has run, so that a read of the commit's WAL position may be
+//! pipelined right behind it on the same server (read-your-writes,
+//! `relay::tx_record`): the statements that may not be followed
+//! (`SqlEffects::blocks`), and the Query that ends a block. Pure and conservative:
 //! `false` costs a separate round trip after the transaction, a wrong
 //! `true` would run pglittle's query inside the client's transaction (as
 //! the first statement of a new REPEATABLE READ block it would take the
@@ -32,38 +34,14 @@ pub fn blocks_pipelining(first: Token<'_>) -> bool {
 /// Words that end a transaction block as the only statement of a Query.
 const ENDS_BLOCK: &[&str] = &["commit", "end", "rollback", "abort"];
 
-/// Whether the server is outside any transaction block once the simple
-/// Query `sql` has run (whatever its outcome), given whether a block was
-/// open before it (`in_block`, a failed block included).
-///
-/// Outside a block: statements none of which controls transactions or
-/// copies (the Query is its own implicit transaction, over when it ends).
-/// In a block: exactly one COMMIT, END, ROLLBACK or ABORT, with nothing but
-/// WORK or TRANSACTION after it (AND CHAIN opens the next block at once).
-pub fn ends_outside_block(sql: &[u8], in_block: bool) -> bool {
+/// Whether the simple Query `sql`, run inside a transaction block (a
+/// failed one included), leaves the server outside any: exactly one COMMIT,
+/// END, ROLLBACK or ABORT, with nothing but WORK or TRANSACTION after it
+/// (AND CHAIN opens the next block at once). Outside a block, a Query whose
+/// `SqlEffects::blocks` is false leaves the server outside one too: it is
+/// its own implicit transaction, over when it ends.
+pub fn ends_block(sql: &[u8]) -> bool {
     let mut lx = Lexer::new(sql);
-    if in_block {
-        return only_ends_block(&mut lx);
-    }
-    let mut at_start = true;
-    let mut statements = 0;
-    for t in lx {
-        if t == Token::Semicolon {
-            at_start = true;
-            continue;
-        }
-        if at_start {
-            if blocks_pipelining(t) {
-                return false;
-            }
-            statements += 1;
-            at_start = false;
-        }
-    }
-    statements > 0
-}
-
-fn only_ends_block(lx: &mut Lexer<'_>) -> bool {
     let Some(first) = lx.find(|t| *t != Token::Semicolon) else {
         return false;
     };
@@ -83,20 +61,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn autocommit_statements_end_outside_a_block() {
-        for sql in [
-            "UPDATE a SET v = 1 WHERE id = 2",
-            "insert into t values (1); select 1;",
-            "/* begin */ DELETE FROM t -- commit",
-            "SELECT 'begin; copy'",
-            "CALL p()",
-        ] {
-            assert!(ends_outside_block(sql.as_bytes(), false), "{sql}");
-        }
-    }
-
-    #[test]
-    fn transaction_control_and_copy_are_not_followed() {
+    fn statement_effects_say_what_blocks_a_probe() {
+        let blocks = |sql: &str| crate::sql::inspect(sql.as_bytes()).blocks;
         for sql in [
             "BEGIN",
             "begin; update t set v = 1",
@@ -106,28 +72,16 @@ mod tests {
             "select 1; copy t to stdout",
             "PREPARE TRANSACTION 'x'",
             "SAVEPOINT s",
-            "",
-            " ; ",
-        ] {
-            assert!(!ends_outside_block(sql.as_bytes(), false), "{sql}");
-        }
-    }
-
-    #[test]
-    fn statement_effects_say_what_blocks_a_probe() {
-        let blocks = |sql: &str| crate::sql::inspect(sql.as_bytes()).blocks;
-        for sql in [
-            "BEGIN",
-            "select 1; commit",
-            "COPY t FROM STDIN",
-            "savepoint a",
         ] {
             assert!(blocks(sql), "{sql}");
         }
         for sql in [
-            "select 1",
-            "UPDATE t SET v = 1",
+            "UPDATE a SET v = 1 WHERE id = 2",
+            "insert into t values (1); select 1;",
+            "/* begin */ DELETE FROM t -- commit",
+            "SELECT 'begin; copy'",
             "insert into begin values (1)",
+            "CALL p()",
         ] {
             assert!(!blocks(sql), "{sql}");
         }
@@ -142,7 +96,7 @@ mod tests {
             "ROLLBACK TRANSACTION;",
             "abort",
         ] {
-            assert!(ends_outside_block(sql.as_bytes(), true), "{sql}");
+            assert!(ends_block(sql.as_bytes()), "{sql}");
         }
         for sql in [
             "COMMIT AND CHAIN",
@@ -154,7 +108,7 @@ mod tests {
             "select 1",
             "",
         ] {
-            assert!(!ends_outside_block(sql.as_bytes(), true), "{sql}");
+            assert!(!ends_block(sql.as_bytes()), "{sql}");
         }
     }
 }
