@@ -18,6 +18,13 @@ fn published(instance: &str, demand: u32, cap: u32, held: u32) -> Published {
     }
 }
 
+/// `p` as published before its member found itself short: it bids more
+/// than its cap but does not wait for room yet.
+fn not_short(mut p: Published) -> Published {
+    p.short = false;
+    p
+}
+
 fn round<'a>(budget: u32, mine: &'a Published, members: &'a [Published]) -> Round<'a> {
     Round {
         budget,
@@ -178,9 +185,7 @@ fn a_cap_above_the_fair_share_is_given_back_gradually() {
     // b bids more than its cap but has not published itself short: no one
     // waits for the room yet.
     let mine = published("a", 10, 50, 40);
-    let mut b = published("b", 60, 40, 40);
-    b.short = false;
-    let others = [b];
+    let others = [not_short(published("b", 60, 40, 40))];
     let d = next_cap(&round(90, &mine, &others));
     assert_eq!(d.target, 10);
     assert_eq!(d.step, Step::Lower { from: 50, to: 30 }, "half of 40");
@@ -194,8 +199,8 @@ fn a_cap_above_the_fair_share_is_given_back_gradually() {
 #[test]
 fn a_surplus_goes_back_at_once_to_a_member_that_waits() {
     let mine = published("a", 10, 50, 40);
-    let mut b = published("b", 60, 40, 40);
-    b.short = true;
+    let b = published("b", 60, 40, 40);
+    assert!(b.short);
     let d = next_cap(&round(90, &mine, &[b]));
     assert_eq!(d.target, 10);
     assert_eq!(d.step, Step::Lower { from: 50, to: 10 }, "all of 40");
@@ -354,8 +359,7 @@ fn an_overcommitted_fleet_only_hands_back() {
     // still held, after the other took its room: nobody raises, both lower.
     // Neither is short of its fair share (50), so each hands back half.
     let mine = published("a", 80, 60, 60);
-    let mut b = published("b", 80, 60, 60);
-    b.short = false;
+    let b = not_short(published("b", 80, 60, 60));
     let d = next_cap(&round(100, &mine, &[b]));
     assert_eq!(d.target, 50);
     assert_eq!(d.step, Step::Lower { from: 60, to: 55 });
