@@ -137,14 +137,10 @@ PGLITTLE_BIN=$BIN PGLITTLE_REV=${LABEL:-$(basename "$BIN")} bench_build
 bench_start_pg
 PGL_TLS=() PGB_TLS=()
 if ((TLS)); then
-  # One self-signed certificate for every TLS server (nothing is verified:
-  # sslmode=require and server_tls_mode = "require"); ssl = on by reload.
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >"$WORK/openssl.log" 2>&1 ||
-    die "openssl failed: $(tail -3 "$WORK/openssl.log")"
-  chmod 600 "$WORK/tls.key"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/tls.key" "$WORK/tls.crt"; fi
-  printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$WORK/tls.crt" "$WORK/tls.key" >>"$WORK/pg/postgresql.conf"
+  # ssl = on by reload.
+  # shellcheck source=tls.sh
+  . "$HERE/tls.sh"
+  bench_tls_cert "$WORK/pg"
   "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" reload >/dev/null || die "pg_ctl reload failed"
   PGL_TLS=('client_tls_mode = "require"' "client_tls_cert_file = \"$WORK/tls.crt\""
     "client_tls_key_file = \"$WORK/tls.key\"" 'server_tls_mode = "require"')

@@ -276,14 +276,9 @@ log_min_messages = warning
 EOF
 PGL_TLS="" PGB_TLS=""
 if ((TLS)); then
-  # One self-signed certificate for every TLS server here (nothing is
-  # verified: sslmode=require and server_tls_mode = "require").
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >"$WORK/openssl.log" 2>&1 ||
-    die "openssl failed: $(tail -3 "$WORK/openssl.log")"
-  chmod 600 "$WORK/tls.key"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$WORK/tls.key" "$WORK/tls.crt"; fi
-  printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$WORK/tls.crt" "$WORK/tls.key" >>"$WORK/pg/postgresql.conf"
+  # shellcheck source=tls.sh
+  . "$HERE/tls.sh"
+  bench_tls_cert "$WORK/pg"
   PGL_TLS=$(printf 'client_tls_mode = "require"\nclient_tls_cert_file = "%s"\nclient_tls_key_file = "%s"\nserver_tls_mode = "require"' "$WORK/tls.crt" "$WORK/tls.key")
   PGB_TLS=$(printf 'client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\nserver_tls_sslmode = require' "$WORK/tls.crt" "$WORK/tls.key")
 fi
