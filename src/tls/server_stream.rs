@@ -89,13 +89,7 @@ impl ServerStream {
             return Some(self);
         };
         let (tracked, conn) = s.get_mut();
-        let settled = tracked.at_boundary()
-            && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
-            && !conn.wants_write()
-            && conn
-                .process_new_packets()
-                .is_ok_and(|st| st.plaintext_bytes_to_read() == 0);
-        if !settled {
+        if !tracked.settled(conn) {
             return Some(ServerStream::Tls(s));
         }
         let (tracked, conn) = s.into_inner();

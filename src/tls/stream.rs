@@ -51,12 +51,7 @@ impl ClientStream {
             ClientStream::Plain(_) => true,
             ClientStream::Tls(s, _) => {
                 let (tracked, conn) = s.get_mut();
-                tracked.at_boundary()
-                    && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
-                    && !conn.wants_write()
-                    && conn
-                        .process_new_packets()
-                        .is_ok_and(|st| st.plaintext_bytes_to_read() == 0)
+                tracked.settled(conn)
             }
             ClientStream::Records(r) => r.settled(),
         }

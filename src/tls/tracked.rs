@@ -42,6 +42,18 @@ impl<S> Tracked<S> {
         self.io
     }
 
+    /// Whether the session over this socket may leave rustls now (for the
+    /// record layer, or a new process): TLS 1.3, between records, and
+    /// nothing rustls still holds to write or that the peer sent to read.
+    pub fn settled<D>(&self, conn: &mut rustls::ConnectionCommon<D>) -> bool {
+        self.at_boundary()
+            && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            && !conn.wants_write()
+            && conn
+                .process_new_packets()
+                .is_ok_and(|st| st.plaintext_bytes_to_read() == 0)
+    }
+
     pub(super) fn follow(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if self.body_left > 0 {
